@@ -1,0 +1,1 @@
+"""peekwidgets: look inside a trained PyTorch network."""
