@@ -1,0 +1,270 @@
+"""Blocks: arrays that share the sample mode.
+
+A :class:`Block` is one array whose first mode is the sample mode: a *matrix*
+block ``(n_samples, n_features)`` or a *tensor* block
+``(n_samples, n_channels, n_positions)``. :class:`Blocks` is the ordered set of
+blocks that capture produces and the engine fits (input first, then layers in
+forward order).
+
+Block data is a :class:`torch.Tensor` wherever it lives: on a device, in host
+memory, or backed by a memory-mapped file (``torch.from_numpy`` of a
+``numpy.memmap``). Consumers never copy a whole block; they read it in sample
+batches with :meth:`Block.batches` or :meth:`Blocks.batches`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+__all__ = ["Block", "Blocks", "MATRIX", "TENSOR"]
+
+MATRIX = "matrix"
+TENSOR = "tensor"
+
+#: Rows read at once when a batch size is not given.
+DEFAULT_BATCH_ROWS = 4096
+
+
+@dataclass(eq=False)
+class Block:
+    """One array that shares the sample mode.
+
+    Parameters
+    ----------
+    name : str
+        ``"input"`` for the raw inputs, else the module name of the layer.
+    data : torch.Tensor
+        ``(n_samples, n_features)`` for a matrix block, or
+        ``(n_samples, n_channels, n_positions)`` for a tensor block.
+    spatial_shape : tuple of int, optional
+        ``(H, W)`` with ``H * W == n_positions`` when the positions of a
+        tensor block (or the features of the input block) form an image.
+    meta : dict
+        Free metadata: ``module_type``, ``storage`` (``"device"``, ``"host"``
+        or ``"memmap"``), ``memmap_path``, ``pooled_from`` (the ``(H, W)`` of a
+        map that was reduced to fit the memory budget), ``flattened_from``.
+    sq_norm : float, optional
+        Squared Frobenius norm, when the producer computed it while streaming;
+        computed on first use otherwise.
+    """
+
+    name: str
+    data: torch.Tensor
+    spatial_shape: tuple[int, ...] | None = None
+    meta: dict = field(default_factory=dict)
+    sq_norm: float | None = None
+
+    def __post_init__(self):
+        if isinstance(self.data, np.ndarray):
+            self.data = torch.from_numpy(self.data)
+        if not isinstance(self.data, torch.Tensor):
+            raise TypeError(
+                f"block {self.name!r}: data must be a torch.Tensor or numpy array, "
+                f"got {type(self.data).__name__}"
+            )
+        if self.data.ndim not in (2, 3):
+            raise ValueError(
+                f"block {self.name!r}: expected a matrix (n_samples, n_features) or a tensor "
+                f"(n_samples, n_channels, n_positions), got shape {tuple(self.data.shape)}; "
+                "flatten or reshape the array first"
+            )
+        if not (self.data.is_floating_point()):
+            raise TypeError(
+                f"block {self.name!r}: data must be floating point, got {self.data.dtype}; "
+                "convert it with .float()"
+            )
+        if min(self.data.shape) < 1:
+            raise ValueError(f"block {self.name!r}: empty dimension in shape {self.shape}")
+        if self.spatial_shape is not None:
+            self.spatial_shape = tuple(int(s) for s in self.spatial_shape)
+            if int(np.prod(self.spatial_shape)) != self.data.shape[-1]:
+                raise ValueError(
+                    f"block {self.name!r}: spatial_shape {self.spatial_shape} does not match "
+                    f"the {self.data.shape[-1]} positions of its last mode"
+                )
+
+    @property
+    def kind(self) -> str:
+        """``"matrix"`` for 2-D data, ``"tensor"`` for 3-D data."""
+        return MATRIX if self.data.ndim == 2 else TENSOR
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def n_samples(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def mode_shape(self) -> tuple[int, ...]:
+        """Shape of the non-sample modes: ``(D,)`` or ``(C, S)``."""
+        return tuple(self.data.shape[1:])
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.data.shape))
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.device
+
+    @property
+    def storage(self) -> str:
+        """Where the data lives: ``"device"``, ``"host"`` or ``"memmap"``."""
+        if "storage" in self.meta:
+            return self.meta["storage"]
+        return "host" if self.data.device.type == "cpu" else "device"
+
+    def batches(
+        self,
+        batch_size: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """Yield ``(start, stop, rows)`` over the samples.
+
+        ``rows : (stop - start, *mode_shape)`` on ``device`` (the block's own
+        device when None) in ``dtype``. A batch is a view when no move or cast
+        is needed.
+        """
+        step = batch_size or self.n_samples
+        for start in range(0, self.n_samples, step):
+            stop = min(start + step, self.n_samples)
+            yield start, stop, self.rows(slice(start, stop), device, dtype)
+
+    def rows(self, index, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Rows ``data[index]`` moved to ``device`` and cast to ``dtype``."""
+        device = self.data.device if device is None else torch.device(device)
+        part = self.data[index]
+        non_blocking = part.device.type == "cpu" and device.type == "cuda" and part.is_pinned()
+        return part.to(device=device, dtype=dtype, non_blocking=non_blocking)
+
+    def norm(self) -> float:
+        """Frobenius norm (accumulated in float64, one batch at a time)."""
+        if self.sq_norm is None:
+            total = 0.0
+            for _, _, part in self.batches(DEFAULT_BATCH_ROWS, dtype=torch.float64):
+                total += float((part * part).sum())
+            self.sq_norm = total
+        return float(np.sqrt(self.sq_norm))
+
+    def numpy(self, index=slice(None)) -> np.ndarray:
+        """Rows as a float32 numpy array on the host (for views)."""
+        return self.rows(index, "cpu").numpy()
+
+    def __repr__(self) -> str:
+        extra = f", spatial_shape={self.spatial_shape}" if self.spatial_shape else ""
+        return f"Block({self.name!r}, {self.kind}, shape={self.shape}{extra}, {self.storage})"
+
+
+class Blocks(Sequence):
+    """The ordered blocks of one analysis: input first, then layers in forward order.
+
+    Parameters
+    ----------
+    blocks : iterable of Block
+        Blocks with the same number of samples and distinct names.
+    labels : array-like of shape (n_samples,), optional
+        Metadata only (for colouring plots); never used by a computation.
+    sample_shape : tuple of int, optional
+        Shape of one raw model input, for example ``(1, 28, 28)``; views use
+        it to draw the ``input`` block as images.
+    """
+
+    def __init__(self, blocks: Iterable[Block], labels=None, sample_shape=None):
+        self._blocks = list(blocks)
+        if not self._blocks:
+            raise ValueError("no blocks: pass at least one Block")
+        for b in self._blocks:
+            if not isinstance(b, Block):
+                raise TypeError(f"expected Block objects, got {type(b).__name__}")
+        names = [b.name for b in self._blocks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"block names must be distinct; repeated: {dupes}")
+        counts = {b.name: b.n_samples for b in self._blocks}
+        if len(set(counts.values())) > 1:
+            raise ValueError(
+                f"all blocks must have the same number of samples, got {counts}; "
+                "capture every block from the same inputs"
+            )
+        self.labels = None if labels is None else np.asarray(labels)
+        if self.labels is not None and len(self.labels) != self.n_samples:
+            raise ValueError(
+                f"labels has {len(self.labels)} entries for {self.n_samples} samples"
+            )
+        self.sample_shape = None if sample_shape is None else tuple(sample_shape)
+
+    @classmethod
+    def from_arrays(
+        cls, arrays: Mapping[str, object], spatial_shapes: Mapping[str, tuple] | None = None,
+        **kwargs,
+    ) -> Blocks:
+        """Blocks from a ``{name: array}`` mapping (tensors or numpy arrays)."""
+        spatial_shapes = spatial_shapes or {}
+        return cls(
+            [Block(name, data, spatial_shapes.get(name)) for name, data in arrays.items()],
+            **kwargs,
+        )
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            for b in self._blocks:
+                if b.name == key:
+                    return b
+            raise KeyError(f"no block named {key!r}; blocks are {self.names}")
+        return self._blocks[key]
+
+    def __iter__(self) -> Iterator[Block]:
+        return iter(self._blocks)
+
+    @property
+    def names(self) -> list[str]:
+        return [b.name for b in self._blocks]
+
+    @property
+    def n_samples(self) -> int:
+        return self._blocks[0].n_samples
+
+    def select(self, names: Sequence[str]) -> Blocks:
+        """The named blocks, in the given order, with the same labels and sample shape."""
+        return Blocks([self[n] for n in names], self.labels, self.sample_shape)
+
+    def batches(
+        self, batch_size: int | None = None, device=None, dtype: torch.dtype = torch.float32
+    ) -> Iterator[tuple[int, int, list[torch.Tensor]]]:
+        """Yield ``(start, stop, [rows of each block])`` over the samples."""
+        step = batch_size or self.n_samples
+        for start in range(0, self.n_samples, step):
+            stop = min(start + step, self.n_samples)
+            yield start, stop, [b.rows(slice(start, stop), device, dtype) for b in self]
+
+    def summary(self) -> str:
+        """A text table: one line per block with kind, shape, storage and notes."""
+        lines = [f"{self.n_samples} samples, {len(self)} blocks"]
+        width = max(len(n) for n in self.names)
+        for b in self:
+            notes = []
+            if b.spatial_shape:
+                notes.append("map " + "x".join(map(str, b.spatial_shape)))
+            if "pooled_from" in b.meta:
+                notes.append("pooled from " + "x".join(map(str, b.meta["pooled_from"])))
+            if "module_type" in b.meta:
+                notes.append(b.meta["module_type"])
+            shape = " x ".join(map(str, b.shape))
+            lines.append(
+                f"  {b.name:<{width}}  {b.kind:<6}  {shape:<20}  {b.storage:<6}  "
+                f"|X|={b.norm():.4g}  {', '.join(notes)}"
+            )
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.summary()
