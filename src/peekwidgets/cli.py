@@ -1,0 +1,230 @@
+"""The ``peekwidgets`` command.
+
+``peekwidgets demo`` trains (or loads from the cache) the demo CNN on the bundled digits, then
+serves ``notebooks/quickstart.ipynb`` with Voilà on 127.0.0.1 and prints its address.
+``peekwidgets demo --headless --out DIR`` runs the same analysis without a server and writes a
+report folder (PNG figures and ``summary.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+DEFAULT_PORT = 8866
+NOTEBOOK = "quickstart.ipynb"
+
+
+def _int_at_least(low: int, what: str, high: int | None = None):
+    """An argparse type: an int in ``[low, high]`` with a message that names the bad value."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{what} must be {bounds}, got {value}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="peekwidgets",
+        description="Look inside a trained PyTorch network through one joint factorization "
+        "of its inputs and layer outputs.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    demo = commands.add_parser(
+        "demo",
+        help="train the demo CNN on the bundled digits and show the dashboard (or a report)",
+        description="Train (or load from the cache) a small CNN on scikit-learn's bundled "
+        "digits, keeping checkpoints of the run, then serve the quickstart notebook with "
+        "Voilà on 127.0.0.1, or with --headless write a report folder instead.",
+    )
+    demo.add_argument(
+        "--headless", "--no-serve", dest="headless", action="store_true",
+        help="run the analysis without a server and write the report folder",
+    )
+    demo.add_argument(
+        "--out", type=Path, default=Path("peekwidgets-report"),
+        help="report folder for --headless (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--port", type=_int_at_least(1, "--port", 65535), default=DEFAULT_PORT,
+        help="port of the Voilà server on 127.0.0.1 (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--cache", type=Path, default=None,
+        help="folder of the trained checkpoints (default: $PEEKWIDGETS_CACHE or "
+        "~/.cache/peekwidgets)",
+    )
+    demo.add_argument("--retrain", action="store_true", help="train again, ignoring the cache")
+    demo.add_argument(
+        "--rank", type=_int_at_least(1, "--rank", 50), default=6,
+        help="number of components of the joint factorization (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--samples", type=_int_at_least(10, "--samples", 500), default=500,
+        help="held-out digits analysed (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--max-rank", type=_int_at_least(1, "--max-rank", 50), default=10,
+        help="largest rank of the rank profiles (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--notebook", type=Path, default=None,
+        help=f"notebook to serve (default: notebooks/{NOTEBOOK} of the checkout)",
+    )
+    demo.set_defaults(handler=_demo, parser=demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``peekwidgets`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    parser = args.parser
+    if args.samples < args.rank or args.samples < args.max_rank:
+        parser.error(
+            f"--samples {args.samples} must be at least --rank ({args.rank}) and "
+            f"--max-rank ({args.max_rank}); lower the ranks or analyse more samples"
+        )
+    if args.headless and args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file; pass a folder for the report")
+    if args.cache is not None and args.cache.exists() and not args.cache.is_dir():
+        parser.error(f"--cache {args.cache} is a file; pass a folder for the checkpoints")
+    if not args.headless:
+        notebook = args.notebook or _find_notebook()
+        if notebook is None or not notebook.is_file():
+            parser.error(
+                f"notebook {notebook or NOTEBOOK!r} not found; run from a checkout of "
+                "peekwidgets, pass --notebook PATH, or use --headless for a report"
+            )
+        args.notebook = notebook
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def _demo(args) -> int:
+    from peekwidgets.demo import load_demo
+
+    print("peekwidgets demo: the digits CNN and its checkpoints", flush=True)
+    run = load_demo(args.cache, retrain=args.retrain, progress=True)
+    source = "trained now" if args.retrain or run.path is None else f"cache {run.path}"
+    print(
+        f"  {len(run.checkpoints)} checkpoints ({source}); held-out accuracy "
+        + ", ".join(f"{name}: {acc:.1%}" for name, acc in run.accuracies.items()),
+        flush=True,
+    )
+    if args.headless:
+        from peekwidgets.report import write_demo_report
+
+        summary = write_demo_report(
+            run, args.out, rank=args.rank, n_samples=args.samples, max_rank=args.max_rank,
+        )
+        print(f"report written to {args.out.resolve()}:")
+        for name in summary["files"]:
+            print(f"  {name}")
+        return 0
+    return _serve(args.notebook, args.port, run.path.parent if run.path else None)
+
+
+def _find_notebook() -> Path | None:
+    """``notebooks/quickstart.ipynb`` of the checkout this package runs from, or of the cwd."""
+    here = Path(__file__).resolve()
+    for root in (here.parents[2], Path.cwd()):
+        candidate = root / "notebooks" / NOTEBOOK
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _serve(notebook: Path, port: int, cache_dir: Path | None) -> int:
+    """Run Voilà on ``notebook`` at 127.0.0.1:``port`` until it stops or Ctrl-C."""
+    try:
+        import voila  # noqa: F401
+    except ImportError:
+        print(
+            "error: Voilà is not installed; `pip install voila` (or `make demo`, which installs "
+            "it), or run `peekwidgets demo --headless` for a report without a server",
+            file=sys.stderr,
+        )
+        return 1
+    if not _port_free(port):
+        print(
+            f"error: port {port} on 127.0.0.1 is in use; pass another one with --port",
+            file=sys.stderr,
+        )
+        return 1
+    env = dict(os.environ)
+    if cache_dir is not None:
+        env["PEEKWIDGETS_CACHE"] = str(cache_dir)
+    command = [
+        sys.executable, "-m", "voila", "--no-browser", f"--port={port}",
+        "--Voila.ip=127.0.0.1", "--Voila.port_retries=0", "--show_tracebacks=True",
+        notebook.name,
+    ]
+    url = f"http://127.0.0.1:{port}/"
+    print(f"starting Voilà on {notebook} ...", flush=True)
+    server = subprocess.Popen(command, cwd=notebook.parent, env=env)
+    try:
+        if _wait_ready(url + "voila/static/favicon.ico", server):
+            print(f"\n  peekwidgets dashboard: {url}\n  (Ctrl-C stops the server)\n", flush=True)
+        return server.wait()
+    except KeyboardInterrupt:
+        print("\nstopping the server ...", file=sys.stderr)
+        return 0
+    finally:
+        _stop(server)
+
+
+def _wait_ready(url: str, server: subprocess.Popen, timeout: float = 60.0) -> bool:
+    """Poll ``url`` (a static file, so no kernel starts) until it answers or the server exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.3)
+    return False
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """SIGTERM (Voilà shuts its kernels down), then kill after a grace period."""
+    if server.poll() is not None:
+        return
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
