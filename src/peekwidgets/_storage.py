@@ -1,0 +1,228 @@
+"""Where captured blocks live: on the model's device, in host memory, or in a memory-mapped file.
+
+A :class:`Budget` hands out room in the two in-memory tiers (the device tier
+exists only for CUDA models; a CPU model's blocks are "host"); a :class:`Store`
+is one preallocated float32 block in the tier it was given, filled a batch of
+rows at a time. Memory-mapped files go to a fresh folder under
+:func:`tempfile.gettempdir` (``$TMPDIR``); each file is deleted when the last
+tensor that views it is garbage-collected (or at interpreter exit).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import weakref
+
+import numpy as np
+import torch
+
+DEVICE, HOST, MEMMAP = "device", "host", "memmap"
+
+#: Share of the free memory that an automatic budget may fill.
+AUTO_SHARE = 0.5
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(value, what: str = "memory_budget") -> int:
+    """Bytes from an int, a float or a string such as ``"512MB"`` or ``"2 GiB"``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"{what} must be >= 0 bytes, got {value}")
+        return int(value)
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", value)
+        if match and match.group(2).lower() in _UNITS:
+            return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    raise ValueError(
+        f"{what} must be a number of bytes or a string like '512MB' or '2GiB', got {value!r}"
+    )
+
+
+def available_host_bytes() -> int:
+    """Host memory that can be allocated without swapping (``MemAvailable`` on Linux)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2**31
+
+
+class Budget:
+    """Room left for blocks on the device, in host memory, and in both together.
+
+    Parameters
+    ----------
+    memory_budget : None, int, str or dict
+        None: half of the free device memory (CUDA) and half of the available
+        host memory. A number of bytes (or ``"2GB"``): the most that all
+        in-memory blocks may take together, device and host. A dict
+        ``{"device": ..., "host": ...}`` sets each tier (a missing or None
+        entry is automatic).
+    device : torch.device
+        The device the model runs on.
+    """
+
+    def __init__(self, memory_budget, device: torch.device):
+        self.device = device
+        total = None
+        if isinstance(memory_budget, dict):
+            unknown = set(memory_budget) - {DEVICE, HOST}
+            if unknown:
+                raise ValueError(
+                    f"memory_budget keys must be 'device' and/or 'host', got {sorted(unknown)}"
+                )
+            tiers = {k: memory_budget.get(k) for k in (DEVICE, HOST)}
+        else:
+            if memory_budget is not None:
+                total = parse_bytes(memory_budget)
+            tiers = {DEVICE: total, HOST: total}
+        self.room = {
+            tier: self._auto(tier) if value is None else parse_bytes(value, f"budget {tier!r}")
+            for tier, value in tiers.items()
+        }
+        if device.type == "cpu":
+            self.room[DEVICE] = 0
+        self.total = total
+
+    def _auto(self, tier: str) -> int:
+        if tier == HOST:
+            return int(AUTO_SHARE * available_host_bytes())
+        if self.device.type == "cuda":
+            return int(AUTO_SHARE * torch.cuda.mem_get_info(self.device)[0])
+        return 0
+
+    def take(self, nbytes: int) -> str:
+        """Reserve ``nbytes`` in the first tier with room; ``"memmap"`` when none has."""
+        for tier in (DEVICE, HOST):
+            if nbytes <= self.room[tier] and (self.total is None or nbytes <= self.total):
+                self.room[tier] -= nbytes
+                if self.total is not None:
+                    self.total -= nbytes
+                return tier
+        return MEMMAP
+
+    def fits(self, nbytes: int) -> bool:
+        """Whether ``nbytes`` would fit in memory (device or host) right now."""
+        room = max(self.room.values())
+        return nbytes <= room and (self.total is None or nbytes <= self.total)
+
+    def give_back(self, tier: str, nbytes: int):
+        if tier != MEMMAP:
+            self.room[tier] += nbytes
+            if self.total is not None:
+                self.total += nbytes
+
+
+def _delete_file(path: str):
+    try:
+        os.remove(path)
+        os.rmdir(os.path.dirname(path))  # the folder goes with its last file
+    except OSError:
+        pass
+
+
+class Store:
+    """One block's rows, preallocated as float32 ``(capacity, *row_shape)`` in a tier.
+
+    Parameters
+    ----------
+    row_shape : tuple of int
+        Shape of one sample's row, ``(D,)`` or ``(C, S)``.
+    capacity : int
+        Rows to allocate; :meth:`reserve` grows the store by doubling.
+    budget : Budget
+        Gives the tier; room is returned when the store grows or is dropped.
+    folder : callable
+        Returns the folder for memory-mapped files (created on first use).
+    """
+
+    def __init__(self, row_shape, capacity: int, budget: Budget, folder):
+        self.row_shape = tuple(int(s) for s in row_shape)
+        self.budget = budget
+        self.folder = folder
+        self.path = None
+        self._allocate(capacity)
+
+    @property
+    def row_bytes(self) -> int:
+        return 4 * int(np.prod(self.row_shape))
+
+    def _allocate(self, capacity: int):
+        shape = (capacity, *self.row_shape)
+        nbytes = capacity * self.row_bytes
+        self.tier = self.budget.take(nbytes)
+        self.pinned = False
+        if self.tier == DEVICE:
+            try:
+                self.data = torch.empty(shape, dtype=torch.float32, device=self.budget.device)
+            except torch.cuda.OutOfMemoryError:  # the device is fuller than it said
+                self.budget.give_back(DEVICE, nbytes)
+                self.budget.room[DEVICE] = 0
+                self.tier = self.budget.take(nbytes)
+        if self.tier == HOST:
+            self.pinned = self.budget.device.type == "cuda"
+            try:
+                self.data = torch.empty(shape, dtype=torch.float32, pin_memory=self.pinned)
+            except RuntimeError:  # pinning can fail for large blocks: use pageable memory
+                self.pinned = False
+                self.data = torch.empty(shape, dtype=torch.float32)
+        if self.tier == MEMMAP:
+            self.data = self._memmap(shape)
+
+    def _memmap(self, shape) -> torch.Tensor:
+        folder = self.folder()
+        nbytes = 4 * int(np.prod(shape))
+        free = shutil.disk_usage(folder).free
+        if nbytes > free:
+            raise MemoryError(
+                f"a block of {nbytes / 1e9:.2f} GB does not fit in memory nor on the disk of "
+                f"{folder} ({free / 1e9:.2f} GB free); capture fewer samples or layers, lower "
+                "max_positions, or point TMPDIR at a larger disk"
+            )
+        fd, path = tempfile.mkstemp(suffix=".f32", dir=folder)
+        os.close(fd)
+        array = np.memmap(path, dtype=np.float32, mode="w+", shape=shape)
+        weakref.finalize(array, _delete_file, path)
+        self.path = path
+        return torch.from_numpy(array)
+
+    @property
+    def capacity(self) -> int:
+        return self.data.shape[0]
+
+    def reserve(self, stop: int, filled: int):
+        """Make room for rows up to ``stop``, keeping the first ``filled`` rows."""
+        if stop <= self.capacity:
+            return
+        old, old_tier = self.data, self.tier
+        self.budget.give_back(old_tier, old.shape[0] * self.row_bytes)
+        self._allocate(max(stop, 2 * old.shape[0]))
+        self.data[:filled].copy_(old[:filled])
+
+    def write(self, start: int, rows: torch.Tensor):
+        """Copy ``rows : (n, *shape)`` (any dtype or device) into rows ``start:start + n``.
+
+        ``rows`` may have any shape with ``n * prod(row_shape)`` elements laid
+        out row-major (for example an unflattened ``(n, C, H, W)`` map), so the
+        copy reshapes, casts and moves in one pass.
+        """
+        dst = self.data[start:start + rows.shape[0]].view(rows.shape)
+        dst.copy_(rows, non_blocking=self.pinned)
+
+    def finish(self, n_rows: int) -> torch.Tensor:
+        """The filled rows; an in-memory store more than a quarter empty is compacted."""
+        data = self.data[:n_rows]
+        if self.tier != MEMMAP and n_rows < 0.75 * self.capacity:
+            data = data.clone()
+        return data
