@@ -83,7 +83,7 @@ def test_core_consistency_streams_a_block(noisy):
     assert core_consistency(block, cp, batch_size=7) == pytest.approx(dense, rel=1e-10)
     assert core_consistency(torch.from_numpy(X), cp, batch_size=40) == pytest.approx(dense)
     single = core_consistency(X, cp, dtype=torch.float32, batch_size=16)
-    assert single == pytest.approx(core_consistency(X, fit(X, 4)), rel=1e-2)
+    assert single == pytest.approx(dense, rel=1e-3)
 
 
 def test_core_consistency_clear_errors(noisy):
@@ -271,10 +271,14 @@ def test_explained_variance_of_tensor_and_matrix_blocks(noisy):
     assert explained_variance(X, (None, factors)) == pytest.approx(1 - 1e-4, abs=3e-5)
 
 
+@pytest.mark.parametrize("kind", ["tensor", "matrix"])
 @pytest.mark.parametrize("method", ["share", "alone", "removed"])
-def test_component_explained_variance_against_dense(noisy, method):
+def test_component_explained_variance_against_dense(noisy, method, kind):
     _, X = noisy
     weights, factors = fit(X, RANK)
+    if kind == "matrix":
+        X = X.reshape(X.shape[0], -1)
+        factors = [factors[0], tl.tenalg.khatri_rao(factors[1:])]
     total = dense_fit(X, (weights, factors))
     expected = []
     for r in range(RANK):
@@ -286,7 +290,7 @@ def test_component_explained_variance_against_dense(noisy, method):
         else:
             keep = [s for s in range(RANK) if s != r]
             expected.append(total - dense_fit(X, (weights[keep], [f[:, keep] for f in factors])))
-    block = Block("conv", torch.tensor(X))
+    block = Block(kind, torch.tensor(X))
     ours = component_explained_variance(block, (weights, factors), method=method, batch_size=11)
     np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=1e-12)
 
@@ -341,3 +345,19 @@ def test_degeneracy_of_a_well_posed_fit_and_edge_cases(noisy):
     assert degeneracy(factors, threshold=result.min_cosine + 1e-9).degenerate
     single = degeneracy([f[:, :1] for f in factors])
     assert np.isnan(single.min_cosine) and single.pair is None and not single.degenerate
+
+
+# ---------------------------------------------------------------------------------------- CUDA
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_diagnostics_on_cuda_match_cpu(noisy):
+    _, X = noisy
+    cp = fit(X, 4)
+    block = Block("conv", torch.tensor(X, dtype=torch.float32, device="cuda"))
+    assert core_consistency(block, cp, batch_size=16) == pytest.approx(
+        core_consistency(X, cp), rel=1e-9
+    )
+    assert explained_variance(block, cp) == pytest.approx(explained_variance(X, cp), rel=1e-6)
+    np.testing.assert_allclose(
+        component_explained_variance(block, cp, dtype=torch.float32),
+        component_explained_variance(X, cp), rtol=1e-4, atol=1e-6,
+    )

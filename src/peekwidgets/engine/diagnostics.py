@@ -43,7 +43,7 @@ __all__ = [
 DEGENERACY_THRESHOLD = -0.85
 
 #: Elements (rows x columns x positions) of one streamed batch when no batch size is given.
-_BATCH_ELEMENTS = 1 << 22
+_BATCH_ELEMENTS = 1 << 20
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,7 +181,7 @@ def core_consistency(
     normalized : bool
         Divide by ``||G||^2`` instead of by the rank.
     batch_size : int, optional
-        Samples per batch (about 4M elements per batch by default).
+        Samples per batch (about a million elements per batch by default).
     device, dtype
         Where and in which precision the batches are processed (the block's own device and
         float64 by default).
