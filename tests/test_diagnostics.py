@@ -162,6 +162,10 @@ def test_fms_clear_errors(noisy):
         factor_match_score(factors, factors, skip_mode=3)
     with pytest.raises(TypeError, match="list of factor matrices"):
         factor_match_score(factors[0], factors)
+    with pytest.raises(ValueError, match="weights_b has 2 entries for 3 components"):
+        factor_match_score(factors, factors, None, [1.0, 2.0], consider_weights=True)
+    with pytest.raises(ValueError, match="pass consider_weights=False"):
+        factor_match_score(factors, factors, skip_mode=0, consider_weights=True)
 
 
 # ------------------------------------------------------------------------ coupled factor match

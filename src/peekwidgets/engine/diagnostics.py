@@ -421,6 +421,11 @@ def factor_match_score(
     mats_a = _check_factors(factors_a, "factors_a")
     mats_b = _check_factors(factors_b, "factors_b")
     if skip_mode is not None:
+        if consider_weights:
+            raise ValueError(
+                "consider_weights=True cannot be combined with skip_mode: the scale of a CP "
+                "component can move into the skipped mode; pass consider_weights=False"
+            )
         if not -len(mats_a) <= skip_mode < len(mats_a):
             raise ValueError(
                 f"skip_mode={skip_mode} is not a mode of a {len(mats_a)}-mode model"
@@ -431,11 +436,13 @@ def factor_match_score(
     _check_pair(mats_a, mats_b, "factor_match_score")
     scores = _congruences(mats_a, mats_b)
     if consider_weights:
-        magnitude = [
-            (np.ones(m[0].shape[1]) if w is None else _to_numpy(w).reshape(-1))
-            * np.prod([_unit_columns(f)[1] for f in m], axis=0)
-            for w, m in ((weights_a, mats_a), (weights_b, mats_b))
-        ]
+        magnitude = []
+        for label, w, m in (("weights_a", weights_a, mats_a), ("weights_b", weights_b, mats_b)):
+            rank = m[0].shape[1]
+            w = np.ones(rank) if w is None else _to_numpy(w).reshape(-1)
+            if w.shape != (rank,):
+                raise ValueError(f"{label} has {w.size} entries for {rank} components")
+            magnitude.append(w * np.prod([_unit_columns(f)[1] for f in m], axis=0))
         wa, wb = magnitude[0][:, None], magnitude[1][None, :]
         scores = scores * (1.0 - np.abs(wa - wb) / np.maximum(wa, wb))
     if absolute_value:
