@@ -1,0 +1,21 @@
+"""The coupled CP/matrix factorization engine and its diagnostics."""
+
+from peekwidgets.engine.coupled import CoupledCP
+from peekwidgets.engine.diagnostics import (
+    component_explained_variance,
+    core_consistency,
+    coupled_factor_match_score,
+    degeneracy,
+    explained_variance,
+    factor_match_score,
+)
+
+__all__ = [
+    "CoupledCP",
+    "component_explained_variance",
+    "core_consistency",
+    "coupled_factor_match_score",
+    "degeneracy",
+    "explained_variance",
+    "factor_match_score",
+]

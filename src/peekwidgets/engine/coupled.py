@@ -1,0 +1,505 @@
+"""Coupled CP/matrix factorization of blocks that share the sample mode.
+
+Every block shares the sample factor ``A : (n_samples, rank)``. A matrix block
+``X (n, D) ~ A diag(w) B^T``; a tensor block ``T (n, C, S) ~ [[w; A, U, V]]``. Each block is
+first scaled by ``block_scales_[b] = weight_b / ||X_b||`` (or by its weight alone when
+``normalize=False``); the loss is the sum over blocks of the squared residuals of the scaled
+blocks.
+
+One sweep reads every block once, sample batch by sample batch: for each batch it takes the
+batch's explicit residual (loss of the current state), solves the batch's rows of ``A`` from all
+blocks at once, and accumulates each block's compressed data ``Y_b = X_b(0)^T A`` and
+``A^T A``. After the pass, every block's factors are updated from ``Y_b`` alone (a matrix block
+``B``, a tensor block ``U`` then ``V``), which needs no further data pass. Least squares (ALS on
+the normal equations) and nonnegative (HALS) share this sweep and the stopping rule.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from peekwidgets.blocks import Block, Blocks
+from peekwidgets.engine import init as _init
+from peekwidgets.engine import ops
+
+__all__ = ["BatchedData", "CoupledCP"]
+
+#: Bytes of one sample batch (all blocks) when ``batch_size`` is None: CPU batches stay in cache.
+_AUTO_BATCH_BYTES = {"cpu": 4 << 20, "cuda": 256 << 20}
+
+
+class BatchedData:
+    """Blocks read in sample batches on the compute device, with their scales.
+
+    ``home`` is where ``A (n_samples, rank)`` lives: the device of the block data (the host for
+    host or memory-mapped blocks), so the compute device holds only one batch at a time.
+    """
+
+    def __init__(self, blocks: Sequence[Block], scales, device, dtype, batch_size):
+        self.blocks = list(blocks)
+        self.scales = [float(s) for s in scales]
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.n = self.blocks[0].n_samples
+        homes = {b.device for b in self.blocks}
+        self.home = homes.pop() if len(homes) == 1 else torch.device("cpu")
+        if batch_size is None:
+            per_row = sum(math.prod(b.mode_shape) for b in self.blocks) * dtype.itemsize
+            budget = _AUTO_BATCH_BYTES.get(self.device.type, _AUTO_BATCH_BYTES["cuda"])
+            batch_size = max(16, budget // per_row)
+        self.batch_size = int(min(batch_size, self.n))
+
+    @property
+    def mode_shapes(self) -> list[tuple[int, ...]]:
+        return [b.mode_shape for b in self.blocks]
+
+    def chunks(self):
+        """Yield ``(start, stop, [rows of each block])`` on the compute device."""
+        for start in range(0, self.n, self.batch_size):
+            stop = min(start + self.batch_size, self.n)
+            yield start, stop, [b.rows(slice(start, stop), self.device, self.dtype)
+                                for b in self.blocks]
+
+
+def _on_device(factors, data: BatchedData) -> list[list[torch.Tensor]]:
+    """Block factors (float64 numpy) as tensors on the compute device in the data dtype."""
+    return [[torch.from_numpy(f).to(data.device, data.dtype) for f in fs] for fs in factors]
+
+
+def _as_blocks(blocks) -> Blocks:
+    if isinstance(blocks, Blocks):
+        return blocks
+    if isinstance(blocks, Mapping):
+        if not blocks:
+            raise ValueError("no blocks: pass at least one block (got an empty mapping)")
+        return Blocks.from_arrays(blocks)
+    if isinstance(blocks, Block):
+        return Blocks([blocks])
+    blocks = list(blocks)
+    if not blocks:
+        raise ValueError("no blocks: pass at least one Block (got an empty list)")
+    return Blocks(blocks)
+
+
+class CoupledCP:
+    """Coupled CP/matrix factorization with a shared sample factor (scikit-learn style).
+
+    Parameters
+    ----------
+    rank : int
+        Number of components R.
+    nonnegative : bool
+        Nonnegative factors (HALS) instead of least squares (ALS).
+    init : {"svd", "random"} or dict
+        ``"svd"``: randomized SVD of the weighted sample-mode unfolding (first start; further
+        ``n_init`` starts are random). ``"random"``: uniform factors. A dict
+        ``{block name: [B] or [U, V]}`` gives the initial block factors (scaled blocks).
+    n_init : int
+        Starts; the one with the lowest loss is kept.
+    max_iter : int
+        Maximum sweeps per start.
+    tol : float
+        Stop when the relative decrease of the loss between sweeps is below ``tol``.
+    block_weights : dict or sequence of float, optional
+        Per-block weights (1 by default), multiplied into each block after normalization.
+    normalize : bool
+        Scale each block to unit Frobenius norm before weighting.
+    batch_size : int, optional
+        Samples read at once. Blocks in host memory or memory-mapped files are moved to the
+        device one batch at a time, so device memory is bounded by the batch. By default a
+        batch of about 4 MiB on CPU (cache-sized) or 256 MiB on CUDA.
+    device : str or torch.device, optional
+        Compute device; the blocks' device by default.
+    dtype : torch.dtype
+        Dtype of the data in the products (float32 or float64); Gram matrices, solves,
+        inner products and the loss are accumulated in float64.
+    random_state : int, optional
+        Seed; fits are deterministic on CPU for a given seed.
+    progress : bool
+        Show a tqdm progress bar over sweeps.
+
+    Attributes
+    ----------
+    weights_ : (rank,)
+        Component weights, descending.
+    A_ : (n_samples, rank)
+        Shared sample factor, unit-norm columns.
+    factors_ : dict
+        Block name -> ``[B (n_features, rank)]`` or ``[U (n_channels, rank), V (n_positions,
+        rank)]`` (``U`` unit-norm columns); the scaled block is ``A_ diag(weights_) B^T`` or
+        ``[[weights_; A_, U, V]]``.
+    block_names_, block_kinds_ : list of str
+    block_shapes_ : dict
+        Block name -> shape of the block.
+    block_scales_ : dict
+        Block name -> factor applied to the raw block (``weight / norm``).
+    fit_ : dict
+        Block name -> explained variance of the scaled block (1 - residual / norm squared).
+    explained_variance_ : (n_blocks, rank)
+        Explained variance of each block by each component alone.
+    loss_ : float
+        Sum over blocks of the squared residuals of the scaled blocks.
+    loss_history_ : list of float
+        Loss after each sweep of the kept start.
+    n_iter_ : int
+    converged_, interrupted_ : bool
+    """
+
+    def __init__(self, rank: int = 5, *, nonnegative: bool = False, init="svd", n_init: int = 1,
+                 max_iter: int = 200, tol: float = 1e-6, block_weights=None,
+                 normalize: bool = True, batch_size: int | None = None, device=None,
+                 dtype: torch.dtype = torch.float32, random_state: int | None = None,
+                 progress: bool = False):
+        self.rank = rank
+        self.nonnegative = nonnegative
+        self.init = init
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.block_weights = block_weights
+        self.normalize = normalize
+        self.batch_size = batch_size
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.progress = progress
+
+    # ---------------------------------------------------------------------------- checks
+    def _check_params(self):
+        if not isinstance(self.rank, numbers.Integral) or self.rank < 1:
+            raise ValueError(f"rank={self.rank!r}: expected an integer >= 1")
+        if not isinstance(self.n_init, numbers.Integral) or self.n_init < 1:
+            raise ValueError(f"n_init={self.n_init!r}: expected an integer >= 1")
+        if not isinstance(self.max_iter, numbers.Integral) or self.max_iter < 1:
+            raise ValueError(f"max_iter={self.max_iter!r}: expected an integer >= 1")
+        if self.batch_size is not None and (
+            not isinstance(self.batch_size, numbers.Integral) or self.batch_size < 1
+        ):
+            raise ValueError(f"batch_size={self.batch_size!r}: expected None or an integer >= 1")
+        if self.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype={self.dtype}: expected torch.float32 or torch.float64")
+        if not (isinstance(self.init, Mapping) or self.init in ("svd", "random")):
+            raise ValueError(
+                f"init={self.init!r}: expected 'svd', 'random' or a dict of block factors"
+            )
+
+    def _weights(self, names) -> list[float]:
+        w = self.block_weights
+        if w is None:
+            return [1.0] * len(names)
+        if isinstance(w, Mapping):
+            unknown = sorted(set(w) - set(names))
+            if unknown:
+                raise ValueError(
+                    f"block_weights names unknown blocks {unknown}; blocks are {names}"
+                )
+            w = [w.get(n, 1.0) for n in names]
+        w = [float(v) for v in w]
+        if len(w) != len(names) or not all(np.isfinite(v) and v > 0 for v in w):
+            raise ValueError(
+                f"block_weights={self.block_weights!r}: expected one positive weight per block "
+                f"({len(names)} blocks: {names})"
+            )
+        return w
+
+    def _check_blocks(self, blocks: Blocks) -> list[float]:
+        """Validate rank against the blocks; return their norms (finite, nonzero)."""
+        if self.rank > blocks.n_samples:
+            raise ValueError(
+                f"rank={self.rank} is larger than the {blocks.n_samples} samples allow; "
+                f"use rank <= {blocks.n_samples}"
+            )
+        norms = []
+        for b in blocks:
+            size = math.prod(b.mode_shape)
+            if self.rank > size:
+                raise ValueError(
+                    f"rank={self.rank} is larger than block {b.name!r} allows ({size} "
+                    f"features per sample); lower the rank or leave that block out"
+                )
+            norm = b.norm()
+            if not np.isfinite(norm):
+                raise ValueError(
+                    f"block {b.name!r} contains NaN or Inf values; clean or drop them first"
+                )
+            if norm == 0.0:
+                raise ValueError(f"block {b.name!r} is all zeros; leave it out")
+            norms.append(norm)
+        return norms
+
+    # ---------------------------------------------------------------------------- fit
+    def fit(self, blocks) -> CoupledCP:
+        """Fit the coupled model.
+
+        Parameters
+        ----------
+        blocks : Blocks, list of Block, or dict name -> array
+            Blocks sharing the sample mode.
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        blocks = _as_blocks(blocks)
+        norms = self._check_blocks(blocks)
+        weights = self._weights(blocks.names)
+        scales = [w / nrm if self.normalize else w for w, nrm in zip(weights, norms)]
+        device = torch.device(self.device) if self.device is not None else blocks[0].device
+        data = BatchedData(blocks, scales, device, self.dtype, self.batch_size)
+        generator = torch.Generator()
+        if self.random_state is None:
+            generator.seed()
+        else:
+            generator.manual_seed(int(self.random_state))
+        sq_norms = [(s * nrm) ** 2 for s, nrm in zip(scales, norms)]
+
+        from tqdm.auto import tqdm
+
+        best = None
+        bar = tqdm(total=self.max_iter * self.n_init, disable=not self.progress, unit="sweep",
+                   desc=f"CoupledCP rank {self.rank}")
+        try:
+            for start in range(self.n_init):
+                factors = self._initial_factors(data, blocks.names, start, generator)
+                run = self._sweeps(data, factors, sum(sq_norms), bar)
+                if best is None or run["loss"] < best["loss"]:
+                    best = run
+                if run["interrupted"]:
+                    break
+        finally:
+            bar.close()
+        if best["interrupted"]:
+            warnings.warn(
+                f"fit interrupted after {best['n_iter']} sweeps; keeping the best factors so "
+                "far (interrupted_=True)", RuntimeWarning, stacklevel=2,
+            )
+        self._finish(blocks, scales, sq_norms, best)
+        return self
+
+    def _initial_factors(self, data, names, start, generator):
+        if isinstance(self.init, Mapping):
+            return _init.check_user_factors(self.init, names, data.mode_shapes, self.rank)
+        if self.init == "svd" and start == 0:
+            return _init.svd_factors(data, self.rank, generator, self.nonnegative)
+        return _init.random_factors(data.mode_shapes, self.rank, generator)
+
+    def _sweeps(self, data: BatchedData, factors, total_sq: float, bar) -> dict:
+        """ALS or HALS sweeps from the given block factors; stops on convergence or Ctrl-C."""
+        a_cur = torch.zeros(data.n, self.rank, dtype=data.dtype, device=data.home)
+        a_next = torch.empty_like(a_cur)
+        have_a = False  # before the first sweep A holds no values
+        losses, converged, interrupted, n_iter = [], False, False, 0
+        try:
+            for _ in range(self.max_iter):
+                loss, new_factors = self._sweep(data, factors, a_cur if have_a else None, a_next)
+                a_cur, a_next, factors, have_a = a_next, a_cur, new_factors, True
+                n_iter += 1
+                bar.update()
+                if loss is None:
+                    continue
+                losses.append(loss)
+                bar.set_postfix(loss=f"{loss / total_sq:.3e}")
+                if loss <= 1e-14 * total_sq or (
+                    len(losses) > 1 and abs(losses[-2] - loss) <= self.tol * losses[-2]
+                ):
+                    converged = True
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+        final = self._final_pass(data, factors, a_cur if have_a else None)
+        if have_a:
+            losses.append(final["loss"])
+        final.update(factors=factors, n_iter=n_iter, converged=converged,
+                     interrupted=interrupted, losses=losses)
+        return final
+
+    def _sweep(self, data, factors, a_prev, a_out):
+        """One pass: loss of the current state, new A rows (into ``a_out``), new block factors.
+
+        Returns ``(loss of the state before the sweep or None, new block factors)``.
+        """
+        work = _on_device(factors, data)
+        g_a = sum(ops.gram(fs) for fs in factors)
+        ys = [torch.zeros(math.prod(s), self.rank, dtype=torch.float64, device=data.device)
+              for s in data.mode_shapes]
+        ata = torch.zeros(self.rank, self.rank, dtype=torch.float64, device=data.device)
+        loss = 0.0
+        for start, stop, xs in data.chunks():
+            m = sum(ops.mttkrp_rows(x, fs).double() * s
+                    for x, fs, s in zip(xs, work, data.scales))
+            old = None
+            if a_prev is not None:
+                old = a_prev[start:stop].to(data.device)
+                loss += sum(ops.residual_sq(x, old, fs, s)
+                            for x, fs, s in zip(xs, work, data.scales))
+                old = old.double()
+            a64 = ops.solve(g_a, m, old, self.nonnegative, n_inner=2)
+            a = a64.to(data.dtype)
+            for y, x, s in zip(ys, xs, data.scales):
+                y += ops.compress(x, a).double() * s
+            ata += a64.T @ a64
+            a_out[start:stop] = a.to(data.home)
+        ata = ata.cpu().numpy()
+        new = [ops.update_block(fs, y.cpu().numpy(), ata, self.nonnegative)
+               for fs, y in zip(factors, ys)]
+        return (loss if a_prev is not None else None), new
+
+    def _final_pass(self, data, factors, a_cur) -> dict:
+        """Explicit residual and per-component inner products of the final state.
+
+        Solves ``A`` from the block factors first when no sweep completed.
+        """
+        if a_cur is None:
+            a_cur = torch.empty(data.n, self.rank, dtype=data.dtype, device=data.home)
+            self._sweep(data, factors, None, a_cur)
+        work = _on_device(factors, data)
+        res = [0.0] * len(factors)
+        ips = [torch.zeros(self.rank, dtype=torch.float64, device=data.device) for _ in factors]
+        ata = torch.zeros(self.rank, self.rank, dtype=torch.float64, device=data.device)
+        for start, stop, xs in data.chunks():
+            a = a_cur[start:stop].to(data.device)
+            a64 = a.double()
+            ata += a64.T @ a64
+            for i, (x, fs, s) in enumerate(zip(xs, work, data.scales)):
+                res[i] += ops.residual_sq(x, a, fs, s)
+                ips[i] += (ops.mttkrp_rows(x, fs).double() * a64).sum(0) * s
+        ata = ata.cpu().numpy()
+        comp_sq = [np.diag(ata) * np.diag(ops.gram(fs)) for fs in factors]
+        return {"loss": sum(res), "residuals": res, "A": a_cur,
+                "ips": [ip.cpu().numpy() for ip in ips], "comp_sq": comp_sq}
+
+    def _finish(self, blocks: Blocks, scales, sq_norms, run: dict):
+        """Normalize, order by weight, fix signs and store the fitted attributes (numpy)."""
+        a = run["A"].double().cpu().numpy()
+        factors = [list(fs) for fs in run["factors"]]
+        a_norm = np.linalg.norm(a, axis=0)
+        a_norm[a_norm == 0] = 1.0
+        a = a / a_norm
+        block_norm = []
+        for fs in factors:
+            if len(fs) == 2:
+                u_norm = np.linalg.norm(fs[0], axis=0)
+                u_norm[u_norm == 0] = 1.0
+                fs[0] = fs[0] / u_norm
+                fs[1] = fs[1] * u_norm
+            fs[-1] = fs[-1] * a_norm
+            block_norm.append(np.linalg.norm(fs[-1], axis=0))
+        weights = np.sqrt(np.sum(np.square(block_norm), axis=0))
+        safe = np.where(weights > 0, weights, 1.0)
+        order = np.argsort(-weights, kind="stable")
+        a = a[:, order]
+        for fs in factors:
+            fs[-1] = fs[-1] / safe
+            fs[:] = [f[:, order] for f in fs]
+        # sign convention: the largest |entry| of each A column (and of each U column) is > 0
+        flip = np.sign(a[np.argmax(np.abs(a), axis=0), np.arange(a.shape[1])])
+        flip[flip == 0] = 1.0
+        a = a * flip
+        for fs in factors:
+            fs[-1] = fs[-1] * flip
+            if len(fs) == 2:
+                fu = np.sign(fs[0][np.argmax(np.abs(fs[0]), axis=0), np.arange(a.shape[1])])
+                fu[fu == 0] = 1.0
+                fs[0], fs[1] = fs[0] * fu, fs[1] * fu
+
+        ev = np.stack([
+            (2.0 * ip - c) / sq
+            for ip, c, sq in zip(run["ips"], run["comp_sq"], sq_norms)
+        ])[:, order]
+        names = blocks.names
+        self.weights_ = weights[order]
+        self.A_ = a
+        self.factors_ = dict(zip(names, factors))
+        self.block_names_ = list(names)
+        self.block_kinds_ = [b.kind for b in blocks]
+        self.block_shapes_ = {b.name: tuple(b.shape) for b in blocks}
+        self.block_scales_ = dict(zip(names, [float(s) for s in scales]))
+        self.fit_ = {n: float(1.0 - r / sq) for n, r, sq in zip(names, run["residuals"], sq_norms)}
+        self.explained_variance_ = ev
+        self.loss_ = float(run["loss"])
+        self.loss_history_ = [float(v) for v in run["losses"]]
+        self.n_iter_ = int(run["n_iter"])
+        self.converged_ = bool(run["converged"])
+        self.interrupted_ = bool(run["interrupted"])
+
+    # ---------------------------------------------------------------------------- use
+    def _check_fitted(self):
+        if not hasattr(self, "A_"):
+            raise RuntimeError("this CoupledCP is not fitted yet; call fit(blocks) first")
+
+    def cp_tensor(self, name: str):
+        """TensorLy ``CPTensor (weights_, [A_, *factors_[name]])`` of the scaled block ``name``."""
+        from tensorly.cp_tensor import CPTensor
+
+        self._check_fitted()
+        if name not in self.factors_:
+            raise KeyError(f"no block named {name!r}; blocks are {self.block_names_}")
+        return CPTensor((self.weights_.copy(), [self.A_.copy()] + [f.copy()
+                                                                  for f in self.factors_[name]]))
+
+    def transform(self, blocks, *, n_iter: int = 100) -> np.ndarray:
+        """Fold in new samples: their rows of ``A_`` with the block factors fixed.
+
+        Parameters
+        ----------
+        blocks : Blocks, list of Block, or dict name -> array
+            Any subset of the fitted blocks (by name) for ``M`` new samples, raw (unscaled).
+        n_iter : int
+            HALS iterations of a nonnegative fold-in.
+
+        Returns
+        -------
+        A : (M, rank) ndarray
+            In the units of ``A_`` (the training samples give back their own rows).
+        """
+        self._check_fitted()
+        blocks = _as_blocks(blocks)
+        for b in blocks:
+            if b.name not in self.factors_:
+                raise ValueError(
+                    f"block {b.name!r} was not fitted; fitted blocks are {self.block_names_}"
+                )
+            want = self.block_shapes_[b.name][1:]
+            if b.mode_shape != want:
+                raise ValueError(
+                    f"block {b.name!r} has mode shape {b.mode_shape}, fitted with {want}"
+                )
+        device = torch.device(self.device) if self.device is not None else blocks[0].device
+        data = BatchedData(blocks, [self.block_scales_[n] for n in blocks.names], device,
+                           self.dtype, self.batch_size)
+        factors = [self.factors_[n][:-1] + [self.factors_[n][-1] * self.weights_]
+                   for n in blocks.names]
+        work = _on_device(factors, data)
+        g = sum(ops.gram(fs) for fs in factors)
+        out = np.empty((blocks.n_samples, len(self.weights_)))
+        for start, stop, xs in data.chunks():
+            m = sum(ops.mttkrp_rows(x, fs).double() * s
+                    for x, fs, s in zip(xs, work, data.scales))
+            a = ops.solve(g, m, None, self.nonnegative, n_inner=n_iter)
+            out[start:stop] = a.cpu().numpy()
+        return out
+
+    def save(self, path) -> None:
+        """Save the fitted model to one ``.npz`` file (see :mod:`peekwidgets.engine.io`)."""
+        from peekwidgets.engine.io import save
+
+        save(self, path)
+
+    @classmethod
+    def load(cls, path) -> CoupledCP:
+        """Load a model saved with :meth:`save`."""
+        from peekwidgets.engine.io import load
+
+        return load(path)
+
+    def __repr__(self) -> str:
+        kind = "nonnegative" if self.nonnegative else "least squares"
+        state = f", loss={self.loss_:.4g}" if hasattr(self, "loss_") else ""
+        return f"CoupledCP(rank={self.rank}, {kind}{state})"

@@ -1,0 +1,128 @@
+"""Per-block kernels of the coupled CP engine: contractions, Gram matrices, factor updates.
+
+A block's factors are ``[B]`` (matrix block, ``B : (n_features, rank)``) or ``[U, V]`` (tensor
+block, ``U : (n_channels, rank)``, ``V : (n_positions, rank)``); the block's model is
+``sum_r a_r (x) b_r`` or ``sum_r a_r (x) u_r (x) v_r`` with ``a_r`` the columns of the shared
+sample factor ``A : (n_samples, rank)``.
+
+Data-sized work (a batch of rows times factors) is plain matrix products on reshaped views of
+the batch in the data dtype; no Khatri-Rao product and no unfolding is ever copied. Factor-sized
+work (Gram matrices, R x R solves, block factor updates from the compressed block
+``Y = X_(0)^T A``) runs in float64 numpy on the host: tiny BLAS calls through torch pay a
+thread wake-up each, which dominates small problems on CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+#: Ridge added to the diagonal of a Gram matrix, relative to its mean diagonal.
+RIDGE = 1e-12
+#: Inner HALS iterations on the factor-sized problems (cheap: no data is read).
+HALS_INNER = 10
+
+
+def mttkrp_rows(x: torch.Tensor, factors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Sample-mode MTTKRP of a batch, ``(n, rank)``.
+
+    ``x : (n, D)`` with ``factors = [B]`` gives ``x @ B``; ``x : (n, C, S)`` with ``[U, V]``
+    gives ``sum_{c,s} x[n, c, s] U[c, r] V[s, r]``.
+    """
+    if x.ndim == 2:
+        return x @ factors[0]
+    n, c, s = x.shape
+    u, v = factors
+    return ((x.reshape(n * c, s) @ v).reshape(n, c, -1) * u).sum(1)
+
+
+def compress(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """``x_(0)^T a``: the batch contracted with its rows of A, ``(prod(x.shape[1:]), rank)``."""
+    return x.reshape(x.shape[0], -1).T @ a
+
+
+def residual_sq(x: torch.Tensor, a: torch.Tensor, factors: Sequence[torch.Tensor],
+                scale: float) -> float:
+    """``||scale * x - model(a, factors)||^2`` computed from the explicit residual of the batch."""
+    if x.ndim == 2:
+        e = torch.addmm(x, a, factors[0].T, alpha=-1.0 / scale)
+    else:
+        n, c, s = x.shape
+        u, v = factors
+        p = (a[:, None, :] * u).reshape(n * c, -1)
+        e = torch.addmm(x.reshape(n * c, s), p, v.T, alpha=-1.0 / scale)
+    return float(torch.linalg.vector_norm(e).double() ** 2) * scale**2
+
+
+def spd_inverse(g: np.ndarray) -> np.ndarray:
+    """Inverse of a symmetric positive (semi)definite ``g : (rank, rank)`` through Cholesky.
+
+    A small ridge is added to the diagonal, raised until the factorization succeeds.
+    """
+    eye = np.eye(g.shape[0])
+    scale = max(float(np.mean(np.diag(g))), np.finfo(np.float64).tiny)
+    ridge = RIDGE
+    while True:
+        try:
+            chol = np.linalg.cholesky(g + (ridge * scale) * eye)
+            break
+        except np.linalg.LinAlgError:
+            ridge *= 100.0
+    inv_chol = np.linalg.solve(chol, eye)
+    return inv_chol.T @ inv_chol
+
+
+def gram(factors: Sequence[np.ndarray]) -> np.ndarray:
+    """Hadamard product of the factors' Gram matrices, ``(rank, rank)``."""
+    g = factors[0].T @ factors[0]
+    for f in factors[1:]:
+        g = g * (f.T @ f)
+    return g
+
+
+def hals(x, g, m, n_inner: int):
+    """Nonnegative least squares ``min_{x >= 0} ||target - x F^T||`` by HALS column updates.
+
+    ``m = target @ F : (n, rank)`` and ``g = F^T F : (rank, rank)`` describe the problem;
+    ``x : (n, rank)``, the start, is updated in place and returned. Each column update is an
+    exact minimization, so the loss never increases. Works on numpy arrays and on torch
+    tensors alike (elementwise products and sums, no BLAS call per column).
+    """
+    diag = [max(float(g[r, r]), np.finfo(np.float64).tiny) for r in range(g.shape[0])]
+    for _ in range(n_inner):
+        for r in range(g.shape[0]):
+            col = x[:, r] + (m[:, r] - (x * g[r]).sum(1)) / diag[r]
+            x[:, r] = col.clip(0.0, None)
+    return x
+
+
+def solve(g, m, start, nonnegative: bool, n_inner: int = HALS_INNER):
+    """Least squares ``m @ inv(g)`` or nonnegative (HALS from ``start``, else from the
+    clipped least squares solution); numpy arrays or torch tensors for ``m`` and ``start``."""
+    inv = spd_inverse(g)
+    if isinstance(m, torch.Tensor):
+        g = torch.from_numpy(g).to(m.device)
+        inv = torch.from_numpy(inv).to(m.device)
+    if not nonnegative:
+        return m @ inv
+    if start is None:
+        start = (m @ inv).clip(0.0, None)
+    return hals(start, g, m, n_inner)
+
+
+def update_block(factors: list[np.ndarray], y: np.ndarray, ata: np.ndarray,
+                 nonnegative: bool) -> list[np.ndarray]:
+    """New block factors given the compressed block ``y = X_(0)^T A`` and ``ata = A^T A``.
+
+    Matrix block: ``B`` from ``y : (D, rank)``. Tensor block: ``U`` then ``V`` (Gauss-Seidel)
+    from ``y`` viewed as ``(C, S, rank)``. All float64 numpy.
+    """
+    if len(factors) == 1:
+        return [solve(ata, y, factors[0].copy(), nonnegative)]
+    u, v = factors
+    y3 = y.reshape(u.shape[0], v.shape[0], -1)
+    u = solve(ata * (v.T @ v), np.einsum("csr,sr->cr", y3, v), u.copy(), nonnegative)
+    v = solve(ata * (u.T @ u), np.einsum("csr,cr->sr", y3, u), v.copy(), nonnegative)
+    return [u, v]
