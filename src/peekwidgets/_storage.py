@@ -151,7 +151,7 @@ class Store:
         self.row_shape = tuple(int(s) for s in row_shape)
         self.budget = budget
         self.folder = folder
-        self.path = None
+        self.path = self._delete = None
         self._allocate(capacity)
 
     @property
@@ -193,9 +193,19 @@ class Store:
         fd, path = tempfile.mkstemp(suffix=".f32", dir=folder)
         os.close(fd)
         array = np.memmap(path, dtype=np.float32, mode="w+", shape=shape)
-        weakref.finalize(array, _delete_file, path)
+        self._delete = weakref.finalize(array, _delete_file, path)
         self.path = path
         return torch.from_numpy(array)
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.device
+
+    def discard(self):
+        """Drop the data now; a memory-mapped file is deleted at once."""
+        self.data = None
+        if self._delete is not None:
+            self._delete()
 
     @property
     def capacity(self) -> int:

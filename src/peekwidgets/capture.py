@@ -465,24 +465,25 @@ class _Target:
         self.name, self.meta, self.pool = name, meta, None
         self.shape = tuple(shape)  # per-sample shape of what arrives, e.g. (C, H, W)
         spatial = self.shape[1:] if len(self.shape) >= 3 else None
-        if spatial is not None and max_positions is not None and len(spatial) in (2, 3):
+        poolable = not is_input and max_positions is not None
+        if poolable and spatial is not None and len(spatial) in (2, 3):
             full = 4 * capacity * math.prod(self.shape)
             if math.prod(spatial) > max_positions and not budget.fits(full):
                 self.pool = _pooled_grid(spatial, max_positions)
                 meta["pooled_from"] = tuple(spatial)
                 spatial = self.pool
+        stored = self.shape if spatial is None else (self.shape[0], *spatial)
         self.spatial_shape = None
-        if flatten or len(self.shape) <= 1:
-            row = (max(1, math.prod(self.shape) if spatial is None else
-                       self.shape[0] * math.prod(spatial)),)
-            if len(self.shape) >= 2:
-                meta["flattened_from"] = (*self.shape[:1], *(spatial or self.shape[1:]))
+        if flatten or len(stored) <= 1:
+            row = (math.prod(stored),)
+            if len(stored) >= 2:
+                meta["flattened_from"] = stored
         elif spatial is None:
-            row = self.shape
-        elif is_input and self.shape[0] == 1 and len(spatial) == 2:
+            row = stored
+        elif is_input and stored[0] == 1 and len(spatial) == 2:
             row, self.spatial_shape = (math.prod(spatial),), spatial
         else:
-            row, self.spatial_shape = (self.shape[0], math.prod(spatial)), spatial
+            row, self.spatial_shape = (stored[0], math.prod(spatial)), spatial
         self.store = Store(row, capacity, budget, folder)
         self.sq = torch.zeros((), dtype=torch.float64, device=device)
         self.sq_overflow = False
@@ -496,8 +497,8 @@ class _Target:
                 f"first batch had {self.shape}; every sample must have the same shape (resize "
                 "or pad the inputs)"
             )
-        if not y.is_floating_point():
-            y = y.float()
+        if y.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            y = y.float()  # integers and float64 as stored, so the norm is the stored one's
         if self.pool is not None:
             pool = F.adaptive_avg_pool2d if len(self.pool) == 2 else F.adaptive_avg_pool3d
             y = pool(y.float(), self.pool)
@@ -680,8 +681,8 @@ def capture(
             n_rows, labels = _stream(net, first, batches, source, targets, device, dtype,
                                      include_input, progress)
         except BaseException:
-            for target in targets:  # drop the data now: memory-mapped files go with it
-                target.store.data = None
+            for target in targets:
+                target.store.discard()
             raise
     return Blocks([t.block(n_rows) for t in targets], labels=labels,
                   sample_shape=tuple(first[0].shape[1:]))
@@ -734,8 +735,7 @@ def _stream(net, first, batches, source, targets, device, dtype, include_input, 
                 target.store.reserve(start + n, start)
                 target.start, target.calls = start, 0
             if include_input:
-                store = targets[0].store.data
-                same = x.dtype == raw.dtype and _same_device(x.device, store.device)
+                same = x.dtype == raw.dtype and _same_device(x.device, targets[0].store.device)
                 targets[0].write(x if same else raw)
             net(x)
             for target in layers:
