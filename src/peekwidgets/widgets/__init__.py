@@ -1,0 +1,29 @@
+"""Linked-view widgets (ipywidgets + bqplot) over a fitted coupled factorization.
+
+``Peek`` is the dashboard; ``ComponentMap``, ``InputGallery``, ``LayerResponse``
+and ``SampleMap`` also work alone (``View.from_fitted(blocks, estimator)``).
+"""
+
+from .base import ErrorArea, StateTraits, View
+from .component_map import ComponentMap
+from .controls import Controls
+from .dashboard import Peek
+from .fitted import Fitted
+from .gallery import InputGallery
+from .layer_response import LayerResponse
+from .render import InputRenderer
+from .sample_map import SampleMap
+
+__all__ = [
+    "ComponentMap",
+    "Controls",
+    "ErrorArea",
+    "Fitted",
+    "InputGallery",
+    "InputRenderer",
+    "LayerResponse",
+    "Peek",
+    "SampleMap",
+    "StateTraits",
+    "View",
+]

@@ -1,0 +1,128 @@
+"""What the views read from one fit, computed once per fit."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["Fitted"]
+
+_REQUIRED = ("weights_", "A_", "factors_", "block_names_", "block_kinds_", "explained_variance_")
+
+
+class Fitted:
+    """A fitted coupled factorization plus its blocks, prepared for the views.
+
+    Everything a component switch needs is precomputed here once per fit
+    (per-component sample orderings, per-block shares), so switching
+    components only indexes arrays.
+
+    Parameters
+    ----------
+    blocks : Blocks
+        The captured blocks (the ``"input"`` block, when present, is drawn by
+        the gallery even if it did not take part in the fit).
+    estimator : CoupledCP
+        A fitted estimator (``weights_ (R,)``, ``A_ (N, R)``, ``factors_``,
+        ``block_names_``, ``block_kinds_``, ``explained_variance_ (n_blocks, R)``,
+        optionally ``fit_``).
+    folded_A : (M, R) array, optional
+        Sample loadings of folded-in inputs (from ``estimator.transform``).
+    folded_inputs : (M, ...) array, optional
+        The raw folded-in inputs (rows of their ``"input"`` block).
+
+    Attributes
+    ----------
+    A : (n_samples, rank) array
+    weights : (rank,) array
+    names : list of str, the fitted blocks in order (input first).
+    kinds : list of str, ``"matrix"`` or ``"tensor"`` per fitted block.
+    explained : (n_blocks, rank) array, explained variance of each block by each component
+        alone (``estimator.explained_variance_``; negative where components overlap).
+    shares : (n_blocks, rank) array, each component's share of each block's fit: the
+        energy ``w_r^2 prod_k |F_k[:, r]|^2`` of its term in the block's model, over the
+        sum of those energies (rows sum to 1).
+    block_fit : (n_blocks,) array, explained variance of each block.
+    order : (rank, n_samples) int array, samples by decreasing loading per component.
+    """
+
+    def __init__(self, blocks, estimator, folded_A=None, folded_inputs=None):
+        missing = [a for a in _REQUIRED if not hasattr(estimator, a)]
+        if missing:
+            raise ValueError(
+                f"{type(estimator).__name__} is not fitted (missing {missing}); "
+                "call estimator.fit(blocks) first"
+            )
+        self.blocks = blocks
+        self.estimator = estimator
+        self.A = np.asarray(estimator.A_, dtype=float)
+        self.weights = np.asarray(estimator.weights_, dtype=float)
+        self.names = list(estimator.block_names_)
+        self.kinds = list(estimator.block_kinds_)
+        if self.A.shape[0] != blocks.n_samples:
+            raise ValueError(
+                f"the estimator was fitted on {self.A.shape[0]} samples but blocks has "
+                f"{blocks.n_samples}; pass the blocks it was fitted on"
+            )
+        unknown = [n for n in self.names if n not in blocks.names]
+        if unknown:
+            raise ValueError(
+                f"fitted blocks {unknown} are not in blocks {blocks.names}; "
+                "pass the blocks the estimator was fitted on"
+            )
+        self.factors = {n: [np.asarray(f, dtype=float) for f in estimator.factors_[n]]
+                        for n in self.names}
+        self.explained = np.asarray(estimator.explained_variance_, dtype=float).reshape(
+            len(self.names), -1)
+        energy = np.stack([self.weights**2 * np.prod([(f**2).sum(axis=0) for f in fs], axis=0)
+                           for fs in self.factors.values()])
+        totals = energy.sum(axis=1, keepdims=True)
+        self.shares = np.divide(energy, totals, out=np.zeros_like(energy), where=totals > 0)
+        fit = getattr(estimator, "fit_", None) or {}
+        self.block_fit = np.array([float(fit.get(n, np.nan)) for n in self.names])
+        self.order = np.argsort(-self.A, axis=0, kind="stable").T.copy()
+        self.input = blocks["input"] if "input" in blocks.names else None
+        rank = self.rank
+        self.folded_A = np.zeros((0, rank)) if folded_A is None else np.asarray(folded_A, float)
+        self.folded_inputs = folded_inputs
+        if self.folded_A.ndim != 2 or self.folded_A.shape[1] != rank:
+            raise ValueError(f"folded_A must be (M, {rank}), got {self.folded_A.shape}")
+
+    @property
+    def rank(self) -> int:
+        return self.A.shape[1]
+
+    @property
+    def n_samples(self) -> int:
+        return self.A.shape[0]
+
+    @property
+    def nonnegative(self) -> bool:
+        return bool(getattr(self.estimator, "nonnegative", False))
+
+    def top(self, component: int, k: int) -> np.ndarray:
+        """Indices of the ``k`` samples with the largest loading ``A[:, component]``."""
+        return self.order[component, :k]
+
+    def kind(self, name: str) -> str:
+        return self.kinds[self.names.index(name)]
+
+    def block_index(self, name: str) -> int:
+        return self.names.index(name)
+
+    def input_rows(self, index) -> np.ndarray:
+        """Raw input rows ``(len(index), ...)`` as float32 numpy (None without an input block)."""
+        return None if self.input is None else self.input.numpy(np.asarray(index))
+
+    def with_folded(self, A_new: np.ndarray, inputs: np.ndarray | None) -> Fitted:
+        """A copy with folded-in samples appended (no refit, orderings reused)."""
+        new = object.__new__(Fitted)
+        new.__dict__.update(self.__dict__)
+        A_new = np.asarray(A_new, dtype=float)
+        if A_new.ndim != 2 or A_new.shape[1] != self.rank:
+            raise ValueError(f"folded-in loadings must be (M, {self.rank}), got {A_new.shape}")
+        new.folded_A = np.vstack([self.folded_A, A_new])
+        if inputs is not None:
+            inputs = np.asarray(inputs)
+            prev = self.folded_inputs
+            new.folded_inputs = inputs if prev is None else np.concatenate([prev, inputs])
+        return new

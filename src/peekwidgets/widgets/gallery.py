@@ -1,0 +1,121 @@
+"""Input gallery: the top-k inputs of the selected component, with their loadings."""
+
+from __future__ import annotations
+
+import ipywidgets as w
+import numpy as np
+
+from .base import View
+from .render import InputRenderer
+from .theme import ACCENT, FONT, NEW, caption_html
+
+__all__ = ["InputGallery"]
+
+
+class InputGallery(View):
+    """The ``top_k`` samples with the largest loading in ``A[:, component]``.
+
+    Each tile shows the input (image, or a small line plot for non-image
+    inputs) and a button with its index and loading; clicking it selects
+    the sample (``selected = [index]``). Selected samples are outlined.
+    Folded-in inputs (``fitted.folded_A``) appear in a second row.
+
+    Parameters
+    ----------
+    fitted : Fitted
+    top_k : int
+        Number of tiles.
+    renderer : InputRenderer, optional
+        Draws the inputs; :meth:`InputRenderer.for_blocks` by default.
+    errors : ErrorArea, optional
+    """
+
+    title = "Input gallery"
+    subtitle = "top inputs of the component (loading in A)"
+
+    def __init__(self, fitted, *, top_k: int = 12, renderer: InputRenderer | None = None,
+                 **kwargs):
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        self.top_k = int(top_k)
+        self.renderer = renderer if renderer is not None else InputRenderer.for_blocks(
+            fitted.blocks)
+        self.shown = np.zeros(0, dtype=int)
+        super().__init__(fitted, **kwargs)
+
+    def _make_tile(self, on_click):
+        display = self.renderer.make_tile()
+        button = w.Button(layout=w.Layout(width=display.layout.width, height="22px",
+                                          padding="0"))
+        button.style.font_size = "11px"
+        button.on_click(self.errors.guard(on_click))
+        box = w.VBox([display, button], layout=w.Layout(border="3px solid transparent",
+                                                        margin="1px", align_items="center"))
+        box.add_class("peek-tile")
+        return box, display, button
+
+    def _build(self):
+        self.tiles = []
+        for slot in range(self.top_k):
+            box, display, button = self._make_tile(lambda _, slot=slot: self._on_tile(slot))
+            self.tiles.append((box, display, button))
+        self.grid = w.HBox([t[0] for t in self.tiles],
+                           layout=w.Layout(flex_flow="row wrap", width="100%"))
+        self.grid.add_class("peek-gallery-grid")
+        self.new_label = w.HTML()
+        self.new_grid = w.HBox(layout=w.Layout(flex_flow="row wrap"))
+        self.new_tiles = []
+        self.caption = w.HTML()
+
+    def _body(self):
+        self.add_class("peek-gallery")
+        return w.VBox([self.caption, self.grid, self.new_label, self.new_grid])
+
+    def _on_tile(self, slot: int):
+        if slot < len(self.shown):
+            self.selected = [int(self.shown[slot])]
+
+    def _refit(self):
+        self.renderer.clear_cache()
+        f = self.fitted
+        m = min(len(f.folded_A), self.top_k)
+        while len(self.new_tiles) < m:
+            box, display, button = self._make_tile(lambda _: None)
+            box.layout.border = f"3px solid {NEW}"
+            self.new_tiles.append((box, display, button))
+        self.new_grid.children = [t[0] for t in self.new_tiles[:m]]
+        self.new_label.value = caption_html(
+            f"<span style='color:{NEW};font-weight:600'>new inputs</span> (folded in, "
+            f"{len(f.folded_A)} total; loading on the component)") if m else ""
+        if m and f.folded_inputs is not None:
+            for i, (_, display, _) in enumerate(self.new_tiles[:m]):
+                self.renderer.fill_tile(display, ("new", i), f.folded_inputs[i])
+
+    def update(self, changed=None):
+        f = self.fitted
+        r = self.component
+        selected = set(self.selected)
+        if changed != "selected":
+            self.shown = f.top(r, self.top_k)
+            rows = f.input_rows(self.shown)
+            labels = f.blocks.labels
+            for slot, (box, display, button) in enumerate(self.tiles):
+                visible = slot < len(self.shown)
+                box.layout.display = None if visible else "none"
+                if not visible:
+                    continue
+                i = int(self.shown[slot])
+                if rows is not None:
+                    self.renderer.fill_tile(display, i, rows[slot])
+                with button.hold_sync():
+                    button.description = f"#{i}  {f.A[i, r]:+.3f}"
+                    button.tooltip = (f"sample {i}, loading {f.A[i, r]:.4f}"
+                                      + (f", label {labels[i]}" if labels is not None else ""))
+            for j, (_, _, button) in enumerate(self.new_tiles[: len(f.folded_A)]):
+                button.description = f"new {j}  {f.folded_A[j, r]:+.3f}"
+            self.caption.value = caption_html(
+                f"<span style=\"{FONT}\">component <b style='color:{ACCENT}'>{r}</b>: "
+                f"{len(self.shown)} of {f.n_samples} samples, largest loading first</span>")
+        for slot, (box, _, _) in enumerate(self.tiles):
+            on = slot < len(self.shown) and int(self.shown[slot]) in selected
+            box.layout.border = f"3px solid {ACCENT}" if on else "3px solid transparent"

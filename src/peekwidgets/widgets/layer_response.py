@@ -1,0 +1,152 @@
+"""Layer response: the selected component in the selected block."""
+
+from __future__ import annotations
+
+import bqplot as bq
+import ipywidgets as w
+import numpy as np
+
+from .base import View
+from .component_map import set_grid
+from .render import InputRenderer
+from .theme import ACCENT, DIVERGING_HEX, INK, MUTED, caption_html
+
+__all__ = ["LayerResponse"]
+
+
+def _bar_figure(x_label: str, width: str, height: str):
+    xs, ys = bq.LinearScale(), bq.LinearScale()
+    bars = bq.Bars(x=np.zeros(1), y=np.zeros(1), scales={"x": xs, "y": ys}, padding=0.15,
+                   colors=[INK], color_mode="element",
+                   tooltip=bq.Tooltip(fields=["x", "y"], labels=["unit", "loading"],
+                                      formats=["", ".3f"]))
+    labels = bq.Label(x=np.zeros(0), y=np.zeros(0), text=[], scales={"x": xs, "y": ys},
+                      colors=[ACCENT], default_size=11, align="middle", y_offset=-6,
+                      font_weight="bold")
+    axes = [bq.Axis(scale=xs, label=x_label, grid_lines="none", num_ticks=6),
+            bq.Axis(scale=ys, side="left", grid_lines="dashed", num_ticks=4,
+                    tick_format=".2f")]
+    fig = bq.Figure(marks=[bars, labels], axes=axes,
+                    fig_margin=dict(top=16, bottom=40, left=50, right=10),
+                    layout=w.Layout(width=width, height=height))
+    return fig, bars, labels
+
+
+class LayerResponse(View):
+    """The selected component's factors in the selected block.
+
+    A matrix block shows its loadings over units as bars with the
+    ``n_labels`` strongest units labelled; a tensor block shows the channel
+    loadings and the ``H x W`` spatial map; the input block shows the
+    component's pattern in input space as an image.
+
+    Parameters
+    ----------
+    fitted : Fitted
+    renderer : InputRenderer, optional
+        Draws input-space patterns; :meth:`InputRenderer.for_blocks` by default.
+    n_labels : int
+        How many of the strongest units are labelled.
+    errors : ErrorArea, optional
+    """
+
+    title = "Layer response"
+    subtitle = "the component in the selected block"
+
+    def __init__(self, fitted, *, renderer: InputRenderer | None = None, n_labels: int = 5,
+                 **kwargs):
+        self.renderer = renderer if renderer is not None else InputRenderer.for_blocks(
+            fitted.blocks)
+        self.n_labels = int(n_labels)
+        self.mode = ""
+        super().__init__(fitted, **kwargs)
+
+    def _build(self):
+        self.unit_figure, self.unit_bars, self.unit_labels = _bar_figure(
+            "unit", "560px", "260px")
+        self.channel_figure, self.channel_bars, self.channel_labels = _bar_figure(
+            "channel", "300px", "260px")
+        rs, cs = bq.OrdinalScale(reverse=True), bq.OrdinalScale()
+        self._map_colors = bq.ColorScale(colors=DIVERGING_HEX, mid=0.0)
+        self.spatial_map = bq.GridHeatMap(
+            row=np.arange(2), column=np.arange(2), color=np.zeros((2, 2)),
+            scales={"row": rs, "column": cs, "color": self._map_colors}, stroke="white",
+            tooltip=bq.Tooltip(fields=["row", "column", "color"], formats=["", "", ".3f"]))
+        self.map_figure = bq.Figure(
+            marks=[self.spatial_map],
+            axes=[bq.Axis(scale=cs, grid_lines="none", num_ticks=4, label="W"),
+                  bq.Axis(scale=rs, side="left", grid_lines="none", label="H",
+                          num_ticks=4)],
+            fig_margin=dict(top=16, bottom=40, left=40, right=10), padding_y=0.0,
+            layout=w.Layout(width="260px", height="260px"), title="spatial map")
+        self.pattern_image = w.Image(format="png", layout=w.Layout(width="200px",
+                                                                   height="200px"))
+        self.pattern_image.add_class("peek-pattern")
+        self.matrix_box = w.VBox([self.unit_figure])
+        self.tensor_box = w.HBox([self.channel_figure, self.map_figure])
+        self.image_box = w.HBox([self.pattern_image, w.HTML(caption_html(
+            "input-space pattern<br><span style='color:#c92a2a'>red</span> positive, "
+            "<span style='color:#1864ab'>blue</span> negative"))],
+            layout=w.Layout(align_items="center"))
+        self.caption = w.HTML()
+
+    def _body(self):
+        self.add_class("peek-layer-response")
+        return w.VBox([self.caption, self.matrix_box, self.tensor_box, self.image_box])
+
+    def _show(self, mode: str):
+        if mode != self.mode:
+            for name, box in (("matrix", self.matrix_box), ("tensor", self.tensor_box),
+                              ("image", self.image_box)):
+                box.layout.display = None if name == mode else "none"
+            self.mode = mode
+
+    def _fill_bars(self, bars, labels, values: np.ndarray, prefix: str):
+        k = min(self.n_labels, len(values))
+        strongest = np.argsort(-np.abs(values), kind="stable")[:k]
+        colors = np.full(len(values), MUTED if len(values) > k else INK, dtype=object)
+        colors[strongest] = INK
+        with bars.hold_sync():
+            bars.x = np.arange(len(values))
+            bars.y = values
+            bars.colors = colors.tolist()
+        with labels.hold_sync():
+            labels.x = strongest.astype(float)
+            labels.y = values[strongest]
+            labels.text = [f"{prefix}{i}" for i in strongest]
+
+    def update(self, changed=None):
+        if changed == "selected":
+            return
+        f = self.fitted
+        name, r = self.block, self.component
+        factors = f.factors[name]
+        block = f.blocks[name]
+        desc = "x".join(map(str, block.mode_shape))
+        if name == "input" and self.renderer.is_image:
+            pattern = (factors[0][:, r] if len(factors) == 1
+                       else np.outer(factors[0][:, r], factors[1][:, r]))
+            self.pattern_image.value = self.renderer.png(self.renderer.pattern_uint8(pattern))
+            self._show("image")
+        elif len(factors) == 1:
+            self._fill_bars(self.unit_bars, self.unit_labels, factors[0][:, r], "")
+            self._show("matrix")
+        else:
+            u, v = factors[0][:, r], factors[1][:, r]
+            self._fill_bars(self.channel_bars, self.channel_labels, u, "c")
+            hw = block.spatial_shape or (1, len(v))
+            m = float(np.abs(v).max()) or 1.0
+            set_grid(self.spatial_map, np.arange(hw[0]), np.arange(hw[1]), v.reshape(hw))
+            with self._map_colors.hold_sync():
+                self._map_colors.min, self._map_colors.max = -m, m
+            desc += f" (map {hw[0]}x{hw[1]})"
+            self._show("tensor")
+        self.caption.value = caption_html(
+            f"<b>{name}</b> · {f.kind(name)} {desc} · "
+            f"<b style='color:{ACCENT}'>component {r}</b> · "
+            f"{100 * f.shares[f.block_index(name), r]:.0f}% of the block's fit")
+
+    @property
+    def figures(self):
+        return {"layer_units": self.unit_figure, "layer_channels": self.channel_figure,
+                "layer_map": self.map_figure}

@@ -1,0 +1,315 @@
+"""Python-side tests of the linked views and the Peek dashboard.
+
+Views are driven the way the front end drives them: by calling the marks'
+click handlers, clicking buttons, and setting brush traits.
+"""
+
+from __future__ import annotations
+
+import types
+
+import bqplot as bq
+import numpy as np
+import pytest
+import torch
+import traitlets
+
+from peekwidgets.blocks import Block, Blocks
+from peekwidgets.engine import CoupledCP
+from peekwidgets.widgets import (
+    ComponentMap,
+    Fitted,
+    InputGallery,
+    InputRenderer,
+    LayerResponse,
+    Peek,
+    SampleMap,
+)
+
+N, RANK = 60, 3
+
+
+def make_blocks(n=N, seed=0):
+    """An 8x8 grayscale input, a conv-like tensor block (4 ch, 4x4) and a matrix block."""
+    rng = np.random.default_rng(seed)
+    return Blocks(
+        [
+            Block("input", torch.from_numpy(rng.random((n, 64), dtype=np.float32)), (8, 8)),
+            Block("conv", torch.from_numpy(rng.random((n, 4, 16), dtype=np.float32)), (4, 4)),
+            Block("fc", torch.from_numpy(rng.standard_normal((n, 10), dtype=np.float32))),
+        ],
+        labels=rng.integers(0, 3, n), sample_shape=(1, 8, 8),
+    )
+
+
+def stand_in(blocks, rank=RANK, seed=1):
+    """An object with CoupledCP's fitted attributes, from synthetic arrays."""
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((blocks.n_samples, rank))
+    A /= np.linalg.norm(A, axis=0)
+    factors = {}
+    for b in blocks:
+        factors[b.name] = [rng.standard_normal((d, rank)) for d in b.mode_shape]
+    names = blocks.names
+    return types.SimpleNamespace(
+        weights_=np.sort(rng.random(rank))[::-1] + 1, A_=A, factors_=factors,
+        block_names_=names, block_kinds_=[b.kind for b in blocks],
+        explained_variance_=rng.random((len(names), rank)) / rank,
+        fit_={n: 0.5 for n in names}, nonnegative=False,
+    )
+
+
+@pytest.fixture
+def blocks():
+    return make_blocks()
+
+
+@pytest.fixture
+def est(blocks):
+    return stand_in(blocks)
+
+
+@pytest.fixture
+def peek(blocks, est):
+    return Peek.from_fitted(blocks, est)
+
+
+def click_cell(view, row, col):
+    view.heatmap._element_click_handlers(
+        view.heatmap, {"event": "element_click", "data": {"rowNum": row, "columnNum": col}})
+
+
+def test_gallery_shows_exactly_top_k_of_each_component(blocks, est):
+    gallery = InputGallery.from_fitted(blocks, est, top_k=5)
+    renderer = gallery.renderer
+    for r in range(RANK):
+        gallery.component = r
+        want = np.argsort(-est.A_[:, r])[:5]
+        np.testing.assert_array_equal(gallery.shown, want)
+        for slot, (_, image, button) in enumerate(gallery.tiles):
+            i = want[slot]
+            assert button.description == f"#{i}  {est.A_[i, r]:+.3f}"
+            expected = renderer.png(renderer.to_uint8(blocks["input"].numpy([i])[0]))
+            assert image.value == expected
+
+
+def test_component_map_click_selects_component_and_block_in_every_view(peek, est):
+    cmap, layer = peek.views["component_map"], peek.views["layer_response"]
+    gallery, smap = peek.views["gallery"], peek.views["sample_map"]
+    before = (gallery.shown.copy(), layer.mode)
+    click_cell(cmap, 1, 2)  # row 1 = "conv", column 2
+    assert (peek.component, peek.block) == (2, "conv")
+    assert all((v.component, v.block) == (2, "conv") for v in peek.views.values())
+    np.testing.assert_array_equal(cmap.heatmap.selected, [[1, 2]])
+    np.testing.assert_array_equal(gallery.shown, np.argsort(-est.A_[:, 2])[:12])
+    assert (gallery.shown.tolist(), layer.mode) != (before[0].tolist(), before[1])
+    U, V = est.factors_["conv"]
+    assert layer.mode == "tensor"
+    np.testing.assert_allclose(layer.channel_bars.y, U[:, 2])
+    np.testing.assert_allclose(layer.spatial_map.color, V[:, 2].reshape(4, 4))
+    np.testing.assert_allclose(smap.scatter.x, est.A_[smap.shown, 2])
+
+
+def test_setting_traits_from_python_updates_views(peek, est):
+    layer, smap = peek.views["layer_response"], peek.views["sample_map"]
+    peek.block = "fc"
+    peek.component = 1
+    assert layer.mode == "matrix"
+    B = est.factors_["fc"][0]
+    np.testing.assert_allclose(layer.unit_bars.y, B[:, 1])
+    strongest = np.argsort(-np.abs(B[:, 1]))[:5]
+    assert list(layer.unit_labels.text) == [str(i) for i in strongest]
+    assert smap.x_component == 1 and smap.x_pick.value == 1
+    assert smap.profile.colors[1] != smap.profile.colors[0]
+    peek.block = "input"
+    assert layer.mode == "image" and bytes(layer.pattern_image.value).startswith(b"\x89PNG")
+
+
+def test_each_view_works_alone(blocks, est):
+    for cls in (ComponentMap, InputGallery, LayerResponse, SampleMap):
+        view = cls.from_fitted(blocks, est)
+        view.component = RANK - 1
+        assert view.errors in view.children  # a standalone view shows its own errors
+        assert view.errors.exceptions == []
+    cmap = ComponentMap.from_fitted(blocks, est)
+    click_cell(cmap, 2, 0)
+    assert (cmap.component, cmap.block) == (0, "fc")
+    f = cmap.fitted
+    np.testing.assert_allclose(cmap.heatmap.color, f.shares)
+    np.testing.assert_allclose(f.shares.sum(axis=1), 1.0)
+
+
+def test_brush_selection_highlights_gallery_and_sets_profile(peek, est):
+    smap, gallery = peek.views["sample_map"], peek.views["gallery"]
+    peek.component = 0
+    x, y = est.A_[:, 0], est.A_[:, 1]
+    lo, hi = np.quantile(x, 0.7), x.max()
+    smap.brush.brushing = True
+    smap.brush.selected_x = np.array([lo, hi])
+    smap.brush.selected_y = np.array([y.min(), y.max()])
+    smap.brush.brushing = False
+    want = np.flatnonzero((x >= lo) & (x <= hi)).tolist()
+    assert peek.selected == want and gallery.selected == want
+    np.testing.assert_allclose(smap.profile.y, est.A_[want].mean(axis=0))
+    np.testing.assert_allclose(smap.highlight.x, est.A_[want, 0])
+    outlined = [int(gallery.shown[s]) for s, (box, _, _) in enumerate(gallery.tiles)
+                if "transparent" not in box.layout.border]
+    assert outlined and set(outlined) <= set(want)
+    smap.clear_button.click()
+    assert peek.selected == []
+
+
+def test_gallery_click_selects_input(peek):
+    gallery = peek.views["gallery"]
+    gallery.tiles[3][2].click()
+    assert peek.selected == [int(gallery.shown[3])]
+    assert "transparent" not in gallery.tiles[3][0].layout.border
+
+
+def test_profile_bar_click_selects_component(peek):
+    smap = peek.views["sample_map"]
+    smap.profile._element_click_handlers(smap.profile, {"data": {"index": 2}})
+    assert peek.component == 2
+
+
+def test_callback_errors_land_in_the_error_area(peek, monkeypatch):
+    layer = peek.views["layer_response"]
+    assert peek.errors.layout.display == "none"
+
+    def broken(changed=None):
+        raise RuntimeError("layer response exploded")
+
+    monkeypatch.setattr(layer, "update", broken)
+    click_cell(peek.views["component_map"], 0, 1)
+    assert [str(e) for e in peek.errors.exceptions] == ["layer response exploded"]
+    assert peek.errors.layout.display is None
+    assert "layer response exploded" in peek.errors._html.value
+    assert peek.component == 1  # the other views still followed
+    peek.errors.clear()
+    peek.views["component_map"].heatmap._element_click_handlers(
+        peek.views["component_map"].heatmap, {"data": {"index": 99}})
+    assert len(peek.errors.exceptions) == 1
+
+
+def test_bad_state_raises_clear_errors(peek):
+    with pytest.raises(traitlets.TraitError, match="component 7 is out of range"):
+        peek.component = 7
+    with pytest.raises(traitlets.TraitError, match="no fitted block 'nope'"):
+        peek.block = "nope"
+    with pytest.raises(traitlets.TraitError, match="out of range"):
+        peek.selected = [N + 5]
+    with pytest.raises(ValueError, match="not fitted"):
+        Fitted(make_blocks(), object())
+
+
+# -- real engine: refit, fold-in, save ----------------------------------------------------------
+@pytest.fixture
+def fitted_peek():
+    blocks = make_blocks(n=40)
+    est = CoupledCP(3, max_iter=15, random_state=0).fit(blocks)
+    return Peek.from_fitted(blocks, est)
+
+
+def test_refit_updates_all_views(fitted_peek):
+    peek = fitted_peek
+    peek.component = 2
+    peek.block = "conv"
+    peek.refit(rank=2, nonnegative=True, blocks=["input", "fc"])
+    f = peek.fitted
+    assert (f.rank, f.names, f.nonnegative) == (2, ["input", "fc"], True)
+    assert peek.rank == 2 and peek.component == 0 and peek.block == "input"
+    for view in peek.views.values():
+        assert view.fitted is f
+    assert peek.views["component_map"].heatmap.color.shape == (2, 2)
+    assert len(peek.views["sample_map"].profile.y) == 2
+    np.testing.assert_array_equal(peek.views["gallery"].shown, np.argsort(-f.A[:, 0])[:12])
+    c = peek.controls
+    assert (c.rank_slider.value, c.method.value, c.chosen_blocks()) == (
+        2, "nonnegative", ["input", "fc"])
+    peek.rank = 3  # setting the trait refits
+    assert peek.fitted.rank == 3 and peek.views["gallery"].fitted.rank == 3
+    c.block_boxes["input"].value = False
+    c.block_boxes["fc"].value = False
+    c.block_boxes["conv"].value = False
+    c.refit_button.click()
+    assert "no blocks chosen" in str(peek.errors.exceptions[-1])
+    assert peek.fitted.rank == 3  # the previous fit stays on show
+
+
+def test_fold_in_shows_new_inputs_without_refit(fitted_peek):
+    peek = fitted_peek
+    before = peek.estimator
+    new = make_blocks(n=4, seed=5)
+    A_new = peek.add_inputs(new)
+    np.testing.assert_allclose(A_new, before.transform(new))
+    assert peek.estimator is before
+    smap, gallery = peek.views["sample_map"], peek.views["gallery"]
+    assert len(smap.folded.x) == 4
+    assert len(gallery.new_grid.children) == 4
+    assert bytes(gallery.new_tiles[0][1].value).startswith(b"\x89PNG")
+    peek.component = 1
+    np.testing.assert_allclose(smap.folded.x, A_new[:, 1])
+    assert gallery.new_tiles[2][2].description == f"new 2  {A_new[2, 1]:+.3f}"
+    with pytest.raises(ValueError, match="no model"):
+        peek.add_inputs(torch.zeros(2, 1, 8, 8))
+
+
+def test_save_and_export(fitted_peek, tmp_path, monkeypatch):
+    peek = fitted_peek
+    path = peek.save(tmp_path / "factors")
+    loaded = CoupledCP.load(path)
+    np.testing.assert_allclose(loaded.A_, peek.estimator.A_)
+    saved = []
+    monkeypatch.setattr(bq.Figure, "save_svg", lambda fig, name: saved.append((fig, name)))
+    names = peek.export_figures(str(tmp_path / "x"), "svg")
+    assert [n for _, n in saved] == names and len(names) == len(peek.figures)
+    assert {f for f, _ in saved} == set(peek.figures.values())
+    with pytest.raises(ValueError, match="'png' or 'svg'"):
+        peek.export_figures("x", "jpg")
+
+
+def test_peek_from_model_captures_and_fits():
+    from peekwidgets.models import DigitsCNN
+
+    torch.manual_seed(0)
+    model = DigitsCNN().eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(50, 1, 8, 8)
+    peek = Peek(model, x, rank=2, progress=False, engine_kwargs={"max_iter": 10})
+    assert peek.fitted.names[0] == "input" and peek.fitted.rank == 2
+    assert peek.views["gallery"].renderer.is_image
+    A_new = peek.add_inputs(torch.rand(3, 1, 8, 8))
+    assert A_new.shape == (3, 2) and len(peek.fitted.folded_A) == 3
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+# -- renderer ------------------------------------------------------------------------------------
+def test_renderer_denormalizes_and_caches():
+    r = InputRenderer((3, 2, 2), mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
+    x = np.zeros((3, 4))
+    x[0] = 2.0  # red channel: 2 * 0.25 + 0.5 = 1.0
+    px = r.to_uint8(x)
+    assert px.shape == (2, 2, 3)
+    assert (px[..., 0] == 255).all() and (px[..., 1] == 128).all()
+    first = r.sample_png(7, x)
+    assert r.sample_png(7, x + 1) is first  # cached by key, not re-encoded
+    gray = InputRenderer((8, 8))
+    assert gray.is_image and gray.to_uint8(np.ones(64)).shape == (8, 8)
+    with pytest.raises(ValueError, match="does not match sample_shape"):
+        gray.to_uint8(np.ones(10))
+    with pytest.raises(ValueError, match="both mean and std"):
+        InputRenderer((8, 8), mean=0.5)
+
+
+def test_non_image_inputs_draw_line_plots():
+    rng = np.random.default_rng(0)
+    blocks = Blocks([Block("input", torch.from_numpy(rng.random((30, 5), dtype=np.float32))),
+                     Block("h", torch.from_numpy(rng.random((30, 6), dtype=np.float32)))])
+    gallery = InputGallery.from_fitted(blocks, stand_in(blocks, rank=2), top_k=3)
+    assert not gallery.renderer.is_image
+    tile = gallery.tiles[0][1]
+    assert isinstance(tile, bq.Figure)
+    np.testing.assert_allclose(tile.marks[0].y, blocks["input"].numpy([gallery.shown[0]])[0])
+    layer = LayerResponse.from_fitted(blocks, stand_in(blocks, rank=2))
+    layer.block = "input"
+    assert layer.mode == "matrix"
