@@ -20,6 +20,7 @@ import math
 import numbers
 import warnings
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -29,6 +30,10 @@ from peekwidgets.engine import init as _init
 from peekwidgets.engine import ops
 
 __all__ = ["BatchedData", "CoupledCP"]
+
+#: On CPU, fits whose batches hold fewer elements than this run single-threaded: for small
+#: products a BLAS thread wake-up costs more than the second thread saves (10x on a 2-core VM).
+_SINGLE_THREAD_ELEMENTS = 1 << 20
 
 #: Bytes of one sample batch (all blocks) when ``batch_size`` is None: CPU batches stay in cache.
 _AUTO_BATCH_BYTES = {"cpu": 4 << 20, "cuda": 256 << 20}
@@ -49,11 +54,25 @@ class BatchedData:
         self.n = self.blocks[0].n_samples
         homes = {b.device for b in self.blocks}
         self.home = homes.pop() if len(homes) == 1 else torch.device("cpu")
+        per_row = sum(math.prod(b.mode_shape) for b in self.blocks)
         if batch_size is None:
-            per_row = sum(math.prod(b.mode_shape) for b in self.blocks) * dtype.itemsize
             budget = _AUTO_BATCH_BYTES.get(self.device.type, _AUTO_BATCH_BYTES["cuda"])
-            batch_size = max(16, budget // per_row)
+            batch_size = max(16, budget // (per_row * dtype.itemsize))
         self.batch_size = int(min(batch_size, self.n))
+        self.batch_elements = self.batch_size * per_row
+
+    @contextmanager
+    def threads(self):
+        """Run small CPU work single-threaded (see ``_SINGLE_THREAD_ELEMENTS``)."""
+        before = torch.get_num_threads()
+        small = self.device.type == "cpu" and self.batch_elements < _SINGLE_THREAD_ELEMENTS
+        if small:
+            torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            if small:
+                torch.set_num_threads(before)
 
     @property
     def mode_shapes(self) -> list[tuple[int, ...]]:
@@ -142,7 +161,9 @@ class CoupledCP:
     fit_ : dict
         Block name -> explained variance of the scaled block (1 - residual / norm squared).
     explained_variance_ : (n_blocks, rank)
-        Explained variance of each block by each component alone.
+        Share of each block's variance explained by each component, ``<X_b, Xhat_br> /
+        ||X_b||^2`` (scaled block); a row sums to the block's ``fit_`` at a least-squares
+        optimum (as ``component_explained_variance(..., method="share")``).
     loss_ : float
         Sum over blocks of the squared residuals of the scaled blocks.
     loss_history_ : list of float
@@ -265,7 +286,7 @@ class CoupledCP:
         best = None
         bar = tqdm(total=self.max_iter * self.n_init, disable=not self.progress, unit="sweep",
                    desc=f"CoupledCP rank {self.rank}")
-        try:
+        with data.threads(), bar:
             for start in range(self.n_init):
                 factors = self._initial_factors(data, blocks.names, start, generator)
                 run = self._sweeps(data, factors, sum(sq_norms), bar)
@@ -273,8 +294,6 @@ class CoupledCP:
                     best = run
                 if run["interrupted"]:
                     break
-        finally:
-            bar.close()
         if best["interrupted"]:
             warnings.warn(
                 f"fit interrupted after {best['n_iter']} sweeps; keeping the best factors so "
@@ -352,7 +371,7 @@ class CoupledCP:
         return (loss if a_prev is not None else None), new
 
     def _final_pass(self, data, factors, a_cur) -> dict:
-        """Explicit residual and per-component inner products of the final state.
+        """Explicit residual and per-component inner products ``<X_b, Xhat_br>`` of the final state.
 
         Solves ``A`` from the block factors first when no sweep completed.
         """
@@ -362,18 +381,14 @@ class CoupledCP:
         work = _on_device(factors, data)
         res = [0.0] * len(factors)
         ips = [torch.zeros(self.rank, dtype=torch.float64, device=data.device) for _ in factors]
-        ata = torch.zeros(self.rank, self.rank, dtype=torch.float64, device=data.device)
         for start, stop, xs in data.chunks():
             a = a_cur[start:stop].to(data.device)
             a64 = a.double()
-            ata += a64.T @ a64
             for i, (x, fs, s) in enumerate(zip(xs, work, data.scales)):
                 res[i] += ops.residual_sq(x, a, fs, s)
                 ips[i] += (ops.mttkrp_rows(x, fs).double() * a64).sum(0) * s
-        ata = ata.cpu().numpy()
-        comp_sq = [np.diag(ata) * np.diag(ops.gram(fs)) for fs in factors]
         return {"loss": sum(res), "residuals": res, "A": a_cur,
-                "ips": [ip.cpu().numpy() for ip in ips], "comp_sq": comp_sq}
+                "ips": [ip.cpu().numpy() for ip in ips]}
 
     def _finish(self, blocks: Blocks, scales, sq_norms, run: dict):
         """Normalize, order by weight, fix signs and store the fitted attributes (numpy)."""
@@ -409,10 +424,7 @@ class CoupledCP:
                 fu[fu == 0] = 1.0
                 fs[0], fs[1] = fs[0] * fu, fs[1] * fu
 
-        ev = np.stack([
-            (2.0 * ip - c) / sq
-            for ip, c, sq in zip(run["ips"], run["comp_sq"], sq_norms)
-        ])[:, order]
+        ev = np.stack([ip / sq for ip, sq in zip(run["ips"], sq_norms)])[:, order]
         names = blocks.names
         self.weights_ = weights[order]
         self.A_ = a
@@ -479,11 +491,12 @@ class CoupledCP:
         work = _on_device(factors, data)
         g = sum(ops.gram(fs) for fs in factors)
         out = np.empty((blocks.n_samples, len(self.weights_)))
-        for start, stop, xs in data.chunks():
-            m = sum(ops.mttkrp_rows(x, fs).double() * s
-                    for x, fs, s in zip(xs, work, data.scales))
-            a = ops.solve(g, m, None, self.nonnegative, n_inner=n_iter)
-            out[start:stop] = a.cpu().numpy()
+        with data.threads():
+            for start, stop, xs in data.chunks():
+                m = sum(ops.mttkrp_rows(x, fs).double() * s
+                        for x, fs, s in zip(xs, work, data.scales))
+                a = ops.solve(g, m, None, self.nonnegative, n_inner=n_iter)
+                out[start:stop] = a.cpu().numpy()
         return out
 
     def save(self, path) -> None:

@@ -1,0 +1,246 @@
+"""CoupledCP: planted factors, TensorLy parity, streaming, fold-in, I/O, bad input."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import tensorly as tl
+import torch
+from tensorly.decomposition import coupled_matrix_tensor_3d_factorization, parafac
+
+from peekwidgets.blocks import Block, Blocks
+from peekwidgets.engine import (
+    CoupledCP,
+    component_explained_variance,
+    coupled_factor_match_score,
+    explained_variance,
+)
+from peekwidgets.engine import coupled as coupled_module
+
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                   reason="no CUDA device")),
+]
+RANK = 5
+
+
+def planted(nonnegative: bool, n=150, noise=0.01, seed=0):
+    """Input matrix, two tensor blocks and a matrix block sharing A (rank 5), with noise."""
+    rng = np.random.default_rng(seed)
+
+    def factor(d):
+        if nonnegative:  # sparse nonnegative columns are well identified
+            return rng.random((d, RANK)) * (rng.random((d, RANK)) < 0.6)
+        return rng.standard_normal((d, RANK))
+
+    a = factor(n)
+    factors = {"input": [factor(40)], "conv1": [factor(6), factor(12)],
+               "conv2": [factor(8), factor(9)], "fc": [factor(20)]}
+    arrays = {}
+    for name, fs in factors.items():
+        x = a @ fs[0].T if len(fs) == 1 else np.einsum("nr,cr,sr->ncs", a, *fs)
+        x = x + noise * np.linalg.norm(x) / np.sqrt(x.size) * rng.standard_normal(x.shape)
+        arrays[name] = torch.tensor(x, dtype=torch.float32)
+    return Blocks.from_arrays(arrays), SimpleNamespace(A_=a, factors_=factors)
+
+
+@pytest.fixture(scope="module")
+def ls_data():
+    return planted(False)
+
+
+@pytest.fixture(scope="module")
+def ls_model(ls_data):
+    return CoupledCP(RANK, tol=1e-9, max_iter=500, random_state=0).fit(ls_data[0])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("nonnegative", [False, True])
+def test_planted_factors_recovered(device, nonnegative):
+    blocks, truth = planted(nonnegative)
+    blocks = Blocks([Block(b.name, b.data.to(device)) for b in blocks])
+    model = CoupledCP(RANK, nonnegative=nonnegative, tol=1e-8, max_iter=500,
+                      random_state=0).fit(blocks)
+    match = coupled_factor_match_score(model, truth)
+    assert match.score >= 0.99, match
+    assert min(match.per_block.values()) >= 0.99, match
+    assert model.converged_ and not model.interrupted_
+    assert all(f > 0.99 for f in model.fit_.values()), model.fit_
+    if nonnegative:
+        assert (model.A_ >= 0).all()
+        assert all((f >= 0).all() for fs in model.factors_.values() for f in fs)
+
+
+def test_fitted_conventions(ls_data, ls_model):
+    blocks, _ = ls_data
+    m = ls_model
+    assert isinstance(m.A_, np.ndarray) and m.A_.shape == (blocks.n_samples, RANK)
+    np.testing.assert_allclose(np.linalg.norm(m.A_, axis=0), 1.0, rtol=1e-10)
+    assert (np.diff(m.weights_) <= 0).all(), "components ordered by weight, strongest first"
+    peak = m.A_[np.argmax(np.abs(m.A_), axis=0), np.arange(RANK)]
+    assert (peak > 0).all(), "sign convention: largest |entry| of each A column is positive"
+    assert m.block_names_ == blocks.names
+    assert m.block_kinds_ == ["matrix", "tensor", "tensor", "matrix"]
+    assert [f.shape for f in m.factors_["conv1"]] == [(6, RANK), (12, RANK)]
+    np.testing.assert_allclose(np.linalg.norm(m.factors_["conv1"][0], axis=0), 1.0)
+    for b in blocks:
+        np.testing.assert_allclose(m.block_scales_[b.name], 1.0 / b.norm(), rtol=1e-6)
+    assert m.explained_variance_.shape == (len(blocks), RANK)
+    # losses never increase (ALS is monotone), and the loss is the sum of block residuals
+    hist = np.array(m.loss_history_)
+    assert (np.diff(hist) <= 1e-6 * hist[:-1]).all()  # float32 rounding
+    np.testing.assert_allclose(m.loss_, sum(1 - f for f in m.fit_.values()), rtol=1e-6)
+
+
+def test_cp_tensor_and_explained_variance_match_diagnostics(ls_data, ls_model):
+    blocks, _ = ls_data
+    m = ls_model
+    for i, b in enumerate(blocks):
+        cp = m.cp_tensor(b.name)
+        scaled = b.data.double() * m.block_scales_[b.name]
+        rec = tl.cp_to_tensor(cp)
+        fit = 1 - np.sum((scaled.numpy() - rec) ** 2) / np.sum(scaled.numpy() ** 2)
+        np.testing.assert_allclose(m.fit_[b.name], fit, atol=1e-6)
+        np.testing.assert_allclose(m.fit_[b.name], explained_variance(scaled, cp), atol=1e-6)
+        share = component_explained_variance(scaled, cp)
+        np.testing.assert_allclose(m.explained_variance_[i], share, atol=1e-5)
+        np.testing.assert_allclose(m.explained_variance_[i].sum(), m.fit_[b.name], atol=1e-4)
+
+
+def test_single_tensor_matches_tensorly_parafac():
+    blocks, _ = planted(False, n=80)
+    x = blocks["conv1"].data.double().numpy()
+    rng = np.random.default_rng(1)
+    a0, u0, v0 = (rng.random((d, RANK)) for d in x.shape)
+    tl.set_backend("numpy")
+    cp = parafac(x, RANK, init=tl.cp_tensor.CPTensor((np.ones(RANK), [a0, u0, v0])),
+                 n_iter_max=1000, tol=1e-12)
+    theirs = np.sum((x - tl.cp_to_tensor(cp)) ** 2)
+    model = CoupledCP(RANK, init={"conv1": [u0, v0]}, normalize=False, tol=1e-10,
+                      max_iter=1000).fit(blocks.select(["conv1"]))
+    assert model.loss_ <= theirs * 1.001, (model.loss_, theirs)
+
+
+def test_tensor_and_matrix_no_worse_than_tensorly_cmtf():
+    blocks, _ = planted(False, n=80)
+    x = blocks["conv1"].data.double().numpy()
+    y = blocks["fc"].data.double().numpy()
+    tl.set_backend("numpy")
+    cp_x, cp_y, _ = coupled_matrix_tensor_3d_factorization(x, y, RANK, n_iter_max=500)
+    theirs = np.sum((x - tl.cp_to_tensor(cp_x)) ** 2) + np.sum((y - tl.cp_to_tensor(cp_y)) ** 2)
+    model = CoupledCP(RANK, normalize=False, tol=1e-8, max_iter=500, random_state=0)
+    model.fit(blocks.select(["conv1", "fc"]))
+    assert model.loss_ <= theirs * (1 + 1e-6), (model.loss_, theirs)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("nonnegative", [False, True])
+def test_streaming_equals_in_memory(tmp_path, device, nonnegative):
+    blocks, _ = planted(nonnegative, n=90)
+    mapped = []
+    for b in blocks:  # the same blocks backed by memory-mapped files on the host
+        mm = np.lib.format.open_memmap(tmp_path / f"{b.name}.npy", mode="w+",
+                                       dtype=np.float32, shape=b.shape)
+        mm[:] = b.data.numpy()
+        mapped.append(Block(b.name, torch.from_numpy(mm), meta={"storage": "memmap"}))
+    params = dict(rank=RANK, nonnegative=nonnegative, tol=0, max_iter=25, random_state=3)
+    whole = CoupledCP(**params, device=device).fit(
+        Blocks([Block(b.name, b.data.to(device)) for b in blocks]))
+    streamed = CoupledCP(**params, batch_size=16, device=device).fit(Blocks(mapped))
+    np.testing.assert_allclose(streamed.A_, whole.A_, atol=1e-4)
+    for name in blocks.names:
+        for fs, fw in zip(streamed.factors_[name], whole.factors_[name]):
+            np.testing.assert_allclose(fs, fw, atol=1e-4)
+    np.testing.assert_allclose(streamed.loss_, whole.loss_, rtol=1e-5)
+
+
+@pytest.mark.parametrize("nonnegative", [False, True])
+def test_fold_in_reproduces_training_rows(nonnegative):
+    blocks, _ = planted(nonnegative, n=90)
+    model = CoupledCP(RANK, nonnegative=nonnegative, tol=1e-12, max_iter=1000,
+                      dtype=torch.float64, random_state=0).fit(blocks)
+    folded = model.transform(blocks)
+    assert folded.shape == model.A_.shape
+    np.testing.assert_allclose(folded, model.A_, atol=2e-3 * np.abs(model.A_).max())
+    sub = model.transform(Blocks.from_arrays({"input": blocks["input"].data[:7]}))
+    assert sub.shape == (7, RANK)
+
+
+def test_deterministic_with_seed():
+    blocks, _ = planted(False, n=60)
+    params = dict(rank=RANK, init="random", n_init=2, max_iter=20, random_state=7)
+    m1, m2 = CoupledCP(**params).fit(blocks), CoupledCP(**params).fit(blocks)
+    assert np.array_equal(m1.A_, m2.A_) and np.array_equal(m1.weights_, m2.weights_)
+    for name in blocks.names:
+        assert all(np.array_equal(f, g) for f, g in zip(m1.factors_[name], m2.factors_[name]))
+    assert m1.loss_history_ == m2.loss_history_
+
+
+def test_save_load_round_trip_exact(tmp_path, ls_data, ls_model):
+    path = tmp_path / "model.npz"
+    ls_model.save(path)
+    back = CoupledCP.load(path)
+    for attr in ("weights_", "A_", "explained_variance_"):
+        assert np.array_equal(getattr(back, attr), getattr(ls_model, attr)), attr
+    for name in ls_model.block_names_:
+        assert all(np.array_equal(f, g)
+                   for f, g in zip(back.factors_[name], ls_model.factors_[name]))
+    for attr in ("block_names_", "block_kinds_", "block_shapes_", "block_scales_", "fit_",
+                 "loss_", "loss_history_", "n_iter_", "converged_", "interrupted_"):
+        assert getattr(back, attr) == getattr(ls_model, attr), attr
+    assert (back.rank, back.tol, back.dtype) == (ls_model.rank, ls_model.tol, ls_model.dtype)
+    np.testing.assert_array_equal(back.transform(ls_data[0]), ls_model.transform(ls_data[0]))
+
+
+def test_keyboard_interrupt_keeps_best_so_far(monkeypatch):
+    blocks, _ = planted(False, n=60)
+    calls = {"n": 0}
+    update = coupled_module.ops.update_block
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 3 * len(blocks):  # during the 4th sweep
+            raise KeyboardInterrupt
+        return update(*args, **kwargs)
+
+    monkeypatch.setattr(coupled_module.ops, "update_block", interrupting)
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        model = CoupledCP(RANK, max_iter=50, random_state=0).fit(blocks)
+    assert model.interrupted_ and not model.converged_
+    assert model.n_iter_ == 3
+    assert np.isfinite(model.A_).all() and np.isfinite(model.loss_)
+    assert model.loss_ <= model.loss_history_[0]
+
+
+def test_bad_inputs_give_clear_errors():
+    blocks, _ = planted(False, n=30)
+    with pytest.raises(ValueError, match="rank=0"):
+        CoupledCP(0).fit(blocks)
+    with pytest.raises(ValueError, match="larger than block 'small'"):
+        CoupledCP(4).fit({"input": torch.rand(30, 10), "small": torch.rand(30, 3)})
+    with pytest.raises(ValueError, match="larger than the 3 samples"):
+        CoupledCP(4).fit({"input": torch.rand(3, 10)})
+    with pytest.raises(ValueError, match="same number of samples"):
+        CoupledCP(2).fit({"input": torch.rand(30, 10), "other": torch.rand(20, 4)})
+    for bad in (float("nan"), float("inf")):
+        x = torch.rand(30, 10)
+        x[3, 4] = bad
+        with pytest.raises(ValueError, match="'input' contains NaN or Inf"):
+            CoupledCP(2).fit({"input": x})
+    with pytest.raises(ValueError, match="no blocks"):
+        CoupledCP(2).fit([])
+    with pytest.raises(ValueError, match="init='pca'"):
+        CoupledCP(2, init="pca").fit(blocks)
+    with pytest.raises(ValueError, match="block_weights"):
+        CoupledCP(2, block_weights={"nope": 2.0}).fit(blocks)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        CoupledCP(2).transform(blocks)
+
+
+def test_progress_bar_and_block_weights(capsys):
+    blocks, _ = planted(False, n=40)
+    model = CoupledCP(RANK, max_iter=3, progress=True, block_weights={"fc": 2.0},
+                      random_state=0).fit(blocks)
+    assert "sweep" in capsys.readouterr().err
+    np.testing.assert_allclose(model.block_scales_["fc"], 2.0 / blocks["fc"].norm(), rtol=1e-6)
