@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 __all__ = ["Fitted"]
 
@@ -111,7 +112,11 @@ class Fitted:
 
     def input_rows(self, index) -> np.ndarray:
         """Raw input rows ``(len(index), ...)`` as float32 numpy (None without an input block)."""
-        return None if self.input is None else self.input.numpy(np.asarray(index))
+        if self.input is None:
+            return None
+        # index_select: torch's advanced indexing (what Block.rows does) is ~100x slower here
+        idx = torch.as_tensor(np.asarray(index, dtype=np.int64), device=self.input.device)
+        return self.input.data.index_select(0, idx).to("cpu", torch.float32).numpy()
 
     def with_folded(self, A_new: np.ndarray, inputs: np.ndarray | None) -> Fitted:
         """A copy with folded-in samples appended (no refit, orderings reused)."""

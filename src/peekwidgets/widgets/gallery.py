@@ -97,7 +97,9 @@ class InputGallery(View):
         selected = set(self.selected)
         if changed != "selected":
             self.shown = f.top(r, self.top_k)
-            rows = f.input_rows(self.shown)
+            missing = [i for i in self.shown if self.renderer.needs(int(i))]
+            rows = dict(zip(missing, f.input_rows(missing))) if (
+                missing and f.input is not None) else {}
             labels = f.blocks.labels
             for slot, (box, display, button) in enumerate(self.tiles):
                 visible = slot < len(self.shown)
@@ -105,8 +107,8 @@ class InputGallery(View):
                 if not visible:
                     continue
                 i = int(self.shown[slot])
-                if rows is not None:
-                    self.renderer.fill_tile(display, i, rows[slot])
+                if f.input is not None:
+                    self.renderer.fill_tile(display, i, rows.get(i))
                 with button.hold_sync():
                     button.description = f"#{i}  {f.A[i, r]:+.3f}"
                     button.tooltip = (f"sample {i}, loading {f.A[i, r]:.4f}"
@@ -118,4 +120,6 @@ class InputGallery(View):
                 f"{len(self.shown)} of {f.n_samples} samples, largest loading first</span>")
         for slot, (box, _, _) in enumerate(self.tiles):
             on = slot < len(self.shown) and int(self.shown[slot]) in selected
-            box.layout.border = f"3px solid {ACCENT}" if on else "3px solid transparent"
+            border = f"3px solid {ACCENT}" if on else "3px solid transparent"
+            if box.layout.border_top != border:
+                box.layout.border = border

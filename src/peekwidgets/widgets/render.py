@@ -153,6 +153,10 @@ class InputRenderer:
             self._cache.move_to_end(key)
         return data
 
+    def needs(self, key) -> bool:
+        """Whether :meth:`fill_tile` needs the input's values for ``key`` (not cached)."""
+        return not self.is_image or key not in self._cache
+
     def clear_cache(self):
         """Forget cached encodings (call when the inputs behind the keys change)."""
         self._cache.clear()
@@ -170,8 +174,11 @@ class InputRenderer:
                          layout=w.Layout(width=f"{self.size + 24}px", height=f"{self.size}px"),
                          min_aspect_ratio=0.01, max_aspect_ratio=100)
 
-    def fill_tile(self, tile: w.Widget, key, x: np.ndarray):
-        """Show input ``x`` (cached under ``key``) in a tile from :meth:`make_tile`."""
+    def fill_tile(self, tile: w.Widget, key, x: np.ndarray | None):
+        """Show input ``x`` (cached under ``key``) in a tile from :meth:`make_tile`.
+
+        ``x`` may be None when :meth:`needs` is False for ``key``.
+        """
         if self.is_image:
             tile.value = self.sample_png(key, x)
             return

@@ -46,6 +46,7 @@ class SampleMap(View):
         self.max_points = int(max_points)
         self.top_k = int(top_k)
         self._syncing = False
+        self._drawn_x = self._drawn_y = None
         super().__init__(fitted, **kwargs)
 
     def _build(self):
@@ -142,12 +143,15 @@ class SampleMap(View):
     def _draw_scatter(self):
         f = self.fitted
         i, j = self.x_component, self.y_component
-        with self.scatter.hold_sync():
-            self.scatter.x = f.A[self.shown, i]
-            self.scatter.y = f.A[self.shown, j]
-        with self.folded.hold_sync():
-            self.folded.x = f.folded_A[:, i]
-            self.folded.y = f.folded_A[:, j]
+        key = (f, len(f.folded_A))  # unchanged columns are not sent again
+        new_x, new_y = (key, i) != self._drawn_x, (key, j) != self._drawn_y
+        for mark, rows in ((self.scatter, f.A[self.shown]), (self.folded, f.folded_A)):
+            with mark.hold_sync():
+                if new_x:
+                    mark.x = rows[:, i]
+                if new_y:
+                    mark.y = rows[:, j]
+        self._drawn_x, self._drawn_y = (key, i), (key, j)
         self.x_axis.label, self.y_axis.label = f"component {i}", f"component {j}"
         self._draw_selection()
 
