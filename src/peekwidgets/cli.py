@@ -109,10 +109,14 @@ def main(argv=None) -> int:
         notebook = args.notebook or _find_notebook()
         if notebook is None or not notebook.is_file():
             parser.error(
-                f"notebook {notebook or NOTEBOOK!r} not found; run from a checkout of "
+                f"notebook '{notebook or NOTEBOOK}' not found; run from a checkout of "
                 "peekwidgets, pass --notebook PATH, or use --headless for a report"
             )
         args.notebook = notebook
+        problem = _cannot_serve(args.port)
+        if problem:
+            print(f"peekwidgets demo: error: {problem}", file=sys.stderr)
+            return 1
     try:
         return args.handler(args)
     except KeyboardInterrupt:
@@ -163,23 +167,20 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _serve(notebook: Path, port: int, cache_dir: Path | None) -> int:
-    """Run Voilà on ``notebook`` at 127.0.0.1:``port`` until it stops or Ctrl-C."""
+def _cannot_serve(port: int) -> str | None:
+    """Why Voilà cannot serve on ``port`` (checked before training), or None."""
     try:
         import voila  # noqa: F401
     except ImportError:
-        print(
-            "error: Voilà is not installed; `pip install voila` (or `make demo`, which installs "
-            "it), or run `peekwidgets demo --headless` for a report without a server",
-            file=sys.stderr,
-        )
-        return 1
+        return ("Voilà is not installed; `pip install voila` (or `make demo`, which installs "
+                "it), or run `peekwidgets demo --headless` for a report without a server")
     if not _port_free(port):
-        print(
-            f"error: port {port} on 127.0.0.1 is in use; pass another one with --port",
-            file=sys.stderr,
-        )
-        return 1
+        return f"port {port} on 127.0.0.1 is in use; pass another one with --port"
+    return None
+
+
+def _serve(notebook: Path, port: int, cache_dir: Path | None) -> int:
+    """Run Voilà on ``notebook`` at 127.0.0.1:``port`` until it stops or Ctrl-C."""
     env = dict(os.environ)
     if cache_dir is not None:
         env["PEEKWIDGETS_CACHE"] = str(cache_dir)
@@ -191,6 +192,8 @@ def _serve(notebook: Path, port: int, cache_dir: Path | None) -> int:
     url = f"http://127.0.0.1:{port}/"
     print(f"starting Voilà on {notebook} ...", flush=True)
     server = subprocess.Popen(command, cwd=notebook.parent, env=env)
+    # SIGTERM (a service manager, a test) stops the server like Ctrl-C instead of orphaning it
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         if _wait_ready(url + "voila/static/favicon.ico", server):
             print(f"\n  peekwidgets dashboard: {url}\n  (Ctrl-C stops the server)\n", flush=True)
@@ -199,7 +202,12 @@ def _serve(notebook: Path, port: int, cache_dir: Path | None) -> int:
         print("\nstopping the server ...", file=sys.stderr)
         return 0
     finally:
+        signal.signal(signal.SIGTERM, previous)
         _stop(server)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _wait_ready(url: str, server: subprocess.Popen, timeout: float = 60.0) -> bool:

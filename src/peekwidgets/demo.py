@@ -77,6 +77,10 @@ class DemoRun:
         """Labels of :meth:`inputs`, ``(n,)``; for colouring plots and accuracy only."""
         return self.test_set.tensors[1][:n]
 
+    def dataset(self, n: int | None = None) -> TensorDataset:
+        """:meth:`inputs` with :meth:`labels` (capture keeps the labels for colouring only)."""
+        return TensorDataset(self.inputs(n), self.labels(n))
+
     def checkpoint_models(self) -> dict:
         """``{checkpoint name: DigitsCNN in eval mode}`` in step order."""
         models = {}
