@@ -626,7 +626,10 @@ class CheckpointComparison:
             return None
         from scipy.stats import spearmanr
 
-        return float(spearmanr(self.scores, self.accuracy[: len(self.profiles)])[0])
+        accuracy = self.accuracy[: len(self.profiles)]
+        if np.ptp(self.scores) == 0 or np.ptp(accuracy) == 0:
+            return float("nan")  # a constant column has no rank correlation
+        return float(spearmanr(self.scores, accuracy)[0])
 
     def table(self) -> str:
         """A text table: checkpoint, estimated rank, score, accuracy (when labels were given)."""

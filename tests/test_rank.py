@@ -1,0 +1,175 @@
+"""Rank profile and checkpoint comparison: planted ranks, label-freeness, determinism, errors."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from peekwidgets.blocks import Blocks
+from peekwidgets.rank import compare_checkpoints, estimate_rank, rank_profile
+
+
+def planted(rank, n=300, noise=0.02, seed=0, nonnegative=False):
+    """Coupled blocks sharing ``A : (n, rank)``: two matrix blocks and one tensor block."""
+    rng = np.random.default_rng(seed)
+    draw = rng.random if nonnegative else rng.standard_normal
+    a = draw((n, rank))
+    # component weights well apart, so each adds far more than the threshold
+    scale = np.linspace(1.0, 0.6, rank)
+    arrays = {
+        "input": a * scale @ draw((rank, 40)),
+        "hidden": a * scale @ draw((rank, 25)),
+        "conv": np.einsum("nr,cr,sr->ncs", a * scale, draw((4, rank)), draw((9, rank))),
+    }
+    return Blocks.from_arrays({
+        k: (v / np.linalg.norm(v) + noise * rng.standard_normal(v.shape) / np.sqrt(v.size))
+        .astype(np.float32)
+        for k, v in arrays.items()
+    })
+
+
+def exact_profile(blocks, center):
+    parts = []
+    for b in blocks:
+        x = b.data.reshape(b.n_samples, -1).double().numpy()
+        x = x - x.mean(0) if center else x
+        parts.append(x / np.linalg.norm(x))
+    s = np.linalg.svd(np.hstack(parts), compute_uv=False)
+    return np.cumsum(s**2) / len(parts)
+
+
+@pytest.mark.parametrize("rank", [2, 4, 6])
+@pytest.mark.parametrize("center", [False, True])
+def test_planted_rank_is_recovered(rank, center):
+    blocks = planted(rank, seed=rank)
+    p = rank_profile(blocks, 10, center=center, progress=False)
+    assert p.estimated_rank == rank
+    assert rank <= p.score <= rank + 1
+    assert not p.saturated
+    # the randomized SVD reproduces the exact truncated SVD of the scaled blocks
+    np.testing.assert_allclose(p.fit, exact_profile(blocks, center)[:10], atol=1e-4)
+    assert p.block_fit.shape == (3, 10)
+    assert np.all(p.block_fit[:, rank - 1] > 0.99)
+    np.testing.assert_allclose(p.gain.sum(), p.fit[-1])
+
+
+def test_labels_change_no_score():
+    blocks = planted(3)
+    labelled = Blocks(list(blocks), labels=np.arange(blocks.n_samples) % 3)
+    a = rank_profile(blocks, 6, progress=False)
+    b = rank_profile(labelled, 6, progress=False)
+    np.testing.assert_array_equal(a.fit, b.fit)
+    assert a.score == b.score
+
+
+def test_deterministic_with_seed_and_plot_cached():
+    blocks = planted(3)
+    a = rank_profile(blocks, 8, random_state=5, progress=False)
+    b = rank_profile(blocks, 8, random_state=5, progress=False)
+    np.testing.assert_array_equal(a.fit, b.fit)
+    np.testing.assert_array_equal(a.block_fit, b.block_fit)
+    fig = a.plot()
+    assert fig is a.plot()
+    assert "estimated rank 3" in a.summary()
+
+
+def test_block_weights_and_normalize():
+    blocks = planted(2)
+    heavy = rank_profile(blocks, 4, block_weights={"input": 3.0}, progress=False)
+    np.testing.assert_allclose(heavy.block_weights, [3.0, 1.0, 1.0])
+    raw = rank_profile(blocks, 4, normalize=False, progress=False)
+    assert raw.estimated_rank == 2
+    with pytest.raises(KeyError, match="nope"):
+        rank_profile(blocks, 4, block_weights={"nope": 1.0}, progress=False)
+
+
+def test_estimate_rank_rule():
+    assert estimate_rank(np.array([0.5, 0.2, 0.02, 0.01]), 0.03) == (2, pytest.approx(2.5, 0.2))
+    rank, score = estimate_rank(np.array([0.5, 0.2]), 0.03)
+    assert (rank, score) == (2, 2.0)
+
+
+def test_identifiable_diagnostics_on_planted_cp():
+    blocks = planted(2, n=60, nonnegative=True, noise=0.01)
+    # nonnegative uncentered data put most energy in the first (mean-like) component
+    p = rank_profile(blocks, 3, model="nonnegative", threshold=0.01, n_restarts=2,
+                     max_iter=200, tol=1e-6, progress=False)
+    assert p.estimated_rank == 2
+    # the true rank is reproducible across restarts and halves; one too many is not
+    assert p.stability[1] > 0.95 and p.split_half[1] > 0.95
+    assert p.stability[2] < 0.9 and p.split_half[2] < 0.9
+    assert p.core_consistency["conv"][1] > 90 > p.core_consistency["conv"][2]
+    assert p.model_fit[1] > 0.99
+    assert p.degenerate.shape == (3,) and p.converged.shape == (3,)
+
+
+def test_bad_inputs_give_clear_errors():
+    blocks = planted(2, n=30)
+    with pytest.raises(ValueError, match="max_rank must be an integer >= 1, got 0"):
+        rank_profile(blocks, 0)
+    with pytest.raises(ValueError, match="larger than the number of samples"):
+        rank_profile(blocks, 31)
+    with pytest.raises(ValueError, match="model must be one of"):
+        rank_profile(blocks, 3, model="pca")
+    with pytest.raises(ValueError, match="center=False"):
+        rank_profile(blocks, 3, model="nonnegative", center=True)
+    matrices = blocks.select(["input", "hidden"])
+    with pytest.raises(ValueError, match="needs at least one tensor block"):
+        rank_profile(matrices, 3, model="cp")
+    with pytest.raises(ValueError, match="constant"):
+        rank_profile({"x": np.ones((10, 3), np.float32)}, 2, center=True, progress=False)
+
+
+# --------------------------------------------------------------------------- checkpoints
+class Tiny(nn.Module):
+    def __init__(self, width=6):
+        super().__init__()
+        self.fc1 = nn.Linear(5, width)
+        self.relu = nn.ReLU()
+        self.fc2 = nn.Linear(width, 3)
+
+    def forward(self, x):
+        return self.fc2(self.relu(self.fc1(x)))
+
+
+def checkpoints(n=3, width=6):
+    out = []
+    for seed in range(n):
+        torch.manual_seed(seed)
+        out.append(Tiny(width).state_dict())
+    return out
+
+
+def test_compare_checkpoints_table_labels_and_model_untouched():
+    x = torch.randn(60, 5, generator=torch.Generator().manual_seed(0))
+    labels = np.arange(60) % 3
+    model = Tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    plain = compare_checkpoints(model, checkpoints(), x, max_rank=5, progress=False)
+    labelled = compare_checkpoints(model, checkpoints(), x, labels=labels, max_rank=5,
+                                   progress=False)
+    np.testing.assert_array_equal(plain.scores, labelled.scores)  # labels change no score
+    assert plain.accuracy is None and "accuracy" not in plain.table()
+    assert labelled.accuracy.shape == (3,) and "accuracy" in labelled.table()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert [r["checkpoint"] for r in plain.records()] == [f"checkpoint {i}" for i in range(3)]
+    assert plain.fits.shape == (3, 5)
+    assert plain.plot() is plain.plot() and plain.plot_scores() is not None
+    # a factory and a named dict give the same profiles
+    named = compare_checkpoints(Tiny, dict(zip("abc", checkpoints())), x, max_rank=5,
+                                progress=False)
+    assert named.names == ["a", "b", "c"]
+    np.testing.assert_allclose(named.scores, plain.scores)
+
+
+def test_compare_checkpoints_rejects_mixed_architectures():
+    x = torch.randn(20, 5)
+    mixed = checkpoints(2) + checkpoints(1, width=7)
+    with pytest.raises(ValueError, match="'checkpoint 2' does not fit the architecture"):
+        compare_checkpoints(Tiny(), mixed, x, max_rank=3, progress=False)
+    with pytest.raises(ValueError, match="one architecture"):
+        compare_checkpoints(Tiny(), [Tiny(), nn.Linear(5, 3)], x, max_rank=3, progress=False)
+    with pytest.raises(TypeError, match="single state dict"):
+        compare_checkpoints(Tiny(), Tiny().state_dict(), x, progress=False)
+    with pytest.raises(ValueError, match="max_rank must be an integer >= 1"):
+        compare_checkpoints(Tiny(), checkpoints(1), x, max_rank=0, progress=False)
