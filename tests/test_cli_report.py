@@ -1,0 +1,89 @@
+"""``peekwidgets demo --headless``: the report runs end to end on digits and writes every file."""
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from peekwidgets.cli import main
+from peekwidgets.engine import CoupledCP
+from peekwidgets.report import plot_layer_response
+
+RANK, SAMPLES, MAX_RANK = 3, 120, 4
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """Run the CLI once: ``(out folder, summary, stdout)``."""
+    cache = tmp_path_factory.getbasetemp() / "peekwidgets-demo-cache"
+    out = tmp_path_factory.mktemp("report")
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["demo", "--headless", "--out", str(out), "--cache", str(cache),
+                     "--rank", str(RANK), "--samples", str(SAMPLES),
+                     "--max-rank", str(MAX_RANK)])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    return out, summary, stdout.getvalue()
+
+
+def test_every_promised_file_is_written_and_listed(report):
+    out, summary, _ = report
+    expected = {"component_map.png", "top_inputs.png", "rank_profiles.png", "factors.npz",
+                "summary.json"} | {f"layer_responses/component_{r}.png" for r in range(RANK)}
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert set(summary["files"]) == expected == written
+
+
+def test_figures_are_real_pngs(report):
+    out, summary, _ = report
+    for name in summary["files"]:
+        if name.endswith(".png"):
+            with Image.open(out / name) as image:
+                assert image.format == "PNG"
+                assert min(image.size) >= 100
+                image.load()
+                assert np.asarray(image).std() > 0, f"{name} is blank"
+
+
+def test_summary_matches_the_saved_factorization(report):
+    out, summary, _ = report
+    cp = CoupledCP.load(out / "factors.npz")
+    assert summary["rank"] == RANK == len(cp.weights_)
+    assert summary["n_samples"] == SAMPLES == cp.A_.shape[0]
+    names = [b["name"] for b in summary["blocks"]]
+    assert names[0] == "input" and names == list(cp.block_names_)
+    np.testing.assert_allclose(summary["weights"], cp.weights_, rtol=1e-6)
+    assert summary["fit"] == pytest.approx(cp.fit_)
+    for r in range(RANK):
+        top = summary["top_inputs"][f"c{r}"]
+        assert top == np.argsort(-cp.A_[:, r], kind="stable")[: len(top)].tolist()
+    profile = summary["rank_profile"]
+    assert profile["ranks"] == list(range(1, MAX_RANK + 1))
+    assert np.all(np.diff(profile["fit"]) >= -1e-9), "fit cannot drop when R grows"
+    assert 0 <= profile["estimated_rank"] <= MAX_RANK
+
+
+def test_checkpoints_are_compared(report):
+    _, summary, _ = report
+    accuracy = summary["checkpoint_accuracy"]
+    assert len(accuracy) >= 3
+    assert list(accuracy.values())[-1] > list(accuracy.values())[0]
+    assert [row["checkpoint"] for row in summary["checkpoints"]] == list(accuracy)
+
+
+def test_progress_is_shown(report):
+    _, summary, stdout = report
+    assert "[1/5] capture" in stdout and "report written to" in stdout
+    for name in summary["files"]:
+        assert name in stdout
+
+
+def test_layer_response_rejects_a_missing_component(report):
+    out, _, _ = report
+    cp = CoupledCP.load(out / "factors.npz")
+    with pytest.raises(ValueError, match=f"component must be in 0..{RANK - 1}, got {RANK}"):
+        plot_layer_response(cp, None, RANK)
