@@ -37,11 +37,10 @@ class Fitted:
     weights : (rank,) array
     names : list of str, the fitted blocks in order (input first).
     kinds : list of str, ``"matrix"`` or ``"tensor"`` per fitted block.
-    explained : (n_blocks, rank) array, explained variance of each block by each component
-        alone (``estimator.explained_variance_``; negative where components overlap).
-    shares : (n_blocks, rank) array, each component's share of each block's fit: the
-        energy ``w_r^2 prod_k |F_k[:, r]|^2`` of its term in the block's model, over the
-        sum of those energies (rows sum to 1).
+    explained : (n_blocks, rank) array, share of each block's variance explained by each
+        component (``estimator.explained_variance_``; a row sums to the block's fit).
+    shares : (n_blocks, rank) array, each component's share of each block's fit:
+        ``explained`` clipped at 0 (overlapping components can go below) over its row sum.
     block_fit : (n_blocks,) array, explained variance of each block.
     order : (rank, n_samples) int array, samples by decreasing loading per component.
     """
@@ -74,10 +73,9 @@ class Fitted:
                         for n in self.names}
         self.explained = np.asarray(estimator.explained_variance_, dtype=float).reshape(
             len(self.names), -1)
-        energy = np.stack([self.weights**2 * np.prod([(f**2).sum(axis=0) for f in fs], axis=0)
-                           for fs in self.factors.values()])
-        totals = energy.sum(axis=1, keepdims=True)
-        self.shares = np.divide(energy, totals, out=np.zeros_like(energy), where=totals > 0)
+        pos = np.clip(self.explained, 0, None)
+        totals = pos.sum(axis=1, keepdims=True)
+        self.shares = np.divide(pos, totals, out=np.zeros_like(pos), where=totals > 0)
         fit = getattr(estimator, "fit_", None) or {}
         self.block_fit = np.array([float(fit.get(n, np.nan)) for n in self.names])
         self.order = np.argsort(-self.A, axis=0, kind="stable").T.copy()

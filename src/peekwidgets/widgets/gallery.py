@@ -43,7 +43,7 @@ class InputGallery(View):
         self.shown = np.zeros(0, dtype=int)
         super().__init__(fitted, **kwargs)
 
-    def _make_tile(self, on_click):
+    def _make_tile(self, on_click, css_class="peek-tile"):
         display = self.renderer.make_tile()
         button = w.Button(layout=w.Layout(width=display.layout.width, height="22px",
                                           padding="0"))
@@ -51,7 +51,7 @@ class InputGallery(View):
         button.on_click(self.errors.guard(on_click))
         box = w.VBox([display, button], layout=w.Layout(border="3px solid transparent",
                                                         margin="1px", align_items="center"))
-        box.add_class("peek-tile")
+        box.add_class(css_class)
         return box, display, button
 
     def _build(self):
@@ -80,7 +80,7 @@ class InputGallery(View):
         f = self.fitted
         m = min(len(f.folded_A), self.top_k)
         while len(self.new_tiles) < m:
-            box, display, button = self._make_tile(lambda _: None)
+            box, display, button = self._make_tile(lambda _: None, "peek-new-tile")
             box.layout.border = f"3px solid {NEW}"
             self.new_tiles.append((box, display, button))
         self.new_grid.children = [t[0] for t in self.new_tiles[:m]]

@@ -17,13 +17,13 @@ __all__ = ["LayerResponse"]
 def _bar_figure(x_label: str, width: str, height: str):
     xs, ys = bq.LinearScale(), bq.LinearScale()
     bars = bq.Bars(x=np.zeros(1), y=np.zeros(1), scales={"x": xs, "y": ys}, padding=0.15,
-                   colors=[INK], color_mode="element",
+                   colors=[INK],
                    tooltip=bq.Tooltip(fields=["x", "y"], labels=["unit", "loading"],
                                       formats=["", ".3f"]))
     labels = bq.Label(x=np.zeros(0), y=np.zeros(0), text=[], scales={"x": xs, "y": ys},
                       colors=[ACCENT], default_size=11, align="middle", y_offset=-6,
                       font_weight="bold")
-    axes = [bq.Axis(scale=xs, label=x_label, grid_lines="none", num_ticks=6),
+    axes = [bq.Axis(scale=xs, label=x_label, grid_lines="none", num_ticks=6, tick_format="d"),
             bq.Axis(scale=ys, side="left", grid_lines="dashed", num_ticks=4,
                     tick_format=".2f")]
     fig = bq.Figure(marks=[bars, labels], axes=axes,
@@ -77,7 +77,7 @@ class LayerResponse(View):
             axes=[bq.Axis(scale=cs, grid_lines="none", num_ticks=4, label="W"),
                   bq.Axis(scale=rs, side="left", grid_lines="none", label="H",
                           num_ticks=4)],
-            fig_margin=dict(top=16, bottom=40, left=40, right=10), padding_y=0.0,
+            fig_margin=dict(top=34, bottom=40, left=40, right=10), padding_y=0.0,
             layout=w.Layout(width="260px", height="260px"), title="spatial map")
         self.pattern_image = w.Image(format="png", layout=w.Layout(width="200px",
                                                                    height="200px"))
@@ -89,6 +89,9 @@ class LayerResponse(View):
             "<span style='color:#1864ab'>blue</span> negative"))],
             layout=w.Layout(align_items="center"))
         self.caption = w.HTML()
+        self.caption.add_class("peek-layer-caption")
+        self.matrix_box.add_class("peek-layer-units")
+        self.tensor_box.add_class("peek-layer-tensor")
 
     def _body(self):
         self.add_class("peek-layer-response")

@@ -63,12 +63,13 @@ class SampleMap(View):
         self.brush = bq.interacts.BrushSelector(x_scale=xs, y_scale=ys, marks=[self.scatter],
                                                 color=ACCENT)
         self.brush.observe(self.errors.guard(self._on_brush), "brushing")
-        self.x_axis = bq.Axis(scale=xs, label="component 0", grid_lines="dashed", num_ticks=5)
+        self.x_axis = bq.Axis(scale=xs, label="component 0", grid_lines="dashed", num_ticks=5,
+                              tick_format=".2f")
         self.y_axis = bq.Axis(scale=ys, side="left", label="component 1",
-                              grid_lines="dashed", num_ticks=5)
+                              grid_lines="dashed", num_ticks=5, tick_format=".2f")
         self.figure = bq.Figure(marks=[self.scatter, self.highlight, self.folded],
                                 axes=[self.x_axis, self.y_axis], interaction=self.brush,
-                                fig_margin=dict(top=10, bottom=45, left=55, right=10),
+                                fig_margin=dict(top=10, bottom=45, left=55, right=24),
                                 layout=w.Layout(width="360px", height="320px"))
         self.x_pick = w.Dropdown(description="x", layout=w.Layout(width="130px"))
         self.y_pick = w.Dropdown(description="y", layout=w.Layout(width="130px"))
@@ -80,14 +81,14 @@ class SampleMap(View):
         self.clear_button.on_click(self.errors.guard(lambda _: setattr(self, "selected", [])))
         ps, py = bq.OrdinalScale(), bq.LinearScale()
         self.profile = bq.Bars(x=np.zeros(1), y=np.zeros(1), scales={"x": ps, "y": py},
-                               colors=[INK], color_mode="element", padding=0.2)
+                               colors=[INK], padding=0.2)
         self.profile.on_element_click(self.errors.guard(self._on_profile_click))
         self.profile_figure = bq.Figure(
             marks=[self.profile],
             axes=[bq.Axis(scale=ps, label="component"),
                   bq.Axis(scale=py, side="left", tick_format=".2f", num_ticks=4,
                           grid_lines="dashed")],
-            fig_margin=dict(top=24, bottom=40, left=50, right=10),
+            fig_margin=dict(top=34, bottom=40, left=50, right=10),
             layout=w.Layout(width="300px", height="220px"), title="mean profile")
         self.caption = w.HTML()
 
