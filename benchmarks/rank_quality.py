@@ -1,0 +1,310 @@
+"""Reproduction: is the rank of the joint factorization a label-free training-quality indicator?
+
+Builds a zoo of LeNet-5 checkpoints on MNIST (the official test split of
+``--data``: the first 8,000 images train, the last 2,000 are the held-out set
+that is captured, factorized and scored), computes the rank profile of every
+checkpoint, and prints the per-checkpoint table, the Spearman correlation of the
+indicator with held-out accuracy (clean trajectories; whole zoo) and, in the same
+run, of two baselines: RankMe of the penultimate layer and the number of
+components holding 95% of the energy of the logits. Writes a PNG of the profiles.
+
+Trained checkpoints are cached (``--cache``, default ``.cache/rank_quality`` in
+the repository root), so a rerun only recomputes the analysis.
+
+Usage: python benchmarks/rank_quality.py --data ../shared/data/mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from peekwidgets.datasets import load_mnist
+from peekwidgets.models import LeNet5, train_classifier
+
+ROOT = Path(__file__).resolve().parents[1]
+N_TRAIN, N_HELD = 8000, 2000
+BATCH = 64
+STEPS_PER_EPOCH = N_TRAIN // BATCH + (N_TRAIN % BATCH > 0)  # 125
+#: Clean trajectory checkpoints: init, a few steps, 1/4, 1, 3 and 10 epochs.
+CLEAN_STEPS = {
+    "init": 0,
+    "10 steps": 10,
+    "1/4 ep": STEPS_PER_EPOCH // 4,
+    "1 ep": STEPS_PER_EPOCH,
+    "3 ep": 3 * STEPS_PER_EPOCH,
+    "10 ep": 10 * STEPS_PER_EPOCH,
+}
+
+
+def zoo_spec(seeds):
+    """Training runs ``(run name, kind, seed, options)``; a run gives one or more checkpoints."""
+    runs = [(f"clean s{s}", "clean", s, {}) for s in seeds]
+    runs += [
+        ("noise50 s0", "label noise", 0, {"noise": 0.5, "epochs": 10}),
+        ("noise50 s1", "label noise", 1, {"noise": 0.5, "epochs": 10}),
+        ("random s0", "random labels", 0, {"noise": 1.0, "epochs": 20}),
+        ("subset100 s0", "tiny subset", 0, {"subset": 100, "epochs": 100}),
+        ("subset500 s0", "tiny subset", 0, {"subset": 500, "epochs": 30}),
+    ]
+    return runs
+
+
+def _train_run(kind, seed, opts, x, y):
+    """Train one run; returns ``[(checkpoint name, state_dict)]``."""
+    torch.manual_seed(seed)
+    model = LeNet5()
+    gen = np.random.default_rng(1000 + seed)
+    xs, ys = x[:N_TRAIN], y[:N_TRAIN].clone()
+    if "subset" in opts:
+        idx = torch.from_numpy(gen.choice(N_TRAIN, opts["subset"], replace=False))
+        xs, ys = xs[idx], ys[idx]
+    if "noise" in opts:
+        flip = torch.from_numpy(gen.random(len(ys)) < opts["noise"])
+        ys[flip] = torch.from_numpy(gen.integers(0, 10, int(flip.sum())))
+    data = TensorDataset(xs, ys)
+    if kind == "clean":
+        steps = CLEAN_STEPS
+        cps = train_classifier(model, data, epochs=10, seed=seed,
+                               checkpoint_steps=steps.values(), batch_size=BATCH)
+        by_step = {c.step: c.state_dict for c in cps}
+        return [(label, by_step[s]) for label, s in steps.items()]
+    train_classifier(model, data, epochs=opts["epochs"], seed=seed, batch_size=BATCH)
+    return [("end", {k: v.clone() for k, v in model.state_dict().items()})]
+
+
+def build_zoo(seeds, x, y, cache: Path):
+    """The zoo as ``[dict(name, kind, seed, state_dict)]``, trained or read from the cache."""
+    cache.mkdir(parents=True, exist_ok=True)
+    zoo = []
+    for run, kind, seed, opts in zoo_spec(seeds):
+        key = hashlib.sha1(json.dumps([kind, seed, opts, CLEAN_STEPS, N_TRAIN]).encode())
+        path = cache / f"{run.replace(' ', '_')}-{key.hexdigest()[:10]}.pt"
+        if path.exists():
+            states = torch.load(path)
+        else:
+            t0 = time.perf_counter()
+            states = _train_run(kind, seed, opts, x, y)
+            torch.save(states, path)
+            print(f"trained {run} in {time.perf_counter() - t0:.1f}s -> {path.name}", flush=True)
+        for label, state in states:
+            name = f"{run.split()[0]} {label} {run.split()[1]}" if kind == "clean" else run
+            zoo.append({"name": name, "kind": kind, "seed": seed, "state_dict": state})
+    return zoo
+
+
+def rankme(x: torch.Tensor) -> float:
+    """RankMe (Garrido et al. 2023): exp of the entropy of the normalized singular values."""
+    s = torch.linalg.svdvals(x.double())
+    p = s / s.sum() + 1e-12
+    return float(torch.exp(-(p * torch.log(p)).sum()))
+
+
+def energy_components(x: torch.Tensor, share=0.95, center=False) -> int:
+    """Number of principal components holding ``share`` of the energy of ``x``."""
+    x = x.double()
+    x = x - x.mean(0) if center else x
+    e = torch.linalg.svdvals(x) ** 2
+    return int((torch.cumsum(e, 0) / e.sum() < share).sum()) + 1
+
+
+#: The indicator (package defaults) and the variants that show the effect of centering/scaling.
+VARIANTS = {
+    "indicator (uncentered, unit-norm blocks)": dict(center=False, normalize=True),
+    "centered, unit-norm blocks": dict(center=True, normalize=True),
+    "uncentered, raw blocks": dict(center=False, normalize=False),
+    "centered, raw blocks": dict(center=True, normalize=False),
+}
+BASELINES = {
+    "RankMe penultimate (relu4)": lambda b: rankme(b["relu4"].data),
+    "95%-energy comps of logits": lambda b: energy_components(b["fc3"].data),
+    "95%-variance comps of logits (centered)": lambda b: energy_components(b["fc3"].data,
+                                                                           center=True),
+}
+
+
+def analyse(zoo, hx, hy, max_rank, progress=True):
+    """Capture every checkpoint on the held-out images; profiles, baselines and accuracy."""
+    from tqdm.auto import tqdm
+
+    from peekwidgets.capture import capture
+    from peekwidgets.rank import rank_profile
+
+    rows = []
+    model = LeNet5()
+    for c in tqdm(zoo, desc="checkpoints", disable=not progress):
+        model.load_state_dict(c["state_dict"])
+        model.eval()
+        blocks = capture(model, hx, progress=False)
+        row = {k: c[k] for k in ("name", "kind", "seed")}
+        row["accuracy"] = float(np.mean(np.asarray(blocks["fc3"].data.argmax(1)) == hy))
+        row["profiles"] = {v: rank_profile(blocks, max_rank, progress=False, random_state=0, **kw)
+                           for v, kw in VARIANTS.items()}
+        row["baselines"] = {name: fn(blocks) for name, fn in BASELINES.items()}
+        rows.append(row)
+    return rows
+
+
+def spearman(values, accuracy) -> float:
+    from scipy.stats import spearmanr
+
+    values, accuracy = np.asarray(values, float), np.asarray(accuracy, float)
+    if np.ptp(values) == 0 or np.ptp(accuracy) == 0:
+        return float("nan")
+    return float(spearmanr(values, accuracy)[0])
+
+
+def correlations(rows, values):
+    """Spearman with accuracy: clean runs pooled, whole zoo, and each clean seed alone."""
+    acc = np.array([r["accuracy"] for r in rows])
+    values = np.asarray(values, float)
+    clean = np.array([r["kind"] == "clean" for r in rows])
+    seeds = sorted({r["seed"] for r in rows if r["kind"] == "clean"})
+    per_seed = [spearman(values[clean & (np.array([r["seed"] for r in rows]) == s)],
+                         acc[clean & (np.array([r["seed"] for r in rows]) == s)]) for s in seeds]
+    return spearman(values[clean], acc[clean]), spearman(values, acc), per_seed
+
+
+def draw_png(rows, path: Path, max_rank: int):
+    """Two panels drawn with Pillow: marginal-gain profiles (log scale) by checkpoint, and the
+    indicator score against held-out accuracy."""
+    from PIL import Image, ImageDraw
+
+    from peekwidgets.rank import DEFAULT_THRESHOLD
+
+    key = next(iter(VARIANTS))
+    w, h, pad = 1400, 620, 70
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    panel_w = (w - 3 * pad) // 2
+    lo, hi = -3.0, 0.0  # log10 gain range
+
+    def gx(r):
+        return pad + (r - 1) / (max_rank - 1) * panel_w
+
+    def gy(g):
+        return pad + (hi - np.clip(np.log10(max(g, 1e-9)), lo, hi)) / (hi - lo) * (h - 2 * pad)
+
+    clean_steps = list(CLEAN_STEPS)
+    ramp = ["#440154", "#3b528b", "#21918c", "#5ec962", "#a8c520", "#fde725"]
+    degraded = {"label noise": "#d62728", "random labels": "#000000", "tiny subset": "#ff7f0e"}
+
+    def colour(r):
+        if r["kind"] == "clean":
+            return ramp[clean_steps.index(r["name"].split(" ", 1)[1].rsplit(" ", 1)[0])]
+        return degraded[r["kind"]]
+
+    d.rectangle([pad, pad, pad + panel_w, h - pad], outline="black")
+    for e in range(int(lo), int(hi) + 1):
+        y = gy(10.0**e)
+        d.line([pad - 5, y, pad, y], fill="black")
+        d.text((pad - 45, y - 6), f"1e{e}", fill="black")
+    for r in range(1, max_rank + 1, max(1, max_rank // 10)):
+        d.text((gx(r) - 4, h - pad + 6), str(r), fill="black")
+    yt = gy(DEFAULT_THRESHOLD)
+    d.line([pad, yt, pad + panel_w, yt], fill="#999999")
+    d.text((pad + panel_w - 120, yt - 14), f"threshold {DEFAULT_THRESHOLD:g}", fill="#666666")
+    for r in rows:
+        gain = r["profiles"][key].gain
+        pts = [(gx(i + 1), gy(g)) for i, g in enumerate(gain)]
+        d.line(pts, fill=colour(r), width=2 if r["kind"] == "clean" else 3)
+    d.text((pad, pad - 40), "marginal gain in joint fit vs component R (log scale)", fill="black")
+    d.text((pad, h - pad + 24), "component R", fill="black")
+    legend = [(f"clean: {s}", c) for s, c in zip(clean_steps, ramp)] + list(degraded.items())
+    for i, (label, c) in enumerate(legend):
+        y = pad + 10 + 16 * i
+        d.line([pad + panel_w - 170, y + 6, pad + panel_w - 150, y + 6], fill=c, width=3)
+        d.text((pad + panel_w - 145, y), label, fill="black")
+
+    x0 = 2 * pad + panel_w
+    d.rectangle([x0, pad, x0 + panel_w, h - pad], outline="black")
+    scores = np.array([r["profiles"][key].score for r in rows])
+    s_lo, s_hi = float(scores.min()) - 0.5, float(scores.max()) + 0.5
+    for r, s in zip(rows, scores):
+        x = x0 + r["accuracy"] * panel_w
+        y = pad + (s_hi - s) / (s_hi - s_lo) * (h - 2 * pad)
+        d.ellipse([x - 5, y - 5, x + 5, y + 5], fill=colour(r), outline="black")
+    for a in np.linspace(0, 1, 6):
+        d.text((x0 + a * panel_w - 8, h - pad + 6), f"{a:.1f}", fill="black")
+    for s in np.arange(np.ceil(s_lo), s_hi, max(1, round((s_hi - s_lo) / 8))):
+        y = pad + (s_hi - s) / (s_hi - s_lo) * (h - 2 * pad)
+        d.text((x0 - 30, y - 6), f"{s:.0f}", fill="black")
+    d.text((x0, pad - 40), "rank score (label-free) vs held-out accuracy", fill="black")
+    d.text((x0, h - pad + 24), "held-out accuracy (validation only)", fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mnist"))
+    p.add_argument("--cache", default=str(ROOT / ".cache" / "rank_quality"))
+    p.add_argument("--png", default=str(ROOT / "artifacts" / "rank_quality.png"))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--max-rank", type=int, default=30)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1 is fastest on a shared 2-core machine)")
+    args = p.parse_args(argv)
+    if len(args.seeds) < 2:
+        p.error("pass at least two --seeds: a single trajectory cannot show seed robustness")
+    t0 = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    x, y = load_mnist(args.data).tensors
+    zoo = build_zoo(args.seeds, x, y, Path(args.cache))
+    t_train = time.perf_counter() - t0
+    hx, hy = x[N_TRAIN:N_TRAIN + N_HELD], y[N_TRAIN:N_TRAIN + N_HELD].numpy()
+    rows = analyse(zoo, hx, hy, args.max_rank)
+    key = next(iter(VARIANTS))
+
+    print(f"\nLeNet-5 zoo on MNIST: trained on test-split images 0..{N_TRAIN - 1}, captured and "
+          f"scored on images {N_TRAIN}..{N_TRAIN + N_HELD - 1}; blocks = input + auto layers; "
+          f"max_rank={args.max_rank}")
+    names = list(BASELINES)
+    head = (f"{'checkpoint':<22} {'kind':<14} {'acc':>6} {'rank':>5} {'score':>6} "
+            f"{'RankMe':>7} {'E95':>4} {'V95':>4} {'fit@1':>6}")
+    print(head)
+    for r in rows:
+        pr = r["profiles"][key]
+        b = [r["baselines"][n] for n in names]
+        print(f"{r['name']:<22} {r['kind']:<14} {r['accuracy']:6.3f} "
+              f"{pr.estimated_rank:>4}{'+' if pr.saturated else ' '} {pr.score:6.2f} "
+              f"{b[0]:7.2f} {b[1]:4d} {b[2]:4d} {pr.fit[0]:6.3f}")
+
+    print("\nSpearman with held-out accuracy (positive = the paper's direction)")
+    print(f"{'criterion':<44} {'clean':>7} {'zoo':>7}  per clean seed")
+    results = {}
+    for v in VARIANTS:
+        results[v] = correlations(rows, [r["profiles"][v].score for r in rows])
+    results["fit at R=1, negated (mean share)"] = correlations(
+        rows, [-r["profiles"][key].fit[0] for r in rows])
+    results["estimated rank (integer)"] = correlations(
+        rows, [r["profiles"][key].estimated_rank for r in rows])
+    for n in names:
+        results[n] = correlations(rows, [r["baselines"][n] for r in rows])
+    for n, (c, z, ps) in results.items():
+        print(f"{n:<44} {c:+7.3f} {z:+7.3f}  {' '.join(f'{v:+.2f}' for v in ps)}")
+
+    clean_ranks = [r["profiles"][key].score for r in rows if r["kind"] == "clean"]
+    for r in rows:
+        if r["kind"] == "random labels":
+            print(f"\nmemorization: {r['name']} (accuracy {r['accuracy']:.3f}) has score "
+                  f"{r['profiles'][key].score:.2f}, above every clean checkpoint "
+                  f"(max {max(clean_ranks):.2f})" if r["profiles"][key].score > max(clean_ranks)
+                  else f"\nmemorization: {r['name']} score {r['profiles'][key].score:.2f}")
+    draw_png(rows, Path(args.png), args.max_rank)
+    print(f"\nwrote {args.png}; training/cache {t_train:.0f}s, total "
+          f"{time.perf_counter() - t0:.0f}s")
+    clean, zoo_rho, _ = results[key]
+    best = max(results[n][0] for n in names)
+    print(f"clean_spearman={clean:.3f} zoo_spearman={zoo_rho:.3f} baseline_best_clean={best:.3f}")
+
+
+if __name__ == "__main__":
+    main()
