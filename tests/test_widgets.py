@@ -159,6 +159,17 @@ def test_brush_selection_highlights_gallery_and_sets_profile(peek, est):
     assert peek.selected == []
 
 
+def test_lasso_selects_drawn_samples(peek):
+    smap = peek.views["sample_map"]
+    smap.tool.value = "lasso"
+    assert smap.figure.interaction is smap.lasso
+    smap.scatter.selected = np.array([5, 0, 2])
+    assert peek.selected == sorted(int(i) for i in smap.shown[[0, 2, 5]])
+    smap.tool.value = "brush"
+    smap.scatter.selected = np.array([1])  # the brush's own mark selection is ignored
+    assert len(peek.selected) == 3 and smap.figure.interaction is smap.brush
+
+
 def test_gallery_click_selects_input(peek):
     gallery = peek.views["gallery"]
     gallery.tiles[3][2].click()
@@ -313,3 +324,14 @@ def test_non_image_inputs_draw_line_plots():
     layer = LayerResponse.from_fitted(blocks, stand_in(blocks, rank=2))
     layer.block = "input"
     assert layer.mode == "matrix"
+
+
+def test_rank_profile_panel_offers_the_estimated_rank(fitted_peek):
+    peek = fitted_peek
+    profile = peek.compute_rank_profile(max_rank=3, progress=False)
+    c = peek.controls
+    assert c.profile_box.children == (profile.plot(),)
+    assert c.use_rank_button.description == f"use rank {profile.estimated_rank}"
+    c.use_rank_button.click()
+    assert peek.errors.exceptions == []
+    assert peek.fitted.rank == profile.estimated_rank == peek.rank

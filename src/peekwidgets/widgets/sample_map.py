@@ -20,7 +20,8 @@ class SampleMap(View):
     """Scatter of ``A[:, x_component]`` against ``A[:, y_component]``.
 
     The x axis follows the selected component (both axes can be chosen).
-    Brushing a rectangle selects the samples inside it (``selected``); the
+    Brushing a rectangle selects the samples inside it (``selected``; among
+    all samples), a lasso selects the drawn samples inside its outline; the
     bar chart shows the mean component profile of the selection (of the
     gallery's top samples when nothing is selected). Clicking a profile bar
     selects that component. Folded-in samples are drawn as green diamonds.
@@ -37,7 +38,7 @@ class SampleMap(View):
     """
 
     title = "Sample map"
-    subtitle = "loadings in A · brush to select"
+    subtitle = "loadings in A · brush or lasso to select"
 
     x_component = T.Int(0)
     y_component = T.Int(1)
@@ -63,6 +64,12 @@ class SampleMap(View):
         self.brush = bq.interacts.BrushSelector(x_scale=xs, y_scale=ys, marks=[self.scatter],
                                                 color=ACCENT)
         self.brush.observe(self.errors.guard(self._on_brush), "brushing")
+        self.lasso = bq.interacts.LassoSelector(x_scale=xs, y_scale=ys, marks=[self.scatter],
+                                                color=ACCENT)
+        self.scatter.observe(self.errors.guard(self._on_lasso), "selected")
+        self.tool = w.ToggleButtons(options=["brush", "lasso"], value="brush",
+                                    style={"button_width": "60px"})
+        self.tool.observe(self.errors.guard(self._on_tool), "value")
         self.x_axis = bq.Axis(scale=xs, label="component 0", grid_lines="dashed", num_ticks=5,
                               tick_format=".2f")
         self.y_axis = bq.Axis(scale=ys, side="left", label="component 1",
@@ -94,7 +101,7 @@ class SampleMap(View):
 
     def _body(self):
         self.add_class("peek-sample-map")
-        controls = w.HBox([self.x_pick, self.y_pick, self.clear_button])
+        controls = w.HBox([self.x_pick, self.y_pick, self.tool, self.clear_button])
         right = w.VBox([self.profile_figure, self.caption], layout=w.Layout(width="310px"))
         return w.VBox([controls, w.HBox([self.figure, right])])
 
@@ -129,6 +136,13 @@ class SampleMap(View):
         if change["new"] or self.brush.selected_x is None or self.brush.selected_y is None:
             return
         self.select_box(self.brush.selected_x, self.brush.selected_y)
+
+    def _on_tool(self, change):
+        self.figure.interaction = self.brush if change["new"] == "brush" else self.lasso
+
+    def _on_lasso(self, change):
+        if self.tool.value == "lasso" and change["new"] is not None:
+            self.selected = sorted(int(i) for i in self.shown[np.asarray(change["new"], int)])
 
     def select_box(self, x_range, y_range):
         """Select every sample whose loadings fall in the rectangle (the brush's action)."""
