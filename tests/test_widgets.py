@@ -207,8 +207,10 @@ def test_bad_state_raises_clear_errors(peek):
         peek.component = 7
     with pytest.raises(traitlets.TraitError, match="no fitted block 'nope'"):
         peek.block = "nope"
-    with pytest.raises(traitlets.TraitError, match="out of range"):
+    with pytest.raises(traitlets.TraitError, match=r"selected samples \[65\] out of range"):
         peek.selected = [N + 5]
+    with pytest.raises(traitlets.TraitError, match="list of sample indices"):
+        peek.selected = [0.5]
     with pytest.raises(ValueError, match="not fitted"):
         Fitted(make_blocks(), object())
 
@@ -270,6 +272,10 @@ def test_save_and_export(fitted_peek, tmp_path, monkeypatch):
     path = peek.save(tmp_path / "factors")
     loaded = CoupledCP.load(path)
     np.testing.assert_allclose(loaded.A_, peek.estimator.A_)
+    peek.controls.save_path.value = str(tmp_path / "from_button.npz")
+    peek.controls.save_button.click()
+    assert peek.errors.exceptions == []
+    np.testing.assert_allclose(CoupledCP.load(tmp_path / "from_button.npz").A_, loaded.A_)
     saved = []
     monkeypatch.setattr(bq.Figure, "save_svg", lambda fig, name: saved.append((fig, name)))
     names = peek.export_figures(str(tmp_path / "x"), "svg")
@@ -310,6 +316,28 @@ def test_renderer_denormalizes_and_caches():
         gray.to_uint8(np.ones(10))
     with pytest.raises(ValueError, match="both mean and std"):
         InputRenderer((8, 8), mean=0.5)
+
+
+def test_rgb_inputs_and_patterns():
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    blocks = Blocks([Block("input", torch.from_numpy(rng.random((20, 3, 16), dtype=np.float32)),
+                           (4, 4)),
+                     Block("h", torch.from_numpy(rng.random((20, 5), dtype=np.float32)))],
+                    sample_shape=(3, 4, 4))
+    est = stand_in(blocks, rank=2)
+    gallery = InputGallery.from_fitted(blocks, est, top_k=4)
+    assert Image.open(io.BytesIO(bytes(gallery.tiles[0][1].value))).mode == "RGB"
+    layer = LayerResponse.from_fitted(blocks, est)
+    layer.component = 1
+    assert layer.mode == "image"
+    U, V = est.factors_["input"]
+    pattern = np.outer(U[:, 1], V[:, 1])
+    expected = layer.renderer.png(layer.renderer.pattern_uint8(pattern))
+    assert bytes(layer.pattern_image.value) == expected
 
 
 def test_non_image_inputs_draw_line_plots():

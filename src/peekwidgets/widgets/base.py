@@ -7,6 +7,7 @@ import html
 import traceback
 
 import ipywidgets as w
+import numpy as np
 import traitlets as T
 
 from .fitted import Fitted
@@ -74,7 +75,7 @@ class StateTraits(T.HasTraits):
 
     component = T.Int(0, help="Selected component (column of A).")
     block = T.Unicode("", help="Selected block name.")
-    selected = T.List(T.Int(), help="Selected sample indices.")
+    selected = T.List(help="Selected sample indices (ints).")
     fitted = T.Instance(Fitted, allow_none=True, help="The fit on show.")
 
     @T.validate("component")
@@ -97,11 +98,17 @@ class StateTraits(T.HasTraits):
     @T.validate("selected")
     def _check_selected(self, proposal):
         sel = proposal["value"]
+        arr = np.asarray(sel)
+        if arr.size == 0:
+            return []
+        if arr.ndim != 1 or arr.dtype.kind not in "iu":
+            raise T.TraitError(
+                f"selected must be a list of sample indices (ints), got {list(sel)[:5]}...")
         n = self.fitted.n_samples if self.fitted is not None else None
-        bad = [i for i in sel if n is not None and not 0 <= i < n]
-        if bad:
-            raise T.TraitError(f"selected samples {bad[:5]} out of range 0..{n - 1}")
-        return sel
+        if n is not None and (arr.min() < 0 or arr.max() >= n):
+            bad = arr[(arr < 0) | (arr >= n)][:5].tolist()
+            raise T.TraitError(f"selected samples {bad} out of range 0..{n - 1}")
+        return arr.tolist()
 
 
 class View(w.VBox, StateTraits):

@@ -63,9 +63,9 @@ class Controls(w.VBox):
         export_button.on_click(guard(lambda _: peek.export_figures(
             self.export_prefix.value, self.export_format.value)))
         self.save_path = w.Text(value="peek_factors.npz", layout=w.Layout(width="200px"))
-        save_button = w.Button(description="Save factors", icon="save",
-                               layout=w.Layout(width="140px"))
-        save_button.on_click(guard(lambda _: self._save()))
+        self.save_button = w.Button(description="Save factors", icon="save",
+                                    layout=w.Layout(width="140px"))
+        self.save_button.on_click(guard(lambda _: self._save()))
 
         blocks_row = w.HBox(list(self.block_boxes.values()),
                             layout=w.Layout(flex_flow="row wrap", width="340px"))
@@ -77,7 +77,7 @@ class Controls(w.VBox):
             self.progress,
             w.HBox([self.profile_button, self.use_rank_button]), self.profile_box,
             w.HBox([self.export_prefix, self.export_format, export_button]),
-            w.HBox([self.save_path, save_button]),
+            w.HBox([self.save_path, self.save_button]),
         ], layout=w.Layout(width="380px", margin="0 0 0 8px"))
         self.add_class("peek-controls")
 

@@ -41,6 +41,7 @@ class InputGallery(View):
         self.renderer = renderer if renderer is not None else InputRenderer.for_blocks(
             fitted.blocks)
         self.shown = np.zeros(0, dtype=int)
+        self._cached_blocks = None
         super().__init__(fitted, **kwargs)
 
     def _make_tile(self, on_click, css_class="peek-tile"):
@@ -76,8 +77,10 @@ class InputGallery(View):
             self.selected = [int(self.shown[slot])]
 
     def _refit(self):
-        self.renderer.clear_cache()
         f = self.fitted
+        if f.blocks is not self._cached_blocks:  # cached encodings are keyed by sample index
+            self.renderer.clear_cache()
+            self._cached_blocks = f.blocks
         m = min(len(f.folded_A), self.top_k)
         while len(self.new_tiles) < m:
             box, display, button = self._make_tile(lambda _: None, "peek-new-tile")
