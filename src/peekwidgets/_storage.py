@@ -133,12 +133,13 @@ def _delete_file(path: str):
 
 
 class Store:
-    """One block's rows, preallocated as float32 ``(capacity, *row_shape)`` in a tier.
+    """One block's rows, preallocated as float32 ``(capacity, *sample_shape)`` in a tier.
 
     Parameters
     ----------
-    row_shape : tuple of int
-        Shape of one sample's row, ``(D,)`` or ``(C, S)``.
+    sample_shape : tuple of int
+        Shape of one sample as it arrives, for example ``(C, H, W)``;
+        :meth:`finish` reshapes the rows to the block's layout.
     capacity : int
         Rows to allocate; :meth:`reserve` grows the store by doubling.
     budget : Budget
@@ -147,8 +148,8 @@ class Store:
         Returns the folder for memory-mapped files (created on first use).
     """
 
-    def __init__(self, row_shape, capacity: int, budget: Budget, folder):
-        self.row_shape = tuple(int(s) for s in row_shape)
+    def __init__(self, sample_shape, capacity: int, budget: Budget, folder):
+        self.sample_shape = tuple(int(s) for s in sample_shape)
         self.budget = budget
         self.folder = folder
         self.path = self._delete = None
@@ -156,10 +157,10 @@ class Store:
 
     @property
     def row_bytes(self) -> int:
-        return 4 * int(np.prod(self.row_shape))
+        return 4 * int(np.prod(self.sample_shape))
 
     def _allocate(self, capacity: int):
-        shape = (capacity, *self.row_shape)
+        shape = (capacity, *self.sample_shape)
         nbytes = capacity * self.row_bytes
         self.tier = self.budget.take(nbytes)
         self.pinned = False
@@ -221,18 +222,12 @@ class Store:
         self.data[:filled].copy_(old[:filled])
 
     def write(self, start: int, rows: torch.Tensor):
-        """Copy ``rows : (n, *shape)`` (any dtype or device) into rows ``start:start + n``.
+        """Copy ``rows : (n, *sample_shape)`` (any dtype, any device) into ``start:start + n``."""
+        self.data[start:start + len(rows)].copy_(rows, non_blocking=self.pinned)
 
-        ``rows`` may have any shape with ``n * prod(row_shape)`` elements laid
-        out row-major (for example an unflattened ``(n, C, H, W)`` map), so the
-        copy reshapes, casts and moves in one pass.
-        """
-        dst = self.data[start:start + rows.shape[0]].view(rows.shape)
-        dst.copy_(rows, non_blocking=self.pinned)
-
-    def finish(self, n_rows: int) -> torch.Tensor:
-        """The filled rows; an in-memory store more than a quarter empty is compacted."""
-        data = self.data[:n_rows]
+    def finish(self, n_rows: int, row_shape) -> torch.Tensor:
+        """The filled rows as ``(n_rows, *row_shape)``; in memory, compacted if a quarter empty."""
+        data = self.data[:n_rows].view(n_rows, *row_shape)
         if self.tier != MEMMAP and n_rows < 0.75 * self.capacity:
             data = data.clone()
         return data

@@ -336,23 +336,21 @@ def _loader_rows(loader: DataLoader):
 # ----------------------------------------------------------------------------- the model
 
 def _module_device(model: nn.Module) -> torch.device:
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return torch.device("cpu") if tensor is None else tensor.device
 
 
 def _float_dtype(model: nn.Module):
-    for tensor in (*model.parameters(), *model.buffers()):
-        if tensor.is_floating_point():
-            return tensor.dtype
-    return None
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    return next((t.dtype for t in tensors if t.is_floating_point()), None)
 
 
-def _same_device(a: torch.device, b: torch.device) -> bool:
-    def index(d):
-        return d.index if d.index is not None or d.type != "cuda" else torch.cuda.current_device()
-
-    return a.type == b.type and index(a) == index(b)
+def _full_device(device) -> torch.device:
+    """``torch.device(device)`` with the current CUDA index filled in, as tensors report it."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 @contextlib.contextmanager
@@ -461,7 +459,7 @@ class _Target:
     """One block being filled: its layout, its store, and its streamed squared norm."""
 
     def __init__(self, name, shape, *, is_input, flatten, capacity, budget, folder,
-                 max_positions, device, meta):
+                 max_positions, meta):
         self.name, self.meta, self.pool = name, meta, None
         self.shape = tuple(shape)  # per-sample shape of what arrives, e.g. (C, H, W)
         spatial = self.shape[1:] if len(self.shape) >= 3 else None
@@ -484,14 +482,15 @@ class _Target:
             row, self.spatial_shape = (math.prod(spatial),), spatial
         else:
             row, self.spatial_shape = (stored[0], math.prod(spatial)), spatial
-        self.store = Store(row, capacity, budget, folder)
-        self.sq = torch.zeros((), dtype=torch.float64, device=device)
-        self.sq_overflow = False
+        self.row = row
+        self.store = Store(stored, capacity, budget, folder)
+        self.norms = []  # per-batch norms (tensors, read at the next check: no device sync)
+        self.sq, self.checked, self.sq_overflow = 0.0, 0, False
         self.start = self.calls = 0
 
     def write(self, y: torch.Tensor):
         """Store ``y : (n, *shape)`` at the current rows and add its squared norm."""
-        if tuple(y.shape[1:]) != self.shape:
+        if y.shape[1:] != self.shape:
             raise ValueError(
                 f"block {self.name!r}: a batch has per-sample shape {tuple(y.shape[1:])}, the "
                 f"first batch had {self.shape}; every sample must have the same shape (resize "
@@ -503,7 +502,7 @@ class _Target:
             pool = F.adaptive_avg_pool2d if len(self.pool) == 2 else F.adaptive_avg_pool3d
             y = pool(y.float(), self.pool)
         self.store.write(self.start, y)
-        self.sq += torch.linalg.vector_norm(y, dtype=torch.float32).square()
+        self.norms.append(torch.linalg.vector_norm(y, dtype=torch.float32))
 
     def __call__(self, module, args, output):
         self.calls += 1
@@ -521,15 +520,18 @@ class _Target:
             )
         self.write(y)
 
-    def check_finite(self, stop: int, checked: int):
-        """Raise if rows ``checked:stop`` hold NaN or Inf (the streamed norm says when to look)."""
-        if math.isfinite(float(self.sq)):
+    def check_finite(self, stop: int):
+        """Add the recent batches' norms; raise if they show NaN or Inf in rows up to ``stop``."""
+        values = [float(norm) for norm in self.norms]
+        self.norms.clear()
+        checked, self.checked = self.checked, stop
+        if all(math.isfinite(v) for v in values):
+            self.sq += sum(v * v for v in values)
             return
         rows = self.store.data[checked:stop].reshape(stop - checked, -1)
         bad = (~torch.isfinite(rows).all(dim=1)).nonzero()
         if len(bad) == 0:  # float32 squares overflowed: the values are finite
             self.sq_overflow = True  # Block.norm recomputes the norm in float64
-            self.sq.zero_()
             return
         sample = checked + int(bad[0])
         what = "the input" if self.name == "input" else f"layer {self.name!r}"
@@ -542,8 +544,8 @@ class _Target:
         meta = dict(self.meta, storage=self.store.tier)
         if self.store.path is not None:
             meta["memmap_path"] = self.store.path
-        sq = None if self.sq_overflow else float(self.sq)
-        return Block(self.name, self.store.finish(n_rows), self.spatial_shape, meta, sq)
+        sq = None if self.sq_overflow else self.sq
+        return Block(self.name, self.store.finish(n_rows, self.row), self.spatial_shape, meta, sq)
 
 
 class _Folder:
@@ -644,8 +646,8 @@ def capture(
             f"inputs ({type(inputs).__name__}) yielded no batches; pass at least one sample"
         )
     own_device = _module_device(model)
-    device = own_device if device is None else torch.device(device)
-    net = model if _same_device(device, own_device) else copy.deepcopy(model).to(device)
+    device = own_device if device is None else _full_device(device)
+    net = model if device == own_device else copy.deepcopy(model).to(device)
     dtype = _float_dtype(net)
     targets = []
     with _borrowed(net) as handles, torch.no_grad():
@@ -666,7 +668,7 @@ def capture(
             common = dict(
                 capacity=source.n_rows or len(first[0]) * (source.n_batches or 16),
                 budget=Budget(memory_budget, device), folder=_Folder(),
-                max_positions=max_positions, device=device, flatten=flatten,
+                max_positions=max_positions, flatten=flatten,
             )
             if include_input:
                 dtype_name = str(first[0].dtype).replace("torch.", "")
@@ -691,7 +693,7 @@ def capture(
 def _to_device(x: torch.Tensor, device: torch.device, dtype) -> torch.Tensor:
     """``x`` on ``device``, floating inputs cast to the model's floating ``dtype``."""
     cast = dtype if dtype is not None and x.is_floating_point() else x.dtype
-    if cast == x.dtype and _same_device(x.device, device):
+    if cast == x.dtype and x.device == device:
         return x
     pinned = x.device.type == "cpu" and device.type == "cuda" and x.is_pinned()
     try:
@@ -725,7 +727,7 @@ def _stream(net, first, batches, source, targets, device, dtype, include_input, 
     """Run every batch through ``net``, writing into ``targets``; returns ``(n_rows, labels)``."""
     layers = targets[1:] if include_input else targets
     every = CUDA_CHECK_EVERY if device.type == "cuda" else 1
-    start = checked = 0
+    start = 0
     labels = []
     with tqdm(total=source.n_batches, desc="capture", unit="batch", disable=not progress) as bar:
         for i, (raw, label) in enumerate(itertools.chain([first], batches)):
@@ -735,7 +737,7 @@ def _stream(net, first, batches, source, targets, device, dtype, include_input, 
                 target.store.reserve(start + n, start)
                 target.start, target.calls = start, 0
             if include_input:
-                same = x.dtype == raw.dtype and _same_device(x.device, targets[0].store.device)
+                same = x.dtype == raw.dtype and x.device == targets[0].store.device
                 targets[0].write(x if same else raw)
             net(x)
             for target in layers:
@@ -749,10 +751,9 @@ def _stream(net, first, batches, source, targets, device, dtype, include_input, 
             bar.update()
             if (i + 1) % every == 0:
                 for target in targets:
-                    target.check_finite(start, checked)
-                checked = start
+                    target.check_finite(start)
     for target in targets:
-        target.check_finite(start, checked)
+        target.check_finite(start)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     if any(label is None for label in labels):
