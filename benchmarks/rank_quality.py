@@ -2,14 +2,20 @@
 
 Builds a zoo of LeNet-5 checkpoints on MNIST (the official test split of
 ``--data``: the first 8,000 images train, the last 2,000 are the held-out set
-that is captured, factorized and scored), computes the rank profile of every
-checkpoint, and prints the per-checkpoint table, the Spearman correlation of the
-indicator with held-out accuracy (clean trajectories; whole zoo) and, in the same
-run, of two baselines: RankMe of the penultimate layer and the number of
-components holding 95% of the energy of the logits. Writes a PNG of the profiles.
+that is captured, factorized and scored): clean runs for each ``--seeds`` seed
+(init, a few steps, 1/4, 1, 3 and 10 epochs) and degraded runs (50% label noise,
+random labels, tiny training subsets). For every checkpoint it computes the rank
+profile (package defaults) and prints the per-checkpoint table, the Spearman
+correlation of the indicator score with held-out accuracy (clean runs; whole
+zoo; each clean seed) and, in the same run, the same for the baselines (RankMe of
+the penultimate layer; components for 95% of the energy of the logits) and for
+the centering/scaling variants of the profile. Writes a PNG of the profiles.
+``--dataset digits`` runs the same protocol on a second, small zoo (DigitsCNN on
+scikit-learn's bundled digits).
 
 Trained checkpoints are cached (``--cache``, default ``.cache/rank_quality`` in
-the repository root), so a rerun only recomputes the analysis.
+the repository root), so a rerun only recomputes the analysis. Accuracy is
+computed for validation only; nothing in the indicator sees a label.
 
 Usage: python benchmarks/rank_quality.py --data ../shared/data/mnist
 """
@@ -20,58 +26,87 @@ import argparse
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from peekwidgets.datasets import load_mnist
-from peekwidgets.models import LeNet5, train_classifier
+from peekwidgets.datasets import load_digits, load_mnist
+from peekwidgets.models import DigitsCNN, LeNet5, train_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
-N_TRAIN, N_HELD = 8000, 2000
 BATCH = 64
-STEPS_PER_EPOCH = N_TRAIN // BATCH + (N_TRAIN % BATCH > 0)  # 125
-#: Clean trajectory checkpoints: init, a few steps, 1/4, 1, 3 and 10 epochs.
-CLEAN_STEPS = {
-    "init": 0,
-    "10 steps": 10,
-    "1/4 ep": STEPS_PER_EPOCH // 4,
-    "1 ep": STEPS_PER_EPOCH,
-    "3 ep": 3 * STEPS_PER_EPOCH,
-    "10 ep": 10 * STEPS_PER_EPOCH,
-}
 
 
-def zoo_spec(seeds):
-    """Training runs ``(run name, kind, seed, options)``; a run gives one or more checkpoints."""
-    runs = [(f"clean s{s}", "clean", s, {}) for s in seeds]
-    runs += [
+@dataclass
+class Setup:
+    """One zoo: a dataset split, an architecture and the layers the baselines read."""
+
+    name: str
+    model: type
+    n_train: int
+    n_held: int
+    penultimate: str
+    logits: str
+    few_steps: int
+    degraded: list  # (run name, kind, seed, options)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.n_train // BATCH)
+
+    @property
+    def clean_steps(self) -> dict:
+        """Clean trajectory checkpoints: init, a few steps, 1/4, 1, 3 and 10 epochs."""
+        e = self.steps_per_epoch
+        return {"init": 0, f"{self.few_steps} steps": self.few_steps, "1/4 ep": e // 4,
+                "1 ep": e, "3 ep": 3 * e, "10 ep": 10 * e}
+
+    def load(self, data):
+        """``(x, y)`` in the fixed order whose first ``n_train`` samples train."""
+        if self.name == "mnist":
+            return load_mnist(data).tensors
+        x, y = load_digits().tensors
+        perm = torch.from_numpy(np.random.default_rng(0).permutation(len(x)))
+        return x[perm], y[perm]
+
+
+SETUPS = {
+    # MNIST test split: images 0..7999 train, 8000..9999 are captured and scored.
+    "mnist": Setup("mnist", LeNet5, 8000, 2000, "relu4", "fc3", 10, [
         ("noise50 s0", "label noise", 0, {"noise": 0.5, "epochs": 10}),
         ("noise50 s1", "label noise", 1, {"noise": 0.5, "epochs": 10}),
         ("random s0", "random labels", 0, {"noise": 1.0, "epochs": 20}),
         ("subset100 s0", "tiny subset", 0, {"subset": 100, "epochs": 100}),
         ("subset500 s0", "tiny subset", 0, {"subset": 500, "epochs": 30}),
-    ]
-    return runs
+    ]),
+    # sklearn's 8x8 digits, shuffled once (seed 0): 1,400 train, 397 are captured and scored.
+    "digits": Setup("digits", DigitsCNN, 1400, 397, "relu3", "fc2", 3, [
+        ("noise50 s0", "label noise", 0, {"noise": 0.5, "epochs": 30}),
+        ("noise50 s1", "label noise", 1, {"noise": 0.5, "epochs": 30}),
+        ("random s0", "random labels", 0, {"noise": 1.0, "epochs": 60}),
+        ("subset100 s0", "tiny subset", 0, {"subset": 100, "epochs": 100}),
+    ]),
+}
 
 
-def _train_run(kind, seed, opts, x, y):
+def _train_run(setup: Setup, kind, seed, opts, x, y):
     """Train one run; returns ``[(checkpoint name, state_dict)]``."""
     torch.manual_seed(seed)
-    model = LeNet5()
+    model = setup.model()
     gen = np.random.default_rng(1000 + seed)
-    xs, ys = x[:N_TRAIN], y[:N_TRAIN].clone()
+    xs, ys = x[: setup.n_train], y[: setup.n_train].clone()
     if "subset" in opts:
-        idx = torch.from_numpy(gen.choice(N_TRAIN, opts["subset"], replace=False))
+        idx = torch.from_numpy(gen.choice(setup.n_train, opts["subset"], replace=False))
         xs, ys = xs[idx], ys[idx]
     if "noise" in opts:
         flip = torch.from_numpy(gen.random(len(ys)) < opts["noise"])
         ys[flip] = torch.from_numpy(gen.integers(0, 10, int(flip.sum())))
     data = TensorDataset(xs, ys)
     if kind == "clean":
-        steps = CLEAN_STEPS
+        steps = setup.clean_steps
         cps = train_classifier(model, data, epochs=10, seed=seed,
                                checkpoint_steps=steps.values(), batch_size=BATCH)
         by_step = {c.step: c.state_dict for c in cps}
@@ -80,18 +115,21 @@ def _train_run(kind, seed, opts, x, y):
     return [("end", {k: v.clone() for k, v in model.state_dict().items()})]
 
 
-def build_zoo(seeds, x, y, cache: Path):
+def build_zoo(setup: Setup, seeds, x, y, cache: Path):
     """The zoo as ``[dict(name, kind, seed, state_dict)]``, trained or read from the cache."""
+    cache = cache / setup.name
     cache.mkdir(parents=True, exist_ok=True)
     zoo = []
-    for run, kind, seed, opts in zoo_spec(seeds):
-        key = hashlib.sha1(json.dumps([kind, seed, opts, CLEAN_STEPS, N_TRAIN]).encode())
+    runs = [(f"clean s{s}", "clean", s, {}) for s in seeds] + setup.degraded
+    for run, kind, seed, opts in runs:
+        key = hashlib.sha1(json.dumps([kind, seed, opts, setup.clean_steps, setup.n_train])
+                           .encode())
         path = cache / f"{run.replace(' ', '_')}-{key.hexdigest()[:10]}.pt"
         if path.exists():
             states = torch.load(path)
         else:
             t0 = time.perf_counter()
-            states = _train_run(kind, seed, opts, x, y)
+            states = _train_run(setup, kind, seed, opts, x, y)
             torch.save(states, path)
             print(f"trained {run} in {time.perf_counter() - t0:.1f}s -> {path.name}", flush=True)
         for label, state in states:
@@ -123,14 +161,14 @@ VARIANTS = {
     "centered, raw blocks": dict(center=True, normalize=False),
 }
 BASELINES = {
-    "RankMe penultimate (relu4)": lambda b: rankme(b["relu4"].data),
-    "95%-energy comps of logits": lambda b: energy_components(b["fc3"].data),
-    "95%-variance comps of logits (centered)": lambda b: energy_components(b["fc3"].data,
-                                                                           center=True),
+    "RankMe of the penultimate layer": lambda b, s: rankme(b[s.penultimate].data),
+    "95%-energy comps of logits": lambda b, s: energy_components(b[s.logits].data),
+    "95%-variance comps of logits (centered)": lambda b, s: energy_components(
+        b[s.logits].data, center=True),
 }
 
 
-def analyse(zoo, hx, hy, max_rank, progress=True):
+def analyse(setup: Setup, zoo, hx, hy, max_rank, progress=True):
     """Capture every checkpoint on the held-out images; profiles, baselines and accuracy."""
     from tqdm.auto import tqdm
 
@@ -138,16 +176,16 @@ def analyse(zoo, hx, hy, max_rank, progress=True):
     from peekwidgets.rank import rank_profile
 
     rows = []
-    model = LeNet5()
+    model = setup.model()
     for c in tqdm(zoo, desc="checkpoints", disable=not progress):
         model.load_state_dict(c["state_dict"])
         model.eval()
         blocks = capture(model, hx, progress=False)
         row = {k: c[k] for k in ("name", "kind", "seed")}
-        row["accuracy"] = float(np.mean(np.asarray(blocks["fc3"].data.argmax(1)) == hy))
+        row["accuracy"] = float(np.mean(blocks[setup.logits].data.argmax(1).numpy() == hy))
         row["profiles"] = {v: rank_profile(blocks, max_rank, progress=False, random_state=0, **kw)
                            for v, kw in VARIANTS.items()}
-        row["baselines"] = {name: fn(blocks) for name, fn in BASELINES.items()}
+        row["baselines"] = {name: fn(blocks, setup) for name, fn in BASELINES.items()}
         rows.append(row)
     return rows
 
@@ -172,7 +210,7 @@ def correlations(rows, values):
     return spearman(values[clean], acc[clean]), spearman(values, acc), per_seed
 
 
-def draw_png(rows, path: Path, max_rank: int):
+def draw_png(rows, path: Path, max_rank: int, clean_steps: list):
     """Two panels drawn with Pillow: marginal-gain profiles (log scale) by checkpoint, and the
     indicator score against held-out accuracy."""
     from PIL import Image, ImageDraw
@@ -192,7 +230,6 @@ def draw_png(rows, path: Path, max_rank: int):
     def gy(g):
         return pad + (hi - np.clip(np.log10(max(g, 1e-9)), lo, hi)) / (hi - lo) * (h - 2 * pad)
 
-    clean_steps = list(CLEAN_STEPS)
     ramp = ["#440154", "#3b528b", "#21918c", "#5ec962", "#a8c520", "#fde725"]
     degraded = {"label noise": "#d62728", "random labels": "#000000", "tiny subset": "#ff7f0e"}
 
@@ -244,9 +281,12 @@ def draw_png(rows, path: Path, max_rank: int):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mnist"))
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mnist"),
+                   help="folder of the MNIST IDX files")
+    p.add_argument("--dataset", choices=list(SETUPS), default="mnist",
+                   help="mnist (the reproduction) or digits (a second, small zoo)")
     p.add_argument("--cache", default=str(ROOT / ".cache" / "rank_quality"))
-    p.add_argument("--png", default=str(ROOT / "artifacts" / "rank_quality.png"))
+    p.add_argument("--png", help="output PNG (default artifacts/rank_quality_<dataset>.png)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--max-rank", type=int, default=30)
     p.add_argument("--threads", type=int, default=1,
@@ -256,16 +296,18 @@ def main(argv=None):
         p.error("pass at least two --seeds: a single trajectory cannot show seed robustness")
     t0 = time.perf_counter()
     torch.set_num_threads(args.threads)
-    x, y = load_mnist(args.data).tensors
-    zoo = build_zoo(args.seeds, x, y, Path(args.cache))
+    setup = SETUPS[args.dataset]
+    png = Path(args.png or ROOT / "artifacts" / f"rank_quality_{setup.name}.png")
+    x, y = setup.load(args.data)
+    zoo = build_zoo(setup, args.seeds, x, y, Path(args.cache))
     t_train = time.perf_counter() - t0
-    hx, hy = x[N_TRAIN:N_TRAIN + N_HELD], y[N_TRAIN:N_TRAIN + N_HELD].numpy()
-    rows = analyse(zoo, hx, hy, args.max_rank)
+    held = slice(setup.n_train, setup.n_train + setup.n_held)
+    rows = analyse(setup, zoo, x[held], y[held].numpy(), args.max_rank)
     key = next(iter(VARIANTS))
 
-    print(f"\nLeNet-5 zoo on MNIST: trained on test-split images 0..{N_TRAIN - 1}, captured and "
-          f"scored on images {N_TRAIN}..{N_TRAIN + N_HELD - 1}; blocks = input + auto layers; "
-          f"max_rank={args.max_rank}")
+    print(f"\n{setup.model.__name__} zoo on {setup.name}: trained on samples "
+          f"0..{setup.n_train - 1}, captured and scored on samples {held.start}..{held.stop - 1}; "
+          f"blocks = input + auto layers; max_rank={args.max_rank}")
     names = list(BASELINES)
     head = (f"{'checkpoint':<22} {'kind':<14} {'acc':>6} {'rank':>5} {'score':>6} "
             f"{'RankMe':>7} {'E95':>4} {'V95':>4} {'fit@1':>6}")
@@ -298,8 +340,8 @@ def main(argv=None):
                   f"{r['profiles'][key].score:.2f}, above every clean checkpoint "
                   f"(max {max(clean_ranks):.2f})" if r["profiles"][key].score > max(clean_ranks)
                   else f"\nmemorization: {r['name']} score {r['profiles'][key].score:.2f}")
-    draw_png(rows, Path(args.png), args.max_rank)
-    print(f"\nwrote {args.png}; training/cache {t_train:.0f}s, total "
+    draw_png(rows, png, args.max_rank, list(setup.clean_steps))
+    print(f"\nwrote {png}; training/cache {t_train:.0f}s, total "
           f"{time.perf_counter() - t0:.0f}s")
     clean, zoo_rho, _ = results[key]
     best = max(results[n][0] for n in names)
