@@ -88,7 +88,8 @@ def _free_port() -> int:
 
 @needs_voila
 def test_demo_serves_the_quickstart_and_stops_cleanly(tmp_path_factory):
-    """The server comes up on 127.0.0.1, prints its address, and SIGTERM stops it."""
+    """The server comes up on 127.0.0.1, prints its address, renders the quickstart's
+    dashboard without a traceback, and SIGTERM stops it with its Voila child."""
     cache = tmp_path_factory.getbasetemp() / "peekwidgets-demo-cache"
     port = _free_port()
     proc = subprocess.Popen(
@@ -106,8 +107,12 @@ def test_demo_serves_the_quickstart_and_stops_cleanly(tmp_path_factory):
                 break
         else:
             pytest.fail("the demo exited without serving:\n" + "".join(lines))
-        with urllib.request.urlopen(address + "voila/static/favicon.ico", timeout=10) as r:
+        with urllib.request.urlopen(address, timeout=300) as r:  # runs the notebook
             assert r.status == 200
+            page = r.read().decode()
+        assert "held-out accuracy" in page, "the demo model's cell did not run"
+        assert "application/vnd.jupyter.widget-view+json" in page, "no dashboard on the page"
+        assert "Traceback" not in page
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
