@@ -265,6 +265,9 @@ def test_fold_in_shows_new_inputs_without_refit(fitted_peek):
     assert gallery.new_tiles[2][2].description == f"new 2  {A_new[2, 1]:+.3f}"
     with pytest.raises(ValueError, match="no model"):
         peek.add_inputs(torch.zeros(2, 1, 8, 8))
+    peek.refit(rank=2)  # folded-in inputs stay, projected onto the new fit
+    np.testing.assert_allclose(peek.fitted.folded_A, peek.estimator.transform(new))
+    assert len(smap.folded.x) == 4 and len(gallery.new_grid.children) == 4
 
 
 def test_save_and_export(fitted_peek, tmp_path, monkeypatch):

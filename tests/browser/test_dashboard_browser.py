@@ -1,8 +1,8 @@
 """The dashboard in a real browser: Voilà serves dashboard.ipynb, Playwright drives Chromium.
 
 Clicks a component-map cell and checks that the gallery and the layer response change,
-clicks a gallery tile and checks the sample map's selection, with no page JavaScript
-errors. Screenshots go to ``artifacts/browser/`` (kept after the run).
+clicks a gallery tile and checks the sample map's selection, refits from the controls, all
+with no page JavaScript errors. Screenshots go to ``artifacts/browser/`` (kept after the run).
 """
 
 from __future__ import annotations
@@ -120,6 +120,13 @@ def test_click_component_cell_updates_gallery_and_layer_response(voila_url):
             assert page.locator(".peek-error").is_hidden()
             page.mouse.move(2, 2)
             page.screenshot(path=str(ARTIFACTS / "dashboard_selected.png"), full_page=True)
+
+            page.locator(".peek-refit").click()  # refit (same settings), progress in the panel
+            expect(page.locator(".peek-controls")).to_contain_text("fitted in", timeout=120_000)
+            expect(layer_caption).to_contain_text("component 3")  # the state survives a refit
+            expect(tiles).to_have_count(12)
+            assert page.locator(".peek-error").is_hidden()
+            page.screenshot(path=str(ARTIFACTS / "dashboard_refit.png"), full_page=True)
         finally:
             browser.close()
     assert errors == [], f"JavaScript errors on the page: {errors}"

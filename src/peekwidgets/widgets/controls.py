@@ -43,7 +43,6 @@ class Controls(w.VBox):
         self.refit_button.add_class("peek-refit")
         self.refit_button.on_click(guard(lambda _: self.refit()))
         self.status = w.HTML()
-        self.progress = w.Output(layout=w.Layout(max_height="60px", overflow="hidden"))
 
         self.profile_button = w.Button(description="Rank profile", icon="line-chart",
                                        layout=w.Layout(width="140px"))
@@ -74,7 +73,6 @@ class Controls(w.VBox):
             self.rank_slider, self.method,
             w.HTML(caption_html("blocks taking part")), blocks_row,
             w.HBox([self.refit_button, self.status], layout=w.Layout(align_items="center")),
-            self.progress,
             w.HBox([self.profile_button, self.use_rank_button]), self.profile_box,
             w.HBox([self.export_prefix, self.export_format, export_button]),
             w.HBox([self.save_path, self.save_button]),

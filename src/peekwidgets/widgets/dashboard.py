@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 from pathlib import Path
@@ -116,7 +117,9 @@ class Peek(w.VBox, StateTraits):
         self.renderer = renderer
         self._capture_kwargs = capture_kwargs
         self._refitting = False
+        self._folded = []  # Blocks of folded-in inputs, projected again after a refit
         self.errors = ErrorArea()
+        self.progress = w.Output(layout=w.Layout(width="100%"))
         fitted = Fitted(blocks, estimator)
         super().__init__()
         self.fitted = fitted
@@ -137,7 +140,7 @@ class Peek(w.VBox, StateTraits):
         self.observe(self.errors.guard(self._on_rank), "rank")
         v = self.views
         self.children = [
-            self.header, self.errors,
+            self.header, self.errors, self.progress,
             w.HBox([v["component_map"], v["layer_response"]]),
             v["gallery"],
             w.HBox([v["sample_map"], self.controls]),
@@ -208,24 +211,53 @@ class Peek(w.VBox, StateTraits):
         if unknown:
             raise ValueError(f"unknown blocks {unknown}; blocks are {self.blocks.names}")
         names = [n for n in self.blocks.names if n in names]
-        self.controls.show_status("fitting…")
-        self.controls.progress.clear_output()
         start = time.perf_counter()
-        with self.controls.progress:
+        with self._working("fitting…"):
             estimator = type(self.estimator)(**params).fit(self.blocks.select(names))
         self.estimator = estimator
         self._refitting = True
         try:
-            self._show(Fitted(self.blocks, estimator))
+            self._show(self._fold_in(Fitted(self.blocks, estimator), self._folded))
             self.rank = estimator.A_.shape[1]
         finally:
             self._refitting = False
         self.controls.sync(self.fitted)
-        self.controls.show_status(f"fitted in {time.perf_counter() - start:.1f} s")
+        self.controls.show_status(f"fitted in {time.perf_counter() - start:.1f} s · "
+                                  f"{getattr(estimator, 'n_iter_', '?')} sweeps")
         return self
+
+    @contextlib.contextmanager
+    def _working(self, what: str):
+        """Show ``what`` in the controls and the progress bars of the work in the dashboard."""
+        self.controls.show_status(what)
+        self.progress.clear_output()
+        try:
+            with self.progress:
+                yield
+        except BaseException:
+            self.controls.show_status(f"{what} failed")
+            raise
+        finally:
+            self.progress.clear_output()
+
+    def _fold_in(self, fitted: Fitted, folded: list) -> Fitted:
+        """``fitted`` with the samples of each Blocks in ``folded`` projected onto it."""
+        for new in folded:
+            names = [n for n in fitted.names if n in new.names]
+            if not names:
+                raise ValueError(
+                    f"the new inputs have blocks {new.names}, none of the fitted blocks "
+                    f"{fitted.names}"
+                )
+            A_new = fitted.estimator.transform(new.select(names))
+            inputs = new["input"].numpy() if "input" in new.names else None
+            fitted = fitted.with_folded(A_new, inputs)
+        return fitted
 
     def add_inputs(self, x) -> np.ndarray:
         """Fold new inputs into the fit (no refit) and show them in the views.
+
+        They stay on show, projected again, after a refit.
 
         Parameters
         ----------
@@ -252,26 +284,20 @@ class Peek(w.VBox, StateTraits):
             layers = [n for n in self.blocks.names if n != "input"]
             kwargs = {**self._capture_kwargs, "progress": False}
             new = capture(self.model, x, layers, **kwargs)
-        names = [n for n in self.fitted.names if n in new.names]
-        if not names:
-            raise ValueError(
-                f"the new inputs have blocks {new.names}, none of the fitted blocks "
-                f"{self.fitted.names}"
-            )
-        A_new = self.estimator.transform(new.select(names))
-        inputs = new["input"].numpy() if "input" in new.names else None
-        self._show(self.fitted.with_folded(A_new, inputs))
-        return A_new
+        fitted = self._fold_in(self.fitted, [new])
+        self._folded.append(new)
+        self._show(fitted)
+        return fitted.folded_A[-new.n_samples:]
 
     def compute_rank_profile(self, max_rank: int | None = None, **kwargs):
         """Compute :func:`peekwidgets.rank.rank_profile` of the fitted blocks and show it."""
         from peekwidgets.rank import rank_profile
 
         max_rank = max_rank or min(self.controls.rank_slider.max, self.blocks.n_samples)
-        self.controls.progress.clear_output()
-        with self.controls.progress:
+        with self._working("rank profile…"):
             profile = rank_profile(self.blocks.select(self.fitted.names), max_rank, **kwargs)
         self.show_rank_profile(profile)
+        self.controls.show_status(f"rank profile up to {max_rank}")
         return profile
 
     def show_rank_profile(self, profile):

@@ -121,7 +121,8 @@ class SampleMap(View):
             for pick in (self.x_pick, self.y_pick):
                 pick.options = options
             self.x_component = min(self.component, f.rank - 1)
-            self.y_component = (self.x_component + 1) % f.rank
+            if self.y_component >= f.rank or self.y_component == self.x_component:
+                self.y_component = (self.x_component + 1) % f.rank
             self.x_pick.value, self.y_pick.value = self.x_component, self.y_component
         finally:
             self._syncing = False
