@@ -127,6 +127,11 @@ def test_click_component_cell_updates_gallery_and_layer_response(voila_url):
             expect(tiles).to_have_count(12)
             assert page.locator(".peek-error").is_hidden()
             page.screenshot(path=str(ARTIFACTS / "dashboard_refit.png"), full_page=True)
+
+            with page.expect_download() as download:  # bqplot's save_png in the browser
+                page.get_by_role("button", name="Export figures").click()
+            assert download.value.suggested_filename.endswith(".png")
+            download.value.save_as(ARTIFACTS / download.value.suggested_filename)
         finally:
             browser.close()
     assert errors == [], f"JavaScript errors on the page: {errors}"

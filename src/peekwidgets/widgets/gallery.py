@@ -7,7 +7,7 @@ import numpy as np
 
 from .base import View
 from .render import InputRenderer
-from .theme import ACCENT, FONT, NEW, caption_html
+from .theme import ACCENT, NEW, caption_html
 
 __all__ = ["InputGallery"]
 
@@ -119,8 +119,8 @@ class InputGallery(View):
             for j, (_, _, button) in enumerate(self.new_tiles[: len(f.folded_A)]):
                 button.description = f"new {j}  {f.folded_A[j, r]:+.3f}"
             self.caption.value = caption_html(
-                f"<span style=\"{FONT}\">component <b style='color:{ACCENT}'>{r}</b>: "
-                f"{len(self.shown)} of {f.n_samples} samples, largest loading first</span>")
+                f"component <b style='color:{ACCENT}'>{r}</b>: {len(self.shown)} of "
+                f"{f.n_samples} samples, largest loading first")
         for slot, (box, _, _) in enumerate(self.tiles):
             on = slot < len(self.shown) and int(self.shown[slot]) in selected
             border = f"3px solid {ACCENT}" if on else "3px solid transparent"

@@ -151,5 +151,7 @@ class LayerResponse(View):
 
     @property
     def figures(self):
-        return {"layer_units": self.unit_figure, "layer_channels": self.channel_figure,
-                "layer_map": self.map_figure}
+        """The figures on show (the input pattern is an image, not a figure)."""
+        return {"matrix": {"layer_units": self.unit_figure},
+                "tensor": {"layer_channels": self.channel_figure, "layer_map": self.map_figure},
+                }.get(self.mode, {})
