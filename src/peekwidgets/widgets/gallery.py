@@ -120,7 +120,8 @@ class InputGallery(View):
                 button.description = f"new {j}  {f.folded_A[j, r]:+.3f}"
             self.caption.value = caption_html(
                 f"component <b style='color:{ACCENT}'>{r}</b>: {len(self.shown)} of "
-                f"{f.n_samples} samples, largest loading first")
+                f"{f.n_samples} samples, largest loading first"
+                + ("" if f.input is not None else " (no input block captured: indices only)"))
         for slot, (box, _, _) in enumerate(self.tiles):
             on = slot < len(self.shown) and int(self.shown[slot]) in selected
             border = f"3px solid {ACCENT}" if on else "3px solid transparent"
