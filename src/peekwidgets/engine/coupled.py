@@ -8,7 +8,7 @@ blocks.
 
 One sweep reads every block once, sample batch by sample batch: for each batch it takes the
 batch's explicit residual (loss of the current state), solves the batch's rows of ``A`` from all
-blocks at once, and accumulates each block's compressed data ``Y_b = X_b(0)^T A`` and
+blocks at once, and accumulates each block's compressed data ``Y_b = A^T X_b(0)`` and
 ``A^T A``. After the pass, every block's factors are updated from ``Y_b`` alone (a matrix block
 ``B``, a tensor block ``U`` then ``V``), which needs no further data pass. Least squares (ALS on
 the normal equations) and nonnegative (HALS) share this sweep and the stopping rule.
@@ -346,7 +346,7 @@ class CoupledCP:
         """
         work = _on_device(factors, data)
         g_a = sum(ops.gram(fs) for fs in factors)
-        ys = [torch.zeros(math.prod(s), self.rank, dtype=torch.float64, device=data.device)
+        ys = [torch.zeros(self.rank, math.prod(s), dtype=torch.float64, device=data.device)
               for s in data.mode_shapes]
         ata = torch.zeros(self.rank, self.rank, dtype=torch.float64, device=data.device)
         loss = 0.0

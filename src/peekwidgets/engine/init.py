@@ -34,13 +34,13 @@ def _range(h: torch.Tensor) -> torch.Tensor:
 
 def _compress_all(data, q: torch.Tensor) -> list[torch.Tensor]:
     """``s_b X_b(0)^T q`` for every block, ``(D_b, k)`` float64, in one pass over the data."""
-    out = [torch.zeros(math.prod(shape), q.shape[1], dtype=torch.float64, device=data.device)
+    out = [torch.zeros(q.shape[1], math.prod(shape), dtype=torch.float64, device=data.device)
            for shape in data.mode_shapes]
     for start, stop, xs in data.chunks():
         qb = q[start:stop].to(data.device)
         for y, x, s in zip(out, xs, data.scales):
             y += ops.compress(x, qb).double() * s
-    return out
+    return [y.T for y in out]
 
 
 def _expand(data, w: list[torch.Tensor]) -> torch.Tensor:

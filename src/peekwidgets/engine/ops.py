@@ -8,7 +8,7 @@ sample factor ``A : (n_samples, rank)``.
 Data-sized work (a batch of rows times factors) is plain matrix products on reshaped views of
 the batch in the data dtype; no Khatri-Rao product and no unfolding is ever copied. Factor-sized
 work (Gram matrices, R x R solves, block factor updates from the compressed block
-``Y = X_(0)^T A``) runs in float64 numpy on the host: tiny BLAS calls through torch pay a
+``Y = A^T X_(0)``) runs in float64 numpy on the host: tiny BLAS calls through torch pay a
 thread wake-up each, which dominates small problems on CPU.
 """
 
@@ -29,18 +29,20 @@ def mttkrp_rows(x: torch.Tensor, factors: Sequence[torch.Tensor]) -> torch.Tenso
     """Sample-mode MTTKRP of a batch, ``(n, rank)``.
 
     ``x : (n, D)`` with ``factors = [B]`` gives ``x @ B``; ``x : (n, C, S)`` with ``[U, V]``
-    gives ``sum_{c,s} x[n, c, s] U[c, r] V[s, r]``.
+    gives ``sum_{c,s} x[n, c, s] U[c, r] V[s, r]``. The products are taken as
+    ``(rank, k) @ (k, m)``: BLAS runs a narrow ``(m, k) @ (k, rank)`` up to 2x slower.
     """
     if x.ndim == 2:
-        return x @ factors[0]
+        return (factors[0].T @ x.T).T
     n, c, s = x.shape
     u, v = factors
-    return ((x.reshape(n * c, s) @ v).reshape(n, c, -1) * u).sum(1)
+    z = (v.T @ x.reshape(n * c, s).T).reshape(-1, n, c)  # (rank, n, C)
+    return (z * u.T[:, None, :]).sum(2).T
 
 
 def compress(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """``x_(0)^T a``: the batch contracted with its rows of A, ``(prod(x.shape[1:]), rank)``."""
-    return x.reshape(x.shape[0], -1).T @ a
+    """``a^T x_(0)``: the batch contracted with its rows of A, ``(rank, prod(x.shape[1:]))``."""
+    return a.T @ x.reshape(x.shape[0], -1)
 
 
 def residual_sq(x: torch.Tensor, a: torch.Tensor, factors: Sequence[torch.Tensor],
@@ -114,15 +116,15 @@ def solve(g, m, start, nonnegative: bool, n_inner: int = HALS_INNER):
 
 def update_block(factors: list[np.ndarray], y: np.ndarray, ata: np.ndarray,
                  nonnegative: bool) -> list[np.ndarray]:
-    """New block factors given the compressed block ``y = X_(0)^T A`` and ``ata = A^T A``.
+    """New block factors given the compressed block ``y = A^T X_(0)`` and ``ata = A^T A``.
 
-    Matrix block: ``B`` from ``y : (D, rank)``. Tensor block: ``U`` then ``V`` (Gauss-Seidel)
-    from ``y`` viewed as ``(C, S, rank)``. All float64 numpy.
+    Matrix block: ``B`` from ``y : (rank, D)``. Tensor block: ``U`` then ``V`` (Gauss-Seidel)
+    from ``y`` viewed as ``(rank, C, S)``. All float64 numpy.
     """
     if len(factors) == 1:
-        return [solve(ata, y, factors[0].copy(), nonnegative)]
+        return [solve(ata, y.T, factors[0].copy(), nonnegative)]
     u, v = factors
-    y3 = y.reshape(u.shape[0], v.shape[0], -1)
-    u = solve(ata * (v.T @ v), np.einsum("csr,sr->cr", y3, v), u.copy(), nonnegative)
-    v = solve(ata * (u.T @ u), np.einsum("csr,cr->sr", y3, u), v.copy(), nonnegative)
+    y3 = y.reshape(-1, u.shape[0], v.shape[0])
+    u = solve(ata * (v.T @ v), np.einsum("rcs,sr->cr", y3, v), u.copy(), nonnegative)
+    v = solve(ata * (u.T @ u), np.einsum("rcs,cr->sr", y3, u), v.copy(), nonnegative)
     return [u, v]
