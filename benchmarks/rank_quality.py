@@ -33,8 +33,10 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from peekwidgets.capture import capture
 from peekwidgets.datasets import load_digits, load_mnist
 from peekwidgets.models import DigitsCNN, LeNet5, train_classifier
+from peekwidgets.rank import DEFAULT_THRESHOLD, estimate_rank, rank_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 64
@@ -172,9 +174,6 @@ def analyse(setup: Setup, zoo, hx, hy, max_rank, progress=True):
     """Capture every checkpoint on the held-out images; profiles, baselines and accuracy."""
     from tqdm.auto import tqdm
 
-    from peekwidgets.capture import capture
-    from peekwidgets.rank import rank_profile
-
     rows = []
     model = setup.model()
     for c in tqdm(zoo, desc="checkpoints", disable=not progress):
@@ -214,8 +213,6 @@ def draw_png(rows, path: Path, max_rank: int, clean_steps: list):
     """Two panels drawn with Pillow: marginal-gain profiles (log scale) by checkpoint, and the
     indicator score against held-out accuracy."""
     from PIL import Image, ImageDraw
-
-    from peekwidgets.rank import DEFAULT_THRESHOLD
 
     key = next(iter(VARIANTS))
     w, h, pad = 1400, 620, 70
@@ -304,7 +301,6 @@ def main(argv=None):
     held = slice(setup.n_train, setup.n_train + setup.n_held)
     rows = analyse(setup, zoo, x[held], y[held].numpy(), args.max_rank)
     key = next(iter(VARIANTS))
-
     print(f"\n{setup.model.__name__} zoo on {setup.name}: trained on samples "
           f"0..{setup.n_train - 1}, captured and scored on samples {held.start}..{held.stop - 1}; "
           f"blocks = input + auto layers; max_rank={args.max_rank}")
@@ -330,16 +326,24 @@ def main(argv=None):
         rows, [r["profiles"][key].estimated_rank for r in rows])
     for n in names:
         results[n] = correlations(rows, [r["baselines"][n] for r in rows])
+    for t in (0.01, 0.02, 0.05):  # sensitivity of the indicator to its threshold
+        results[f"indicator with threshold {t:g}"] = correlations(
+            rows, [estimate_rank(r["profiles"][key].gain, t)[1] for r in rows])
     for n, (c, z, ps) in results.items():
         print(f"{n:<44} {c:+7.3f} {z:+7.3f}  {' '.join(f'{v:+.2f}' for v in ps)}")
 
-    clean_ranks = [r["profiles"][key].score for r in rows if r["kind"] == "clean"]
-    for r in rows:
-        if r["kind"] == "random labels":
-            print(f"\nmemorization: {r['name']} (accuracy {r['accuracy']:.3f}) has score "
-                  f"{r['profiles'][key].score:.2f}, above every clean checkpoint "
-                  f"(max {max(clean_ranks):.2f})" if r["profiles"][key].score > max(clean_ranks)
-                  else f"\nmemorization: {r['name']} score {r['profiles'][key].score:.2f}")
+    scores = [r["profiles"][key].score for r in rows]
+    mean_share = [-r["profiles"][key].fit[0] for r in rows]
+    print(f"\nmean effect: Spearman(score, -fit at R=1) over the zoo = "
+          f"{spearman(scores, mean_share):+.3f}")
+    clean_rows = [r for r in rows if r["kind"] == "clean"]
+    for r in (r for r in rows if r["kind"] == "random labels"):
+        for t in (DEFAULT_THRESHOLD, 0.01):
+            score = estimate_rank(r["profiles"][key].gain, t)[1]
+            clean = [estimate_rank(c["profiles"][key].gain, t)[1] for c in clean_rows]
+            print(f"memorization (threshold {t:g}): {r['name']} (accuracy {r['accuracy']:.3f}) "
+                  f"scores {score:.2f}; {sum(c > score for c in clean)} of {len(clean)} clean "
+                  f"checkpoints score higher (clean max {max(clean):.2f})")
     draw_png(rows, png, args.max_rank, list(setup.clean_steps))
     print(f"\nwrote {png}; training/cache {t_train:.0f}s, total "
           f"{time.perf_counter() - t0:.0f}s")
