@@ -129,7 +129,7 @@ def _demo(args) -> int:
 
     print("peekwidgets demo: the digits CNN and its checkpoints", flush=True)
     run = load_demo(args.cache, retrain=args.retrain, progress=True)
-    source = "trained now" if args.retrain or run.path is None else f"cache {run.path}"
+    source = f"loaded from {run.path}" if run.loaded else f"trained now, cached in {run.path}"
     print(
         f"  {len(run.checkpoints)} checkpoints ({source}); held-out accuracy "
         + ", ".join(f"{name}: {acc:.1%}" for name, acc in run.accuracies.items()),

@@ -59,6 +59,8 @@ class DemoRun:
         Held-out accuracy of each checkpoint, by checkpoint name.
     path : Path or None
         The cache file, when the run was cached.
+    loaded : bool
+        True when the checkpoints came from the cache, False when they were trained now.
     """
 
     model: DigitsCNN
@@ -68,6 +70,7 @@ class DemoRun:
     config: DemoConfig = field(default_factory=DemoConfig)
     accuracies: dict = field(default_factory=dict)
     path: Path | None = None
+    loaded: bool = False
 
     def inputs(self, n: int | None = None) -> torch.Tensor:
         """The first ``n`` held-out images, ``(n, 1, 8, 8)`` (all of them when None)."""
@@ -164,7 +167,8 @@ def load_demo(
         checkpoints = _train(config, train_set, progress)
     else:
         checkpoints = cached
-    run = DemoRun(None, checkpoints, train_set, test_set, config, path=path)
+    run = DemoRun(None, checkpoints, train_set, test_set, config, path=path,
+                  loaded=cached is not None)
     models = run.checkpoint_models()
     run.model = models[checkpoints[-1].name]
     run.accuracies = {name: accuracy(net, test_set) for name, net in models.items()}
