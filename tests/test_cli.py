@@ -34,6 +34,7 @@ def _run_main(capsys, argv):
         (["demo", "--samples", "3"], "--samples must be between 10 and 500, got 3"),
         (["demo", "--samples", "20", "--max-rank", "30"], "--samples 20 must be at least"),
         (["demo", "--unknown"], "unrecognized arguments: --unknown"),
+        (["demo", "--out", "report"], "--out names the report folder of --headless"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(capsys, argv, message):

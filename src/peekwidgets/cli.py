@@ -21,6 +21,7 @@ from pathlib import Path
 __all__ = ["main", "build_parser"]
 
 DEFAULT_PORT = 8866
+DEFAULT_OUT = Path("peekwidgets-report")
 NOTEBOOK = "quickstart.ipynb"
 
 
@@ -59,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the analysis without a server and write the report folder",
     )
     demo.add_argument(
-        "--out", type=Path, default=Path("peekwidgets-report"),
-        help="report folder for --headless (default: %(default)s)",
+        "--out", type=Path, default=None,
+        help=f"report folder, with --headless (default: {DEFAULT_OUT})",
     )
     demo.add_argument(
         "--port", type=_int_at_least(1, "--port", 65535), default=DEFAULT_PORT,
@@ -74,11 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--retrain", action="store_true", help="train again, ignoring the cache")
     demo.add_argument(
         "--rank", type=_int_at_least(1, "--rank", 50), default=6,
-        help="number of components of the joint factorization (default: %(default)s)",
+        help="components of the joint factorization in the report (default: %(default)s)",
     )
     demo.add_argument(
         "--samples", type=_int_at_least(10, "--samples", 500), default=500,
-        help="held-out digits analysed (default: %(default)s)",
+        help="held-out digits analysed in the report (default: %(default)s)",
     )
     demo.add_argument(
         "--max-rank", type=_int_at_least(1, "--max-rank", 50), default=10,
@@ -93,7 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Entry point of the ``peekwidgets`` command; returns the exit status."""
+    """Entry point of the ``peekwidgets`` command; returns the exit status.
+
+    The notebook served by default shows the dashboard with its own sizes; ``--rank``,
+    ``--samples`` and ``--max-rank`` size the ``--headless`` report.
+    """
     args = build_parser().parse_args(argv)
     parser = args.parser
     if args.samples < args.rank or args.samples < args.max_rank:
@@ -101,6 +106,10 @@ def main(argv=None) -> int:
             f"--samples {args.samples} must be at least --rank ({args.rank}) and "
             f"--max-rank ({args.max_rank}); lower the ranks or analyse more samples"
         )
+    if args.out is not None and not args.headless:
+        parser.error("--out names the report folder of --headless; add --headless, or drop "
+                     "--out to serve the dashboard")
+    args.out = args.out or DEFAULT_OUT
     if args.headless and args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} is a file; pass a folder for the report")
     if args.cache is not None and args.cache.exists() and not args.cache.is_dir():
