@@ -189,6 +189,25 @@ def analyse(setup: Setup, zoo, hx, hy, max_rank, progress=True):
     return rows
 
 
+def identifiable(setup: Setup, zoo, inputs, max_rank=4):
+    """CP diagnostics (tensor blocks kept as CP) of the first and last clean checkpoint."""
+    first = [c for c in zoo if c["kind"] == "clean" and c["seed"] == zoo[0]["seed"]]
+    model = setup.model()
+    for c in (first[0], first[-1]):
+        model.load_state_dict(c["state_dict"])
+        model.eval()
+        blocks = capture(model, inputs, progress=False)
+        p = rank_profile(blocks, max_rank, model="cp", n_restarts=2, max_iter=300, tol=1e-6,
+                         progress=False)
+        print(f"\nCP diagnostics, {c['name']}, {len(inputs)} samples (2 restarts per R)")
+        print(f"{'R':>3} {'cp fit':>7} {'stability':>9} {'split-half':>10} {'converged':>9} "
+              + " ".join(f"{'CC ' + n:>12}" for n in p.core_consistency))
+        for i in range(max_rank):
+            print(f"{i + 1:>3} {p.model_fit[i]:7.3f} {p.stability[i]:9.3f} "
+                  f"{p.split_half[i]:10.3f} {p.converged[i]:9.2f} "
+                  + " ".join(f"{v[i]:12.1f}" for v in p.core_consistency.values()))
+
+
 def spearman(values, accuracy) -> float:
     from scipy.stats import spearmanr
 
@@ -286,6 +305,10 @@ def main(argv=None):
     p.add_argument("--png", help="output PNG (default artifacts/rank_quality_<dataset>.png)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--max-rank", type=int, default=30)
+    p.add_argument("--identifiable", type=int, default=0, metavar="N",
+                   help="also run the CP diagnostics (restarts, split-half, core consistency) "
+                        "up to R=4 on N held-out samples of the first and last clean checkpoint "
+                        "of the first seed (about a minute each for N=500)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1 is fastest on a shared 2-core machine)")
     args = p.parse_args(argv)
@@ -344,6 +367,8 @@ def main(argv=None):
             print(f"memorization (threshold {t:g}): {r['name']} (accuracy {r['accuracy']:.3f}) "
                   f"scores {score:.2f}; {sum(c > score for c in clean)} of {len(clean)} clean "
                   f"checkpoints score higher (clean max {max(clean):.2f})")
+    if args.identifiable:
+        identifiable(setup, zoo, x[held][: args.identifiable])
     draw_png(rows, png, args.max_rank, list(setup.clean_steps))
     print(f"\nwrote {png}; training/cache {t_train:.0f}s, total "
           f"{time.perf_counter() - t0:.0f}s")

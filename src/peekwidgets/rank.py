@@ -1,6 +1,6 @@
 """Rank analysis of the joint factorization: how many shared components do the blocks hold?
 
-:func:`rank_profile` measures, for R = 1..max_rank, how much of the (scaled, by default
+:func:`rank_profile` measures, for R = 1..max_rank, how much of the (scaled, optionally
 centered) blocks the best joint model of rank R explains, jointly and block by block, and the
 marginal gain of each added component. For the least-squares coupled matrix model, whose
 optimum at every R is the truncated SVD of the concatenated scaled unfoldings
@@ -53,7 +53,7 @@ _BATCH_ELEMENTS = 1 << 22
 # --------------------------------------------------------------------------------------------
 # result
 # --------------------------------------------------------------------------------------------
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class RankProfile:
     """The rank profile of one set of blocks, R = 1..max_rank.
 
@@ -116,7 +116,7 @@ class RankProfile:
     degenerate: np.ndarray | None = None
     converged: np.ndarray | None = None
     interrupted: bool = False
-    _figure: object = field(default=None, repr=False)
+    _figures: dict = field(default_factory=dict, repr=False)
 
     @property
     def max_rank(self) -> int:
@@ -148,16 +148,16 @@ class RankProfile:
             lines.append(row)
         return "\n".join(lines)
 
-    __str__ = summary
+    __str__ = __repr__ = summary
 
     def plot(self, blocks: bool = True):
         """A bqplot Figure: joint fit and marginal gain against R, per-block fit when ``blocks``.
 
         The figure is built once and kept on the profile (``profile.plot() is profile.plot()``).
         """
-        if self._figure is None:
-            self._figure = _profile_figure(self, blocks)
-        return self._figure
+        if blocks not in self._figures:
+            self._figures[blocks] = _profile_figure(self, blocks)
+        return self._figures[blocks]
 
 
 def _profile_figure(profile: RankProfile, blocks: bool):
@@ -184,8 +184,8 @@ def _profile_figure(profile: RankProfile, blocks: bool):
                               opacities=[0.6] * len(profile.block_names), stroke_width=1))
     axes = [
         bq.Axis(scale=x_sc, label="rank R", tick_format="d"),
-        bq.Axis(scale=y_sc, orientation="vertical", label="explained variance"),
-        bq.Axis(scale=g_sc, orientation="vertical", side="right", label="marginal gain"),
+        bq.Axis(scale=y_sc, side="left", label="explained variance"),
+        bq.Axis(scale=g_sc, side="right", label="marginal gain"),
     ]
     title = (f"estimated rank {profile.estimated_rank}{'+' if profile.saturated else ''} "
              f"(score {profile.score:.2f})")
@@ -695,7 +695,7 @@ def _comparison_figure(comp: CheckpointComparison):
                  scales={"x": x_sc, "y": y_sc}, colors=["gray"], line_style="dashed"),
     ]
     axes = [bq.Axis(scale=x_sc, label="component R", tick_format="d"),
-            bq.Axis(scale=y_sc, orientation="vertical", label="marginal gain in joint fit")]
+            bq.Axis(scale=y_sc, side="left", label="marginal gain in joint fit")]
     return bq.Figure(marks=marks, axes=axes, title="rank profiles by checkpoint",
                      legend_location="top-right",
                      fig_margin={"top": 50, "bottom": 50, "left": 70, "right": 20})
@@ -710,7 +710,7 @@ def _scores_figure(comp: CheckpointComparison):
                       scales={"x": x_sc, "y": s_sc}, marker="circle", colors=["#1f77b4"],
                       labels=["score"], display_legend=True)]
     axes = [bq.Axis(scale=x_sc, label="checkpoint"),
-            bq.Axis(scale=s_sc, orientation="vertical", label="rank score")]
+            bq.Axis(scale=s_sc, side="left", label="rank score")]
     if comp.accuracy is not None:
         a_sc = bq.LinearScale(min=0.0, max=1.0)
         marks.append(bq.Lines(x=comp.names[: len(comp.profiles)],
@@ -718,7 +718,7 @@ def _scores_figure(comp: CheckpointComparison):
                               scales={"x": x_sc, "y": a_sc}, colors=["#ff7f0e"],
                               line_style="dashed", marker="square", labels=["accuracy"],
                               display_legend=True))
-        axes.append(bq.Axis(scale=a_sc, orientation="vertical", side="right",
+        axes.append(bq.Axis(scale=a_sc, side="right",
                             label="accuracy (validation only)"))
     return bq.Figure(marks=marks, axes=axes, title="rank score by checkpoint")
 
