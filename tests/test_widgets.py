@@ -339,7 +339,7 @@ def test_rgb_inputs_and_patterns():
     assert layer.mode == "image"
     U, V = est.factors_["input"]
     pattern = np.outer(U[:, 1], V[:, 1])
-    expected = layer.renderer.png(layer.renderer.pattern_uint8(pattern))
+    expected = layer.renderer.png(layer.renderer.pattern_uint8(pattern), size=200)
     assert bytes(layer.pattern_image.value) == expected
 
 

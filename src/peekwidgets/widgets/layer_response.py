@@ -13,6 +13,9 @@ from .theme import ACCENT, DIVERGING_HEX, INK, MUTED, caption_html
 
 __all__ = ["LayerResponse"]
 
+#: Display size of the input-space pattern, pixels.
+PATTERN_SIZE = 200
+
 
 def _bar_figure(x_label: str, width: str, height: str):
     xs, ys = bq.LinearScale(), bq.LinearScale()
@@ -79,8 +82,8 @@ class LayerResponse(View):
                           num_ticks=4)],
             fig_margin=dict(top=34, bottom=40, left=40, right=10), padding_y=0.0,
             layout=w.Layout(width="260px", height="260px"), title="spatial map")
-        self.pattern_image = w.Image(format="png", layout=w.Layout(width="200px",
-                                                                   height="200px"))
+        self.pattern_image = w.Image(format="png", layout=w.Layout(
+            width=f"{PATTERN_SIZE}px", height="auto"))
         self.pattern_image.add_class("peek-pattern")
         self.matrix_box = w.VBox([self.unit_figure])
         self.tensor_box = w.HBox([self.channel_figure, self.map_figure])
@@ -129,7 +132,8 @@ class LayerResponse(View):
         if name == "input" and self.renderer.is_image:
             pattern = (factors[0][:, r] if len(factors) == 1
                        else np.outer(factors[0][:, r], factors[1][:, r]))
-            self.pattern_image.value = self.renderer.png(self.renderer.pattern_uint8(pattern))
+            self.pattern_image.value = self.renderer.png(self.renderer.pattern_uint8(pattern),
+                                                         size=PATTERN_SIZE)
             self._show("image")
         elif len(factors) == 1:
             self._fill_bars(self.unit_bars, self.unit_labels, factors[0][:, r], "")

@@ -131,10 +131,11 @@ class InputRenderer:
             return _diverging(img[0])
         return ((np.moveaxis(img, 0, -1) + 1) / 2 * 255).round().astype(np.uint8)
 
-    def png(self, pixels: np.ndarray) -> bytes:
-        """Display pixels -> PNG bytes, upscaled to ``size`` with nearest neighbours."""
+    def png(self, pixels: np.ndarray, size: int | None = None) -> bytes:
+        """Display pixels -> PNG bytes, upscaled to about ``size`` (default ``self.size``)
+        with nearest neighbours, so small images stay crisp."""
         im = PILImage.fromarray(pixels)
-        scale = max(1, round(self.size / max(im.size)))
+        scale = max(1, round((size or self.size) / max(im.size)))
         if scale > 1:
             im = im.resize((im.width * scale, im.height * scale), PILImage.NEAREST)
         buf = io.BytesIO()
@@ -166,7 +167,7 @@ class InputRenderer:
         """An empty display widget for one input (an Image, or a small line plot)."""
         if self.is_image:
             return w.Image(format="png", layout=w.Layout(width=f"{self.size}px",
-                                                         height=f"{self.size}px"))
+                                                         height="auto"))
         x_sc, y_sc = bq.LinearScale(), bq.LinearScale()
         line = bq.Lines(x=np.zeros(1), y=np.zeros(1), scales={"x": x_sc, "y": y_sc},
                         colors=[INK], stroke_width=1.5)
