@@ -202,6 +202,8 @@ class Peek(w.VBox, StateTraits):
         """
         params = _refit_params(self.estimator)
         params["rank"] = self.fitted.rank if rank is None else int(rank)
+        if isinstance(params.get("init"), dict):  # initial factors fit only the old model
+            params["init"] = "svd"
         if nonnegative is not None:
             params["nonnegative"] = bool(nonnegative)
         names = self.fitted.names if blocks is None else list(blocks)
