@@ -173,3 +173,22 @@ def test_compare_checkpoints_rejects_mixed_architectures():
         compare_checkpoints(Tiny(), Tiny().state_dict(), x, progress=False)
     with pytest.raises(ValueError, match="max_rank must be an integer >= 1"):
         compare_checkpoints(Tiny(), checkpoints(1), x, max_rank=0, progress=False)
+
+
+def test_compare_checkpoints_keeps_finished_rows_on_interrupt(monkeypatch):
+    import peekwidgets.rank as rank
+
+    x = torch.randn(30, 5)
+    calls = []
+    real = rank.rank_profile
+
+    def interrupted_on_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rank, "rank_profile", interrupted_on_second)
+    with pytest.warns(RuntimeWarning, match="interrupted after 1 of 3"):
+        comp = compare_checkpoints(Tiny(), checkpoints(), x, max_rank=3, progress=False)
+    assert comp.interrupted and comp.names == ["checkpoint 0"] and len(comp.profiles) == 1
