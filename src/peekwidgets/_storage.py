@@ -221,10 +221,6 @@ class Store:
         self._allocate(max(stop, 2 * old.shape[0]))
         self.data[:filled].copy_(old[:filled])
 
-    def write(self, start: int, rows: torch.Tensor):
-        """Copy ``rows : (n, *sample_shape)`` (any dtype, any device) into ``start:start + n``."""
-        self.data[start:start + len(rows)].copy_(rows, non_blocking=self.pinned)
-
     def finish(self, n_rows: int, row_shape) -> torch.Tensor:
         """The filled rows as ``(n_rows, *row_shape)``; in memory, compacted if a quarter empty."""
         data = self.data[:n_rows].view(n_rows, *row_shape)

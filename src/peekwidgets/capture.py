@@ -30,7 +30,13 @@ Choices, documented once here:
   is first reduced by adaptive average pooling to the largest grid
   ``(h, w)`` with ``h * w <= max_positions`` and the map's aspect ratio
   (``meta["pooled_from"]`` keeps the original ``(H, W)``); the input block is
-  never pooled.
+  never pooled. Each block is allocated once, for the number of samples the
+  inputs report (``len`` of a tensor, Dataset or DataLoader's sampler); when
+  that is unknown (a generator), for 16 batches, growing by doubling (a block
+  that outgrows its tier moves to the next one) and trimmed at the end.
+* **Norms and NaN/Inf**: each block's squared Frobenius norm is accumulated
+  batch by batch; a NaN or Inf raises an error naming the block and the first
+  bad sample (checked every 16 batches, when the norms are read, and at the end).
 """
 
 from __future__ import annotations
@@ -62,8 +68,8 @@ __all__ = ["capture", "resolve_layers", "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_POSIT
 DEFAULT_BATCH_SIZE = 256
 #: Spatial positions (16 x 16) that a conv map is pooled to when it does not fit in memory.
 DEFAULT_MAX_POSITIONS = 256
-#: Batches between two NaN/Inf checks on a CUDA device (a check waits for the device).
-CUDA_CHECK_EVERY = 32
+#: Batches between two NaN/Inf checks (on CUDA a check waits for the device).
+CHECK_EVERY = 16
 
 _INPUT_KEYS = ("input", "inputs", "image", "images", "x", "pixel_values", "data", "features")
 _LABEL_KEYS = ("label", "labels", "target", "targets", "y")
@@ -118,7 +124,7 @@ def resolve_layers(model: nn.Module, layers="auto") -> list[str]:
     if isinstance(layers, str) and layers == "auto":
         return _auto_layers(model)
     named = {name: module for name, module in model.named_modules() if name}
-    selectors = [layers] if isinstance(layers, (str, type)) else list(layers)
+    selectors = list(layers) if isinstance(layers, (list, tuple, set)) else [layers]
     chosen = set()
     for selector in selectors:
         chosen.update(_match(model, named, selector))
@@ -318,9 +324,9 @@ class _Source:
             if x.ndim == 0:
                 raise ValueError("a batch input is a 0-d tensor; batches must be (n, ...)")
             if self.label_fn is not None:
-                yield x, _labels_array(self.label_fn(batch), len(x), strict=True)
+                yield x, _labels_array(self.label_fn(batch), x.shape[0], strict=True)
             else:
-                yield x, _labels_array(label, len(x), strict=False)
+                yield x, _labels_array(label, x.shape[0], strict=False)
 
 
 def _loader_rows(loader: DataLoader):
@@ -501,8 +507,10 @@ class _Target:
         if self.pool is not None:
             pool = F.adaptive_avg_pool2d if len(self.pool) == 2 else F.adaptive_avg_pool3d
             y = pool(y.float(), self.pool)
-        self.store.write(self.start, y)
-        self.norms.append(torch.linalg.vector_norm(y, dtype=torch.float32))
+        store = self.store
+        store.data[self.start:self.start + y.shape[0]].copy_(y, non_blocking=store.pinned)
+        wide = None if y.dtype == torch.float32 else torch.float32
+        self.norms.append(torch.linalg.vector_norm(y, dtype=wide))
 
     def __call__(self, module, args, output):
         self.calls += 1
@@ -726,12 +734,11 @@ def _layer_shape(name: str, module: nn.Module, described, rows: int) -> tuple[in
 def _stream(net, first, batches, source, targets, device, dtype, include_input, progress):
     """Run every batch through ``net``, writing into ``targets``; returns ``(n_rows, labels)``."""
     layers = targets[1:] if include_input else targets
-    every = CUDA_CHECK_EVERY if device.type == "cuda" else 1
     start = 0
     labels = []
     with tqdm(total=source.n_batches, desc="capture", unit="batch", disable=not progress) as bar:
         for i, (raw, label) in enumerate(itertools.chain([first], batches)):
-            n = len(raw)
+            n = raw.shape[0]
             x = _to_device(raw, device, dtype)
             for target in targets:
                 target.store.reserve(start + n, start)
@@ -749,7 +756,7 @@ def _stream(net, first, batches, source, targets, device, dtype, include_input, 
             labels.append(label)
             start += n
             bar.update()
-            if (i + 1) % every == 0:
+            if (i + 1) % CHECK_EVERY == 0:
                 for target in targets:
                     target.check_finite(start)
     for target in targets:
