@@ -8,9 +8,10 @@ host, streamed in batches of ``--batch-size`` samples.
 
 Seconds per sweep: ``(T(long) - T(short)) / (sweeps(long) - sweeps(short))`` with tol=0, so the
 initialization cancels. Peak memory: on CPU, the peak anonymous resident memory (``RssAnon``,
-which excludes the memory-mapped file pages) above its level before the fit, sampled every 5
-ms; on CUDA, ``torch.cuda.max_memory_allocated`` above the level before the fit. The data in
-memory is listed separately.
+which excludes the memory-mapped file pages) above its level before the fit (after
+``malloc_trim``), sampled every 5 ms; on CUDA, ``torch.cuda.max_memory_allocated`` above the
+level before the fit. The data in memory is listed separately. Block norms are computed
+before the measured fits (``Block.norm`` reads 4096-row float64 batches on first use).
 
 Usage: python benchmarks/engine_scale.py [--device cpu|cuda] [--threads 1] [--batch-size 1000]
 """
@@ -18,6 +19,7 @@ Usage: python benchmarks/engine_scale.py [--device cpu|cuda] [--threads 1] [--ba
 from __future__ import annotations
 
 import argparse
+import ctypes
 import tempfile
 import threading
 import time
@@ -30,6 +32,7 @@ from peekwidgets.blocks import Block, Blocks
 from peekwidgets.engine import CoupledCP
 
 N, R = 10_000, 10
+_LIBC = ctypes.CDLL("libc.so.6")
 SHAPES = {"input": (784,), "conv1": (6, 576), "conv2": (16, 64), "fc1": (120,), "fc2": (84,),
           "fc3": (10,)}
 
@@ -67,6 +70,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
         else:
+            _LIBC.malloc_trim(0)  # give freed heap back, so the baseline is what is in use
             self.base = rss_anon()
             self.stop = threading.Event()
             self.thread = threading.Thread(target=self._sample, daemon=True)
@@ -126,6 +130,8 @@ def main():
             mapped.append(Block(name, torch.from_numpy(mm), meta={"storage": "memmap"}))
         in_memory = Blocks([Block(n, torch.from_numpy(x).to(device)) for n, x in arrays.items()])
         del arrays
+        for b in (*in_memory, *mapped):  # norms once, outside the measured fits
+            b.norm()
         setups = [("in memory", in_memory, None), (f"memmap, batch {args.batch_size}",
                                                    Blocks(mapped), args.batch_size)]
         print(f"{'method':<14} {'storage':<22} {'s/sweep':>8} {'peak MiB':>9} "

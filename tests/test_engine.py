@@ -244,3 +244,18 @@ def test_progress_bar_and_block_weights(capsys):
                       random_state=0).fit(blocks)
     assert "sweep" in capsys.readouterr().err
     np.testing.assert_allclose(model.block_scales_["fc"], 2.0 / blocks["fc"].norm(), rtol=1e-6)
+
+
+def test_extrapolation_keeps_loss_decreasing_and_helps_slow_problems():
+    rng = np.random.default_rng(5)  # collinear uniform factors: plain ALS converges slowly
+    a, b, u, v = (rng.random((d, RANK)) for d in (100, 30, 8, 12))
+    blocks = Blocks.from_arrays({
+        "input": torch.tensor(a @ b.T, dtype=torch.float32),
+        "conv": torch.tensor(np.einsum("nr,cr,sr->ncs", a, u, v), dtype=torch.float32),
+    })
+    params = dict(rank=RANK, init="random", tol=0, max_iter=60, random_state=0)
+    plain = CoupledCP(**params).fit(blocks)
+    fast = CoupledCP(**params, extrapolate=True).fit(blocks)
+    hist = np.array(fast.loss_history_)
+    assert (np.diff(hist) <= 1e-6 * hist[:-1]).all()
+    assert fast.loss_ < plain.loss_

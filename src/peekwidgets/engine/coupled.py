@@ -142,6 +142,9 @@ class CoupledCP:
         Seed; fits are deterministic on CPU for a given seed.
     progress : bool
         Show a tqdm progress bar over sweeps.
+    extrapolate : bool
+        Every second sweep, try a step beyond the last one (line search), kept only when its
+        loss is lower; a rejected try costs one extra pass over the data.
 
     Attributes
     ----------
@@ -176,7 +179,7 @@ class CoupledCP:
                  max_iter: int = 200, tol: float = 1e-6, block_weights=None,
                  normalize: bool = True, batch_size: int | None = None, device=None,
                  dtype: torch.dtype = torch.float32, random_state: int | None = None,
-                 progress: bool = False):
+                 progress: bool = False, extrapolate: bool = False):
         self.rank = rank
         self.nonnegative = nonnegative
         self.init = init
@@ -190,6 +193,7 @@ class CoupledCP:
         self.dtype = dtype
         self.random_state = random_state
         self.progress = progress
+        self.extrapolate = extrapolate
 
     # ---------------------------------------------------------------------------- checks
     def _check_params(self):
@@ -310,22 +314,45 @@ class CoupledCP:
         return _init.random_factors(data.mode_shapes, self.rank, generator)
 
     def _sweeps(self, data: BatchedData, factors, total_sq: float, bar) -> dict:
-        """ALS or HALS sweeps from the given block factors; stops on convergence or Ctrl-C."""
-        a_cur = torch.zeros(data.n, self.rank, dtype=data.dtype, device=data.home)
-        a_next = torch.empty_like(a_cur)
+        """ALS or HALS sweeps from the given block factors; stops on convergence or Ctrl-C.
+
+        With ``extrapolate``, every second sweep starts from ``S + (j - 1) (S - S_prev)`` with
+        ``j = sweep ** (1 / p)`` (TensorLy's line search schedule); the sweep is kept only if the
+        explicit loss of that point is below the estimated loss of ``S``, else it is redone from
+        ``S`` and after 4 failures ``p`` grows (smaller jumps).
+        """
+        a_cur, a_next, a_last = (
+            torch.zeros(data.n, self.rank, dtype=data.dtype, device=data.home) for _ in range(3))
+        a_ext = torch.empty_like(a_cur) if self.extrapolate else None
         have_a = False  # before the first sweep A holds no values
         losses, converged, interrupted, n_iter = [], False, False, 0
+        last_factors, estimate, power, fails = None, np.inf, 2.0, 0
+        floor = (10 * torch.finfo(data.dtype).eps) ** 2 * total_sq  # an exact fit, to rounding
         try:
-            for _ in range(self.max_iter):
-                loss, new_factors = self._sweep(data, factors, a_cur if have_a else None, a_next)
-                a_cur, a_next, factors, have_a = a_next, a_cur, new_factors, True
+            for it in range(self.max_iter):
+                loss = None
+                if self.extrapolate and it >= 2 and it % 2 == 0:
+                    jump = it ** (1.0 / power) - 1.0
+                    torch.add(a_cur, a_cur - a_last, alpha=jump, out=a_ext)
+                    ext = [[f + jump * (f - g) for f, g in zip(fs, gs)]
+                           for fs, gs in zip(factors, last_factors)]
+                    loss, new_factors, new_estimate = self._sweep(data, ext, a_ext, a_next)
+                    if not loss < total_sq + estimate:
+                        loss, fails = None, fails + 1
+                        if fails == 4:
+                            power, fails = power + 1.0, 0
+                if loss is None:
+                    loss, new_factors, new_estimate = self._sweep(
+                        data, factors, a_cur if have_a else None, a_next)
+                a_last, a_cur, a_next = a_cur, a_next, a_last
+                last_factors, factors, estimate, have_a = factors, new_factors, new_estimate, True
                 n_iter += 1
                 bar.update()
                 if loss is None:
                     continue
                 losses.append(loss)
                 bar.set_postfix(loss=f"{loss / total_sq:.3e}")
-                if loss <= 1e-14 * total_sq or (
+                if loss <= floor or (
                     len(losses) > 1 and abs(losses[-2] - loss) <= self.tol * losses[-2]
                 ):
                     converged = True
@@ -342,7 +369,10 @@ class CoupledCP:
     def _sweep(self, data, factors, a_prev, a_out):
         """One pass: loss of the current state, new A rows (into ``a_out``), new block factors.
 
-        Returns ``(loss of the state before the sweep or None, new block factors)``.
+        Returns ``(loss of the state before the sweep or None, new block factors, estimate)``:
+        the loss of the new state is about ``sum_b ||X_b||^2 + estimate`` with ``estimate =
+        sum_b <A^T A, G_b> - 2 <Y_b, F_b>`` from the Gram matrices and the compressed blocks
+        (no further data pass, but float32 cancellation near convergence).
         """
         work = _on_device(factors, data)
         g_a = sum(ops.gram(fs) for fs in factors)
@@ -366,9 +396,11 @@ class CoupledCP:
             ata += a64.T @ a64
             a_out[start:stop] = a.to(data.home)
         ata = ata.cpu().numpy()
-        new = [ops.update_block(fs, y.cpu().numpy(), ata, self.nonnegative)
-               for fs, y in zip(factors, ys)]
-        return (loss if a_prev is not None else None), new
+        ys = [y.cpu().numpy() for y in ys]
+        new = [ops.update_block(fs, y, ata, self.nonnegative) for fs, y in zip(factors, ys)]
+        estimate = sum(
+            np.sum(ata * ops.gram(fs)) - 2.0 * ops.inner(y, fs) for y, fs in zip(ys, new))
+        return (loss if a_prev is not None else None), new, estimate
 
     def _final_pass(self, data, factors, a_cur) -> dict:
         """Explicit residual and per-component inner products ``<X_b, Xhat_br>`` of the final state.

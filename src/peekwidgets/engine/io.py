@@ -26,7 +26,8 @@ FORMAT = "peekwidgets.CoupledCP"
 VERSION = 1
 
 _PARAMS = ("rank", "nonnegative", "init", "n_init", "max_iter", "tol", "block_weights",
-           "normalize", "batch_size", "device", "dtype", "random_state", "progress")
+           "normalize", "batch_size", "device", "dtype", "random_state", "progress",
+           "extrapolate")
 
 
 def _param(model, name):

@@ -114,6 +114,14 @@ def solve(g, m, start, nonnegative: bool, n_inner: int = HALS_INNER):
     return hals(start, g, m, n_inner)
 
 
+def inner(y: np.ndarray, factors: Sequence[np.ndarray]) -> float:
+    """``<X_b, model>`` from the compressed block ``y = A^T X_(0) : (rank, D)``."""
+    if len(factors) == 1:
+        return float(np.sum(y.T * factors[0]))
+    u, v = factors
+    return float(np.einsum("rcs,cr,sr->", y.reshape(-1, u.shape[0], v.shape[0]), u, v))
+
+
 def update_block(factors: list[np.ndarray], y: np.ndarray, ata: np.ndarray,
                  nonnegative: bool) -> list[np.ndarray]:
     """New block factors given the compressed block ``y = A^T X_(0)`` and ``ata = A^T A``.
