@@ -46,7 +46,9 @@ def test_training_is_deterministic_and_keeps_checkpoints():
     for _ in range(2):
         torch.manual_seed(123)
         model = DigitsCNN()
-        checkpoints = train_classifier(model, dataset, epochs=8, lr=5e-3, seed=1, checkpoint_steps=[0, 3])
+        checkpoints = train_classifier(
+            model, dataset, epochs=8, lr=5e-3, seed=1, checkpoint_steps=[0, 3]
+        )
         runs.append((model, checkpoints))
     (m1, c1), (m2, c2) = runs
     assert [c.step for c in c1] == [0, 3]
