@@ -192,3 +192,11 @@ def test_compare_checkpoints_keeps_finished_rows_on_interrupt(monkeypatch):
     with pytest.warns(RuntimeWarning, match="interrupted after 1 of 3"):
         comp = compare_checkpoints(Tiny(), checkpoints(), x, max_rank=3, progress=False)
     assert comp.interrupted and comp.names == ["checkpoint 0"] and len(comp.profiles) == 1
+
+
+def test_rank_zero_warns():
+    rng = np.random.default_rng(0)
+    noise = {f"b{i}": rng.standard_normal((200, 100)).astype(np.float32) for i in range(2)}
+    with pytest.warns(RuntimeWarning, match="estimated rank is 0"):
+        p = rank_profile(noise, 3, center=True, progress=False)
+    assert p.estimated_rank == 0 and 0 <= p.score <= 1

@@ -70,7 +70,8 @@ class RankProfile:
     singular_values : (max_rank,)
         Leading singular values of the concatenated scaled blocks.
     estimated_rank : int
-        Leading components with ``gain >= threshold``.
+        Leading components with ``gain >= threshold``; 0 (with a warning) when even the first
+        component gains less.
     score : float
         The continuous indicator: where the log-gain curve reaches ``threshold``.
     saturated : bool
@@ -479,6 +480,13 @@ def rank_profile(
     gain = np.diff(fit, prepend=0.0)
     block_fit = np.minimum(np.cumsum(energy, axis=1) / block_energy[:, None], 1.0)
     est, score = estimate_rank(gain, threshold)
+    if est == 0:
+        warnings.warn(
+            f"no component gains >= {threshold:g} of the joint energy (the first gains "
+            f"{gain[0]:.3g}), so the estimated rank is 0; the blocks share no dominant pattern "
+            "at this threshold: lower threshold=... or check the blocks", RuntimeWarning,
+            stacklevel=2,
+        )
     profile = RankProfile(
         ranks=np.arange(1, max_rank + 1), fit=fit, gain=gain, block_fit=block_fit,
         singular_values=sigma, estimated_rank=est, score=score,
