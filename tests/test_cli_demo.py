@@ -1,24 +1,52 @@
 """The demo model behind ``peekwidgets demo``: training, checkpoints and the cache."""
 
+import shutil
+
 import pytest
 import torch
 
 import peekwidgets.demo as demo
 from peekwidgets.demo import DemoConfig, default_cache_dir, load_demo
 
-#: A short recipe so the tests train in a second or two.
+#: A short recipe so the module trains once, in a second or two.
 TINY = DemoConfig(epochs=1, n_test=200, checkpoint_epochs=(0.0, 0.5, 1.0))
 
 
 def _same_states(a, b):
-    return all(torch.equal(a[k], b[k]) for k in a) and a.keys() == b.keys()
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_trains_keeps_checkpoints_and_holds_out_a_test_split(tmp_path):
-    run = load_demo(tmp_path, config=TINY, progress=False)
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One real training run of ``TINY``, cached: ``(cache folder, DemoRun)``."""
+    folder = tmp_path_factory.mktemp("demo-cache")
+    return folder, load_demo(folder, config=TINY, progress=False)
+
+
+@pytest.fixture
+def counted_training(monkeypatch, trained):
+    """Replace training by a stub that counts its calls and returns the trained checkpoints."""
+    calls = []
+
+    def fake_train(config, train_set, progress):
+        calls.append(config)
+        return trained[1].checkpoints
+
+    monkeypatch.setattr(demo, "_train", fake_train)
+    return calls
+
+
+def _copy_cache(trained, folder):
+    shutil.copy(trained[1].path, folder / trained[1].path.name)
+    return folder / trained[1].path.name
+
+
+def test_trains_keeps_checkpoints_and_holds_out_a_test_split(trained):
+    folder, run = trained
+    assert run.path.parent == folder and run.path.is_file() and not run.loaded
     assert [ck.epoch for ck in run.checkpoints] == pytest.approx([0.0, 0.5, 1.0], abs=0.05)
-    assert list(run.accuracies) == [ck.name for ck in run.checkpoints] == [
-        "epoch 0", "epoch 0.48", "epoch 1"]
+    assert list(run.accuracies) == [ck.name for ck in run.checkpoints]
+    assert run.checkpoints[0].name == "epoch 0" and run.checkpoints[-1].name == "epoch 1"
     assert _same_states(run.model.state_dict(), run.checkpoints[-1].state_dict)
     assert not run.model.training
     assert run.accuracies["epoch 1"] > run.accuracies["epoch 0"] + 0.2
@@ -26,35 +54,34 @@ def test_trains_keeps_checkpoints_and_holds_out_a_test_split(tmp_path):
     train_images = {tuple(x.flatten().tolist()) for x, _ in run.train_set}
     assert not any(tuple(x.flatten().tolist()) in train_images for x in run.inputs(50))
     assert run.inputs(7).shape == (7, 1, 8, 8) and run.labels(7).shape == (7,)
+    assert len(run.dataset(7)) == 7
 
 
-def test_second_call_loads_the_cache_without_training(tmp_path, monkeypatch):
-    first = load_demo(tmp_path, config=TINY, progress=False)
-    assert first.path.is_file() and first.path.parent == tmp_path and not first.loaded
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("the cached run should have been loaded")
-
-    monkeypatch.setattr(demo, "train_classifier", no_training)
-    second = load_demo(tmp_path, config=TINY, progress=False)
+def test_second_call_loads_the_cache_without_training(trained, counted_training):
+    folder, first = trained
+    second = load_demo(folder, config=TINY, progress=False)
+    assert counted_training == [] and second.loaded
     for a, b in zip(first.checkpoints, second.checkpoints):
         assert a.name == b.name and _same_states(a.state_dict, b.state_dict)
-    assert second.accuracies == first.accuracies and second.loaded
+    assert second.accuracies == first.accuracies
 
 
-def test_other_recipe_or_broken_file_trains_again(tmp_path):
-    first = load_demo(tmp_path, config=TINY, progress=False)
-    other = DemoConfig(epochs=1, n_test=200, checkpoint_epochs=(0.0, 1.0))
-    assert len(load_demo(tmp_path, config=other, progress=False).checkpoints) == 2
-    first.path.write_bytes(b"truncated")
-    again = load_demo(tmp_path, config=TINY, progress=False)
-    assert _same_states(again.model.state_dict(), first.model.state_dict()), "deterministic"
+def test_other_recipe_broken_file_or_retrain_trains_again(trained, counted_training, tmp_path):
+    path = _copy_cache(trained, tmp_path)
+    other = DemoConfig(epochs=2, n_test=200, checkpoint_epochs=(0.0, 1.0))
+    assert not load_demo(tmp_path, config=other, progress=False).loaded
+    assert counted_training == [other]
+    path.write_bytes(b"truncated")
+    assert not load_demo(tmp_path, config=TINY, progress=False).loaded
+    assert load_demo(tmp_path, config=TINY, progress=False).loaded, "rewritten by the retrain"
+    assert not load_demo(tmp_path, config=TINY, retrain=True, progress=False).loaded
+    assert counted_training == [other, TINY, TINY]
 
 
-def test_no_cache_writes_nothing(tmp_path, monkeypatch):
+def test_no_cache_writes_nothing(monkeypatch, counted_training, tmp_path):
     monkeypatch.setenv("PEEKWIDGETS_CACHE", str(tmp_path))
     run = load_demo(False, config=TINY, progress=False)
-    assert run.path is None and not any(tmp_path.iterdir())
+    assert run.path is None and not run.loaded and not any(tmp_path.iterdir())
 
 
 def test_cache_folder_comes_from_the_environment(tmp_path, monkeypatch):
