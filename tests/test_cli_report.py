@@ -6,11 +6,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torch import nn
 
 from peekwidgets.cli import main
 from peekwidgets.engine import CoupledCP
-from peekwidgets.report import plot_layer_response
+from peekwidgets.report import plot_layer_response, write_report
 
 RANK, SAMPLES, MAX_RANK = 3, 120, 4
 
@@ -87,3 +89,18 @@ def test_layer_response_rejects_a_missing_component(report):
     cp = CoupledCP.load(out / "factors.npz")
     with pytest.raises(ValueError, match=f"component must be in 0..{RANK - 1}, got {RANK}"):
         plot_layer_response(cp, None, RANK)
+
+
+def test_report_on_flat_inputs_draws_bars(tmp_path):
+    """A model on non-image inputs: the same files, inputs drawn as bar plots."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4))
+    summary = write_report(tmp_path, model, torch.randn(60, 12), rank=2, max_rank=3, top_k=4,
+                           progress=False)
+    assert [b["name"] for b in summary["blocks"]][0] == "input"
+    assert summary["blocks"][0]["spatial_shape"] is None
+    assert summary["checkpoints"] is None
+    assert {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()} == (
+        set(summary["files"]))
+    with Image.open(tmp_path / "top_inputs.png") as image:
+        assert np.asarray(image).std() > 0
