@@ -372,7 +372,8 @@ def _borrowed(model: nn.Module):
         for handle in handles:
             handle.remove()
         for module, flag in flags:
-            module.training = flag
+            if module.training != flag:
+                module.training = flag
         with torch.no_grad():
             for buffer, saved in buffers:
                 if not torch.equal(buffer, saved):
