@@ -31,12 +31,14 @@ from peekwidgets.engine import ops
 
 __all__ = ["BatchedData", "CoupledCP"]
 
-#: On CPU, fits whose batches hold fewer elements than this run single-threaded: for small
-#: products a BLAS thread wake-up costs more than the second thread saves (10x on a 2-core VM).
-_SINGLE_THREAD_ELEMENTS = 1 << 20
+#: Bytes of one sample batch (all blocks) when ``batch_size`` is None. On CPU, batches near the
+#: last-level cache size: larger ones gain nothing, smaller ones pay per-batch overhead.
+_AUTO_BATCH_BYTES = {"cpu": 16 << 20, "cuda": 256 << 20}
 
-#: Bytes of one sample batch (all blocks) when ``batch_size`` is None: CPU batches stay in cache.
-_AUTO_BATCH_BYTES = {"cpu": 4 << 20, "cuda": 256 << 20}
+#: On CPU, fits whose batches hold at most this many elements (default-sized float32 batches
+#: included) run single-threaded: with skinny (rank-wide) products a second BLAS thread gains
+#: little and, on a busy machine, its wake-ups cost up to 10x (measured on a 2-core VM).
+_SINGLE_THREAD_ELEMENTS = 1 << 22
 
 
 class BatchedData:
@@ -65,7 +67,7 @@ class BatchedData:
     def threads(self):
         """Run small CPU work single-threaded (see ``_SINGLE_THREAD_ELEMENTS``)."""
         before = torch.get_num_threads()
-        small = self.device.type == "cpu" and self.batch_elements < _SINGLE_THREAD_ELEMENTS
+        small = self.device.type == "cpu" and self.batch_elements <= _SINGLE_THREAD_ELEMENTS
         if small:
             torch.set_num_threads(1)
         try:
@@ -132,7 +134,7 @@ class CoupledCP:
     batch_size : int, optional
         Samples read at once. Blocks in host memory or memory-mapped files are moved to the
         device one batch at a time, so device memory is bounded by the batch. By default a
-        batch of about 4 MiB on CPU (cache-sized) or 256 MiB on CUDA.
+        batch of about 16 MiB on CPU (then the fit runs single-threaded) or 256 MiB on CUDA.
     device : str or torch.device, optional
         Compute device; the blocks' device by default.
     dtype : torch.dtype
