@@ -259,3 +259,21 @@ def test_extrapolation_keeps_loss_decreasing_and_helps_slow_problems():
     hist = np.array(fast.loss_history_)
     assert (np.diff(hist) <= 1e-6 * hist[:-1]).all()
     assert fast.loss_ < plain.loss_
+
+
+def test_keyboard_interrupt_in_a_later_start_keeps_the_first(monkeypatch):
+    blocks, _ = planted(False, n=60)
+    random_factors = coupled_module._init.random_factors
+    calls = {"n": 0}
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return random_factors(*args, **kwargs)
+
+    monkeypatch.setattr(coupled_module._init, "random_factors", interrupting)
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        model = CoupledCP(RANK, init="random", n_init=3, max_iter=20,
+                          random_state=0).fit(blocks)
+    assert model.interrupted_ and model.n_iter_ > 0 and np.isfinite(model.loss_)

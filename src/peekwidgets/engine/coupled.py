@@ -294,11 +294,18 @@ class CoupledCP:
                    desc=f"CoupledCP rank {self.rank}")
         with data.threads(), bar:
             for start in range(self.n_init):
-                factors = self._initial_factors(data, blocks.names, start, generator)
+                try:
+                    factors = self._initial_factors(data, blocks.names, start, generator)
+                except KeyboardInterrupt:  # while initializing a further start
+                    if best is None:
+                        raise
+                    best["interrupted"] = True
+                    break
                 run = self._sweeps(data, factors, sum(sq_norms), bar)
                 if best is None or run["loss"] < best["loss"]:
                     best = run
                 if run["interrupted"]:
+                    best["interrupted"] = True
                     break
         if best["interrupted"]:
             warnings.warn(
