@@ -67,6 +67,8 @@ def test_planted_factors_recovered(device, nonnegative):
     assert min(match.per_block.values()) >= 0.99, match
     assert model.converged_ and not model.interrupted_
     assert all(f > 0.99 for f in model.fit_.values()), model.fit_
+    hist = np.array(model.loss_history_)  # ALS and HALS never increase the loss
+    assert (np.diff(hist) <= 1e-6 * hist[:-1]).all()
     if nonnegative:
         assert (model.A_ >= 0).all()
         assert all((f >= 0).all() for fs in model.factors_.values() for f in fs)
@@ -191,6 +193,22 @@ def test_save_load_round_trip_exact(tmp_path, ls_data, ls_model):
         assert getattr(back, attr) == getattr(ls_model, attr), attr
     assert (back.rank, back.tol, back.dtype) == (ls_model.rank, ls_model.tol, ls_model.dtype)
     np.testing.assert_array_equal(back.transform(ls_data[0]), ls_model.transform(ls_data[0]))
+
+
+def test_load_rejects_other_files_and_newer_versions(tmp_path, ls_model):
+    import json
+
+    path = tmp_path / "model.npz"
+    ls_model.save(path)
+    with np.load(path) as z:
+        arrays = dict(z)
+    meta = json.loads(arrays["meta"].tobytes())
+    for key, value, match in (("version", 99, "newer"), ("format", "other", "not a saved")):
+        bad = dict(meta, **{key: value})
+        arrays["meta"] = np.frombuffer(json.dumps(bad).encode(), dtype=np.uint8)
+        np.savez(tmp_path / "bad.npz", **arrays)
+        with pytest.raises(ValueError, match=match):
+            CoupledCP.load(tmp_path / "bad.npz")
 
 
 def test_keyboard_interrupt_keeps_best_so_far(monkeypatch):
