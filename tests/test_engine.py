@@ -235,8 +235,8 @@ def test_bad_inputs_give_clear_errors():
     blocks, _ = planted(False, n=30)
     with pytest.raises(ValueError, match="rank=0"):
         CoupledCP(0).fit(blocks)
-    with pytest.raises(ValueError, match="larger than block 'small'"):
-        CoupledCP(4).fit({"input": torch.rand(30, 10), "small": torch.rand(30, 3)})
+    with pytest.raises(ValueError, match="rank=4 is larger than the blocks allow"):
+        CoupledCP(4).fit({"input": torch.rand(30, 2), "small": torch.rand(30, 1)})
     with pytest.raises(ValueError, match="larger than the 3 samples"):
         CoupledCP(4).fit({"input": torch.rand(3, 10)})
     with pytest.raises(ValueError, match="same number of samples"):
@@ -254,6 +254,15 @@ def test_bad_inputs_give_clear_errors():
         CoupledCP(2, block_weights={"nope": 2.0}).fit(blocks)
     with pytest.raises(RuntimeError, match="not fitted"):
         CoupledCP(2).transform(blocks)
+
+
+def test_block_narrower_than_rank_is_fitted():
+    blocks, truth = planted(False, n=80)
+    logits = blocks["fc"].data[:, :3]  # 3 features at rank 5: dependent B columns, still fitted
+    model = CoupledCP(RANK, tol=1e-8, max_iter=300, random_state=0).fit(
+        Blocks([blocks["input"], blocks["conv1"], Block("logits", logits)]))
+    match = coupled_factor_match_score(model, truth, blocks=["input", "conv1"])
+    assert match.score >= 0.99 and model.fit_["logits"] > 0.99
 
 
 def test_progress_bar_and_block_weights(capsys):

@@ -236,20 +236,25 @@ class CoupledCP:
         return w
 
     def _check_blocks(self, blocks: Blocks) -> list[float]:
-        """Validate rank against the blocks; return their norms (finite, nonzero)."""
+        """Validate rank against the blocks; return their norms (finite, nonzero).
+
+        The rank may not exceed the number of samples nor the features of all blocks together
+        (the rank of the joint sample-mode unfolding); a single block narrower than the rank
+        (for example 10 logits at rank 20) is allowed, its factor columns are then dependent.
+        """
         if self.rank > blocks.n_samples:
             raise ValueError(
                 f"rank={self.rank} is larger than the {blocks.n_samples} samples allow; "
                 f"use rank <= {blocks.n_samples}"
             )
+        sizes = {b.name: math.prod(b.mode_shape) for b in blocks}
+        if self.rank > sum(sizes.values()):
+            raise ValueError(
+                f"rank={self.rank} is larger than the blocks allow: {sum(sizes.values())} "
+                f"features per sample in all ({sizes}); use rank <= {sum(sizes.values())}"
+            )
         norms = []
         for b in blocks:
-            size = math.prod(b.mode_shape)
-            if self.rank > size:
-                raise ValueError(
-                    f"rank={self.rank} is larger than block {b.name!r} allows ({size} "
-                    f"features per sample); lower the rank or leave that block out"
-                )
             norm = b.norm()
             if not np.isfinite(norm):
                 raise ValueError(
