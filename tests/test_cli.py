@@ -81,18 +81,12 @@ def test_installed_entry_point_reports_bad_arguments():
     assert "--port must be an integer, got 'x'" in done.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @needs_voila
-def test_demo_serves_the_quickstart_and_stops_cleanly(tmp_path_factory):
+def test_demo_serves_the_quickstart_and_stops_cleanly(tmp_path_factory, free_port):
     """The server comes up on 127.0.0.1, prints its address, renders the quickstart's
     dashboard without a traceback, and SIGTERM stops it with its Voila child."""
     cache = tmp_path_factory.getbasetemp() / "peekwidgets-demo-cache"
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "peekwidgets.cli", "demo", "--port", str(port),
          "--cache", str(cache)],

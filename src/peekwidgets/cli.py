@@ -18,7 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main", "start_voila", "stop_server", "wait_ready"]
 
 DEFAULT_PORT = 8866
 DEFAULT_OUT = Path("peekwidgets-report")
@@ -188,39 +188,25 @@ def _cannot_serve(port: int) -> str | None:
     return None
 
 
-def _serve(notebook: Path, port: int, cache_dir: Path | None) -> int:
-    """Run Voilà on ``notebook`` at 127.0.0.1:``port`` until it stops or Ctrl-C."""
-    env = dict(os.environ)
-    if cache_dir is not None:
-        env["PEEKWIDGETS_CACHE"] = str(cache_dir)
+def start_voila(notebook: Path, port: int, **popen_kwargs) -> subprocess.Popen:
+    """Start Voilà on ``notebook`` at 127.0.0.1:``port``, run from the notebook's folder.
+
+    ``popen_kwargs`` go to :class:`subprocess.Popen` (for example ``env`` or ``stdout``).
+    """
     command = [
         sys.executable, "-m", "voila", "--no-browser", f"--port={port}",
         "--Voila.ip=127.0.0.1", "--Voila.port_retries=0", "--show_tracebacks=True",
         notebook.name,
     ]
-    url = f"http://127.0.0.1:{port}/"
-    print(f"starting Voilà on {notebook} ...", flush=True)
-    server = subprocess.Popen(command, cwd=notebook.parent, env=env)
-    # SIGTERM (a service manager, a test) stops the server like Ctrl-C instead of orphaning it
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        if _wait_ready(url + "voila/static/favicon.ico", server):
-            print(f"\n  peekwidgets dashboard: {url}\n  (Ctrl-C stops the server)\n", flush=True)
-        return server.wait()
-    except KeyboardInterrupt:
-        print("\nstopping the server ...", file=sys.stderr)
-        return 0
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        _stop(server)
+    return subprocess.Popen(command, cwd=notebook.parent, **popen_kwargs)
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+def wait_ready(server: subprocess.Popen, port: int, timeout: float = 60.0) -> bool:
+    """Poll a static file of the server (no kernel starts) until it answers or the server exits.
 
-
-def _wait_ready(url: str, server: subprocess.Popen, timeout: float = 60.0) -> bool:
-    """Poll ``url`` (a static file, so no kernel starts) until it answers or the server exits."""
+    Returns False when ``timeout`` seconds pass or the server exits first.
+    """
+    url = f"http://127.0.0.1:{port}/voila/static/favicon.ico"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and server.poll() is None:
         try:
@@ -231,16 +217,42 @@ def _wait_ready(url: str, server: subprocess.Popen, timeout: float = 60.0) -> bo
     return False
 
 
-def _stop(server: subprocess.Popen) -> None:
-    """SIGTERM (Voilà shuts its kernels down), then kill after a grace period."""
+def stop_server(server: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM (Voilà shuts its kernels down), then kill after ``grace`` seconds."""
     if server.poll() is not None:
         return
     server.send_signal(signal.SIGTERM)
     try:
-        server.wait(timeout=10)
+        server.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         server.kill()
         server.wait()
+
+
+def _serve(notebook: Path, port: int, cache_dir: Path | None) -> int:
+    """Run Voilà on ``notebook`` at 127.0.0.1:``port`` until it stops or Ctrl-C."""
+    env = dict(os.environ)
+    if cache_dir is not None:
+        env["PEEKWIDGETS_CACHE"] = str(cache_dir)
+    print(f"starting Voilà on {notebook} ...", flush=True)
+    server = start_voila(notebook, port, env=env)
+    # SIGTERM (a service manager, a test) stops the server like Ctrl-C instead of orphaning it
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        if wait_ready(server, port):
+            print(f"\n  peekwidgets dashboard: http://127.0.0.1:{port}/\n"
+                  "  (Ctrl-C stops the server)\n", flush=True)
+        return server.wait()
+    except KeyboardInterrupt:
+        print("\nstopping the server ...", file=sys.stderr)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        stop_server(server)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

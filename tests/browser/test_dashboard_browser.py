@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from peekwidgets.cli import start_voila, stop_server, wait_ready
 
 pytestmark = pytest.mark.browser
 
@@ -38,42 +35,18 @@ if not os.path.exists(CHROMIUM):
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def voila_url(tmp_path_factory):
-    port = _free_port()
+def voila_url(tmp_path_factory, free_port):
+    port = free_port()
     log = tmp_path_factory.mktemp("voila") / "voila.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "voila", "--no-browser", f"--port={port}",
-             "--Voila.ip=127.0.0.1", "--Voila.port_retries=0", "--show_tracebacks=True",
-             str(NOTEBOOK)],
-            stdout=out, stderr=subprocess.STDOUT, cwd=HERE,
-        )
-    url = f"http://127.0.0.1:{port}"
+        proc = start_voila(NOTEBOOK, port, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while True:  # the favicon, not "/": every GET of "/" starts a kernel
-            try:
-                urllib.request.urlopen(f"{url}/voila/static/favicon.ico", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"Voilà did not start:\n{log.read_text()[-3000:]}")
-                time.sleep(0.3)
-        yield url
+        if not wait_ready(proc, port):
+            pytest.fail(f"Voilà did not start:\n{log.read_text()[-3000:]}")
+        yield f"http://127.0.0.1:{port}"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc, grace=15)
 
 
 def test_click_component_cell_updates_gallery_and_layer_response(voila_url):
