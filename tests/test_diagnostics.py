@@ -7,6 +7,8 @@ import pytest
 import tensorly as tl
 import torch
 from tensorly.decomposition import parafac
+from tlviz.factor_tools import factor_match_score as tlviz_fms
+from tlviz.model_evaluation import core_consistency as tlviz_core_consistency
 
 from peekwidgets.blocks import Block
 from peekwidgets.engine.diagnostics import (
@@ -52,18 +54,13 @@ def noisy():
     return planted()
 
 
-@pytest.fixture(scope="module")
-def tlviz():
-    return pytest.importorskip("tlviz", reason="tensorly-viz (the test extra) is not installed")
-
-
 # ------------------------------------------------------------------------------ core consistency
 @pytest.mark.parametrize("rank", [1, 2, 3, 4])
-def test_core_consistency_matches_tlviz(noisy, tlviz, rank):
+def test_core_consistency_matches_tlviz(noisy, rank):
     _, X = noisy
     cp = fit(X, rank)
     for normalized in (False, True):
-        ref = tlviz.model_evaluation.core_consistency(cp, X, normalised=normalized)
+        ref = tlviz_core_consistency(cp, X, normalised=normalized)
         ours = core_consistency(X, cp, normalized=normalized)
         assert ours == pytest.approx(ref, rel=1e-9, abs=1e-9)
 
@@ -115,11 +112,11 @@ def test_fms_is_one_for_permuted_scaled_sign_flipped_copy(noisy):
 
 
 @pytest.mark.parametrize("consider_weights", [False, True])
-def test_fms_matches_tlviz_on_a_noisy_fit(noisy, tlviz, consider_weights):
+def test_fms_matches_tlviz_on_a_noisy_fit(noisy, consider_weights):
     factors, X = noisy
     weights = np.array([3.0, 1.0, 0.5])
     cp = fit(X, RANK)
-    ref, ref_perm = tlviz.factor_tools.factor_match_score(
+    ref, ref_perm = tlviz_fms(
         (weights, factors), cp, consider_weights=consider_weights, return_permutation=True
     )
     fms, perm = factor_match_score(
@@ -132,22 +129,21 @@ def test_fms_matches_tlviz_on_a_noisy_fit(noisy, tlviz, consider_weights):
         assert 0.99 < fms <= 1.0
 
 
-def test_fms_matches_tlviz_unrelated_models_skip_mode_and_ranks(noisy, tlviz):
+def test_fms_matches_tlviz_unrelated_models_skip_mode_and_ranks(noisy):
     factors, _ = noisy
     other, _ = planted(seed=5)
-    ref_fms = tlviz.factor_tools.factor_match_score
     ours = factor_match_score(factors, other)
-    assert ours == pytest.approx(ref_fms((None, factors), (None, other), consider_weights=False))
+    assert ours == pytest.approx(tlviz_fms((None, factors), (None, other), consider_weights=False))
     assert ours < 0.5
     # split-half style: the sample mode differs, so it is skipped
     half = [factors[0][:20], *factors[1:]]
-    ref = ref_fms((None, half), (None, factors), consider_weights=False, skip_mode=0)
+    ref = tlviz_fms((None, half), (None, factors), consider_weights=False, skip_mode=0)
     assert factor_match_score(half, factors, skip_mode=0) == pytest.approx(ref)
     assert factor_match_score(half, factors, skip_mode=0) == pytest.approx(1.0)
     # more components on one side: the mean runs over matched pairs, the extra one is -1
     fewer = [f[:, :2] for f in factors]
     fms, perm = factor_match_score(factors, fewer, return_permutation=True)
-    ref = ref_fms((None, factors), (None, fewer), consider_weights=False)
+    ref = tlviz_fms((None, factors), (None, fewer), consider_weights=False)
     assert fms == pytest.approx(ref) == pytest.approx(1.0)
     np.testing.assert_array_equal(perm, [0, 1, -1])
 
@@ -225,10 +221,10 @@ def test_coupled_fms_per_block_scores_under_one_matching():
     assert one.score == pytest.approx(fms) == pytest.approx(one.per_block["conv"])
 
 
-def test_coupled_fms_matches_tlviz_on_one_block(tlviz):
+def test_coupled_fms_matches_tlviz_on_one_block():
     model, other = coupled_model(0), coupled_model(7)
     result = coupled_factor_match_score(model, other, blocks=["conv"])
-    ref, perm = tlviz.factor_tools.factor_match_score(
+    ref, perm = tlviz_fms(
         (None, [model.A_, *model.factors_["conv"]]),
         (None, [other.A_, *other.factors_["conv"]]),
         consider_weights=False, return_permutation=True,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from contextlib import contextmanager
 
 import numpy as np
@@ -48,12 +48,12 @@ class BatchedData:
     host or memory-mapped blocks), so the compute device holds only one batch at a time.
     """
 
-    def __init__(self, blocks: Sequence[Block], scales, device, dtype, batch_size):
-        self.blocks = list(blocks)
+    def __init__(self, blocks: Blocks, scales, device, dtype, batch_size):
+        self.blocks = blocks
         self.scales = [float(s) for s in scales]
         self.device = torch.device(device)
         self.dtype = dtype
-        self.n = self.blocks[0].n_samples
+        self.n = blocks.n_samples
         homes = {b.device for b in self.blocks}
         self.home = homes.pop() if len(homes) == 1 else torch.device("cpu")
         per_row = sum(math.prod(b.mode_shape) for b in self.blocks)
@@ -82,15 +82,19 @@ class BatchedData:
 
     def chunks(self):
         """Yield ``(start, stop, [rows of each block])`` on the compute device."""
-        for start in range(0, self.n, self.batch_size):
-            stop = min(start + self.batch_size, self.n)
-            yield start, stop, [b.rows(slice(start, stop), self.device, self.dtype)
-                                for b in self.blocks]
+        return self.blocks.batches(self.batch_size, self.device, self.dtype)
 
 
 def _on_device(factors, data: BatchedData) -> list[list[torch.Tensor]]:
     """Block factors (float64 numpy) as tensors on the compute device in the data dtype."""
     return [[torch.from_numpy(f).to(data.device, data.dtype) for f in fs] for fs in factors]
+
+
+def _signs(f: np.ndarray) -> np.ndarray:
+    """``(rank,)`` sign of the largest-magnitude entry of each column of ``f`` (+1 for zero)."""
+    sign = np.sign(f[np.argmax(np.abs(f), axis=0), np.arange(f.shape[1])])
+    sign[sign == 0] = 1.0
+    return sign
 
 
 def _as_blocks(blocks) -> Blocks:
@@ -460,14 +464,12 @@ class CoupledCP:
             fs[-1] = fs[-1] / safe
             fs[:] = [f[:, order] for f in fs]
         # sign convention: the largest |entry| of each A column (and of each U column) is > 0
-        flip = np.sign(a[np.argmax(np.abs(a), axis=0), np.arange(a.shape[1])])
-        flip[flip == 0] = 1.0
+        flip = _signs(a)
         a = a * flip
         for fs in factors:
             fs[-1] = fs[-1] * flip
             if len(fs) == 2:
-                fu = np.sign(fs[0][np.argmax(np.abs(fs[0]), axis=0), np.arange(a.shape[1])])
-                fu[fu == 0] = 1.0
+                fu = _signs(fs[0])
                 fs[0], fs[1] = fs[0] * fu, fs[1] * fu
 
         ev = np.stack([ip / sq for ip, sq in zip(run["ips"], sq_norms)])[:, order]
@@ -527,7 +529,8 @@ class CoupledCP:
             want = self.block_shapes_[b.name][1:]
             if b.mode_shape != want:
                 raise ValueError(
-                    f"block {b.name!r} has mode shape {b.mode_shape}, fitted with {want}"
+                    f"block {b.name!r} has mode shape {b.mode_shape}, fitted with {want}; "
+                    "capture the new inputs with the layers and settings of the fit"
                 )
         device = torch.device(self.device) if self.device is not None else blocks[0].device
         data = BatchedData(blocks, [self.block_scales_[n] for n in blocks.names], device,

@@ -22,6 +22,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from peekwidgets.blocks import Block
+from peekwidgets.engine import ops
 
 __all__ = [
     "DEGENERACY_THRESHOLD",
@@ -128,19 +129,6 @@ def _torch(x: np.ndarray, device, dtype) -> torch.Tensor:
     return torch.as_tensor(x, dtype=dtype, device=device)
 
 
-def _mode_contract(rows: torch.Tensor, mats: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``rows (n, d1[, d2])`` times ``mats[k] (d_k, R)`` over every non-sample mode.
-
-    Returns ``(n, R)``: the MTTKRP of the sample mode,
-    ``out[n, r] = sum_{c, s} rows[n, c, s] * mats[0][c, r] * mats[1][s, r]``, computed as one
-    matrix product on a view plus a reduction, without forming a Khatri-Rao product.
-    """
-    if len(mats) == 1:
-        return rows @ mats[0]
-    U, V = mats
-    return ((rows @ V) * U).sum(dim=1)
-
-
 def _reconstruct(a_rows: torch.Tensor, mats: Sequence[torch.Tensor]) -> torch.Tensor:
     """The model's rows ``(n, *mode_shape)`` from scaled sample rows ``a_rows (n, R)``."""
     if len(mats) == 1:
@@ -238,13 +226,12 @@ def _fit_stats(data, cp_tensor, batch_size, device, dtype) -> _FitStats:
         residual = rows - _reconstruct(a_rows, mats)
         data_sq += float(torch.sum(rows * rows, dtype=torch.float64))
         residual_sq += float(torch.sum(residual * residual, dtype=torch.float64))
-        inner += (_mode_contract(rows, mats) * a_rows).sum(dim=0, dtype=torch.float64)
+        inner += (ops.mttkrp_rows(rows, mats) * a_rows).sum(dim=0, dtype=torch.float64)
     if data_sq == 0.0:
         raise ValueError(
             f"block {block.name!r} is all zeros: explained variance is not defined for it"
         )
-    scaled = [factors[0] * weights, *factors[1:]]
-    gram = np.prod([f.T @ f for f in scaled], axis=0)
+    gram = ops.gram([factors[0] * weights, *factors[1:]])
     return _FitStats(data_sq, residual_sq, inner.cpu().numpy(), gram)
 
 
