@@ -99,18 +99,29 @@ class Controls(w.VBox):
         self.status.value = caption_html(text)
 
     def show_profile(self, profile):
-        """Show a :class:`~peekwidgets.rank.RankProfile` and offer its estimated rank."""
+        """Show a :class:`~peekwidgets.rank.RankProfile` and offer its estimated rank.
+
+        An estimated rank of 0 (no component passes the threshold) is offered as rank 1, the
+        smallest fit, with a note under the figure saying so.
+        """
         fig = profile.plot()
         fig.layout = w.Layout(width="370px", height="260px")
         fig.legend_location = "bottom-right"
         fig.fig_margin = {"top": 40, "bottom": 40, "left": 50, "right": 50}
-        self.profile_box.children = [fig]
-        self.use_rank_button.description = f"use rank {profile.estimated_rank}"
+        self._use_rank = max(profile.estimated_rank, 1)
+        children = [fig]
+        if profile.estimated_rank < 1:
+            note = w.HTML(caption_html(
+                f"estimated rank 0: no component gains &ge; {profile.threshold:g} of the joint "
+                "fit; offering rank 1, the smallest fit (or lower the threshold)"))
+            note.add_class("peek-rank-note")
+            children.append(note)
+        self.profile_box.children = children
+        self.use_rank_button.description = f"use rank {self._use_rank}"
         self.use_rank_button.layout.display = None
-        self._estimated_rank = profile.estimated_rank
 
     def _use_estimated_rank(self):
-        self.rank_slider.value = self._estimated_rank
+        self.rank_slider.value = self._use_rank
         self.refit()
 
     def _save(self):
