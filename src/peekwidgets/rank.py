@@ -239,16 +239,15 @@ class _Scaled:
         self.block, self.device, self.dtype = block, device, dtype
         self.n_features = int(np.prod(block.mode_shape))
         self.batch_size = batch_size or max(1, _BATCH_ELEMENTS // self.n_features)
-        total = torch.zeros(self.n_features, dtype=torch.float64, device=device)
-        sq = 0.0
-        for _, _, rows in self._raw():
-            rows = rows.to(torch.float64)
-            total += rows.sum(0)
-            sq += float((rows * rows).sum())
-        n = block.n_samples
-        self.mean = (total / n).to(dtype) if center else None
+        sq = block.norm() ** 2  # cached on the block: no data pass when not centering
+        self.mean = None
         if center:
-            sq -= n * float((total / n).square().sum())
+            total = torch.zeros(self.n_features, dtype=torch.float64, device=device)
+            for _, _, rows in self._raw():
+                total += rows.sum(0, dtype=torch.float64)
+            mean = total / block.n_samples
+            sq -= block.n_samples * float(mean.square().sum())
+            self.mean = mean.to(dtype)
         if sq <= 0.0:
             raise ValueError(
                 f"block {block.name!r} is constant over the samples (zero energy"
@@ -678,12 +677,11 @@ class CheckpointComparison:
 
 
 def _colors(n: int) -> list[str]:
-    """``n`` colours from dark blue (first) to yellow (last), viridis-like."""
-    stops = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]])
-    t = np.linspace(0, 1, max(n, 1)) * (len(stops) - 1)
-    lo = np.minimum(t.astype(int), len(stops) - 2)
-    rgb = stops[lo] + (t - lo)[:, None] * (stops[lo + 1] - stops[lo])
-    return ["#" + "".join(f"{int(round(c)):02x}" for c in row) for row in rgb]
+    """``n`` hex colours of viridis, from dark blue (first) to yellow (last)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    return [to_hex(c) for c in colormaps["viridis"](np.linspace(0, 1, max(n, 1)))]
 
 
 def _comparison_figure(comp: CheckpointComparison):
@@ -760,7 +758,8 @@ def _named_checkpoints(checkpoints, names) -> tuple[list[str], list]:
         raise ValueError("no checkpoints to compare; pass at least one")
     if names is not None:
         if len(names) != len(items):
-            raise ValueError(f"names has {len(names)} entries for {len(items)} checkpoints")
+            raise ValueError(f"names has {len(names)} entries for {len(items)} checkpoints; "
+                             "pass one name per checkpoint")
         items = [(str(n), c) for n, (_, c) in zip(names, items)]
     return [str(n) for n, _ in items], [c for _, c in items]
 
@@ -881,7 +880,8 @@ def compare_checkpoints(
     capture_kwargs = dict(capture_kwargs or {})
     for key in ("label_fn", "progress"):
         if key in capture_kwargs:
-            raise ValueError(f"capture_kwargs may not set {key!r}; compare_checkpoints sets it")
+            raise ValueError(f"capture_kwargs may not set {key!r}; compare_checkpoints sets "
+                             "it, leave it out")
     if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or max_rank < 1:
         raise ValueError(f"max_rank must be an integer >= 1, got {max_rank!r}")
     labels = None if labels is None else np.asarray(labels)
@@ -897,7 +897,8 @@ def compare_checkpoints(
             if labels is not None:
                 pred = _predictions(work, inputs, capture_kwargs.get("input_fn"))
                 if len(pred) != len(labels):
-                    raise ValueError(f"labels has {len(labels)} entries for {len(pred)} inputs")
+                    raise ValueError(f"labels has {len(labels)} entries for {len(pred)} "
+                                     "inputs; pass one label per input")
                 accuracy.append(float(np.mean(pred == labels)))
             del blocks
     except KeyboardInterrupt:

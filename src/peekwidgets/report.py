@@ -98,6 +98,12 @@ def _draw_sample(ax, image, sample) -> None:
         ax.axis("off")
 
 
+def _top_samples(a: np.ndarray, top_k: int) -> np.ndarray:
+    """``(rank, min(top_k, N))`` indices of the samples with the largest loadings, per column
+    of ``a : (N, rank)``, largest first (ties in sample order)."""
+    return np.argsort(-np.asarray(a), axis=0, kind="stable")[:top_k].T
+
+
 def plot_top_inputs(cp, inputs, top_k: int = 8, labels=None) -> Figure:
     """The ``top_k`` inputs with the largest loading ``A[:, r]``, one row per component.
 
@@ -105,14 +111,14 @@ def plot_top_inputs(cp, inputs, top_k: int = 8, labels=None) -> Figure:
     drawn as images, anything else as bar plots. ``labels``, when given, only annotate.
     """
     a = np.asarray(cp.A_)
-    n, rank = a.shape
-    top_k = min(top_k, n)
+    top = _top_samples(a, top_k)
+    rank, top_k = top.shape
     x = torch.as_tensor(inputs)
     images = _as_images(x)
     fig = Figure(figsize=(0.9 + 1.0 * top_k, 0.3 + 1.1 * rank), dpi=_DPI)
     grid = fig.add_gridspec(rank, top_k, hspace=0.45, wspace=0.1)
     for r in range(rank):
-        for j, i in enumerate(np.argsort(-a[:, r], kind="stable")[:top_k]):
+        for j, i in enumerate(top[r]):
             ax = fig.add_subplot(grid[r, j])
             _draw_sample(ax, None if images is None else images[i], x[i].numpy())
             tag = f"{a[i, r]:.3f}" + ("" if labels is None else f" [{int(labels[i])}]")
@@ -339,10 +345,7 @@ def write_report(
         },
         "converged": bool(cp.converged_),
         "n_iter": int(cp.n_iter_),
-        "top_inputs": {
-            f"c{r}": [int(i) for i in np.argsort(-np.asarray(cp.A_)[:, r], kind="stable")[:top_k]]
-            for r in range(len(cp.weights_))
-        },
+        "top_inputs": {f"c{r}": row.tolist() for r, row in enumerate(_top_samples(cp.A_, top_k))},
         "rank_profile": _profile_summary(profile),
         "checkpoints": None if comparison is None else [
             {k: _floats(v) if isinstance(v, np.ndarray) else v for k, v in row.items()}

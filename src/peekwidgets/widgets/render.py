@@ -14,17 +14,14 @@ import bqplot as bq
 import ipywidgets as w
 import numpy as np
 from PIL import Image as PILImage
+from PIL import ImageColor
 
 from .theme import DIVERGING_HEX, INK
 
 __all__ = ["InputRenderer"]
 
-
-def _to_rgb_hex(colors: list[str]) -> np.ndarray:
-    return np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in colors], dtype=float)
-
-
-_DIVERGING = _to_rgb_hex(DIVERGING_HEX)
+#: ``(n_colors, 3)`` RGB of the diverging palette.
+_DIVERGING = np.array([ImageColor.getrgb(c) for c in DIVERGING_HEX], dtype=float)
 
 
 def _diverging(values: np.ndarray) -> np.ndarray:
