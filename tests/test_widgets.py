@@ -303,6 +303,26 @@ def test_peek_from_model_captures_and_fits():
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
+def test_add_inputs_captures_like_a_pooled_fit(tmp_path, monkeypatch):
+    """A fit whose conv maps were pooled to fit the budget folds in a few raw inputs."""
+    from peekwidgets.capture import capture
+    from peekwidgets.models import DigitsCNN
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    torch.manual_seed(0)
+    model = DigitsCNN().eval()
+    x = torch.rand(50, 1, 8, 8)
+    peek = Peek(model, x, rank=2, progress=False, engine_kwargs={"max_iter": 10},
+                capture_kwargs={"memory_budget": "20kB", "max_positions": 6})
+    assert peek.blocks["relu1"].meta["pooled_from"] == (8, 8)
+    new = torch.rand(3, 1, 8, 8)  # 3 samples' maps fit in 20 kB: pooled only because of like=
+    A_new = peek.add_inputs(new)
+    like = capture(model, new, like=peek.blocks, progress=False)
+    assert like["relu1"].spatial_shape == peek.blocks["relu1"].spatial_shape == (2, 2)
+    np.testing.assert_allclose(A_new, peek.estimator.transform(like), rtol=1e-5, atol=1e-7)
+    assert len(peek.fitted.folded_A) == 3 and len(peek.views["sample_map"].folded.x) == 3
+
+
 # -- renderer ------------------------------------------------------------------------------------
 def test_renderer_denormalizes_and_caches():
     r = InputRenderer((3, 2, 2), mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])

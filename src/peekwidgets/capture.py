@@ -34,6 +34,10 @@ Choices, documented once here:
   inputs report (``len`` of a tensor, Dataset or DataLoader's sampler); when
   that is unknown (a generator), for 16 batches, growing by doubling (a block
   that outgrows its tier moves to the next one) and trimmed at the end.
+* **Repeating a capture** (``like=``, for folding new inputs into a fit): the
+  layout follows the earlier blocks, not the budget. Each block's meta keeps
+  what that takes: ``raw_shape`` (the per-sample shape as it arrived),
+  ``pooled_from`` and ``flattened_from``.
 * **Norms and NaN/Inf**: each block's squared Frobenius norm is accumulated
   batch by batch; a NaN or Inf raises an error naming the block and the first
   bad sample (checked every 16 batches, when the norms are read, and at the end).
@@ -462,21 +466,77 @@ def _pooled_grid(spatial, max_positions: int) -> tuple[int, ...]:
     return tuple(grid)
 
 
+_LAYOUT_KEYS = ("raw_shape", "pooled_from", "flattened_from")
+
+
+def _shape_or_none(value):
+    return None if value is None else tuple(int(s) for s in value)
+
+
+def _like_grid(like: Block) -> tuple[int, ...]:
+    """The grid that an earlier block's map was pooled to."""
+    if like.spatial_shape is not None:
+        return like.spatial_shape
+    if "flattened_from" in like.meta:
+        return tuple(like.meta["flattened_from"][1:])
+    raise ValueError(
+        f"like= block {like.name!r} has meta['pooled_from'] but neither a spatial_shape nor "
+        "meta['flattened_from'] that says the grid it was pooled to; pass blocks made by "
+        "capture, or capture without like="
+    )
+
+
+def _layout_text(mode_shape, spatial_shape, meta) -> str:
+    notes = [f"output {tuple(meta['raw_shape'])}"] if meta.get("raw_shape") else []
+    if spatial_shape:
+        notes.append("map " + "x".join(map(str, spatial_shape)))
+    if meta.get("pooled_from"):
+        notes.append("pooled from " + "x".join(map(str, meta["pooled_from"])))
+    if meta.get("flattened_from"):
+        notes.append(f"flattened from {tuple(meta['flattened_from'])}")
+    return f"{tuple(mode_shape)}" + (f" ({', '.join(notes)})" if notes else "")
+
+
+def _check_like(like: Block, row, spatial_shape, meta):
+    """Raise unless a new block's layout equals the earlier block ``like``'s."""
+    keys = [k for k in _LAYOUT_KEYS if k != "raw_shape" or "raw_shape" in like.meta]
+    new = (tuple(row), spatial_shape, *(_shape_or_none(meta.get(k)) for k in keys))
+    old = (like.mode_shape, like.spatial_shape, *(_shape_or_none(like.meta.get(k)) for k in keys))
+    if new != old:
+        raise ValueError(
+            f"block {like.name!r} no longer matches the earlier capture (like=): it would now be "
+            f"{_layout_text(row, spatial_shape, meta)}, the earlier block is "
+            f"{_layout_text(like.mode_shape, like.spatial_shape, like.meta)}; capture with the "
+            "same model architecture and inputs shaped like the earlier ones, or capture "
+            "without like= and fit again"
+        )
+
+
 class _Target:
-    """One block being filled: its layout, its store, and its streamed squared norm."""
+    """One block being filled: its layout, its store, and its streamed squared norm.
+
+    With ``like`` (the same block of an earlier capture) the layout repeats
+    that block's: pooled to its grid when it was pooled, else never pooled;
+    a different layout raises before anything is allocated.
+    """
 
     def __init__(self, name, shape, *, is_input, flatten, capacity, budget, folder,
-                 max_positions, meta):
+                 max_positions, meta, like=None):
         self.name, self.meta, self.pool = name, meta, None
         self.shape = tuple(shape)  # per-sample shape of what arrives, e.g. (C, H, W)
+        meta["raw_shape"] = self.shape
         spatial = self.shape[1:] if len(self.shape) >= 3 else None
-        poolable = not is_input and max_positions is not None
-        if poolable and spatial is not None and len(spatial) in (2, 3):
+        if like is not None:
+            pooled = "pooled_from" in like.meta and spatial is not None
+            self.pool = _like_grid(like) if pooled else None
+        elif not is_input and max_positions is not None and spatial is not None:
             full = 4 * capacity * math.prod(self.shape)
-            if math.prod(spatial) > max_positions and not budget.fits(full):
+            if len(spatial) in (2, 3) and math.prod(spatial) > max_positions \
+                    and not budget.fits(full):
                 self.pool = _pooled_grid(spatial, max_positions)
-                meta["pooled_from"] = tuple(spatial)
-                spatial = self.pool
+        if self.pool is not None:
+            meta["pooled_from"] = tuple(spatial)
+            spatial = self.pool
         stored = self.shape if spatial is None else (self.shape[0], *spatial)
         self.spatial_shape = None
         if flatten or len(stored) <= 1:
@@ -490,6 +550,8 @@ class _Target:
         else:
             row, self.spatial_shape = (stored[0], math.prod(spatial)), spatial
         self.row = row
+        if like is not None:
+            _check_like(like, row, self.spatial_shape, meta)
         self.store = Store(stored, capacity, budget, folder)
         self.norms = []  # per-batch norms (tensors, read at the next check: no device sync)
         self.sq, self.checked, self.sq_overflow = 0.0, 0, False
@@ -576,13 +638,14 @@ def capture(
     inputs,
     layers="auto",
     *,
+    like: Blocks | None = None,
     input_fn=None,
     label_fn=None,
-    include_input: bool = True,
+    include_input: bool | None = None,
     device=None,
     memory_budget=None,
     max_positions: int | None = DEFAULT_MAX_POSITIONS,
-    flatten: bool = False,
+    flatten: bool | None = None,
     batch_size: int | None = None,
     progress: bool = True,
 ) -> Blocks:
@@ -602,12 +665,21 @@ def capture(
         ``"target"``, ``"y"``, ...).
     layers : "auto", str, type, or list of them
         See :func:`resolve_layers`.
+    like : Blocks, optional
+        An earlier capture to repeat, for example to fold new inputs into a
+        fit of it: the same blocks in the same order (its layers, the input
+        block only if it has one), flattened as it was, and every map that it
+        pooled (``meta["pooled_from"]``) pooled to the same grid, whatever
+        the memory budget; no other map is pooled. ``layers`` (other than
+        ``"auto"``), ``include_input`` and ``flatten`` may be given only when
+        they agree with it. A block whose layout would differ (another model
+        or input shape) raises an error naming both layouts.
     input_fn : callable, optional
         ``input_fn(batch) -> tensor``: the model input of a batch.
     label_fn : callable, optional
         ``label_fn(batch) -> (n,) labels``; kept only as ``Blocks.labels``.
-    include_input : bool
-        Whether the raw inputs become the first block, ``"input"``: images
+    include_input : bool, optional
+        Default True. Whether the raw inputs become the first block, ``"input"``: images
         ``(N, C, H, W)`` as ``(N, C, H*W)`` with ``spatial_shape=(H, W)``, or
         ``(N, H*W)`` when ``C == 1``; flat inputs ``(N, P)`` as a matrix.
     device : torch.device or str, optional
@@ -624,8 +696,9 @@ def capture(
         Bound on the spatial positions of a conv map that does not fit in
         memory: it is pooled to at most this many positions (default 256,
         16 x 16). None never pools.
-    flatten : bool
-        Make every block a matrix ``(N, features)`` (``meta["flattened_from"]``).
+    flatten : bool, optional
+        Default False. Make every block a matrix ``(N, features)``
+        (``meta["flattened_from"]``).
     batch_size : int, optional
         Batch size for tensor and Dataset inputs (default 256); a DataLoader
         or iterable keeps its own batches.
@@ -637,12 +710,16 @@ def capture(
     Blocks
         The input block (when ``include_input``), then one block per layer in
         forward order, with ``labels`` and ``sample_shape``. Each block knows
-        its squared norm (``sq_norm``) and its storage (``meta["storage"]``).
+        its squared norm (``sq_norm``), its storage (``meta["storage"]``) and
+        its per-sample shape before pooling and flattening (``meta["raw_shape"]``).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if max_positions is not None and max_positions < 1:
         raise ValueError(f"max_positions must be >= 1 or None, got {max_positions}")
+    if like is not None:
+        layers, include_input, flatten = _follow(model, like, layers, include_input, flatten)
+    include_input = True if include_input is None else include_input
     explicit = None if isinstance(layers, str) and layers == "auto" else resolve_layers(
         model, layers)
     if explicit == [] and not include_input:
@@ -653,6 +730,11 @@ def capture(
     if first is None:
         raise ValueError(
             f"inputs ({type(inputs).__name__}) yielded no batches; pass at least one sample"
+        )
+    if like is not None and like.sample_shape not in (None, tuple(first[0].shape[1:])):
+        raise ValueError(
+            f"the inputs have per-sample shape {tuple(first[0].shape[1:])}, the earlier capture "
+            f"(like=) had {like.sample_shape}; resize or crop them to {like.sample_shape}"
         )
     own_device = _module_device(model)
     device = own_device if device is None else _full_device(device)
@@ -677,17 +759,20 @@ def capture(
             common = dict(
                 capacity=source.n_rows or len(first[0]) * (source.n_batches or 16),
                 budget=Budget(memory_budget, device), folder=_Folder(),
-                max_positions=max_positions, flatten=flatten,
+                max_positions=max_positions, flatten=bool(flatten),
             )
+            old = {} if like is None else {b.name: b for b in like}
             if include_input:
                 dtype_name = str(first[0].dtype).replace("torch.", "")
                 targets.append(_Target("input", first[0].shape[1:], is_input=True,
-                                       meta={"dtype": dtype_name}, **common))
+                                       meta={"dtype": dtype_name}, like=old.get("input"),
+                                       **common))
             for name in sorted(names, key=order.index):
                 module = net.get_submodule(name)
                 shape = _layer_shape(name, module, seen[name][1], min(2, len(first[0])))
                 targets.append(_Target(name, shape, is_input=False,
-                                       meta={"module_type": type(module).__name__}, **common))
+                                       meta={"module_type": type(module).__name__},
+                                       like=old.get(name), **common))
                 handles.append(module.register_forward_hook(targets[-1]))
             n_rows, labels = _stream(net, first, batches, source, targets, device, dtype,
                                      include_input, progress)
@@ -695,8 +780,52 @@ def capture(
             for target in targets:
                 target.store.discard()
             raise
-    return Blocks([t.block(n_rows) for t in targets], labels=labels,
-                  sample_shape=tuple(first[0].shape[1:]))
+    blocks = [t.block(n_rows) for t in targets]
+    if like is not None:
+        blocks.sort(key=lambda b: like.names.index(b.name))
+    return Blocks(blocks, labels=labels, sample_shape=tuple(first[0].shape[1:]))
+
+
+def _follow(model: nn.Module, like, layers, include_input, flatten):
+    """``(layers, include_input, flatten)`` that repeat the capture ``like``.
+
+    Raises when an explicitly given ``layers``, ``include_input`` or
+    ``flatten`` disagrees with ``like``.
+    """
+    if not isinstance(like, Blocks):
+        raise TypeError(
+            f"like must be the Blocks of an earlier capture, got {type(like).__name__}"
+        )
+    names = [n for n in like.names if n != "input"]
+    modules = dict(model.named_modules())
+    missing = [n for n in names if n not in modules]
+    if missing:
+        raise ValueError(
+            f"like= has blocks {missing} that are not modules of {type(model).__name__}; "
+            "capture with the model that made like=, or capture without like="
+        )
+    fix = "leave it out (like= decides) or capture without like="
+    if not (isinstance(layers, str) and layers == "auto"):
+        chosen = resolve_layers(model, layers)
+        if set(chosen) != set(names):
+            raise ValueError(
+                f"layers={layers!r} selects {chosen}, but like= has the layer blocks {names}; "
+                f"{fix}"
+            )
+    has_input = "input" in like.names
+    if include_input is not None and bool(include_input) != has_input:
+        raise ValueError(
+            f"include_input={include_input!r}, but like= {'has' if has_input else 'has no'} "
+            f"input block; {fix}"
+        )
+    flattened = any("flattened_from" in b.meta for b in like)
+    moot = not flattened and all(b.kind == "matrix" and not b.spatial_shape for b in like)
+    if flatten is not None and not moot and bool(flatten) != flattened:
+        raise ValueError(
+            f"flatten={flatten!r}, but like= was captured with flatten={flattened} (its blocks "
+            f"{'have' if flattened else 'have no'} meta['flattened_from']); {fix}"
+        )
+    return names, has_input, flattened
 
 
 def _to_device(x: torch.Tensor, device: torch.device, dtype) -> torch.Tensor:

@@ -264,8 +264,9 @@ class Peek(w.VBox, StateTraits):
         Parameters
         ----------
         x : tensor, Dataset, ... or Blocks
-            Raw inputs (captured with the dashboard's model), or blocks with the
-            fitted block names.
+            Raw inputs, captured with the dashboard's model like the fitted
+            blocks (``capture(..., like=self.blocks)``: same layers, pooling
+            and flattening), or blocks with the fitted block names and shapes.
 
         Returns
         -------
@@ -283,9 +284,8 @@ class Peek(w.VBox, StateTraits):
         else:
             from peekwidgets.capture import capture
 
-            layers = [n for n in self.blocks.names if n != "input"]
             kwargs = {**self._capture_kwargs, "progress": False}
-            new = capture(self.model, x, layers, **kwargs)
+            new = capture(self.model, x, like=self.blocks, **kwargs)
         fitted = self._fold_in(self.fitted, [new])
         self._folded.append(new)
         self._show(fitted)
