@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from peekwidgets.blocks import Block, Blocks
+from peekwidgets.blocks import (
+    BATCH_BYTES,
+    Block,
+    Blocks,
+    as_blocks,
+    batch_rows,
+    resolve_block_weights,
+)
 
 
 def test_kinds_shapes_and_streamed_norm():
@@ -58,3 +65,49 @@ def test_unknown_block_name_lists_the_names():
     blocks = Blocks.from_arrays({"input": torch.zeros(3, 2)})
     with pytest.raises(KeyError, match="input"):
         blocks["conv9"]
+
+
+def test_as_blocks_accepts_every_form_and_refuses_empty_input():
+    x, y = torch.rand(5, 3), torch.rand(5, 2, 4)
+    blocks = Blocks.from_arrays({"x": x, "y": y})
+    assert as_blocks(blocks) is blocks
+    assert as_blocks(blocks["x"]).names == ["x"]
+    assert as_blocks(list(blocks)).names == ["x", "y"]
+    from_dict = as_blocks({"x": x.numpy(), "y": y})
+    assert from_dict.names == ["x", "y"] and torch.equal(from_dict["x"].data, x)
+    with pytest.raises(ValueError, match="empty mapping"):
+        as_blocks({})
+    with pytest.raises(ValueError, match="empty list"):
+        as_blocks([])
+    with pytest.raises(TypeError, match="got Tensor"):
+        as_blocks(x)
+
+
+def test_batch_rows_fits_the_device_budget():
+    n = 10_000  # broadcast views: no memory behind the rows
+    blocks = Blocks.from_arrays({"x": torch.zeros(1, 1000).expand(n, 1000),
+                                 "y": torch.zeros(1, 2, 500).expand(n, 2, 500)})
+    per_row = 2000 * 4  # float32 bytes of one row of both blocks
+    assert batch_rows(blocks) == BATCH_BYTES["cpu"] // per_row
+    assert batch_rows(blocks, device="cuda") == n  # the larger budget holds all rows
+    assert batch_rows(blocks["x"], dtype=torch.float64) == BATCH_BYTES["cpu"] // (1000 * 8)
+    assert batch_rows(blocks, bytes_per_batch=1, min_rows=16) == 16
+    assert batch_rows(blocks, 7) == 7
+    assert batch_rows(blocks, 10**9) == n
+    with pytest.raises(ValueError, match="batch_size=0: expected None or a positive"):
+        batch_rows(blocks, 0)
+
+
+def test_resolve_block_weights():
+    names = ["a", "b", "c"]
+    np.testing.assert_array_equal(resolve_block_weights(None, names), [1, 1, 1])
+    np.testing.assert_array_equal(resolve_block_weights({"b": 2}, names), [1, 2, 1])
+    np.testing.assert_array_equal(resolve_block_weights([1, 2, 3], names), [1, 2, 3])
+    with pytest.raises(ValueError, match=r"unknown blocks \['z'\]"):
+        resolve_block_weights({"z": 2}, names)
+    with pytest.raises(KeyError, match="unknown blocks"):
+        resolve_block_weights({"z": 2}, names, unknown_error=KeyError)
+    with pytest.raises(ValueError, match="2 entries for 3 blocks"):
+        resolve_block_weights([1, 2], names)
+    with pytest.raises(ValueError, match="positive and finite"):
+        resolve_block_weights([1, 0, 1], names)

@@ -16,6 +16,7 @@ from peekwidgets.engine import (
     explained_variance,
 )
 from peekwidgets.engine import coupled as coupled_module
+from peekwidgets.engine.svd import randomized_svd
 
 DEVICES = [
     "cpu",
@@ -304,3 +305,27 @@ def test_keyboard_interrupt_in_a_later_start_keeps_the_first(monkeypatch):
         model = CoupledCP(RANK, init="random", n_init=3, max_iter=20,
                           random_state=0).fit(blocks)
     assert model.interrupted_ and model.n_iter_ > 0 and np.isfinite(model.loss_)
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_streamed_randomized_svd_matches_the_exact_svd(center):
+    """Left vectors, singular values and per-block right factors of the scaled unfolding."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(80, 4, generator=gen, dtype=torch.float64)
+    arrays = {"m": a @ torch.randn(4, 12, generator=gen, dtype=torch.float64) + 3.0,
+              "t": torch.einsum("nr,cr,sr->ncs", a, torch.randn(3, 4, generator=gen,
+                                dtype=torch.float64), torch.randn(5, 4, generator=gen,
+                                dtype=torch.float64))}
+    blocks = Blocks.from_arrays(arrays)
+    scales = [0.5, 2.0]
+    parts = [x.reshape(80, -1) for x in arrays.values()]
+    means = [x.mean(0) for x in parts] if center else None
+    z = torch.cat([s * (x - x.mean(0) if center else x) for s, x in zip(scales, parts)], 1)
+    u, s, vt = torch.linalg.svd(z, full_matrices=False)
+    got = randomized_svd(blocks, scales, 4, means=means, oversample=6, n_iter=2, batch_size=7,
+                         device="cpu", dtype=torch.float64, generator=gen)
+    np.testing.assert_allclose(got.S, s[:4], rtol=1e-8)
+    np.testing.assert_allclose((got.U.T @ u[:, :4]).abs().numpy(), np.eye(4), atol=1e-8)
+    right = torch.cat(got.right)  # (sum D_b, 4) = Z^T U
+    np.testing.assert_allclose(right, z.T @ got.U, atol=1e-8)
+    assert [tuple(r.shape) for r in got.right] == [(12, 4), (15, 4)]

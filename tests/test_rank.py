@@ -118,6 +118,16 @@ def test_bad_inputs_give_clear_errors():
         rank_profile(matrices, 3, model="cp")
     with pytest.raises(ValueError, match="constant"):
         rank_profile({"x": np.ones((10, 3), np.float32)}, 2, center=True, progress=False)
+    with pytest.raises(ValueError, match="empty list"):
+        rank_profile([], 2)
+    with pytest.raises(KeyError, match="unknown blocks"):
+        rank_profile(blocks, 2, block_weights={"nope": 2.0}, progress=False)
+
+
+def test_a_list_of_blocks_gives_the_profile_of_blocks():
+    blocks = planted(3, n=60)
+    listed = rank_profile(list(blocks), 5, progress=False)
+    np.testing.assert_array_equal(listed.fit, rank_profile(blocks, 5, progress=False).fit)
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -20,13 +20,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-__all__ = ["Block", "Blocks", "MATRIX", "TENSOR"]
+__all__ = ["BATCH_BYTES", "Block", "Blocks", "MATRIX", "TENSOR", "as_blocks", "batch_rows",
+           "resolve_block_weights"]
 
 MATRIX = "matrix"
 TENSOR = "tensor"
 
 #: Rows read at once when a batch size is not given.
 DEFAULT_BATCH_ROWS = 4096
+
+#: Bytes of one sample batch (all blocks read together) by compute device type, when no batch
+#: size is given. On CPU, batches near the last-level cache size: larger ones gain nothing,
+#: smaller ones pay per-batch overhead.
+BATCH_BYTES = {"cpu": 16 << 20, "cuda": 256 << 20}
 
 
 @dataclass(eq=False)
@@ -278,3 +284,77 @@ class Blocks(Sequence):
 
     def __repr__(self) -> str:
         return self.summary()
+
+
+def as_blocks(blocks) -> Blocks:
+    """``blocks`` as :class:`Blocks`: a Blocks (returned as is), a Block, a list of Block, or a
+    ``{name: array}`` mapping."""
+    if isinstance(blocks, Blocks):
+        return blocks
+    if isinstance(blocks, Block):
+        return Blocks([blocks])
+    if isinstance(blocks, Mapping):
+        if not blocks:
+            raise ValueError("no blocks: pass at least one block (got an empty mapping)")
+        return Blocks.from_arrays(blocks)
+    if isinstance(blocks, Iterable) and not isinstance(blocks, (str, bytes, torch.Tensor,
+                                                                 np.ndarray)):
+        blocks = list(blocks)
+        if not blocks:
+            raise ValueError("no blocks: pass at least one Block (got an empty list)")
+        return Blocks(blocks)
+    raise TypeError(
+        f"blocks must be a Blocks (from peekwidgets.capture), a Block, a list of Block or a "
+        f"{{name: array}} mapping, got {type(blocks).__name__}"
+    )
+
+
+def batch_rows(
+    blocks: Block | Iterable[Block], batch_size: int | None = None, *, device=None,
+    dtype: torch.dtype = torch.float32, bytes_per_batch: int | None = None, min_rows: int = 1,
+) -> int:
+    """Sample rows read at once from ``blocks`` (one Block, or several read together).
+
+    ``batch_size`` when given (checked to be a positive integer); otherwise as many rows as fit
+    ``bytes_per_batch`` in ``dtype`` (default ``BATCH_BYTES`` of the device type, the blocks'
+    device when ``device`` is None), at least ``min_rows``, at most the number of samples.
+    """
+    blocks = [blocks] if isinstance(blocks, Block) else list(blocks)
+    n_samples = blocks[0].n_samples
+    if batch_size is not None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size < 1:
+            raise ValueError(
+                f"batch_size={batch_size!r}: expected None or a positive number of samples"
+            )
+        return int(min(batch_size, n_samples))
+    if bytes_per_batch is None:
+        kind = torch.device(device).type if device is not None else blocks[0].device.type
+        bytes_per_batch = BATCH_BYTES.get(kind, BATCH_BYTES["cuda"])
+    per_row = sum(int(np.prod(b.mode_shape)) for b in blocks) * dtype.itemsize
+    return int(min(max(min_rows, bytes_per_batch // per_row), n_samples))
+
+
+def resolve_block_weights(weights, names: Sequence[str], *,
+                          unknown_error: type[Exception] = ValueError) -> np.ndarray:
+    """``(n_blocks,)`` positive weights from ``weights``: None (all 1), a sequence with one
+    weight per block, or a ``{name: weight}`` mapping (missing names weigh 1).
+
+    A mapping naming no block raises ``unknown_error`` (each caller keeps its documented type).
+    """
+    names = list(names)
+    if weights is None:
+        return np.ones(len(names))
+    if isinstance(weights, Mapping):
+        unknown = sorted(set(weights) - set(names))
+        if unknown:
+            raise unknown_error(f"block_weights names unknown blocks {unknown}; blocks are {names}")
+        w = np.array([float(weights.get(n, 1.0)) for n in names])
+    else:
+        w = np.asarray(weights, dtype=np.float64).ravel()
+        if len(w) != len(names):
+            raise ValueError(f"block_weights has {len(w)} entries for {len(names)} blocks "
+                             f"{names}; pass one weight per block or a {{name: weight}} mapping")
+    if np.any(w <= 0) or not np.all(np.isfinite(w)):
+        raise ValueError(f"block_weights must be positive and finite, got {w.tolist()}")
+    return w

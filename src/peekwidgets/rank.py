@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from peekwidgets.blocks import Block, Blocks
+from peekwidgets.blocks import Block, Blocks, as_blocks, batch_rows, resolve_block_weights
+from peekwidgets.engine.svd import randomized_svd
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -46,8 +47,6 @@ __all__ = [
 DEFAULT_THRESHOLD = 0.03
 
 _MODELS = ("ls", "cp", "nonnegative")
-#: Elements (rows x features) of one streamed batch when no batch size is given.
-_BATCH_ELEMENTS = 1 << 22
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,134 +225,32 @@ def estimate_rank(gain: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> tup
 
 
 # --------------------------------------------------------------------------------------------
-# streamed randomized SVD of the concatenated scaled blocks
-# --------------------------------------------------------------------------------------------
-class _Scaled:
-    """A block seen as the centered, scaled unfolding ``s (X - 1 mu^T)``, read in batches.
-
-    ``X : (n_samples, n_features)`` with tensor blocks unfolded (``n_features = C * S``).
-    """
-
-    def __init__(self, block: Block, weight: float, center: bool, normalize: bool, batch_size,
-                 device, dtype):
-        self.block, self.device, self.dtype = block, device, dtype
-        self.n_features = int(np.prod(block.mode_shape))
-        self.batch_size = batch_size or max(1, _BATCH_ELEMENTS // self.n_features)
-        sq = block.norm() ** 2  # cached on the block: no data pass when not centering
-        self.mean = None
-        if center:
-            total = torch.zeros(self.n_features, dtype=torch.float64, device=device)
-            for _, _, rows in self._raw():
-                total += rows.sum(0, dtype=torch.float64)
-            mean = total / block.n_samples
-            sq -= block.n_samples * float(mean.square().sum())
-            self.mean = mean.to(dtype)
-        if sq <= 0.0:
-            raise ValueError(
-                f"block {block.name!r} is constant over the samples (zero energy"
-                f"{' after centering' if center else ''}); drop it with blocks.select(...)"
-            )
-        self.sq_norm = sq
-        self.scale = weight / math.sqrt(sq) if normalize else weight
-
-    def _raw(self):
-        for start, stop, rows in self.block.batches(self.batch_size, self.device, self.dtype):
-            yield start, stop, rows.reshape(stop - start, -1)
-
-    def matmul(self, omega: torch.Tensor) -> torch.Tensor:
-        """``s (X - 1 mu^T) @ omega`` : (n_samples, l) for ``omega : (n_features, l)``."""
-        out = torch.empty(self.block.n_samples, omega.shape[1], dtype=self.dtype,
-                          device=self.device)
-        for start, stop, rows in self._raw():
-            out[start:stop] = rows @ omega
-        if self.mean is not None:
-            out -= self.mean @ omega
-        return out * self.scale
-
-    def rmatmul(self, q: torch.Tensor) -> torch.Tensor:
-        """``s (X - 1 mu^T)^T @ q`` : (n_features, l) for ``q : (n_samples, l)``."""
-        out = torch.zeros(self.n_features, q.shape[1], dtype=self.dtype, device=self.device)
-        for start, stop, rows in self._raw():
-            out += rows.T @ q[start:stop]
-        if self.mean is not None:
-            out -= torch.outer(self.mean, q.sum(0))
-        return out * self.scale
-
-
-def _randomized_profile(scaled: list[_Scaled], max_rank, oversample, n_iter, generator,
-                        progress):
-    """Top singular values of ``[s_1 X_1, ...]`` and each block's energy per component.
-
-    Returns ``sigma : (max_rank,)`` and ``energy : (n_blocks, max_rank)`` with
-    ``energy[k, r] = ||u_r^T s_k X_k||^2`` (``u_r`` the r-th left singular vector).
-    """
-    from tqdm.auto import tqdm
-
-    n = scaled[0].block.n_samples
-    width = min(max_rank + oversample, n, sum(s.n_features for s in scaled))
-    dtype, device = scaled[0].dtype, scaled[0].device
-
-    def forward(parts):  # sum_k s_k X_k @ parts[k] : (n, width)
-        return sum(s.matmul(p) for s, p in zip(scaled, parts))
-
-    def backward(q):  # [s_k X_k^T @ q] : list of (D_k, width)
-        return [s.rmatmul(q) for s in scaled]
-
-    omega = [torch.randn(s.n_features, width, generator=generator, dtype=torch.float64)
-             .to(device=device, dtype=dtype) for s in scaled]
-    with tqdm(total=2 * n_iter + 2, desc="randomized SVD", disable=not progress,
-              leave=False) as bar:
-        q = torch.linalg.qr(forward(omega)).Q
-        bar.update()
-        for _ in range(n_iter):
-            z = torch.linalg.qr(torch.cat(backward(q))).Q
-            bar.update()
-            q = torch.linalg.qr(forward(list(z.split([s.n_features for s in scaled])))).Q
-            bar.update()
-        b = backward(q)  # B_k^T = s_k X_k^T Q
-        bar.update()
-    grams = torch.stack([bk.T.to(torch.float64) @ bk.to(torch.float64) for bk in b])
-    evals, w = torch.linalg.eigh(grams.sum(0))  # B B^T = W diag(sigma^2) W^T
-    order = torch.argsort(evals, descending=True)[:max_rank]
-    w = w[:, order]
-    sigma = evals[order].clamp_min(0).sqrt()
-    energy = torch.einsum("ir,kij,jr->kr", w, grams, w)
-    return sigma.cpu().numpy(), energy.clamp_min(0).cpu().numpy()
-
-
-# --------------------------------------------------------------------------------------------
 # public entry point
 # --------------------------------------------------------------------------------------------
-def _as_blocks(blocks) -> Blocks:
-    if isinstance(blocks, Blocks):
-        return blocks
-    if isinstance(blocks, Block):
-        return Blocks([blocks])
-    if isinstance(blocks, Mapping):
-        return Blocks.from_arrays(blocks)
-    raise TypeError(
-        f"blocks must be a Blocks (from peekwidgets.capture), a Block or a {{name: array}} "
-        f"mapping, got {type(blocks).__name__}"
-    )
+def _energies(blocks: Blocks, center: bool, batch_size: int, device, dtype):
+    """Each block's squared norm (about its feature means when ``center``) and those means.
 
-
-def _weights(blocks: Blocks, block_weights) -> np.ndarray:
-    if block_weights is None:
-        return np.ones(len(blocks))
-    if isinstance(block_weights, Mapping):
-        unknown = sorted(set(block_weights) - set(blocks.names))
-        if unknown:
-            raise KeyError(f"block_weights names {unknown} are not blocks; blocks are "
-                           f"{blocks.names}")
-        w = np.array([float(block_weights.get(n, 1.0)) for n in blocks.names])
-    else:
-        w = np.asarray(block_weights, dtype=np.float64).ravel()
-        if len(w) != len(blocks):
-            raise ValueError(f"block_weights has {len(w)} entries for {len(blocks)} blocks "
-                             f"{blocks.names}; pass one weight per block or a {{name: weight}}")
-    if np.any(w <= 0) or not np.all(np.isfinite(w)):
-        raise ValueError(f"block_weights must be positive and finite, got {w.tolist()}")
-    return w
+    Returns ``(means, sq_norms)``: ``means`` is None without centering (no data pass: the norms
+    are cached on the blocks), else a list of ``(D_b,)`` float64 tensors on ``device``.
+    """
+    sq_norms = [b.norm() ** 2 for b in blocks]
+    means = None
+    if center:
+        totals = [torch.zeros(math.prod(b.mode_shape), dtype=torch.float64, device=device)
+                  for b in blocks]
+        for start, stop, xs in blocks.batches(batch_size, device, dtype):
+            for total, x in zip(totals, xs):
+                total += x.reshape(stop - start, -1).sum(0, dtype=torch.float64)
+        means = [total / blocks.n_samples for total in totals]
+        sq_norms = [sq - blocks.n_samples * float(mu.square().sum())
+                    for sq, mu in zip(sq_norms, means)]
+    for b, sq in zip(blocks, sq_norms):
+        if sq <= 0.0:
+            raise ValueError(
+                f"block {b.name!r} is constant over the samples (zero energy"
+                f"{' after centering' if center else ''}); drop it with blocks.select(...)"
+            )
+    return means, sq_norms
 
 
 def rank_profile(
@@ -381,7 +278,7 @@ def rank_profile(
 
     Parameters
     ----------
-    blocks : Blocks, Block or {name: array}
+    blocks : Blocks, Block, list of Block or {name: array}
         The blocks of one analysis (usually from :func:`peekwidgets.capture.capture`). Labels
         carried by a ``Blocks`` are ignored.
     max_rank : int
@@ -415,7 +312,8 @@ def rank_profile(
     oversample, n_iter : int
         Extra columns and power iterations of the randomized SVD.
     batch_size : int, optional
-        Sample rows read at once (per block); about 4M elements per batch by default.
+        Sample rows of all blocks read at once; by default about ``BATCH_BYTES`` of the device
+        type (16 MiB on CPU, 256 MiB on CUDA).
     device : torch.device or str, optional
         Where to compute; each block's own device by default.
     dtype : torch.dtype
@@ -429,7 +327,7 @@ def rank_profile(
     -------
     RankProfile
     """
-    blocks = _as_blocks(blocks)
+    blocks = as_blocks(blocks)
     if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or max_rank < 1:
         raise ValueError(f"max_rank must be an integer >= 1, got {max_rank!r}")
     max_rank = int(max_rank)
@@ -455,26 +353,31 @@ def rank_profile(
         )
     if model != "ls" and (not isinstance(n_restarts, (int, np.integer)) or n_restarts < 1):
         raise ValueError(f"n_restarts must be an integer >= 1, got {n_restarts!r}")
-    weights = _weights(blocks, block_weights)
+    weights = resolve_block_weights(block_weights, blocks.names, unknown_error=KeyError)
     dev = None if device is None else torch.device(device)
     generator = torch.Generator().manual_seed(0 if random_state is None else int(random_state))
     if random_state is None:
         generator.seed()
 
-    scaled = [_Scaled(b, w, center, normalize, batch_size, dev or b.device, dtype)
-              for b, w in zip(blocks, weights)]
-    if len({s.device for s in scaled}) > 1:
+    if dev is None and len({b.device for b in blocks}) > 1:
         raise ValueError(
-            f"blocks live on different devices {sorted({str(s.device) for s in scaled})}; "
+            f"blocks live on different devices {sorted({str(b.device) for b in blocks})}; "
             "pass device=... to compute on one"
         )
-    sigma, energy = _randomized_profile(scaled, max_rank, oversample, n_iter, generator,
-                                        progress)
+    dev = dev or blocks[0].device
+    step = batch_rows(blocks, batch_size, device=dev, dtype=dtype)
+    means, sq_norms = _energies(blocks, center, step, dev, dtype)
+    scales = [w / math.sqrt(sq) if normalize else w for w, sq in zip(weights, sq_norms)]
+    svd = randomized_svd(blocks, scales, max_rank, means=means, oversample=oversample,
+                         n_iter=n_iter, batch_size=step, device=dev, dtype=dtype,
+                         generator=generator, progress=progress)
+    sigma = svd.S.cpu().numpy()
+    energy = torch.stack([y.square().sum(0) for y in svd.right]).cpu().numpy()
     if len(sigma) < max_rank:  # fewer features than max_rank: the rest explain nothing
         pad = max_rank - len(sigma)
         sigma = np.pad(sigma, (0, pad))
         energy = np.pad(energy, ((0, 0), (0, pad)))
-    block_energy = np.array([s.scale**2 * s.sq_norm for s in scaled])
+    block_energy = np.array([s**2 * sq for s, sq in zip(scales, sq_norms)])
     fit = np.minimum(np.cumsum(sigma**2) / block_energy.sum(), 1.0)
     gain = np.diff(fit, prepend=0.0)
     block_fit = np.minimum(np.cumsum(energy, axis=1) / block_energy[:, None], 1.0)

@@ -25,15 +25,11 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from peekwidgets.blocks import Block, Blocks
+from peekwidgets.blocks import Blocks, as_blocks, batch_rows, resolve_block_weights
 from peekwidgets.engine import init as _init
 from peekwidgets.engine import ops
 
 __all__ = ["BatchedData", "CoupledCP"]
-
-#: Bytes of one sample batch (all blocks) when ``batch_size`` is None. On CPU, batches near the
-#: last-level cache size: larger ones gain nothing, smaller ones pay per-batch overhead.
-_AUTO_BATCH_BYTES = {"cpu": 16 << 20, "cuda": 256 << 20}
 
 #: On CPU, fits whose batches hold at most this many elements (default-sized float32 batches
 #: included) run single-threaded: with skinny (rank-wide) products a second BLAS thread gains
@@ -56,12 +52,9 @@ class BatchedData:
         self.n = blocks.n_samples
         homes = {b.device for b in self.blocks}
         self.home = homes.pop() if len(homes) == 1 else torch.device("cpu")
-        per_row = sum(math.prod(b.mode_shape) for b in self.blocks)
-        if batch_size is None:
-            budget = _AUTO_BATCH_BYTES.get(self.device.type, _AUTO_BATCH_BYTES["cuda"])
-            batch_size = max(16, budget // (per_row * dtype.itemsize))
-        self.batch_size = int(min(batch_size, self.n))
-        self.batch_elements = self.batch_size * per_row
+        self.batch_size = batch_rows(blocks, batch_size, device=self.device, dtype=dtype,
+                                     min_rows=16)
+        self.batch_elements = self.batch_size * sum(math.prod(s) for s in self.mode_shapes)
 
     @contextmanager
     def threads(self):
@@ -95,21 +88,6 @@ def _signs(f: np.ndarray) -> np.ndarray:
     sign = np.sign(f[np.argmax(np.abs(f), axis=0), np.arange(f.shape[1])])
     sign[sign == 0] = 1.0
     return sign
-
-
-def _as_blocks(blocks) -> Blocks:
-    if isinstance(blocks, Blocks):
-        return blocks
-    if isinstance(blocks, Mapping):
-        if not blocks:
-            raise ValueError("no blocks: pass at least one block (got an empty mapping)")
-        return Blocks.from_arrays(blocks)
-    if isinstance(blocks, Block):
-        return Blocks([blocks])
-    blocks = list(blocks)
-    if not blocks:
-        raise ValueError("no blocks: pass at least one Block (got an empty list)")
-    return Blocks(blocks)
 
 
 class CoupledCP:
@@ -220,25 +198,6 @@ class CoupledCP:
                 f"init={self.init!r}: expected 'svd', 'random' or a dict of block factors"
             )
 
-    def _weights(self, names) -> list[float]:
-        w = self.block_weights
-        if w is None:
-            return [1.0] * len(names)
-        if isinstance(w, Mapping):
-            unknown = sorted(set(w) - set(names))
-            if unknown:
-                raise ValueError(
-                    f"block_weights names unknown blocks {unknown}; blocks are {names}"
-                )
-            w = [w.get(n, 1.0) for n in names]
-        w = [float(v) for v in w]
-        if len(w) != len(names) or not all(np.isfinite(v) and v > 0 for v in w):
-            raise ValueError(
-                f"block_weights={self.block_weights!r}: expected one positive weight per block "
-                f"({len(names)} blocks: {names})"
-            )
-        return w
-
     def _check_blocks(self, blocks: Blocks) -> list[float]:
         """Validate rank against the blocks; return their norms (finite, nonzero).
 
@@ -283,9 +242,9 @@ class CoupledCP:
         self
         """
         self._check_params()
-        blocks = _as_blocks(blocks)
+        blocks = as_blocks(blocks)
         norms = self._check_blocks(blocks)
-        weights = self._weights(blocks.names)
+        weights = resolve_block_weights(self.block_weights, blocks.names)
         scales = [w / nrm if self.normalize else w for w, nrm in zip(weights, norms)]
         device = torch.device(self.device) if self.device is not None else blocks[0].device
         data = BatchedData(blocks, scales, device, self.dtype, self.batch_size)
@@ -520,7 +479,7 @@ class CoupledCP:
             In the units of ``A_`` (the training samples give back their own rows).
         """
         self._check_fitted()
-        blocks = _as_blocks(blocks)
+        blocks = as_blocks(blocks)
         for b in blocks:
             if b.name not in self.factors_:
                 raise ValueError(

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from peekwidgets.blocks import Block
+from peekwidgets.blocks import Block, batch_rows
 from peekwidgets.engine import ops
 
 __all__ = [
@@ -42,9 +42,6 @@ __all__ = [
 #: literature (Harshman & Lundy 1984; Krijnen & Kroonenberg 2000), and well-posed models rarely
 #: come near it.
 DEGENERACY_THRESHOLD = -0.85
-
-#: Elements (rows x columns x positions) of one streamed batch when no batch size is given.
-_BATCH_ELEMENTS = 1 << 20
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,15 +113,6 @@ def _check_cp(cp_tensor, shape: tuple[int, ...]) -> tuple[np.ndarray, list[np.nd
     return weights, factors
 
 
-def _default_batch(block: Block, batch_size: int | None) -> int:
-    if batch_size is not None:
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be a positive number of samples, got {batch_size}")
-        return int(batch_size)
-    per_row = int(np.prod(block.mode_shape))
-    return max(1, _BATCH_ELEMENTS // per_row)
-
-
 def _torch(x: np.ndarray, device, dtype) -> torch.Tensor:
     return torch.as_tensor(x, dtype=dtype, device=device)
 
@@ -169,7 +157,8 @@ def core_consistency(
     normalized : bool
         Divide by ``||G||^2`` instead of by the rank.
     batch_size : int, optional
-        Samples per batch (about a million elements per batch by default).
+        Samples per batch (by default about ``BATCH_BYTES`` of the device type: 16 MiB
+        on CPU, 256 MiB on CUDA).
     device, dtype
         Where and in which precision the batches are processed (the block's own device and
         float64 by default).
@@ -192,7 +181,8 @@ def core_consistency(
     U_pinv = torch.linalg.pinv(_torch(U, device, dtype))  # (R, C)
     V_pinv = torch.linalg.pinv(_torch(V, device, dtype))  # (R, S)
     core = torch.zeros((rank, rank, rank), device=device, dtype=dtype)
-    for start, stop, rows in block.batches(_default_batch(block, batch_size), device, dtype):
+    step = batch_rows(block, batch_size, device=device, dtype=dtype)
+    for start, stop, rows in block.batches(step, device, dtype):
         small = U_pinv @ (rows @ V_pinv.T)  # (n, R, R): modes 2 and 3 projected
         core += torch.tensordot(A_pinv[:, start:stop], small, dims=1)
     core = core.cpu().numpy()
@@ -221,7 +211,8 @@ def _fit_stats(data, cp_tensor, batch_size, device, dtype) -> _FitStats:
     mats = [_torch(f, device, dtype) for f in factors[1:]]
     data_sq = residual_sq = 0.0
     inner = torch.zeros(A.shape[1], device=device, dtype=torch.float64)
-    for start, stop, rows in block.batches(_default_batch(block, batch_size), device, dtype):
+    step = batch_rows(block, batch_size, device=device, dtype=dtype)
+    for start, stop, rows in block.batches(step, device, dtype):
         a_rows = A[start:stop]
         residual = rows - _reconstruct(a_rows, mats)
         data_sq += float(torch.sum(rows * rows, dtype=torch.float64))

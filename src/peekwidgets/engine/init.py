@@ -1,18 +1,16 @@
 """Initial block factors: randomized SVD of the weighted sample-mode unfolding, or random.
 
 The weighted sample-mode unfolding ``Z = [s_1 X_1(0), s_2 X_2(0), ...]`` of shape
-``(n_samples, sum_b D_b)`` is never formed: every product with it is taken block by block and
-sample batch by sample batch (:class:`~peekwidgets.engine.coupled.BatchedData`).
+``(n_samples, sum_b D_b)`` is never formed (:func:`peekwidgets.engine.svd.randomized_svd`
+streams it block by block and sample batch by sample batch).
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
-from peekwidgets.engine import ops
+from peekwidgets.engine.svd import randomized_svd
 
 #: Extra columns of the randomized range finder, and its power iterations.
 OVERSAMPLE = 10
@@ -27,54 +25,20 @@ def random_factors(shapes, rank: int, generator: torch.Generator) -> list[list[n
     ]
 
 
-def _range(h: torch.Tensor) -> torch.Tensor:
-    """Orthonormal basis of the columns of ``h : (n_samples, k)``, where A lives."""
-    return torch.linalg.qr(h.double())[0].to(h.dtype)
-
-
-def _compress_all(data, q: torch.Tensor) -> list[torch.Tensor]:
-    """``s_b X_b(0)^T q`` for every block, ``(D_b, k)`` float64, in one pass over the data."""
-    out = [torch.zeros(q.shape[1], math.prod(shape), dtype=torch.float64, device=data.device)
-           for shape in data.mode_shapes]
-    for start, stop, xs in data.chunks():
-        qb = q[start:stop].to(data.device)
-        for y, x, s in zip(out, xs, data.scales):
-            y += ops.compress(x, qb).double() * s
-    return [y.T for y in out]
-
-
-def _expand(data, w: list[torch.Tensor]) -> torch.Tensor:
-    """``Z W`` with ``W`` given block by block (``w[b] : (D_b, k)``), ``(n_samples, k)``."""
-    k = w[0].shape[1]
-    h = torch.empty(data.n, k, dtype=data.dtype, device=data.home)
-    ws = [wb.to(data.dtype) * s for wb, s in zip(w, data.scales)]
-    for start, stop, xs in data.chunks():
-        h[start:stop] = sum(x.reshape(x.shape[0], -1) @ wb for x, wb in zip(xs, ws)).to(data.home)
-    return h
-
-
 def svd_factors(data, rank: int, generator: torch.Generator,
                 nonnegative: bool) -> list[list[np.ndarray]]:
     """Block factors from a randomized SVD of the weighted unfolding (Halko et al. 2011).
 
     ``A0 (n, rank)``, the leading left singular vectors, gives each block's compressed data
-    ``Y_b = s_b X_b(0)^T A0``; a matrix block takes ``B = Y_b``, a tensor block takes the
-    leading singular pair of each ``Y_b[:, :, r]`` as ``u_r``, ``v_r``. Absolute values when
-    ``nonnegative``. Passes over the data: ``2 + 2 * N_POWER``.
+    ``Y_b = s_b X_b(0)^T A0`` (:attr:`StreamedSVD.right`); a matrix block takes ``B = Y_b``, a
+    tensor block takes the leading singular pair of each ``Y_b[:, :, r]`` as ``u_r``, ``v_r``.
+    Absolute values when ``nonnegative``. Passes over the data: ``2 + 2 * N_POWER``.
     """
-    total = sum(math.prod(s) for s in data.mode_shapes)
-    k = min(rank + OVERSAMPLE, data.n, total)
-    omega = [torch.randn(math.prod(s), k, generator=generator, dtype=torch.float64)
-             .to(data.device) for s in data.mode_shapes]
-    q = _range(_expand(data, omega))
-    for _ in range(N_POWER):
-        q = _range(_expand(data, _compress_all(data, q)))
-    small = _compress_all(data, q)  # blocks of (Q^T Z)^T
-    _, _, vh = torch.linalg.svd(torch.cat(small, 0), full_matrices=False)
-    rot = vh.T[:, :rank]  # A0 = Q @ rot
+    result = randomized_svd(data.blocks, data.scales, rank, oversample=OVERSAMPLE,
+                            n_iter=N_POWER, batch_size=data.batch_size, device=data.device,
+                            dtype=data.dtype, generator=generator)
     factors = []
-    for y, shape in zip(small, data.mode_shapes):
-        y = y @ rot
+    for y, shape in zip(result.right, data.mode_shapes):
         if len(shape) == 1:
             fs = [y]
         else:
