@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorly as tl
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from tensorly.decomposition import coupled_matrix_tensor_3d_factorization, parafac
 
 from peekwidgets.blocks import Block, Blocks
@@ -137,6 +138,7 @@ def test_tensor_and_matrix_no_worse_than_tensorly_cmtf():
     assert model.loss_ <= theirs * (1 + 1e-6), (model.loss_, theirs)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # capped on purpose
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("nonnegative", [False, True])
 def test_streaming_equals_in_memory(tmp_path, device, nonnegative):
@@ -170,6 +172,7 @@ def test_fold_in_reproduces_training_rows(nonnegative):
     assert sub.shape == (7, RANK)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # capped on purpose
 def test_deterministic_with_seed():
     blocks, _ = planted(False, n=60)
     params = dict(rank=RANK, init="random", n_init=2, max_iter=20, random_state=7)
@@ -224,9 +227,10 @@ def test_keyboard_interrupt_keeps_best_so_far(monkeypatch):
         return update(*args, **kwargs)
 
     monkeypatch.setattr(coupled_module.ops, "update_block", interrupting)
-    with pytest.warns(RuntimeWarning, match="interrupted"):
+    with pytest.warns(RuntimeWarning, match="interrupted") as record:
         model = CoupledCP(RANK, max_iter=50, random_state=0).fit(blocks)
     assert model.interrupted_ and not model.converged_
+    assert not [w for w in record if issubclass(w.category, ConvergenceWarning)]
     assert model.n_iter_ == 3
     assert np.isfinite(model.A_).all() and np.isfinite(model.loss_)
     assert model.loss_ <= model.loss_history_[0]
@@ -266,6 +270,7 @@ def test_block_narrower_than_rank_is_fitted():
     assert match.score >= 0.99 and model.fit_["logits"] > 0.99
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # capped on purpose
 def test_progress_bar_and_block_weights(capsys):
     blocks, _ = planted(False, n=40)
     model = CoupledCP(RANK, max_iter=3, progress=True, block_weights={"fc": 2.0},
@@ -274,6 +279,7 @@ def test_progress_bar_and_block_weights(capsys):
     np.testing.assert_allclose(model.block_scales_["fc"], 2.0 / blocks["fc"].norm(), rtol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # capped on purpose
 def test_extrapolation_keeps_loss_decreasing_and_helps_slow_problems():
     rng = np.random.default_rng(5)  # collinear uniform factors: plain ALS converges slowly
     a, b, u, v = (rng.random((d, RANK)) for d in (100, 30, 8, 12))
@@ -329,3 +335,19 @@ def test_streamed_randomized_svd_matches_the_exact_svd(center):
     right = torch.cat(got.right)  # (sum D_b, 4) = Z^T U
     np.testing.assert_allclose(right, z.T @ got.U, atol=1e-8)
     assert [tuple(r.shape) for r in got.right] == [(12, 4), (15, 4)]
+
+
+def test_convergence_warning_only_when_max_iter_stops_the_fit(recwarn):
+    blocks, _ = planted(False, n=60)
+    with pytest.warns(ConvergenceWarning) as record:
+        capped = CoupledCP(RANK, max_iter=2, tol=1e-12, random_state=0).fit(blocks)
+    assert not capped.converged_ and capped.n_iter_ == 2
+    message = str(record[0].message)
+    change = abs(capped.loss_history_[-2] - capped.loss_) / capped.loss_history_[-2]
+    for part in (f"rank {RANK}", "max_iter=2 sweeps", f"{change:.2e}", "raise max_iter",
+                 "loosen tol", "float64"):
+        assert part in message
+    recwarn.clear()
+    converged = CoupledCP(RANK, max_iter=500, random_state=0).fit(blocks)
+    assert converged.converged_
+    assert not [w for w in recwarn if issubclass(w.category, ConvergenceWarning)]

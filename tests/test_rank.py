@@ -210,3 +210,13 @@ def test_rank_zero_warns():
     with pytest.warns(RuntimeWarning, match="estimated rank is 0"):
         p = rank_profile(noise, 3, center=True, progress=False)
     assert p.estimated_rank == 0 and 0 <= p.score <= 1
+
+
+def test_restart_fits_record_convergence_without_warning(recwarn):
+    from sklearn.exceptions import ConvergenceWarning
+
+    blocks = planted(2, n=40, nonnegative=True)
+    p = rank_profile(blocks, 2, model="nonnegative", max_iter=2, n_restarts=2, split_half=True,
+                     progress=False)
+    assert np.all(p.converged == 0.0)
+    assert not [w for w in recwarn if issubclass(w.category, ConvergenceWarning)]

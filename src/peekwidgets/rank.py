@@ -425,6 +425,7 @@ def _identifiable_diagnostics(profile: RankProfile, blocks: Blocks, estimator: d
     ``estimator`` holds the CoupledCP settings shared by every fit. Stops cleanly on
     KeyboardInterrupt, leaving NaN for the ranks not reached.
     """
+    from sklearn.exceptions import ConvergenceWarning
     from tqdm.auto import tqdm
 
     from peekwidgets.engine import CoupledCP, core_consistency, coupled_factor_match_score
@@ -446,8 +447,10 @@ def _identifiable_diagnostics(profile: RankProfile, blocks: Blocks, estimator: d
     try:
         for i in tqdm(range(max_rank), desc=f"{profile.model} fits", disable=not progress):
             rank = i + 1
-            fits = [CoupledCP(rank, init="random", random_state=int(seeds[i, j]), **estimator)
-                    .fit(blocks) for j in range(n_restarts)]
+            with warnings.catch_warnings():  # recorded in profile.converged instead
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                fits = [CoupledCP(rank, init="random", random_state=int(seeds[i, j]),
+                                  **estimator).fit(blocks) for j in range(n_restarts)]
             scores = [_joint_fit(m, blocks) for m in fits]
             best = fits[int(np.argmax(scores))]
             profile.model_fit[i] = max(scores)
@@ -464,8 +467,10 @@ def _identifiable_diagnostics(profile: RankProfile, blocks: Blocks, estimator: d
             every = [best.A_] + [f for name in best.block_names_ for f in best.factors_[name]]
             profile.degenerate[i] = degeneracy_check(every).degenerate
             if halves is not None:
-                pair = [CoupledCP(rank, init="svd", random_state=int(seeds[i, -1 - h]),
-                                  **estimator).fit(half) for h, half in enumerate(halves)]
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    pair = [CoupledCP(rank, init="svd", random_state=int(seeds[i, -1 - h]),
+                                      **estimator).fit(half) for h, half in enumerate(halves)]
                 profile.split_half[i] = coupled_factor_match_score(
                     *pair, compare_samples=False).score
     except KeyboardInterrupt:

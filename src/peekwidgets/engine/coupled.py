@@ -106,7 +106,8 @@ class CoupledCP:
     n_init : int
         Starts; the one with the lowest loss is kept.
     max_iter : int
-        Maximum sweeps per start.
+        Maximum sweeps per start; a fit that stops there unconverged (and was not interrupted)
+        warns with ``sklearn.exceptions.ConvergenceWarning``.
     tol : float
         Stop when the relative decrease of the loss between sweeps is below ``tol``.
     block_weights : dict or sequence of float, optional
@@ -160,7 +161,7 @@ class CoupledCP:
     """
 
     def __init__(self, rank: int = 5, *, nonnegative: bool = False, init="svd", n_init: int = 1,
-                 max_iter: int = 200, tol: float = 1e-6, block_weights=None,
+                 max_iter: int = 500, tol: float = 1e-6, block_weights=None,
                  normalize: bool = True, batch_size: int | None = None, device=None,
                  dtype: torch.dtype = torch.float32, random_state: int | None = None,
                  progress: bool = False, extrapolate: bool = False):
@@ -279,6 +280,17 @@ class CoupledCP:
             warnings.warn(
                 f"fit interrupted after {best['n_iter']} sweeps; keeping the best factors so "
                 "far (interrupted_=True)", RuntimeWarning, stacklevel=2,
+            )
+        elif not best["converged"]:
+            from sklearn.exceptions import ConvergenceWarning  # importing sklearn takes ~1 s
+
+            losses = best["losses"]
+            change = abs(losses[-2] - losses[-1]) / losses[-2] if len(losses) > 1 else np.nan
+            warnings.warn(
+                f"CoupledCP rank {self.rank} did not converge in max_iter={self.max_iter} sweeps "
+                f"(last relative change of the loss {change:.2e}, tol={self.tol:g}); raise "
+                "max_iter, loosen tol, or fit in dtype=torch.float64", ConvergenceWarning,
+                stacklevel=2,
             )
         self._finish(blocks, scales, sq_norms, best)
         return self
