@@ -75,6 +75,8 @@ def test_checkpoints_are_compared(report):
     assert len(accuracy) >= 3
     assert list(accuracy.values())[-1] > list(accuracy.values())[0]
     assert [row["checkpoint"] for row in summary["checkpoints"]] == list(accuracy)
+    # the final checkpoint is the analysed model: its profile is the model's own
+    assert summary["checkpoints"][-1]["fit"] == summary["rank_profile"]["fit"]
 
 
 def test_progress_is_shown(report):

@@ -220,3 +220,27 @@ def test_restart_fits_record_convergence_without_warning(recwarn):
                      progress=False)
     assert np.all(p.converged == 0.0)
     assert not [w for w in recwarn if issubclass(w.category, ConvergenceWarning)]
+
+
+def test_compare_checkpoints_reuses_the_model_profile(monkeypatch):
+    import importlib
+
+    capture_module = importlib.import_module("peekwidgets.capture")  # the package exports capture
+
+    x = torch.randn(40, 5, generator=torch.Generator().manual_seed(1))
+    model = Tiny()
+    model.load_state_dict(checkpoints()[-1])  # the model is the last checkpoint
+    own = rank_profile(capture_module.capture(model, x, progress=False), 4, progress=False)
+    fresh = compare_checkpoints(model, checkpoints(), x, max_rank=4, progress=False)
+    calls, real = [], capture_module.capture
+    monkeypatch.setattr(capture_module, "capture",
+                        lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    reused = compare_checkpoints(model, checkpoints(), x, max_rank=4, progress=False,
+                                 model_profile=own)
+    assert len(calls) == 2 and reused.profiles[-1] is own  # the last one was not captured
+    np.testing.assert_array_equal(reused.fits, fresh.fits)
+    assert reused.layers == fresh.layers
+    with pytest.raises(ValueError, match="max_rank 4, the comparison max_rank 3"):
+        compare_checkpoints(model, checkpoints(), x, max_rank=3, model_profile=own)
+    with pytest.raises(ValueError, match="not a factory"):
+        compare_checkpoints(Tiny, checkpoints(), x, max_rank=4, model_profile=own)

@@ -672,6 +672,13 @@ def _named_checkpoints(checkpoints, names) -> tuple[list[str], list]:
     return [str(n) for n, _ in items], [c for _, c in items]
 
 
+def _same_state(state: Mapping, reference: Mapping) -> bool:
+    """True when two state dicts hold the same names and exactly equal tensors."""
+    return state.keys() == reference.keys() and all(
+        torch.equal(state[k].to(reference[k].device), reference[k]) for k in reference
+    )
+
+
 def _check_architecture(name: str, checkpoint, state, template: torch.nn.Module):
     """Raise a clear error when ``checkpoint`` does not fit ``template``'s architecture."""
     if isinstance(checkpoint, torch.nn.Module) and type(checkpoint) is not type(template):
@@ -729,6 +736,7 @@ def compare_checkpoints(
     max_rank: int = 20,
     capture_kwargs: dict | None = None,
     progress: bool = True,
+    model_profile: RankProfile | None = None,
     **profile_kwargs,
 ) -> CheckpointComparison:
     """Rank profiles of several checkpoints of one architecture, on the same inputs.
@@ -757,6 +765,10 @@ def compare_checkpoints(
         Extra arguments of ``capture`` (``input_fn``, ``batch_size``, ``device``, ...).
     progress : bool
         Show a progress bar over checkpoints.
+    model_profile : RankProfile, optional
+        The profile of ``model_or_factory`` itself on these inputs, computed with the same
+        layers and settings; a checkpoint whose weights equal the model's reuses it instead of
+        being captured and profiled again (for example the final checkpoint of a training run).
     **profile_kwargs
         Extra arguments of :func:`rank_profile` (``center``, ``threshold``, ``model``, ...).
 
@@ -783,6 +795,15 @@ def compare_checkpoints(
                         f"got {type(model_or_factory).__name__}")
     names, checkpoints = _named_checkpoints(checkpoints, names)
     states = [_state_of(c) for c in checkpoints]
+    model_state = None
+    if model_profile is not None:
+        if not isinstance(model_or_factory, torch.nn.Module):
+            raise ValueError("model_profile is the profile of the model itself; pass that "
+                             "model (not a factory) as model_or_factory, or leave it out")
+        if model_profile.max_rank != max_rank:
+            raise ValueError(f"model_profile has max_rank {model_profile.max_rank}, the "
+                             f"comparison max_rank {max_rank}; profile with the same settings")
+        model_state = model_or_factory.state_dict()
     for name, c, state in zip(names, checkpoints, states):
         _check_architecture(name, c, state, work)
     capture_kwargs = dict(capture_kwargs or {})
@@ -799,16 +820,20 @@ def compare_checkpoints(
         for state in tqdm(states, desc="checkpoints", disable=not progress):
             work.load_state_dict(state)
             work.eval()
-            blocks = capture(work, inputs, layers, progress=False, **capture_kwargs)
-            captured = blocks.names
-            profiles.append(rank_profile(blocks, max_rank, progress=False, **profile_kwargs))
+            if model_state is not None and _same_state(state, model_state):
+                profile = model_profile
+            else:
+                blocks = capture(work, inputs, layers, progress=False, **capture_kwargs)
+                profile = rank_profile(blocks, max_rank, progress=False, **profile_kwargs)
+                del blocks
+            profiles.append(profile)
+            captured = profile.block_names
             if labels is not None:
                 pred = _predictions(work, inputs, capture_kwargs.get("input_fn"))
                 if len(pred) != len(labels):
                     raise ValueError(f"labels has {len(labels)} entries for {len(pred)} "
                                      "inputs; pass one label per input")
                 accuracy.append(float(np.mean(pred == labels)))
-            del blocks
     except KeyboardInterrupt:
         interrupted = True
         warnings.warn(f"comparison interrupted after {len(profiles)} of {len(names)} "

@@ -310,9 +310,9 @@ def write_report(
         from peekwidgets.rank import compare_checkpoints
 
         with stage(f"compare {len(checkpoints)} checkpoints"):
-            comparison = compare_checkpoints(
+            comparison = compare_checkpoints(  # the final model's checkpoint reuses `profile`
                 model, checkpoints, inputs, layers, labels, max_rank=max_rank,
-                random_state=random_state, progress=progress,
+                random_state=random_state, progress=progress, model_profile=profile,
             )
     with stage("write figures"):
         _save(plot_component_map(cp), out / "component_map.png", out, files)
