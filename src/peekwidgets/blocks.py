@@ -52,7 +52,8 @@ class Block:
     meta : dict
         Free metadata: ``module_type``, ``storage`` (``"device"``, ``"host"``
         or ``"memmap"``), ``memmap_path``, ``pooled_from`` (the ``(H, W)`` of a
-        map that was reduced to fit the memory budget), ``flattened_from``.
+        map that was reduced to fit the memory budget), ``flattened_from``,
+        ``raw_shape`` (the per-sample output shape before pooling or flattening).
     sq_norm : float, optional
         Squared Frobenius norm, when the producer computed it while streaming;
         computed on first use otherwise.

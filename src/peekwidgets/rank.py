@@ -18,7 +18,8 @@ explained variance is at least ``threshold`` (3% by default, on uncentered, unit
 The indicator score is the same rule read continuously: the R at which the gain curve,
 interpolated linearly in log-gain between consecutive R, first falls to the threshold
 (``estimated_rank <= score <= estimated_rank + 1``). Labels never enter either. How the
-threshold and the centering were chosen, with the measurements, is in ``docs/rank.md``.
+threshold and the centering were chosen, with the measurements, is in the README
+section "What the rank tells you and what it does not".
 """
 
 from __future__ import annotations
@@ -287,8 +288,9 @@ def rank_profile(
         Subtract each feature's mean over the samples before scaling. Off by default, so the
         profile describes the model :class:`~peekwidgets.engine.CoupledCP` fits (uncentered);
         the first component then carries the blocks' mean vector, and a larger mean share
-        leaves less for the other components. See ``docs/rank.md`` for what centering does to
-        the indicator (it reverses its relation with accuracy on the zoos measured).
+        leaves less for the other components. The README section "What the rank tells you
+        and what it does not" shows what centering does to the indicator (it reverses its
+        relation with accuracy on the zoos measured).
     normalize : bool
         Scale each block to unit Frobenius norm (after centering) before weighting, as
         :class:`~peekwidgets.engine.CoupledCP` does, so a wide layer does not drown a narrow one.

@@ -161,7 +161,7 @@ class CoupledCP:
     """
 
     def __init__(self, rank: int = 5, *, nonnegative: bool = False, init="svd", n_init: int = 1,
-                 max_iter: int = 500, tol: float = 1e-6, block_weights=None,
+                 max_iter: int = 1000, tol: float = 1e-6, block_weights=None,
                  normalize: bool = True, batch_size: int | None = None, device=None,
                  dtype: torch.dtype = torch.float32, random_state: int | None = None,
                  progress: bool = False, extrapolate: bool = False):
