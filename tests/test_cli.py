@@ -1,6 +1,5 @@
 """The ``peekwidgets`` command: argument errors, the installed entry point, and the server."""
 
-import importlib.util
 import os
 import signal
 import socket
@@ -12,9 +11,6 @@ from pathlib import Path
 import pytest
 
 from peekwidgets.cli import main
-
-needs_voila = pytest.mark.skipif(importlib.util.find_spec("voila") is None,
-                                 reason="Voila is not installed")
 
 
 def _run_main(capsys, argv):
@@ -59,7 +55,6 @@ def test_missing_notebook_names_the_alternatives(capsys, tmp_path):
     assert "none.ipynb' not found" in err and "--headless" in err
 
 
-@needs_voila
 def test_busy_port_fails_before_training(capsys, tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -81,7 +76,6 @@ def test_installed_entry_point_reports_bad_arguments():
     assert "--port must be an integer, got 'x'" in done.stderr
 
 
-@needs_voila
 def test_demo_serves_the_quickstart_and_stops_cleanly(tmp_path_factory, free_port):
     """The server comes up on 127.0.0.1, prints its address, renders the quickstart's
     dashboard without a traceback, and SIGTERM stops it with its Voila child."""

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from playwright import sync_api
 
 from peekwidgets.cli import start_voila, stop_server, wait_ready
 
@@ -32,7 +33,6 @@ if not os.path.exists(CHROMIUM):
         "`apt-get install -y chromium` (.ci/run does) to run the browser tests",
         allow_module_level=True,
     )
-sync_api = pytest.importorskip("playwright.sync_api")
 
 
 @pytest.fixture(scope="module")
