@@ -295,6 +295,17 @@ def test_extrapolation_keeps_loss_decreasing_and_helps_slow_problems():
     assert fast.loss_ < plain.loss_
 
 
+@pytest.mark.parametrize("nonnegative", [False, True])
+def test_extrapolation_never_raises_the_loss_near_convergence(nonnegative):
+    """Accepted steps must beat the float32 estimate of the current loss by its rounding."""
+    blocks, truth = planted(nonnegative)
+    model = CoupledCP(RANK, nonnegative=nonnegative, tol=1e-8, max_iter=500, random_state=0,
+                      extrapolate=True).fit(blocks)
+    hist = np.array(model.loss_history_)
+    assert (np.diff(hist) <= 1e-6 * hist[:-1]).all()
+    assert coupled_factor_match_score(model, truth).score >= 0.99
+
+
 def test_keyboard_interrupt_in_a_later_start_keeps_the_first(monkeypatch):
     blocks, _ = planted(False, n=60)
     random_factors = coupled_module._init.random_factors

@@ -317,6 +317,9 @@ class CoupledCP:
         losses, converged, interrupted, n_iter = [], False, False, 0
         last_factors, estimate, power, fails = None, np.inf, 2.0, 0
         floor = (10 * torch.finfo(data.dtype).eps) ** 2 * total_sq  # an exact fit, to rounding
+        # The estimated loss of S cancels in the data dtype: an extrapolation must beat it by
+        # more than that rounding, so an accepted step never raises the explicit loss.
+        margin = 10 * torch.finfo(data.dtype).eps * total_sq
         try:
             for it in range(self.max_iter):
                 loss = None
@@ -326,7 +329,7 @@ class CoupledCP:
                     ext = [[f + jump * (f - g) for f, g in zip(fs, gs)]
                            for fs, gs in zip(factors, last_factors)]
                     loss, new_factors, new_estimate = self._sweep(data, ext, a_ext, a_next)
-                    if not loss < total_sq + estimate:
+                    if not loss < total_sq + estimate - margin:
                         loss, fails = None, fails + 1
                         if fails == 4:
                             power, fails = power + 1.0, 0
