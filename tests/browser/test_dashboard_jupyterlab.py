@@ -1,0 +1,111 @@
+"""The dashboard in JupyterLab 4: Run All Cells on dashboard.ipynb in Chromium, then click it.
+
+JupyterLab runs on 127.0.0.1 with its configuration, runtime, settings and workspaces in a
+temporary folder and a temporary copy of the notebook as its root, so the user's own setup
+neither changes the test nor is changed by it. Clicking a component-map cell must change the
+gallery and the layer response, with no page JavaScript errors. The screenshot goes to
+``artifacts/browser/jupyterlab.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from helpers import (
+    ARTIFACTS,
+    NOTEBOOK,
+    click_component_and_expect_update,
+    expect,
+    expect_dashboard_ready,
+    local_page,
+    skip_without_chromium,
+)
+
+from peekwidgets.cli import stop_server
+
+pytestmark = pytest.mark.browser
+skip_without_chromium()
+
+# no news or update checks (they would pop up a notification and ask the internet)
+SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings":
+        {"fetchNews": "false", "checkForUpdates": False},
+}
+
+
+def start_jupyterlab(root: Path, home: Path, port: int, **popen_kwargs) -> subprocess.Popen:
+    """Start JupyterLab on 127.0.0.1:``port`` serving ``root``, without a token.
+
+    Its configuration, runtime, settings and workspaces folders go under ``home``, with the
+    ``SETTINGS`` files. ``popen_kwargs`` go to :class:`subprocess.Popen` (for example ``stdout``).
+    """
+    env = dict(os.environ)
+    for variable, name in [("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_RUNTIME_DIR", "runtime"),
+                           ("JUPYTERLAB_SETTINGS_DIR", "settings"),
+                           ("JUPYTERLAB_WORKSPACES_DIR", "workspaces")]:
+        env[variable] = str(home / name)
+        (home / name).mkdir(parents=True, exist_ok=True)
+    for name, values in SETTINGS.items():
+        path = home / "settings" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+    command = [
+        sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}",
+        "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0", "--ServerApp.allow_root=True",
+        "--IdentityProvider.token=", f"--ServerApp.root_dir={root}",
+    ]
+    return subprocess.Popen(command, env=env, **popen_kwargs)
+
+
+def wait_api(server: subprocess.Popen, port: int, timeout: float = 120.0) -> bool:
+    """Poll the server's ``/api`` (no kernel starts) until it answers; False if it exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api", timeout=2):
+                return True
+        except OSError:
+            time.sleep(0.3)
+    return False
+
+
+@pytest.fixture(scope="module")
+def lab_url(tmp_path_factory, free_port):
+    root = tmp_path_factory.mktemp("lab-root")
+    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    home = tmp_path_factory.mktemp("lab-home")
+    port = free_port()
+    log = home / "jupyterlab.log"
+    with open(log, "w") as out:
+        proc = start_jupyterlab(root, home, port, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        if not wait_api(proc, port):
+            pytest.fail(f"JupyterLab did not start:\n{log.read_text()[-3000:]}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_server(proc, grace=15)
+
+
+def test_run_all_then_click_component_cell_in_jupyterlab(lab_url):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with local_page(width=1700, height=1500) as (page, errors):
+        page.goto(f"{lab_url}/lab/tree/{NOTEBOOK.name}?reset", timeout=120_000)
+        # "Run All Cells" sent before the kernel is idle is silently dropped
+        kernel = page.get_by_title(f"Change kernel for {NOTEBOOK.name}")
+        expect(kernel).to_contain_text("Python 3 (ipykernel) | Idle", timeout=180_000)
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.locator("#jp-mainmenu-run").get_by_text("Run All Cells", exact=True).click()
+
+        expect_dashboard_ready(page, timeout=300_000)
+        click_component_and_expect_update(page)
+        page.mouse.move(2, 2)  # no tooltip in the picture
+        page.screenshot(path=str(ARTIFACTS / "jupyterlab.png"))
+    assert errors == [], f"JavaScript errors on the page: {errors}"
