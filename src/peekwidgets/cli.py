@@ -201,12 +201,14 @@ def start_voila(notebook: Path, port: int, **popen_kwargs) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=notebook.parent, **popen_kwargs)
 
 
-def wait_ready(server: subprocess.Popen, port: int, timeout: float = 60.0) -> bool:
-    """Poll a static file of the server (no kernel starts) until it answers or the server exits.
+def wait_ready(server: subprocess.Popen, port: int, timeout: float = 60.0,
+               path: str = "/voila/static/favicon.ico") -> bool:
+    """Poll ``path`` on the server until it answers or the server exits.
 
-    Returns False when ``timeout`` seconds pass or the server exits first.
+    The default is a static file of Voilà (a GET of ``/`` would start a kernel). Returns False
+    when ``timeout`` seconds pass or the server exits first.
     """
-    url = f"http://127.0.0.1:{port}/voila/static/favicon.ico"
+    url = f"http://127.0.0.1:{port}{path}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and server.poll() is None:
         try:

@@ -14,8 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -29,7 +27,7 @@ from helpers import (
     skip_without_chromium,
 )
 
-from peekwidgets.cli import stop_server
+from peekwidgets.cli import stop_server, wait_ready
 
 pytestmark = pytest.mark.browser
 skip_without_chromium()
@@ -65,18 +63,6 @@ def start_jupyterlab(root: Path, home: Path, port: int, **popen_kwargs) -> subpr
     return subprocess.Popen(command, env=env, **popen_kwargs)
 
 
-def wait_api(server: subprocess.Popen, port: int, timeout: float = 120.0) -> bool:
-    """Poll the server's ``/api`` (no kernel starts) until it answers; False if it exits first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and server.poll() is None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api", timeout=2):
-                return True
-        except OSError:
-            time.sleep(0.3)
-    return False
-
-
 @pytest.fixture(scope="module")
 def lab_url(tmp_path_factory, free_port):
     root = tmp_path_factory.mktemp("lab-root")
@@ -87,7 +73,7 @@ def lab_url(tmp_path_factory, free_port):
     with open(log, "w") as out:
         proc = start_jupyterlab(root, home, port, stdout=out, stderr=subprocess.STDOUT)
     try:
-        if not wait_api(proc, port):
+        if not wait_ready(proc, port, timeout=120, path="/api"):  # /api starts no kernel
             pytest.fail(f"JupyterLab did not start:\n{log.read_text()[-3000:]}")
         yield f"http://127.0.0.1:{port}"
     finally:
