@@ -276,6 +276,9 @@ class CoupledCP:
                 if run["interrupted"]:
                     best["interrupted"] = True
                     break
+            if not best["interrupted"]:  # an early stop is a success: show the bar complete
+                bar.total = bar.n
+                bar.refresh()
         if best["interrupted"]:
             warnings.warn(
                 f"fit interrupted after {best['n_iter']} sweeps; keeping the best factors so "
