@@ -267,7 +267,7 @@ def test_modules_that_do_not_run_are_refused():
         capture(Skipping(), torch.randn(3, 4), ["unused"], progress=False)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_model_with_host_data_and_every_storage_tier(tmpdir_for_memmaps):
     model = digits_cnn().cuda()
     x = digits_like(200)

@@ -7,8 +7,6 @@ with no page JavaScript errors. Screenshots go to ``artifacts/browser/`` (kept a
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 from helpers import (
     ARTIFACTS,
@@ -20,10 +18,11 @@ from helpers import (
     gallery_tiles,
     layer_caption,
     local_page,
+    serving,
     skip_without_chromium,
 )
 
-from peekwidgets.cli import start_voila, stop_server, wait_ready
+from peekwidgets.cli import start_voila
 
 pytestmark = pytest.mark.browser
 skip_without_chromium()
@@ -33,14 +32,10 @@ skip_without_chromium()
 def voila_url(tmp_path_factory, free_port):
     port = free_port()
     log = tmp_path_factory.mktemp("voila") / "voila.log"
-    with open(log, "w") as out:
-        proc = start_voila(NOTEBOOK, port, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        if not wait_ready(proc, port):
-            pytest.fail(f"Voilà did not start:\n{log.read_text()[-3000:]}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_server(proc, grace=15)
+    # the favicon, not "/": every GET of "/" starts a kernel
+    with serving(lambda **kw: start_voila(NOTEBOOK, port, **kw), port, log, "Voilà",
+                 "/voila/static/favicon.ico") as url:
+        yield url
 
 
 def test_click_component_cell_updates_gallery_and_layer_response(voila_url):

@@ -24,10 +24,9 @@ from helpers import (
     expect,
     expect_dashboard_ready,
     local_page,
+    serving,
     skip_without_chromium,
 )
-
-from peekwidgets.cli import stop_server, wait_ready
 
 pytestmark = pytest.mark.browser
 skip_without_chromium()
@@ -69,15 +68,9 @@ def lab_url(tmp_path_factory, free_port):
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
     home = tmp_path_factory.mktemp("lab-home")
     port = free_port()
-    log = home / "jupyterlab.log"
-    with open(log, "w") as out:
-        proc = start_jupyterlab(root, home, port, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        if not wait_ready(proc, port, timeout=120, path="/api"):  # /api starts no kernel
-            pytest.fail(f"JupyterLab did not start:\n{log.read_text()[-3000:]}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_server(proc, grace=15)
+    with serving(lambda **kw: start_jupyterlab(root, home, port, **kw), port,
+                 home / "jupyterlab.log", "JupyterLab", "/api") as url:  # /api starts no kernel
+        yield url
 
 
 def test_run_all_then_click_component_cell_in_jupyterlab(lab_url):
