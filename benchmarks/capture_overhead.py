@@ -29,8 +29,8 @@ import torchvision
 from torch.utils.data import DataLoader, TensorDataset
 
 from peekwidgets.capture import capture
-from peekwidgets.datasets import load_digits
-from peekwidgets.models import DigitsCNN
+from peekwidgets.demo.datasets import load_digits
+from peekwidgets.demo.models import DigitsCNN
 
 
 def plain(model, loader):

@@ -33,10 +33,10 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from peekwidgets.analysis import DEFAULT_THRESHOLD, estimate_rank, rank_profile
 from peekwidgets.capture import capture
-from peekwidgets.datasets import load_digits, load_mnist
-from peekwidgets.models import DigitsCNN, LeNet5, train_classifier
-from peekwidgets.rank import DEFAULT_THRESHOLD, estimate_rank, rank_profile
+from peekwidgets.demo.datasets import load_digits, load_mnist
+from peekwidgets.demo.models import DigitsCNN, LeNet5, train_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 64

@@ -8,8 +8,8 @@ from torch.testing import assert_close
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from peekwidgets.capture import capture, resolve_layers
-from peekwidgets.datasets import load_digits
-from peekwidgets.models import DigitsCNN
+from peekwidgets.demo.datasets import load_digits
+from peekwidgets.demo.models import DigitsCNN
 
 
 def close(block, expected):

@@ -7,8 +7,8 @@ from torch.testing import assert_close
 
 from peekwidgets.blocks import Block, Blocks
 from peekwidgets.capture import capture
+from peekwidgets.demo.models import DigitsCNN
 from peekwidgets.engine import CoupledCP
-from peekwidgets.models import DigitsCNN
 
 PLACE = ("storage", "memmap_path")  # where a block lives, not its layout
 

@@ -12,7 +12,7 @@ from torch.testing import assert_close
 from torch.utils.data import DataLoader, TensorDataset
 
 from peekwidgets.capture import capture
-from peekwidgets.models import DigitsCNN
+from peekwidgets.demo.models import DigitsCNN
 
 
 def digits_like(n=96, seed=0):

@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-import peekwidgets.demo as demo
+import peekwidgets.demo.run as demo
 from peekwidgets.demo import DemoConfig, default_cache_dir, load_demo
 
 #: A short recipe so the module trains once, in a second or two.

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from peekwidgets.datasets import load_digits, load_mnist
-from peekwidgets.models import DigitsCNN, LeNet5, accuracy, train_classifier
+from peekwidgets.demo.datasets import load_digits, load_mnist
+from peekwidgets.demo.models import DigitsCNN, LeNet5, accuracy, train_classifier
 
 
 def _write_idx(path, array):

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
+from peekwidgets.analysis import compare_checkpoints, estimate_rank, rank_profile
 from peekwidgets.blocks import Blocks
-from peekwidgets.rank import compare_checkpoints, estimate_rank, rank_profile
 
 
 def planted(rank, n=300, noise=0.02, seed=0, nonnegative=False):
@@ -186,7 +186,7 @@ def test_compare_checkpoints_rejects_mixed_architectures():
 
 
 def test_compare_checkpoints_keeps_finished_rows_on_interrupt(monkeypatch):
-    import peekwidgets.rank as rank
+    import peekwidgets.analysis.rank as rank
 
     x = torch.randn(30, 5)
     calls = []

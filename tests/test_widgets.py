@@ -289,7 +289,7 @@ def test_save_and_export(fitted_peek, tmp_path, monkeypatch):
 
 
 def test_peek_from_model_captures_and_fits():
-    from peekwidgets.models import DigitsCNN
+    from peekwidgets.demo.models import DigitsCNN
 
     torch.manual_seed(0)
     model = DigitsCNN().eval()
@@ -306,7 +306,7 @@ def test_peek_from_model_captures_and_fits():
 def test_add_inputs_captures_like_a_pooled_fit(tmp_path, monkeypatch):
     """A fit whose conv maps were pooled to fit the budget folds in a few raw inputs."""
     from peekwidgets.capture import capture
-    from peekwidgets.models import DigitsCNN
+    from peekwidgets.demo.models import DigitsCNN
 
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     torch.manual_seed(0)

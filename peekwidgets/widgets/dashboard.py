@@ -292,8 +292,8 @@ class Peek(w.VBox, StateTraits):
         return fitted.folded_A[-new.n_samples:]
 
     def compute_rank_profile(self, max_rank: int | None = None, **kwargs):
-        """Compute :func:`peekwidgets.rank.rank_profile` of the fitted blocks and show it."""
-        from peekwidgets.rank import rank_profile
+        """Compute :func:`peekwidgets.analysis.rank_profile` of the fitted blocks and show it."""
+        from peekwidgets.analysis import rank_profile
 
         max_rank = max_rank or min(self.controls.rank_slider.max, self.blocks.n_samples)
         with self._working("rank profile…"):
@@ -303,7 +303,7 @@ class Peek(w.VBox, StateTraits):
         return profile
 
     def show_rank_profile(self, profile):
-        """Show a precomputed :class:`~peekwidgets.rank.RankProfile` in the controls."""
+        """Show a precomputed :class:`~peekwidgets.analysis.RankProfile` in the controls."""
         self.controls.show_profile(profile)
 
     # -- export ----------------------------------------------------------------------------

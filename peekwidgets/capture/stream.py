@@ -22,7 +22,7 @@ Choices, documented once here:
   ``spatial_shape=(H, W)``; ``(N,)`` becomes ``(N, 1)``. ``flatten=True``
   makes every block a matrix. Module outputs that are tuples (``nn.LSTM``)
   are captured at their first tensor. Everything is stored as float32.
-* **Memory budget** (:class:`peekwidgets._storage.Budget`): blocks are placed
+* **Memory budget** (:class:`peekwidgets.capture.storage.Budget`): blocks are placed
   in forward order, input first, on the model's device while they fit, else
   in host memory (pinned for CUDA models), else in a memory-mapped file in a
   temporary folder that is deleted with the block's data. A conv map with
@@ -63,8 +63,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 from tqdm.auto import tqdm
 
-from peekwidgets._storage import Budget, Store
 from peekwidgets.blocks import Block, Blocks
+from peekwidgets.capture.storage import Budget, Store
 
 __all__ = ["capture", "resolve_layers", "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_POSITIONS"]
 

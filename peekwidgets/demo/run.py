@@ -1,6 +1,6 @@
 """The embedded demo: a small CNN trained on scikit-learn's bundled digits, with checkpoints.
 
-:func:`load_demo` trains :class:`~peekwidgets.models.DigitsCNN` on a fixed split of the 1,797
+:func:`load_demo` trains :class:`~peekwidgets.demo.models.DigitsCNN` on a fixed split of the 1,797
 bundled 8 x 8 digits (about ten seconds on a CPU), keeps snapshots of the run for the rank
 comparison, and caches them, so that the CLI, the notebooks and the tests share one trained
 model. A later call loads the cache in well under a second.
@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 
-from peekwidgets.datasets import load_digits
-from peekwidgets.models import Checkpoint, DigitsCNN, accuracy, train_classifier
+from peekwidgets.demo.datasets import load_digits
+from peekwidgets.demo.models import Checkpoint, DigitsCNN, accuracy, train_classifier
 
 __all__ = ["DemoConfig", "DemoRun", "default_cache_dir", "load_demo"]
 

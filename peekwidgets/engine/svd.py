@@ -5,7 +5,7 @@ The unfolding ``Z = [s_1 (X_1 - 1 mu_1^T), s_2 (X_2 - 1 mu_2^T), ...]`` of shape
 product with it is taken block by block and sample batch by sample batch, so no block is
 concatenated or copied. The range finder is Halko, Martinsson & Tropp (2011), Algorithm 4.4
 (power iterations with re-orthonormalization); only factor-sized matrices are concatenated.
-Both the engine's ``"svd"`` initialization and :func:`peekwidgets.rank.rank_profile` use it.
+Both the engine's ``"svd"`` initialization and :func:`peekwidgets.analysis.rank_profile` use it.
 """
 
 from __future__ import annotations

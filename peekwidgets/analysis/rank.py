@@ -647,7 +647,7 @@ def _state_of(checkpoint):
     if isinstance(state, Mapping) and all(isinstance(v, torch.Tensor) for v in state.values()):
         return state
     raise TypeError(
-        f"a checkpoint must be an nn.Module, a state dict or a peekwidgets.models.Checkpoint, "
+        f"a checkpoint must be an nn.Module, a state dict or a peekwidgets.demo.models.Checkpoint, "
         f"got {type(checkpoint).__name__}"
     )
 
@@ -751,7 +751,7 @@ def compare_checkpoints(
     model_or_factory : nn.Module or callable
         A model of the architecture (deep-copied, never modified) or a function returning one.
     checkpoints : list or {name: checkpoint}
-        Modules, state dicts or :class:`peekwidgets.models.Checkpoint` objects, all of the
+        Modules, state dicts or :class:`peekwidgets.demo.models.Checkpoint` objects, all of the
         architecture of ``model_or_factory``.
     inputs
         Whatever :func:`peekwidgets.capture.capture` takes (tensor, Dataset, DataLoader, ...).

@@ -99,7 +99,7 @@ class Controls(w.VBox):
         self.status.value = caption_html(text)
 
     def show_profile(self, profile):
-        """Show a :class:`~peekwidgets.rank.RankProfile` and offer its estimated rank.
+        """Show a :class:`~peekwidgets.analysis.RankProfile` and offer its estimated rank.
 
         An estimated rank of 0 (no component passes the threshold) is offered as rank 1, the
         smallest fit, with a note under the figure saying so.
