@@ -1,0 +1,281 @@
+"""Block layout: how each captured output is shaped, reduced, stored and checked.
+
+* **Blocks**: a 2-D output ``(N, D)`` is a matrix block; a 3-D sequence output
+  ``(N, T, D)`` is a tensor block as is; a conv map ``(N, C, H, W)`` (or
+  ``(N, C, D, H, W)``) is a tensor block ``(N, C, H*W)`` with
+  ``spatial_shape=(H, W)``; ``(N,)`` becomes ``(N, 1)``. ``flatten=True``
+  makes every block a matrix. Module outputs that are tuples (``nn.LSTM``)
+  are captured at their first tensor. Everything is stored as float32.
+* **Memory budget** (:class:`peekwidgets.capture.storage.Budget`): blocks are placed
+  in forward order, input first, on the model's device while they fit, else
+  in host memory (pinned for CUDA models), else in a memory-mapped file in a
+  temporary folder that is deleted with the block's data. A conv map with
+  more than ``max_positions`` spatial positions that does not fit in memory
+  is first reduced by adaptive average pooling to the largest grid
+  ``(h, w)`` with ``h * w <= max_positions`` and the map's aspect ratio
+  (``meta["pooled_from"]`` keeps the original ``(H, W)``); the input block is
+  never pooled. Each block is allocated once, for the number of samples the
+  inputs report (``len`` of a tensor, Dataset or DataLoader's sampler); when
+  that is unknown (a generator), for 16 batches, growing by doubling (a block
+  that outgrows its tier moves to the next one) and trimmed at the end.
+* **Repeating a capture** (``like=``, for folding new inputs into a fit): the
+  layout follows the earlier blocks, not the budget. Each block's meta keeps
+  what that takes: ``raw_shape`` (the per-sample shape as it arrived),
+  ``pooled_from`` and ``flattened_from``.
+* **Norms and NaN/Inf**: each block's squared Frobenius norm is accumulated
+  batch by batch; a NaN or Inf raises an error naming the block and the first
+  bad sample (checked when the norms are read, every few batches, and at the end).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from peekwidgets.blocks import Block, Blocks
+from peekwidgets.capture.borrow import first_tensor
+from peekwidgets.capture.layers import resolve_layers
+from peekwidgets.capture.storage import Store
+
+__all__ = ["Target", "Folder", "follow", "layer_shape", "DEFAULT_MAX_POSITIONS"]
+
+#: Spatial positions (16 x 16) that a conv map is pooled to when it does not fit in memory.
+DEFAULT_MAX_POSITIONS = 256
+
+_LAYOUT_KEYS = ("raw_shape", "pooled_from", "flattened_from")
+
+
+def _pooled_grid(spatial, max_positions: int) -> tuple[int, ...]:
+    """Largest grid with the map's aspect ratio and at most ``max_positions`` positions."""
+    scale = (max_positions / math.prod(spatial)) ** (1 / len(spatial))
+    grid = [max(1, int(s * scale)) for s in spatial]
+    while math.prod(grid) > max_positions:  # rounding can overshoot only when a side hit 1
+        grid[grid.index(max(grid))] -= 1
+    return tuple(grid)
+
+
+def _shape_or_none(value):
+    return None if value is None else tuple(int(s) for s in value)
+
+
+def _like_grid(like: Block) -> tuple[int, ...]:
+    """The grid that an earlier block's map was pooled to."""
+    if like.spatial_shape is not None:
+        return like.spatial_shape
+    if "flattened_from" in like.meta:
+        return tuple(like.meta["flattened_from"][1:])
+    raise ValueError(
+        f"like= block {like.name!r} has meta['pooled_from'] but neither a spatial_shape nor "
+        "meta['flattened_from'] that says the grid it was pooled to; pass blocks made by "
+        "capture, or capture without like="
+    )
+
+
+def _layout_text(mode_shape, spatial_shape, meta) -> str:
+    notes = [f"output {tuple(meta['raw_shape'])}"] if meta.get("raw_shape") else []
+    if spatial_shape:
+        notes.append("map " + "x".join(map(str, spatial_shape)))
+    if meta.get("pooled_from"):
+        notes.append("pooled from " + "x".join(map(str, meta["pooled_from"])))
+    if meta.get("flattened_from"):
+        notes.append(f"flattened from {tuple(meta['flattened_from'])}")
+    return f"{tuple(mode_shape)}" + (f" ({', '.join(notes)})" if notes else "")
+
+
+def _check_like(like: Block, row, spatial_shape, meta):
+    """Raise unless a new block's layout equals the earlier block ``like``'s."""
+    keys = [k for k in _LAYOUT_KEYS if k != "raw_shape" or "raw_shape" in like.meta]
+    new = (tuple(row), spatial_shape, *(_shape_or_none(meta.get(k)) for k in keys))
+    old = (like.mode_shape, like.spatial_shape, *(_shape_or_none(like.meta.get(k)) for k in keys))
+    if new != old:
+        raise ValueError(
+            f"block {like.name!r} no longer matches the earlier capture (like=): it would now be "
+            f"{_layout_text(row, spatial_shape, meta)}, the earlier block is "
+            f"{_layout_text(like.mode_shape, like.spatial_shape, like.meta)}; capture with the "
+            "same model architecture and inputs shaped like the earlier ones, or capture "
+            "without like= and fit again"
+        )
+
+
+def follow(model: nn.Module, like, layers, include_input, flatten):
+    """``(layers, include_input, flatten)`` that repeat the capture ``like``.
+
+    Raises when an explicitly given ``layers``, ``include_input`` or
+    ``flatten`` disagrees with ``like``.
+    """
+    if not isinstance(like, Blocks):
+        raise TypeError(
+            f"like must be the Blocks of an earlier capture, got {type(like).__name__}"
+        )
+    names = [n for n in like.names if n != "input"]
+    modules = dict(model.named_modules())
+    missing = [n for n in names if n not in modules]
+    if missing:
+        raise ValueError(
+            f"like= has blocks {missing} that are not modules of {type(model).__name__}; "
+            "capture with the model that made like=, or capture without like="
+        )
+    fix = "leave it out (like= decides) or capture without like="
+    if not (isinstance(layers, str) and layers == "auto"):
+        chosen = resolve_layers(model, layers)
+        if set(chosen) != set(names):
+            raise ValueError(
+                f"layers={layers!r} selects {chosen}, but like= has the layer blocks {names}; "
+                f"{fix}"
+            )
+    has_input = "input" in like.names
+    if include_input is not None and bool(include_input) != has_input:
+        raise ValueError(
+            f"include_input={include_input!r}, but like= {'has' if has_input else 'has no'} "
+            f"input block; {fix}"
+        )
+    flattened = any("flattened_from" in b.meta for b in like)
+    moot = not flattened and all(b.kind == "matrix" and not b.spatial_shape for b in like)
+    if flatten is not None and not moot and bool(flatten) != flattened:
+        raise ValueError(
+            f"flatten={flatten!r}, but like= was captured with flatten={flattened} (its blocks "
+            f"{'have' if flattened else 'have no'} meta['flattened_from']); {fix}"
+        )
+    return names, has_input, flattened
+
+
+def layer_shape(name: str, module: nn.Module, described, rows: int) -> tuple[int, ...]:
+    """Per-sample output shape of a layer from the probe's record, or a clear error."""
+    what = f"layer {name!r} ({type(module).__name__})"
+    if isinstance(described, str):
+        raise TypeError(
+            f"{what} returned {described}, not a tensor; capture a module whose output is a "
+            "tensor"
+        )
+    if len(described) == 0 or described[0] != rows:
+        raise ValueError(
+            f"{what} returned shape {tuple(described)} for a batch of {rows} samples; capture "
+            "needs one output per sample, with the batch as the first dimension (a scalar such "
+            "as a loss, or a (T, N, D) sequence layer, cannot be captured; pick another layer)"
+        )
+    return tuple(described[1:])
+
+
+class Target:
+    """One block being filled: its layout, its store, and its streamed squared norm.
+
+    With ``like`` (the same block of an earlier capture) the layout repeats
+    that block's: pooled to its grid when it was pooled, else never pooled;
+    a different layout raises before anything is allocated. Called as a
+    forward hook, it writes the module's output at the current rows.
+    """
+
+    def __init__(self, name, shape, *, is_input, flatten, capacity, budget, folder,
+                 max_positions, meta, like=None):
+        self.name, self.meta, self.pool = name, meta, None
+        self.shape = tuple(shape)  # per-sample shape of what arrives, e.g. (C, H, W)
+        meta["raw_shape"] = self.shape
+        spatial = self.shape[1:] if len(self.shape) >= 3 else None
+        if like is not None:
+            pooled = "pooled_from" in like.meta and spatial is not None
+            self.pool = _like_grid(like) if pooled else None
+        elif not is_input and max_positions is not None and spatial is not None:
+            full = 4 * capacity * math.prod(self.shape)
+            if len(spatial) in (2, 3) and math.prod(spatial) > max_positions \
+                    and not budget.fits(full):
+                self.pool = _pooled_grid(spatial, max_positions)
+        if self.pool is not None:
+            meta["pooled_from"] = tuple(spatial)
+            spatial = self.pool
+        stored = self.shape if spatial is None else (self.shape[0], *spatial)
+        self.spatial_shape = None
+        if flatten or len(stored) <= 1:
+            row = (math.prod(stored),)
+            if len(stored) >= 2:
+                meta["flattened_from"] = stored
+        elif spatial is None:
+            row = stored
+        elif is_input and stored[0] == 1 and len(spatial) == 2:
+            row, self.spatial_shape = (math.prod(spatial),), spatial
+        else:
+            row, self.spatial_shape = (stored[0], math.prod(spatial)), spatial
+        self.row = row
+        if like is not None:
+            _check_like(like, row, self.spatial_shape, meta)
+        self.store = Store(stored, capacity, budget, folder)
+        self.norms = []  # per-batch norms (tensors, read at the next check: no device sync)
+        self.sq, self.checked, self.sq_overflow = 0.0, 0, False
+        self.start = self.calls = 0
+
+    def write(self, y: torch.Tensor):
+        """Store ``y : (n, *shape)`` at the current rows and add its squared norm."""
+        if y.shape[1:] != self.shape:
+            raise ValueError(
+                f"block {self.name!r}: a batch has per-sample shape {tuple(y.shape[1:])}, the "
+                f"first batch had {self.shape}; every sample must have the same shape (resize "
+                "or pad the inputs)"
+            )
+        if y.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            y = y.float()  # integers and float64 as stored, so the norm is the stored one's
+        if self.pool is not None:
+            pool = F.adaptive_avg_pool2d if len(self.pool) == 2 else F.adaptive_avg_pool3d
+            y = pool(y.float(), self.pool)
+        store = self.store
+        store.data[self.start:self.start + y.shape[0]].copy_(y, non_blocking=store.pinned)
+        wide = None if y.dtype == torch.float32 else torch.float32
+        self.norms.append(torch.linalg.vector_norm(y, dtype=wide))
+
+    def __call__(self, module, args, output):
+        self.calls += 1
+        if self.calls > 1:
+            raise RuntimeError(
+                f"layer {self.name!r} ran twice in one forward pass (for the batch starting at "
+                f"sample {self.start}); its outputs would mix different activations; capture "
+                "a module that runs once per forward pass"
+            )
+        y = first_tensor(output)
+        if y is None:
+            raise TypeError(
+                f"layer {self.name!r} returned {type(output).__name__}, not a tensor; "
+                "capture a module whose output is a tensor"
+            )
+        self.write(y)
+
+    def check_finite(self, stop: int):
+        """Add the recent batches' norms; raise if they show NaN or Inf in rows up to ``stop``."""
+        values = [float(norm) for norm in self.norms]
+        self.norms.clear()
+        checked, self.checked = self.checked, stop
+        if all(math.isfinite(v) for v in values):
+            self.sq += sum(v * v for v in values)
+            return
+        rows = self.store.data[checked:stop].reshape(stop - checked, -1)
+        bad = (~torch.isfinite(rows).all(dim=1)).nonzero()
+        if len(bad) == 0:  # float32 squares overflowed: the values are finite
+            self.sq_overflow = True  # Block.norm recomputes the norm in float64
+            return
+        sample = checked + int(bad[0])
+        what = "the input" if self.name == "input" else f"layer {self.name!r}"
+        raise ValueError(
+            f"{what} has NaN or Inf values (first at sample {sample}); check the inputs and "
+            "the model's weights, or leave this layer out"
+        )
+
+    def block(self, n_rows: int) -> Block:
+        """The finished block of the first ``n_rows`` rows."""
+        meta = dict(self.meta, storage=self.store.tier)
+        if self.store.path is not None:
+            meta["memmap_path"] = self.store.path
+        sq = None if self.sq_overflow else self.sq
+        return Block(self.name, self.store.finish(n_rows, self.row), self.spatial_shape, meta, sq)
+
+
+class Folder:
+    """A temporary folder for memory-mapped blocks, created on first use."""
+
+    def __init__(self):
+        self.path = None
+
+    def __call__(self) -> str:
+        if self.path is None:
+            self.path = tempfile.mkdtemp(prefix="peekwidgets-")
+        return self.path

@@ -1,0 +1,183 @@
+"""Input adaptation: whatever the user passes as inputs, as ``(x, labels)`` batches.
+
+A tensor, numpy array or ``TensorDataset`` is sliced into batches of
+``batch_size`` samples, in order; another Dataset goes through a
+``DataLoader`` of that batch size; a DataLoader or any other iterable keeps
+its own batches. A batch is a tensor, a tuple/list (the input is its first
+tensor, the labels its second item) or a dict (the input under ``"input"``,
+``"image"``, ``"x"``, ...; labels under ``"label"``, ``"target"``, ``"y"``,
+...); ``input_fn`` and ``label_fn`` take over for any other layout. Nothing
+the user passed is modified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sized
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
+
+__all__ = ["Source", "DEFAULT_BATCH_SIZE"]
+
+#: Samples per batch when ``inputs`` is a tensor or a Dataset.
+DEFAULT_BATCH_SIZE = 256
+
+_INPUT_KEYS = ("input", "inputs", "image", "images", "x", "pixel_values", "data", "features")
+_LABEL_KEYS = ("label", "labels", "target", "targets", "y")
+
+
+def _as_tensor(value):
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    return value if isinstance(value, torch.Tensor) else None
+
+
+def _default_input(batch):
+    tensor = _as_tensor(batch)
+    if tensor is not None:
+        return tensor, None
+    if isinstance(batch, (tuple, list)):
+        for i, item in enumerate(batch):
+            tensor = _as_tensor(item)
+            if tensor is not None:
+                label = batch[i + 1] if i == 0 and len(batch) > 1 else None
+                return tensor, label
+        kinds = [type(item).__name__ for item in batch]
+        raise TypeError(
+            f"a batch of type {type(batch).__name__} holds no tensor (its items are {kinds}); "
+            "pass input_fn=lambda batch: ... returning the model input tensor"
+        )
+    if isinstance(batch, Mapping):
+        for key in _INPUT_KEYS:
+            tensor = _as_tensor(batch.get(key))
+            if tensor is not None:
+                label = next((batch[k] for k in _LABEL_KEYS if k in batch), None)
+                return tensor, label
+        raise TypeError(
+            f"a dict batch has no input under any of the keys {list(_INPUT_KEYS)}; its keys are "
+            f"{list(batch)}; pass input_fn=lambda batch: batch['<key>']"
+        )
+    raise TypeError(
+        f"a batch of type {type(batch).__name__} is not a tensor, tuple, list or dict; pass "
+        "input_fn=lambda batch: ... returning the model input tensor"
+    )
+
+
+def _labels_array(value, n: int, strict: bool):
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    array = np.asarray(value)
+    if array.ndim == 1 and len(array) == n:
+        return array
+    if strict:
+        raise ValueError(
+            f"label_fn returned labels of shape {array.shape} for a batch of {n} samples; "
+            f"expected shape ({n},)"
+        )
+    return None
+
+
+def _loader_rows(loader: DataLoader):
+    if loader.batch_size is None:
+        return None
+    try:
+        n = len(loader.sampler)
+    except TypeError:
+        return None
+    return n - n % loader.batch_size if loader.drop_last else n
+
+
+class Source:
+    """Batches ``(x, labels)`` from a tensor, Dataset, DataLoader or iterable.
+
+    Parameters
+    ----------
+    inputs : DataLoader, Dataset, tensor, numpy array, or iterable of batches
+    batch_size : int, optional
+        Samples per batch for tensor and Dataset inputs (default 256); a
+        DataLoader or iterable keeps its own batches.
+    input_fn : callable, optional
+        ``input_fn(batch) -> tensor``: the model input of a batch.
+    label_fn : callable, optional
+        ``label_fn(batch) -> (n,) labels``.
+
+    Attributes
+    ----------
+    n_rows : int or None
+        Samples the inputs report (``len`` of a tensor or Dataset, a
+        DataLoader's sampler), None when unknown (a generator).
+    n_batches : int or None
+        Batches, None when unknown.
+
+    Iterating yields ``(x, labels)`` per batch: ``x : (n, ...)`` a tensor as
+    the inputs hold it (a numpy batch is wrapped, not copied), ``labels`` a
+    ``(n,)`` numpy array or None.
+    """
+
+    def __init__(self, inputs, batch_size=None, input_fn=None, label_fn=None):
+        self.input_fn, self.label_fn = input_fn, label_fn
+        self.n_rows = self.n_batches = None
+        if isinstance(inputs, np.ndarray):
+            inputs = torch.from_numpy(inputs)
+        sliceable = isinstance(inputs, (torch.Tensor, TensorDataset))
+        if batch_size is not None and not (sliceable or isinstance(inputs, Dataset)):
+            raise ValueError(
+                f"batch_size applies to tensors and Datasets; a {type(inputs).__name__} "
+                "brings its own batches (set the DataLoader's batch_size instead)"
+            )
+        size = batch_size or DEFAULT_BATCH_SIZE
+        if isinstance(inputs, torch.Tensor):
+            if inputs.ndim == 0:
+                raise ValueError("inputs is a 0-d tensor; pass samples stacked as (N, ...)")
+            self.batches = (inputs[i:i + size] for i in range(0, len(inputs), size))
+            self.n_rows = len(inputs)
+        elif isinstance(inputs, TensorDataset):
+            tensors = inputs.tensors
+            self.batches = (
+                tuple(t[i:i + size] for t in tensors) for i in range(0, len(inputs), size)
+            )
+            self.n_rows = len(inputs)
+        elif isinstance(inputs, Dataset):
+            if not isinstance(inputs, IterableDataset):
+                self.n_rows = len(inputs)
+            inputs = DataLoader(inputs, batch_size=size)
+            self.batches = inputs
+        elif isinstance(inputs, DataLoader):
+            self.batches = inputs
+            self.n_rows = _loader_rows(inputs)
+        elif isinstance(inputs, Iterable) and not isinstance(inputs, (str, bytes, Mapping)):
+            self.batches = inputs
+        else:
+            raise TypeError(
+                f"inputs must be a DataLoader, Dataset, tensor or iterable of batches, got "
+                f"{type(inputs).__name__}"
+            )
+        if self.n_rows is not None:
+            self.n_batches = math.ceil(self.n_rows / size)
+        if isinstance(self.batches, Sized):
+            with contextlib.suppress(TypeError):
+                self.n_batches = len(self.batches)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, np.ndarray | None]]:
+        for batch in self.batches:
+            if self.input_fn is not None:
+                x = _as_tensor(self.input_fn(batch))
+                if x is None:
+                    raise TypeError(
+                        f"input_fn returned {type(self.input_fn(batch)).__name__}; it must "
+                        "return the model input as a tensor"
+                    )
+                label = None
+            else:
+                x, label = _default_input(batch)
+            if x.ndim == 0:
+                raise ValueError("a batch input is a 0-d tensor; batches must be (n, ...)")
+            if self.label_fn is not None:
+                yield x, _labels_array(self.label_fn(batch), x.shape[0], strict=True)
+            else:
+                yield x, _labels_array(label, x.shape[0], strict=False)
