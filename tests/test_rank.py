@@ -1,11 +1,13 @@
 """Rank profile and checkpoint comparison: planted ranks, label-freeness, determinism, errors."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from peekwidgets.analysis import compare_checkpoints, estimate_rank, rank_profile
+from peekwidgets.analysis import DEFAULT_THRESHOLD, compare_checkpoints, estimate_rank, rank_profile
 from peekwidgets.blocks import Blocks
 
 
@@ -44,10 +46,15 @@ def test_planted_rank_is_recovered(rank, center):
     blocks = planted(rank, seed=rank)
     p = rank_profile(blocks, 10, center=center, progress=False)
     assert p.estimated_rank == rank
-    assert rank <= p.score <= rank + 1
     assert not p.saturated
     # the randomized SVD reproduces the exact truncated SVD of the scaled blocks
-    np.testing.assert_allclose(p.fit, exact_profile(blocks, center)[:10], atol=1e-4)
+    exact = exact_profile(blocks, center)[:10]
+    np.testing.assert_allclose(p.fit, exact, atol=1e-4)
+    # the score, by hand from the exact gains: where log-gain falls to the threshold between
+    # component `rank` (above it) and component `rank + 1` (below it)
+    g = np.diff(exact, prepend=0.0)
+    by_hand = rank + math.log(g[rank - 1] / DEFAULT_THRESHOLD) / math.log(g[rank - 1] / g[rank])
+    assert p.score == pytest.approx(by_hand, abs=1e-3)
     assert p.block_fit.shape == (3, 10)
     assert np.all(p.block_fit[:, rank - 1] > 0.99)
     np.testing.assert_allclose(p.gain.sum(), p.fit[-1])
@@ -62,14 +69,12 @@ def test_labels_change_no_score():
     assert a.score == b.score
 
 
-def test_deterministic_with_seed_and_plot_cached():
+def test_deterministic_with_seed():
     blocks = planted(3)
     a = rank_profile(blocks, 8, random_state=5, progress=False)
     b = rank_profile(blocks, 8, random_state=5, progress=False)
     np.testing.assert_array_equal(a.fit, b.fit)
     np.testing.assert_array_equal(a.block_fit, b.block_fit)
-    fig = a.plot()
-    assert fig is a.plot()
     assert "estimated rank 3" in a.summary()
 
 
@@ -84,9 +89,15 @@ def test_block_weights_and_normalize():
 
 
 def test_estimate_rank_rule():
-    assert estimate_rank(np.array([0.5, 0.2, 0.02, 0.01]), 0.03) == (2, pytest.approx(2.5, 0.2))
-    rank, score = estimate_rank(np.array([0.5, 0.2]), 0.03)
-    assert (rank, score) == (2, 2.0)
+    # components 1, 2 gain >= 3%; the log-gain falls from 0.2 to 0.02 between R = 2 and 3
+    rank, score = estimate_rank(np.array([0.5, 0.2, 0.02, 0.01]), 0.03)
+    assert rank == 2 and score == pytest.approx(2 + math.log(0.2 / 0.03) / math.log(10))
+    # the first gain already below: interpolated from gain 1 at R = 0
+    rank, score = estimate_rank(np.array([0.01, 0.005]), 0.03)
+    assert rank == 0 and score == pytest.approx(math.log(1 / 0.03) / math.log(100))
+    # a gain exactly at the threshold counts; a later rise does not bring components back
+    assert estimate_rank(np.array([0.5, 0.03, 0.01, 0.2]), 0.03) == (2, 2.0)
+    assert estimate_rank(np.array([0.5, 0.2]), 0.03) == (2, 2.0)  # saturated
 
 
 def test_identifiable_diagnostics_on_planted_cp():
@@ -164,7 +175,6 @@ def test_compare_checkpoints_table_labels_and_model_untouched():
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert [r["checkpoint"] for r in plain.records()] == [f"checkpoint {i}" for i in range(3)]
     assert plain.fits.shape == (3, 5)
-    assert plain.plot() is plain.plot() and plain.plot_scores() is not None
     # a factory and a named dict give the same profiles
     named = compare_checkpoints(Tiny, dict(zip("abc", checkpoints())), x, max_rank=5,
                                 progress=False)
@@ -186,11 +196,11 @@ def test_compare_checkpoints_rejects_mixed_architectures():
 
 
 def test_compare_checkpoints_keeps_finished_rows_on_interrupt(monkeypatch):
-    import peekwidgets.analysis.rank as rank
+    import peekwidgets.analysis.checkpoints as checkpoints_module
 
     x = torch.randn(30, 5)
     calls = []
-    real = rank.rank_profile
+    real = checkpoints_module.rank_profile
 
     def interrupted_on_second(*args, **kwargs):
         calls.append(1)
@@ -198,7 +208,7 @@ def test_compare_checkpoints_keeps_finished_rows_on_interrupt(monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(rank, "rank_profile", interrupted_on_second)
+    monkeypatch.setattr(checkpoints_module, "rank_profile", interrupted_on_second)
     with pytest.warns(RuntimeWarning, match="interrupted after 1 of 3"):
         comp = compare_checkpoints(Tiny(), checkpoints(), x, max_rank=3, progress=False)
     assert comp.interrupted and comp.names == ["checkpoint 0"] and len(comp.profiles) == 1
@@ -223,18 +233,17 @@ def test_restart_fits_record_convergence_without_warning(recwarn):
 
 
 def test_compare_checkpoints_reuses_the_model_profile(monkeypatch):
-    import importlib
-
-    capture_module = importlib.import_module("peekwidgets.capture")  # the package exports capture
+    import peekwidgets.analysis.checkpoints as checkpoints_module
+    from peekwidgets.capture import capture
 
     x = torch.randn(40, 5, generator=torch.Generator().manual_seed(1))
     model = Tiny()
     model.load_state_dict(checkpoints()[-1])  # the model is the last checkpoint
-    own = rank_profile(capture_module.capture(model, x, progress=False), 4, progress=False)
+    own = rank_profile(capture(model, x, progress=False), 4, progress=False)
     fresh = compare_checkpoints(model, checkpoints(), x, max_rank=4, progress=False)
-    calls, real = [], capture_module.capture
-    monkeypatch.setattr(capture_module, "capture",
-                        lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    calls = []
+    monkeypatch.setattr(checkpoints_module, "capture",
+                        lambda *args, **kwargs: calls.append(1) or capture(*args, **kwargs))
     reused = compare_checkpoints(model, checkpoints(), x, max_rank=4, progress=False,
                                  model_profile=own)
     assert len(calls) == 2 and reused.profiles[-1] is own  # the last one was not captured
@@ -244,3 +253,32 @@ def test_compare_checkpoints_reuses_the_model_profile(monkeypatch):
         compare_checkpoints(model, checkpoints(), x, max_rank=3, model_profile=own)
     with pytest.raises(ValueError, match="not a factory"):
         compare_checkpoints(Tiny, checkpoints(), x, max_rank=4, model_profile=own)
+
+
+def test_compare_checkpoints_accuracy_reads_dict_and_tuple_batches():
+    """Accuracy reads the batches capture reads: tensors, tuples and dicts give the same."""
+    from torch.utils.data import TensorDataset
+
+    gen = torch.Generator().manual_seed(2)
+    x, y = torch.randn(50, 5, generator=gen), torch.randint(0, 3, (50,), generator=gen)
+    states = checkpoints(2)
+    by_hand = []
+    for state in states:
+        net = Tiny()
+        net.load_state_dict(state)
+        by_hand.append(float((net(x).argmax(-1) == y).float().mean()))
+    dicts = [{"image": x[i:i + 16], "label": y[i:i + 16]} for i in range(0, 50, 16)]
+    tuples = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 50, 16)]
+    for inputs in (x, TensorDataset(x, y), dicts, tuples):
+        comp = compare_checkpoints(Tiny(), states, inputs, labels=y.numpy(), max_rank=3,
+                                   progress=False)
+        np.testing.assert_allclose(comp.accuracy, by_hand, err_msg=type(inputs).__name__)
+    # input_fn and batch_size of capture_kwargs reach the accuracy pass too
+    wrapped = [{"pixels": x[i:i + 7]} for i in range(0, 50, 7)]
+    comp = compare_checkpoints(Tiny(), states, wrapped, labels=y.numpy(), max_rank=3,
+                               capture_kwargs={"input_fn": lambda b: b["pixels"]},
+                               progress=False)
+    np.testing.assert_allclose(comp.accuracy, by_hand)
+    assert dicts[0]["image"] is not None and len(dicts) == 4  # the user's batches kept
+    with pytest.raises(TypeError, match="iterator .* read only once"):
+        compare_checkpoints(Tiny(), states, iter(tuples), labels=y.numpy(), progress=False)

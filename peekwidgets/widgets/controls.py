@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipywidgets as w
 
+from .rank_figures import rank_profile_figure
 from .theme import caption_html, title_html
 
 __all__ = ["Controls"]
@@ -104,7 +105,7 @@ class Controls(w.VBox):
         An estimated rank of 0 (no component passes the threshold) is offered as rank 1, the
         smallest fit, with a note under the figure saying so.
         """
-        fig = profile.plot()
+        fig = rank_profile_figure(profile)  # a new figure: restyling it changes no other
         fig.layout = w.Layout(width="370px", height="260px")
         fig.legend_location = "bottom-right"
         fig.fig_margin = {"top": 40, "bottom": 40, "left": 50, "right": 50}

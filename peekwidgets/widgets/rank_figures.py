@@ -1,0 +1,111 @@
+"""bqplot figures of a rank profile and of a checkpoint comparison.
+
+Each function builds a NEW figure from the result object on every call (the result holds data
+only), so restyling one figure, as the dashboard's controls do, never changes another that is
+shown elsewhere. The matplotlib versions for the report are in :mod:`peekwidgets.report`.
+"""
+
+from __future__ import annotations
+
+import bqplot as bq
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import to_hex
+
+__all__ = ["checkpoint_colors", "checkpoint_gains_figure", "checkpoint_scores_figure",
+           "rank_profile_figure"]
+
+
+def checkpoint_colors(n: int) -> list[str]:
+    """``n`` hex colours of viridis, from dark blue (first checkpoint) to yellow (last)."""
+    return [to_hex(c) for c in colormaps["viridis"](np.linspace(0, 1, max(n, 1)))]
+
+
+def rank_profile_figure(profile, blocks: bool = True) -> bq.Figure:
+    """Joint fit and marginal gain against R, with the threshold and the score.
+
+    Parameters
+    ----------
+    profile : RankProfile
+    blocks : bool
+        Also draw each block's fit (when there is more than one block).
+    """
+    x_sc = bq.LinearScale(min=0.5, max=profile.max_rank + 0.5)
+    y_sc = bq.LinearScale(min=0.0, max=1.0)
+    g_sc = bq.LogScale()
+    r = profile.ranks.astype(float)
+    marks = [
+        bq.Lines(x=r, y=profile.fit, scales={"x": x_sc, "y": y_sc}, colors=["black"],
+                 stroke_width=3, marker="circle", labels=["joint fit"], display_legend=True),
+        bq.Lines(x=r, y=np.maximum(profile.gain, 1e-6), scales={"x": x_sc, "y": g_sc},
+                 colors=["#d62728"], line_style="dashed", marker="square",
+                 labels=["marginal gain"], display_legend=True),
+        bq.Lines(x=[0.5, profile.max_rank + 0.5], y=[profile.threshold] * 2,
+                 scales={"x": x_sc, "y": g_sc}, colors=["#d62728"], opacities=[0.4]),
+        bq.Lines(x=[profile.score] * 2, y=[0.0, 1.0], scales={"x": x_sc, "y": y_sc},
+                 colors=["gray"], line_style="dotted"),
+    ]
+    if blocks and len(profile.block_names) > 1:
+        marks.append(bq.Lines(x=r, y=profile.block_fit, scales={"x": x_sc, "y": y_sc},
+                              labels=list(profile.block_names), display_legend=True,
+                              opacities=[0.6] * len(profile.block_names), stroke_width=1))
+    axes = [
+        bq.Axis(scale=x_sc, label="rank R", tick_format="d"),
+        bq.Axis(scale=y_sc, side="left", label="explained variance"),
+        bq.Axis(scale=g_sc, side="right", label="marginal gain"),
+    ]
+    title = (f"estimated rank {profile.estimated_rank}{'+' if profile.saturated else ''} "
+             f"(score {profile.score:.2f})")
+    return bq.Figure(marks=marks, axes=axes, title=title, legend_location="right",
+                     fig_margin={"top": 50, "bottom": 50, "left": 60, "right": 140})
+
+
+def checkpoint_gains_figure(comparison) -> bq.Figure:
+    """The marginal-gain curve of every checkpoint (log scale), coloured by checkpoint order,
+    with the threshold.
+
+    Parameters
+    ----------
+    comparison : CheckpointComparison
+    """
+    profiles = comparison.profiles
+    max_rank = max(p.max_rank for p in profiles)
+    x_sc, y_sc = bq.LinearScale(min=0.5, max=max_rank + 0.5), bq.LogScale()
+    gains = np.full((len(profiles), max_rank), np.nan)
+    for i, p in enumerate(profiles):
+        gains[i, : p.max_rank] = np.maximum(p.gain, 1e-6)
+    labels = [f"{n} (score {p.score:.1f})" for n, p in zip(comparison.names, profiles)]
+    marks = [
+        bq.Lines(x=np.arange(1, max_rank + 1), y=gains, scales={"x": x_sc, "y": y_sc},
+                 colors=checkpoint_colors(len(profiles)), labels=labels, display_legend=True,
+                 marker="circle", marker_size=16),
+        bq.Lines(x=[0.5, max_rank + 0.5], y=[profiles[0].threshold] * 2,
+                 scales={"x": x_sc, "y": y_sc}, colors=["gray"], line_style="dashed"),
+    ]
+    axes = [bq.Axis(scale=x_sc, label="component R", tick_format="d"),
+            bq.Axis(scale=y_sc, side="left", label="marginal gain in joint fit")]
+    return bq.Figure(marks=marks, axes=axes, title="rank profiles by checkpoint",
+                     legend_location="top-right",
+                     fig_margin={"top": 50, "bottom": 50, "left": 70, "right": 20})
+
+
+def checkpoint_scores_figure(comparison) -> bq.Figure:
+    """The score of every checkpoint, and its accuracy on a second axis when labels were given.
+
+    Parameters
+    ----------
+    comparison : CheckpointComparison
+    """
+    names = list(comparison.names)
+    x_sc, s_sc = bq.OrdinalScale(), bq.LinearScale()
+    marks = [bq.Lines(x=names, y=comparison.scores, scales={"x": x_sc, "y": s_sc},
+                      marker="circle", colors=["#1f77b4"], labels=["score"], display_legend=True)]
+    axes = [bq.Axis(scale=x_sc, label="checkpoint"),
+            bq.Axis(scale=s_sc, side="left", label="rank score")]
+    if comparison.accuracy is not None:
+        a_sc = bq.LinearScale(min=0.0, max=1.0)
+        marks.append(bq.Lines(x=names, y=comparison.accuracy, scales={"x": x_sc, "y": a_sc},
+                              colors=["#ff7f0e"], line_style="dashed", marker="square",
+                              labels=["accuracy"], display_legend=True))
+        axes.append(bq.Axis(scale=a_sc, side="right", label="accuracy (validation only)"))
+    return bq.Figure(marks=marks, axes=axes, title="rank score by checkpoint")

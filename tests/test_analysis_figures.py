@@ -1,0 +1,77 @@
+"""bqplot figures of rank profiles and checkpoint comparisons: new on every call, from the data."""
+
+import subprocess
+import sys
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import to_hex
+
+from peekwidgets.analysis import CheckpointComparison, rank_profile
+from peekwidgets.blocks import Blocks
+from peekwidgets.widgets.rank_figures import (
+    checkpoint_colors,
+    checkpoint_gains_figure,
+    checkpoint_scores_figure,
+    rank_profile_figure,
+)
+
+
+def profile_of(rank, seed=0, n=80):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((n, rank))
+    blocks = Blocks.from_arrays({
+        "x": (a @ rng.standard_normal((rank, 12))).astype(np.float32),
+        "y": (a @ rng.standard_normal((rank, 9))).astype(np.float32),
+    })
+    return rank_profile(blocks, 5, progress=False)
+
+
+def comparison(accuracy=None):
+    profiles = [profile_of(r, seed=r) for r in (1, 2, 3)]
+    return CheckpointComparison(["init", "mid", "end"], profiles, accuracy, ["x", "y"])
+
+
+def test_rank_profile_figure_is_new_each_call_and_shows_the_profile():
+    p = profile_of(2)
+    a, b = rank_profile_figure(p), rank_profile_figure(p)
+    assert a is not b and a.marks[0] is not b.marks[0]
+    a.legend_location, a.fig_margin = "bottom-right", {"top": 1, "bottom": 1, "left": 1,
+                                                       "right": 1}
+    assert b.legend_location == "right" and b.fig_margin["top"] == 50  # restyling a leaves b
+    np.testing.assert_allclose(b.marks[0].y, p.fit)
+    np.testing.assert_allclose(b.marks[1].y, np.maximum(p.gain, 1e-6))
+    np.testing.assert_allclose(b.marks[-1].y, p.block_fit)  # one line per block
+    assert list(b.marks[-1].labels) == ["x", "y"]
+    assert len(rank_profile_figure(p, blocks=False).marks) == len(b.marks) - 1
+    assert b.title == f"estimated rank 2 (score {p.score:.2f})"
+
+
+def test_checkpoint_gains_figure_colours_checkpoints_in_order():
+    comp = comparison()
+    fig = checkpoint_gains_figure(comp)
+    assert fig is not checkpoint_gains_figure(comp)
+    curves = fig.marks[0]
+    np.testing.assert_allclose(curves.y, np.maximum(np.stack([p.gain for p in comp.profiles]),
+                                                    1e-6))
+    viridis = colormaps["viridis"]
+    assert list(curves.colors) == [to_hex(viridis(0.0)), to_hex(viridis(0.5)),
+                                   to_hex(viridis(1.0))]
+    assert checkpoint_colors(3) == list(curves.colors)
+    assert [label.split(" (")[0] for label in curves.labels] == ["init", "mid", "end"]
+
+
+def test_checkpoint_scores_figure_has_accuracy_only_with_labels():
+    plain = checkpoint_scores_figure(comparison())
+    assert len(plain.marks) == 1 and len(plain.axes) == 2
+    comp = comparison(np.array([0.1, 0.5, 0.9]))
+    fig = checkpoint_scores_figure(comp)
+    np.testing.assert_allclose(fig.marks[0].y, comp.scores)
+    np.testing.assert_allclose(fig.marks[1].y, [0.1, 0.5, 0.9])
+    assert list(fig.marks[0].x) == ["init", "mid", "end"]
+
+
+def test_analysis_loads_no_widget_library():
+    code = ("import sys, peekwidgets.analysis; "
+            "bad = {'ipywidgets', 'bqplot'} & set(sys.modules); assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
