@@ -9,9 +9,11 @@ from peekwidgets.engine.diagnostics import (
     explained_variance,
     factor_match_score,
 )
+from peekwidgets.engine.params import clone
 
 __all__ = [
     "CoupledCP",
+    "clone",
     "component_explained_variance",
     "core_consistency",
     "coupled_factor_match_score",

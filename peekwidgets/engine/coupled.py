@@ -21,13 +21,16 @@ import numbers
 import warnings
 from collections.abc import Mapping
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from peekwidgets.blocks import Blocks, as_blocks, batch_rows, resolve_block_weights
 from peekwidgets.engine import init as _init
+from peekwidgets.engine import io as _io
 from peekwidgets.engine import ops
+from peekwidgets.engine.params import Params
 
 __all__ = ["BatchedData", "CoupledCP"]
 
@@ -90,7 +93,7 @@ def _signs(f: np.ndarray) -> np.ndarray:
     return sign
 
 
-class CoupledCP:
+class CoupledCP(Params):
     """Coupled CP/matrix factorization with a shared sample factor (scikit-learn style).
 
     Parameters
@@ -525,18 +528,27 @@ class CoupledCP:
                 out[start:stop] = a.cpu().numpy()
         return out
 
-    def save(self, path) -> None:
-        """Save the fitted model to one ``.npz`` file (see :mod:`peekwidgets.engine.io`)."""
-        from peekwidgets.engine.io import save
+    def save(self, path) -> Path:
+        """Save the fitted model to one ``.npz`` file (see :mod:`peekwidgets.engine.io`).
 
-        save(self, path)
+        ``.npz`` is appended to ``path`` unless it ends with it; returns the path written.
+        """
+        self._check_fitted()
+        return _io.write(path, self.get_params(), {a: getattr(self, a) for a in _io.FITTED})
 
     @classmethod
     def load(cls, path) -> CoupledCP:
-        """Load a model saved with :meth:`save`."""
-        from peekwidgets.engine.io import load
-
-        return load(path)
+        """Load a model saved with :meth:`save` (``path``, or ``path.npz`` as :meth:`save`
+        names it); it can be fitted again (``init`` holds the initial factors of a fit from
+        ``init={...}``)."""
+        path, params, fitted = _io.read(path)
+        try:
+            model = cls().set_params(**params)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}; was it saved by a newer peekwidgets?") from None
+        for name, value in fitted.items():
+            setattr(model, name, value)
+        return model
 
     def __repr__(self) -> str:
         kind = "nonnegative" if self.nonnegative else "least squares"

@@ -61,7 +61,8 @@ def check_user_factors(init: dict, names, mode_shapes, rank: int) -> list[list[n
         got = [tuple(f.shape) for f in fs]
         if got != want:
             raise ValueError(
-                f"init factors of block {name!r} have shapes {got}, expected {want}"
+                f"init factors of block {name!r} have shapes {got}, expected {want} (rank "
+                f"{rank}); give factors of these shapes, or init='svd' to start from the data"
             )
         out.append(fs)
     return out

@@ -1,0 +1,71 @@
+"""Estimator parameters in scikit-learn's style: read from the constructor, set, cloned.
+
+The parameter names are the keyword parameters of the estimator's ``__init__`` (its signature
+is the only list of them), each stored unchanged as an attribute of the same name. This gives
+:meth:`Params.get_params`, :meth:`Params.set_params` and :func:`clone` with scikit-learn's
+semantics (``sklearn.base.clone`` works on these estimators too) without importing
+scikit-learn.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import inspect
+
+__all__ = ["Params", "clone"]
+
+
+class Params:
+    """Mixin: ``get_params`` / ``set_params`` from the constructor signature."""
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        """The constructor's parameter names, in signature order."""
+        signature = inspect.signature(cls.__init__)
+        return [p.name for p in signature.parameters.values()
+                if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The estimator's parameters, ``{name: value}``.
+
+        Parameters
+        ----------
+        deep : bool
+            Accepted for scikit-learn compatibility; no parameter is itself an estimator, so
+            ``deep`` changes nothing.
+        """
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params):
+        """Set parameters by name and return ``self`` (fitted attributes are left as they are;
+        call ``fit`` again).
+
+        Raises
+        ------
+        ValueError
+            When a name is not a parameter of the estimator (nothing is set then).
+        """
+        valid = self._param_names()
+        for name in params:
+            if name not in valid:
+                close = difflib.get_close_matches(name, valid, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(
+                    f"{name!r} is not a parameter of {type(self).__name__}{hint}; its "
+                    f"parameters are {valid}"
+                )
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
+
+def clone(estimator):
+    """A new, unfitted estimator with a deep copy of ``estimator``'s parameters.
+
+    ``clone(model).set_params(rank=8).fit(blocks)`` refits with one parameter changed and
+    leaves ``model`` as it is.
+    """
+    params = {name: copy.deepcopy(value)
+              for name, value in estimator.get_params(deep=False).items()}
+    return type(estimator)(**params)

@@ -1,0 +1,120 @@
+"""Estimator parameters: get_params / set_params / clone, and no import cycle in the engine."""
+
+import ast
+import inspect
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sklearn.base
+import torch
+
+import peekwidgets
+from peekwidgets.blocks import Blocks
+from peekwidgets.engine import CoupledCP, clone
+
+ENGINE = Path(peekwidgets.__file__).parent / "engine"
+
+#: A value for every constructor parameter, each different from its default.
+CHANGED = dict(rank=3, nonnegative=True, init="random", n_init=2, max_iter=7, tol=1e-3,
+               block_weights={"a": 2.0}, normalize=False, batch_size=16, device="cpu",
+               dtype=torch.float64, random_state=4, progress=True, extrapolate=True)
+
+
+def small_blocks():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(40, 3, generator=gen)
+    return Blocks.from_arrays({"a": a @ torch.rand(3, 12, generator=gen),
+                               "t": torch.einsum("nr,cr,sr->ncs", a, torch.rand(4, 3),
+                                                 torch.rand(5, 3))})
+
+
+def test_get_params_round_trips_every_constructor_parameter():
+    signature = inspect.signature(CoupledCP.__init__)
+    names = [p for p in signature.parameters if p != "self"]
+    assert sorted(CHANGED) == sorted(names), "CHANGED must cover every parameter"
+    defaults = CoupledCP().get_params()
+    assert defaults == {n: signature.parameters[n].default for n in names}
+    model = CoupledCP(**CHANGED)
+    assert model.get_params() == CHANGED and model.get_params(deep=False) == CHANGED
+    assert CoupledCP(**model.get_params()).get_params() == CHANGED
+    assert CoupledCP().set_params(**CHANGED).get_params() == CHANGED
+    assert list(model.get_params()) == names  # signature order
+
+
+def test_set_params_rejects_an_unknown_name_and_sets_nothing():
+    model = CoupledCP(rank=4)
+    with pytest.raises(ValueError, match=r"'ranks' is not a parameter of CoupledCP "
+                                         r"\(did you mean 'rank'\?\); its parameters are") as e:
+        model.set_params(tol=1.0, ranks=8)
+    assert "'extrapolate'" in str(e.value)  # lists the valid names
+    assert model.rank == 4 and model.tol == 1e-6  # nothing set
+    with pytest.raises(ValueError, match="'zzz' is not a parameter of CoupledCP; its"):
+        model.set_params(zzz=1)
+    assert model.set_params(rank=6) is model and model.rank == 6
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # capped on purpose
+def test_clone_is_unfitted_equal_in_params_and_independent():
+    init = {"a": [np.full((12, 3), 0.5)], "t": [np.ones((4, 3)), np.ones((5, 3))]}
+    model = CoupledCP(3, init=init, block_weights={"a": 2.0}, max_iter=5).fit(small_blocks())
+    for copy in (clone(model), sklearn.base.clone(model)):  # scikit-learn's clone agrees
+        assert type(copy) is CoupledCP and not hasattr(copy, "A_")
+        params, theirs = copy.get_params(), model.get_params()
+        assert params.keys() == theirs.keys()
+        for name in params:
+            if name != "init":
+                assert params[name] == theirs[name], name
+        assert all(np.array_equal(f, g) for n in init
+                   for f, g in zip(params["init"][n], theirs["init"][n]))
+        assert params["init"]["a"][0] is not init["a"][0]  # a deep copy
+        assert params["block_weights"] is not model.block_weights
+    refit = clone(model).set_params(max_iter=6).fit(small_blocks())  # the clone is usable
+    assert refit.n_iter_ <= 6 and model.max_iter == 5 and np.isfinite(refit.loss_)
+    np.testing.assert_array_equal(init["a"][0], 0.5)  # the user's init is untouched
+
+
+def test_refit_at_another_rank_from_initial_factors_says_what_to_pass():
+    blocks = small_blocks()
+    init = {"a": [np.ones((12, 3))], "t": [np.ones((4, 3)), np.ones((5, 3))]}
+    before = [b.data.clone() for b in blocks]
+    with pytest.raises(ValueError, match=r"init factors of block 'a' have shapes \[\(12, 3\)\], "
+                                         r"expected \[\(12, 5\)\].*init='svd'"):
+        clone(CoupledCP(3, init=init)).set_params(rank=5).fit(blocks)
+    assert all(torch.equal(b.data, x) for b, x in zip(blocks, before))
+
+
+def _imports(path: Path, package: str) -> set[str]:
+    """peekwidgets modules that a module imports anywhere in it (submodules resolved)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module if node.level == 0 else package
+            for a in node.names:
+                sub = f"{base}.{a.name}"
+                is_module = (ENGINE.parent.parent / (sub.replace(".", "/") + ".py")).exists()
+                out.add(sub if is_module else base)
+    return {m for m in out if m.startswith("peekwidgets")}
+
+
+def test_engine_has_no_import_cycle_and_io_does_not_import_the_estimator():
+    modules = {f"peekwidgets.engine.{p.stem}": p for p in ENGINE.glob("*.py")
+               if p.stem != "__init__"}
+    graph = {name: _imports(path, "peekwidgets.engine") for name, path in modules.items()}
+    assert "peekwidgets.engine.coupled" not in graph["peekwidgets.engine.io"]
+    io_names = {a.name for node in ast.walk(ast.parse((ENGINE / "io.py").read_text()))
+                if isinstance(node, (ast.Import, ast.ImportFrom)) for a in node.names}
+    assert "CoupledCP" not in io_names
+    assert not graph["peekwidgets.engine.io"], "io is the file format only"
+
+    def reaches(start, target, seen=()):
+        return any(m == target or (m in graph and m not in seen
+                                   and reaches(m, target, (*seen, m)))
+                   for m in graph.get(start, ()))
+
+    cycles = [m for m in graph if reaches(m, m)]
+    assert not cycles, cycles
+    assert "peekwidgets.engine" not in set().union(*graph.values()), \
+        "an engine module imports the package, which imports it back"
