@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 __all__ = ["BATCH_BYTES", "Block", "Blocks", "MATRIX", "TENSOR", "as_blocks", "batch_rows",
-           "resolve_block_weights"]
+           "check_finite", "resolve_block_weights"]
 
 MATRIX = "matrix"
 TENSOR = "tensor"
@@ -334,6 +334,45 @@ def batch_rows(
         bytes_per_batch = BATCH_BYTES.get(kind, BATCH_BYTES["cuda"])
     per_row = sum(int(np.prod(b.mode_shape)) for b in blocks) * dtype.itemsize
     return int(min(max(min_rows, bytes_per_batch // per_row), n_samples))
+
+
+def check_finite(blocks) -> None:
+    """Raise ``ValueError`` when a block holds NaN or Inf values (or is too large to square).
+
+    A block whose squared norm (cached, or accumulated in float64 in one pass) is finite holds
+    only finite values, so clean blocks cost no further pass; the others are read in batches
+    to name the first bad sample.
+
+    Parameters
+    ----------
+    blocks : Blocks, Block, list of Block, or dict name -> array
+    """
+    for b in as_blocks(blocks):
+        if np.isfinite(b.norm()):
+            continue
+        first, count, found, largest = None, 0, "", 0.0
+        step = batch_rows(b, dtype=b.data.dtype)
+        for start, stop, rows in b.batches(step, dtype=b.data.dtype):
+            bad = ~torch.isfinite(rows.reshape(stop - start, -1)).all(1)
+            count += int(bad.sum())
+            largest = max(largest, float(rows.abs().max()))
+            if first is None and count:
+                i = int(bad.nonzero()[0, 0])
+                values = rows[i][~torch.isfinite(rows[i])]
+                first = start + i
+                found = " and ".join(kind for kind, has in (
+                    ("NaN", bool(values.isnan().any())), ("Inf", bool(values.isinf().any())))
+                    if has)
+        if first is None:
+            raise ValueError(
+                f"block {b.name!r} is too large: its squared norm overflows float64 (largest "
+                f"|value| {largest:.3g}); divide the block by a constant first"
+            )
+        raise ValueError(
+            f"block {b.name!r} contains NaN or Inf values in {count} of {b.n_samples} samples, "
+            f"first in sample {first} ({found}); drop those samples, or replace the values "
+            "(for example with torch.nan_to_num), and pass the cleaned blocks"
+        )
 
 
 def resolve_block_weights(weights, names: Sequence[str], *,

@@ -8,6 +8,7 @@ from peekwidgets.blocks import (
     Blocks,
     as_blocks,
     batch_rows,
+    check_finite,
     resolve_block_weights,
 )
 
@@ -111,3 +112,27 @@ def test_resolve_block_weights():
         resolve_block_weights([1, 2], names)
     with pytest.raises(ValueError, match="positive and finite"):
         resolve_block_weights([1, 0, 1], names)
+
+
+@pytest.mark.parametrize("bad, found", [(float("nan"), "NaN"), (float("inf"), "Inf"),
+                                        (-float("inf"), "Inf")])
+def test_check_finite_names_the_block_the_first_bad_sample_and_the_fix(bad, found):
+    x = torch.rand(300, 2, 5, dtype=torch.float64)
+    x[[7, 250], 1, 3] = bad
+    clean = torch.rand(300, 4)
+    before = (x.clone(), clean.clone())
+    blocks = Blocks.from_arrays({"input": clean, "conv": x})
+    with pytest.raises(ValueError, match=rf"block 'conv' contains NaN or Inf values in 2 of 300 "
+                                         rf"samples, first in sample 7 \({found}\); drop those "
+                                         r"samples, or replace .*torch\.nan_to_num"):
+        check_finite(blocks)
+    assert torch.equal(x.view(torch.int64), before[0].view(torch.int64))  # bit for bit
+    assert torch.equal(clean, before[1])
+    check_finite(blocks.select(["input"]))  # a clean block passes
+    check_finite({"m": torch.full((4, 3), 1e30)})  # large but finite: fine
+
+
+def test_check_finite_reports_values_too_large_to_square():
+    with pytest.raises(ValueError, match=r"block 'big' is too large: its squared norm overflows "
+                                         r"float64 \(largest \|value\| 1e\+200\); divide"):
+        check_finite({"big": torch.full((3, 2), 1e200, dtype=torch.float64)})
