@@ -1,7 +1,8 @@
 """The ``peekwidgets`` command.
 
 ``peekwidgets demo`` trains (or loads from the cache) the demo CNN on the bundled digits, then
-serves ``notebooks/quickstart.ipynb`` with Voilà on 127.0.0.1 and prints its address.
+serves the quickstart notebook (shipped in the package, ``peekwidgets/notebooks``) with Voilà on
+127.0.0.1 and prints its address.
 ``peekwidgets demo --headless --out DIR`` runs the same analysis without a server and writes a
 report folder (PNG figures and ``summary.json``).
 """
@@ -9,6 +10,7 @@ report folder (PNG figures and ``summary.json``).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import signal
 import socket
@@ -18,7 +20,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-__all__ = ["build_parser", "main", "start_voila", "stop_server", "wait_ready"]
+from peekwidgets import __version__
+
+__all__ = ["build_parser", "demo_notebook", "main", "start_voila", "stop_server", "wait_ready"]
 
 DEFAULT_PORT = 8866
 DEFAULT_OUT = Path("peekwidgets-report")
@@ -47,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Look inside a trained PyTorch network through one joint factorization "
         "of its inputs and layer outputs.",
     )
+    parser.add_argument("--version", action="version", version=f"peekwidgets {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     demo = commands.add_parser(
         "demo",
@@ -87,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--notebook", type=Path, default=None,
-        help=f"notebook to serve (default: notebooks/{NOTEBOOK} of the checkout)",
+        help=f"notebook to serve (default: the package's {NOTEBOOK})",
     )
     demo.set_defaults(handler=_demo, parser=demo)
     return parser
@@ -115,12 +120,10 @@ def main(argv=None) -> int:
     if args.cache is not None and args.cache.exists() and not args.cache.is_dir():
         parser.error(f"--cache {args.cache} is a file; pass a folder for the checkpoints")
     if not args.headless:
-        notebook = args.notebook or _find_notebook()
-        if notebook is None or not notebook.is_file():
-            parser.error(
-                f"notebook '{notebook or NOTEBOOK}' not found; run from a checkout of "
-                "peekwidgets, pass --notebook PATH, or use --headless for a report"
-            )
+        notebook = args.notebook or demo_notebook()
+        if not notebook.is_file():
+            parser.error(f"notebook '{notebook}' not found; pass the path of a notebook to "
+                         "serve, or use --headless for a report")
         args.notebook = notebook
         problem = _cannot_serve(args.port)
         if problem:
@@ -157,14 +160,9 @@ def _demo(args) -> int:
     return _serve(args.notebook, args.port, run.path.parent if run.path else None)
 
 
-def _find_notebook() -> Path | None:
-    """``notebooks/quickstart.ipynb`` of the checkout this package runs from, or of the cwd."""
-    here = Path(__file__).resolve()
-    for root in (here.parents[2], Path.cwd()):
-        candidate = root / "notebooks" / NOTEBOOK
-        if candidate.is_file():
-            return candidate
-    return None
+def demo_notebook() -> Path:
+    """The quickstart notebook shipped with the package (``peekwidgets/notebooks``)."""
+    return Path(__file__).resolve().parent / "notebooks" / NOTEBOOK
 
 
 def _port_free(port: int) -> bool:
@@ -178,11 +176,12 @@ def _port_free(port: int) -> bool:
 
 def _cannot_serve(port: int) -> str | None:
     """Why Voilà cannot serve on ``port`` (checked before training), or None."""
-    try:
-        import voila  # noqa: F401
-    except ImportError:
-        return ("Voilà is not installed; `pip install voila` (or `make demo`, which installs "
-                "it), or run `peekwidgets demo --headless` for a report without a server")
+    install = ('`pip install "peekwidgets[demo]"` (or `make demo` in a checkout), or run '
+               "`peekwidgets demo --headless` for a report without a server")
+    if importlib.util.find_spec("voila") is None:
+        return f"Voilà is not installed; {install}"
+    if importlib.util.find_spec("ipykernel") is None:
+        return f"no Jupyter kernel for Python (ipykernel is not installed); {install}"
     if not _port_free(port):
         return f"port {port} on 127.0.0.1 is in use; pass another one with --port"
     return None

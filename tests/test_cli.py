@@ -1,11 +1,8 @@
 """The ``peekwidgets`` command: argument errors, the installed entry point, and the server."""
 
-import os
-import signal
 import socket
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -74,39 +71,3 @@ def test_installed_entry_point_reports_bad_arguments():
                           timeout=60)
     assert done.returncode == 2
     assert "--port must be an integer, got 'x'" in done.stderr
-
-
-def test_demo_serves_the_quickstart_and_stops_cleanly(tmp_path_factory, free_port):
-    """The server comes up on 127.0.0.1, prints its address, renders the quickstart's
-    dashboard without a traceback, and SIGTERM stops it with its Voila child."""
-    cache = tmp_path_factory.getbasetemp() / "peekwidgets-demo-cache"
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "peekwidgets.cli", "demo", "--port", str(port),
-         "--cache", str(cache)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    address = f"http://127.0.0.1:{port}/"
-    lines = []
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            if f"peekwidgets dashboard: {address}" in line:
-                break
-        else:
-            pytest.fail("the demo exited without serving:\n" + "".join(lines))
-        with urllib.request.urlopen(address, timeout=300) as r:  # runs the notebook
-            assert r.status == 200
-            page = r.read().decode()
-        assert "held-out accuracy" in page, "the demo model's cell did not run"
-        assert "application/vnd.jupyter.widget-view+json" in page, "no dashboard on the page"
-        assert "Traceback" not in page
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    with pytest.raises(OSError):  # the Voila child is gone too
-        urllib.request.urlopen(address + "voila/static/favicon.ico", timeout=2)

@@ -10,7 +10,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from peekwidgets import Analysis, capture, rank_profile
 from peekwidgets.cli import main
+from peekwidgets.demo import load_demo
 from peekwidgets.engine import CoupledCP
 from peekwidgets.report import plot_layer_response, write_report
 
@@ -69,36 +71,42 @@ def test_summary_matches_the_saved_factorization(report):
     assert 0 <= profile["estimated_rank"] <= MAX_RANK
 
 
-def test_checkpoints_are_compared(report):
+def test_checkpoints_are_compared(report, tmp_path_factory):
     _, summary, _ = report
     accuracy = summary["checkpoint_accuracy"]
     assert len(accuracy) >= 3
     assert list(accuracy.values())[-1] > list(accuracy.values())[0]
     assert [row["checkpoint"] for row in summary["checkpoints"]] == list(accuracy)
-    # the final checkpoint is the analysed model: its profile is the model's own
-    assert summary["checkpoints"][-1]["fit"] == summary["rank_profile"]["fit"]
+    # the final checkpoint is the analysed model: its reused profile is the one an independent
+    # capture and profile of that model on the same inputs gives
+    run = load_demo(tmp_path_factory.getbasetemp() / "peekwidgets-demo-cache", progress=False)
+    blocks = capture(run.model, run.inputs(SAMPLES), progress=False)
+    own = rank_profile(blocks, MAX_RANK, progress=False)
+    np.testing.assert_allclose(summary["checkpoints"][-1]["fit"], own.fit, rtol=1e-4)
+    np.testing.assert_allclose(summary["rank_profile"]["fit"], own.fit, rtol=1e-4)
 
 
 def test_progress_is_shown(report):
     _, summary, stdout = report
-    assert "[1/5] capture" in stdout and "report written to" in stdout
+    assert "- capture inputs and layer outputs" in stdout and "report written to" in stdout
+    assert "- compare " in stdout and "- write figures" in stdout
     for name in summary["files"]:
         assert name in stdout
 
 
-def test_layer_response_rejects_a_missing_component(report):
-    out, _, _ = report
-    cp = CoupledCP.load(out / "factors.npz")
-    with pytest.raises(ValueError, match=f"component must be in 0..{RANK - 1}, got {RANK}"):
-        plot_layer_response(cp, None, RANK)
+def test_layer_response_rejects_a_missing_component():
+    analysis = Analysis(nn.Sequential(nn.Linear(6, 4)), torch.rand(30, 6), rank=2,
+                        progress=False)
+    with pytest.raises(ValueError, match="component must be in 0..1, got 2"):
+        plot_layer_response(analysis.view, analysis.images, 2)
 
 
 def test_report_on_flat_inputs_draws_bars(tmp_path):
     """A model on non-image inputs: the same files, inputs drawn as bar plots."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4))
-    summary = write_report(tmp_path, model, torch.randn(60, 12), rank=2, max_rank=3, top_k=4,
-                           progress=False)
+    analysis = Analysis(model, torch.randn(60, 12), rank=2, progress=False)
+    summary = write_report(tmp_path, analysis, max_rank=3, top_k=4, progress=False)
     assert [b["name"] for b in summary["blocks"]][0] == "input"
     assert summary["blocks"][0]["spatial_shape"] is None
     assert summary["checkpoints"] is None

@@ -16,9 +16,9 @@ import traitlets
 
 from peekwidgets.blocks import Block, Blocks
 from peekwidgets.engine import CoupledCP
+from peekwidgets.viewmodel import ViewModel
 from peekwidgets.widgets import (
     ComponentMap,
-    Fitted,
     InputGallery,
     InputRenderer,
     LayerResponse,
@@ -136,7 +136,7 @@ def test_each_view_works_alone(blocks, est):
     assert (cmap.component, cmap.block) == (0, "fc")
     f = cmap.fitted
     np.testing.assert_allclose(cmap.heatmap.color, f.shares)
-    np.testing.assert_allclose(f.shares.sum(axis=1), 1.0)
+    np.testing.assert_allclose(f.shares, est.explained_variance_)  # signed, not renormalized
 
 
 def test_brush_selection_highlights_gallery_and_sets_profile(peek, est):
@@ -212,7 +212,7 @@ def test_bad_state_raises_clear_errors(peek):
     with pytest.raises(traitlets.TraitError, match="list of sample indices"):
         peek.selected = [0.5]
     with pytest.raises(ValueError, match="not fitted"):
-        Fitted(make_blocks(), object())
+        ViewModel(make_blocks(), object())
 
 
 # -- real engine: refit, fold-in, save ----------------------------------------------------------

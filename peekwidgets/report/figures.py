@@ -1,15 +1,20 @@
-"""Matplotlib figures of a fitted analysis, one function per figure.
+"""Matplotlib figures of an analysis, one function per figure.
 
-Each ``plot_*`` function takes data (fitted attributes, blocks, result objects) and returns a
-:class:`~matplotlib.figure.Figure` without touching pyplot, so it works on a server and in a
-notebook alike.
+The figures draw from the same :class:`~peekwidgets.viewmodel.ViewModel` and
+:class:`~peekwidgets.images.InputImages` as the dashboard, in the colours of
+:mod:`peekwidgets.palette`, so both show the same numbers, inputs and images. Each ``plot_*``
+function returns a :class:`~matplotlib.figure.Figure` without touching pyplot, so it works on a
+server and in a notebook alike.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
+from matplotlib import colormaps
+from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
+
+from peekwidgets.palette import DIVERGING_HEX, INK, NEGATIVE
 
 __all__ = [
     "plot_component_map",
@@ -19,92 +24,79 @@ __all__ = [
 ]
 
 _DPI = 110
+_DIVERGING = LinearSegmentedColormap.from_list("peekwidgets_diverging", DIVERGING_HEX)
 
 
-def plot_component_map(cp, block_names=None) -> Figure:
-    """Heatmap ``(n_blocks, rank)`` of ``cp.explained_variance_``, blocks in forward order.
+def _symmetric_limit(values) -> float:
+    return max(float(np.nanmax(np.abs(values))), 1e-12)
 
-    Each cell is the share of a block's variance that one component explains (negative where a
-    component cancels part of another); the row label carries the block's fit ``cp.fit_[name]``.
+
+def plot_component_map(view) -> Figure:
+    """Heatmap ``(n_blocks, rank)`` of ``view.shares``, blocks in forward order.
+
+    Each cell is the signed share of a block's variance that one component explains (negative
+    where a component cancels part of another, as in the dashboard's component map); the row
+    label carries the block's fit.
     """
-    names = list(block_names or cp.block_names_)
-    order = [list(cp.block_names_).index(n) for n in names]
-    ev = np.asarray(cp.explained_variance_)[order]
-    n_blocks, rank = ev.shape
+    shares = view.shares
+    n_blocks, rank = shares.shape
     fig = Figure(figsize=(1.2 + 0.62 * rank + 1.6, 0.9 + 0.42 * n_blocks), dpi=_DPI)
     ax = fig.add_subplot()
-    low, high = min(float(ev.min()), 0.0), max(float(ev.max()), 1e-12)
-    image = ax.imshow(ev, cmap="viridis", vmin=low, vmax=high, aspect="auto")
+    lim = _symmetric_limit(shares)
+    image = ax.imshow(shares, cmap=_DIVERGING, vmin=-lim, vmax=lim, aspect="auto")
     for i in range(n_blocks):
         for r in range(rank):
-            dark = ev[i, r] < low + 0.6 * (high - low)
-            ax.text(r, i, f"{ev[i, r]:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if dark else "black")
-    ax.set_xticks(range(rank), [f"c{r}" for r in range(rank)])
-    ax.set_yticks(range(n_blocks), [f"{n}  (fit {cp.fit_[n]:.2f})" for n in names])
+            ax.text(r, i, f"{shares[i, r]:.0%}", ha="center", va="center", fontsize=7,
+                    color="white" if abs(shares[i, r]) > 0.6 * lim else "black")
+    ax.set_xticks(range(rank), [str(r) for r in range(rank)])
+    ax.set_yticks(range(n_blocks),
+                  [f"{n} · {fit:.0%}" for n, fit in zip(view.names, view.block_fit)])
     ax.set_xlabel("component (strongest first)")
     ax.set_title("Component map: share of each block's variance")
-    fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02, label="explained variance")
+    fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02, label="signed share")
     fig.tight_layout()
     return fig
 
 
-def _as_images(inputs: torch.Tensor) -> np.ndarray | None:
-    """``(N, H, W)`` or ``(N, H, W, 3)`` in [0, 1] for image inputs, None for other inputs.
-
-    Each image is stretched to its own range, which undoes any normalization for display.
-    """
-    x = inputs.detach().cpu().float()
-    if x.ndim == 3:  # (N, H, W)
-        x = x.unsqueeze(1)
-    if x.ndim != 4 or x.shape[1] not in (1, 3):
-        return None
-    low = x.amin(dim=(1, 2, 3), keepdim=True)
-    span = (x.amax(dim=(1, 2, 3), keepdim=True) - low).clamp_min(1e-12)
-    x = ((x - low) / span).numpy()
-    return x[:, 0] if x.shape[1] == 1 else x.transpose(0, 2, 3, 1)
-
-
-def _draw_sample(ax, image, sample) -> None:
-    if image is None:
+def _draw_sample(ax, pixels, sample) -> None:
+    """One input: ``pixels`` (H, W) or (H, W, 3) uint8 when it is an image, else bars."""
+    if pixels is None:
         flat = np.asarray(sample, dtype=float).ravel()
-        ax.bar(range(len(flat)), flat, width=1.0, color="0.3")
+        ax.bar(range(len(flat)), flat, width=1.0, color=INK)
         ax.set_xticks([])
         ax.set_yticks([])
     else:
-        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, interpolation="nearest")
+        ax.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None, vmin=0, vmax=255,
+                  interpolation="nearest")
         ax.axis("off")
 
 
-def _top_samples(a: np.ndarray, top_k: int) -> np.ndarray:
-    """``(rank, min(top_k, N))`` indices of the samples with the largest loadings, per column
-    of ``a : (N, rank)``, largest first (ties in sample order)."""
-    return np.argsort(-np.asarray(a), axis=0, kind="stable")[:top_k].T
-
-
-def plot_top_inputs(cp, inputs, top_k: int = 8, labels=None) -> Figure:
+def plot_top_inputs(view, images, top_k: int = 8, labels=None) -> Figure:
     """The ``top_k`` inputs with the largest loading ``A[:, r]``, one row per component.
 
-    ``inputs : (N, ...)`` the analysed samples, images ``(N, C, H, W)`` with C in {1, 3}
-    drawn as images, anything else as bar plots. ``labels``, when given, only annotate.
+    ``view`` gives the order (:meth:`ViewModel.top`, the gallery's), ``images`` the pixels
+    (:class:`~peekwidgets.images.InputImages`, the dashboard's scaling); inputs that are not
+    images are drawn as bar plots. ``labels``, when given, only annotate.
     """
-    a = np.asarray(cp.A_)
-    top = _top_samples(a, top_k)
-    rank, top_k = top.shape
-    x = torch.as_tensor(inputs)
-    images = _as_images(x)
+    if view.input is None:
+        raise ValueError("the analysis has no input block to draw; capture with "
+                         "include_input=True")
+    rank = view.rank
+    top_k = min(top_k, view.n_samples)
     fig = Figure(figsize=(0.9 + 1.0 * top_k, 0.3 + 1.1 * rank), dpi=_DPI)
     grid = fig.add_gridspec(rank, top_k, hspace=0.45, wspace=0.1)
     for r in range(rank):
-        for j, i in enumerate(top[r]):
+        top = view.top(r, top_k)
+        rows = view.input_rows(top)
+        for j, i in enumerate(top):
             ax = fig.add_subplot(grid[r, j])
-            _draw_sample(ax, None if images is None else images[i], x[i].numpy())
-            tag = f"{a[i, r]:.3f}" + ("" if labels is None else f" [{int(labels[i])}]")
+            _draw_sample(ax, images.to_uint8(rows[j]) if images.is_image else None, rows[j])
+            tag = f"#{i} {view.A[i, r]:+.3f}" + ("" if labels is None else f" [{labels[i]}]")
             ax.set_title(tag, fontsize=6, pad=2)
             if j == 0:
                 ax.text(-0.15, 0.5, f"c{r}", transform=ax.transAxes, ha="right", va="center",
                         fontsize=9, fontweight="bold")
-    fig.suptitle("Top inputs of each component (loading in A" +
+    fig.suptitle("Top inputs of each component (#index, loading in A" +
                  ("" if labels is None else ", [label]") + ")", fontsize=10)
     fig.subplots_adjust(left=0.06, right=0.99, top=1 - 0.5 / (0.3 + 1.1 * rank), bottom=0.02)
     return fig
@@ -113,10 +105,10 @@ def plot_top_inputs(cp, inputs, top_k: int = 8, labels=None) -> Figure:
 def _bars(ax, values, title, n_labels: int = 3) -> None:
     """Loadings as bars, the ``n_labels`` strongest units labelled by index."""
     values = np.asarray(values, dtype=float)
-    colors = np.where(values >= 0, "#3b75af", "#c8553d")
+    colors = np.where(values >= 0, INK, NEGATIVE)
     ax.bar(range(len(values)), values, width=0.9 if len(values) < 40 else 1.0, color=colors)
     ax.axhline(0, color="0.5", lw=0.5)
-    for i in np.argsort(-np.abs(values))[:n_labels]:
+    for i in np.argsort(-np.abs(values), kind="stable")[:n_labels]:
         ax.annotate(str(i), (i, values[i]), fontsize=6, ha="center",
                     va="bottom" if values[i] >= 0 else "top")
     ax.set_title(title, fontsize=8)
@@ -126,46 +118,52 @@ def _bars(ax, values, title, n_labels: int = 3) -> None:
 def _map(ax, values, shape, title) -> None:
     """A spatial loading map ``(H*W,) -> (H, W)``, diverging colours centred at 0."""
     m = np.asarray(values, dtype=float).reshape(shape)
-    lim = max(float(np.abs(m).max()), 1e-12)
-    ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    lim = _symmetric_limit(m)
+    ax.imshow(m, cmap=_DIVERGING, vmin=-lim, vmax=lim, interpolation="nearest")
     ax.set_title(title, fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def plot_layer_response(cp, blocks, component: int) -> Figure:
+def plot_layer_response(view, images, component: int) -> Figure:
     """Every block's response to one component, one column per block (forward order).
 
-    Input block: the component's pattern in input space as an image. Matrix block: unit
-    loadings ``B[:, r]`` as bars. Tensor block: the spatial map ``V[:, r]`` over ``(H, W)``
-    above the channel loadings ``U[:, r]``.
+    Input block: the component's pattern in input space as an image
+    (:meth:`InputImages.pattern_uint8`, as in the dashboard). Matrix block: unit loadings
+    ``B[:, r]`` as bars. Tensor block: the spatial map ``V[:, r]`` over ``(H, W)`` above the
+    channel loadings ``U[:, r]``.
     """
-    rank = len(cp.weights_)
-    if not 0 <= component < rank:
-        raise ValueError(f"component must be in 0..{rank - 1}, got {component}")
-    names = list(cp.block_names_)
+    if not 0 <= component < view.rank:
+        raise ValueError(f"component must be in 0..{view.rank - 1}, got {component}")
+    names = view.names
     fig = Figure(figsize=(0.4 + 2.0 * len(names), 4.2), dpi=_DPI)
     grid = fig.add_gridspec(2, len(names), hspace=0.45, wspace=0.35)
     for col, name in enumerate(names):
-        block, factors = blocks[name], cp.factors_[name]
+        block, factors = view.blocks[name], view.factors[name]
         top = fig.add_subplot(grid[0, col])
         shape = block.spatial_shape
-        if len(factors) == 1:
+        share = f"{view.shares[col, component]:.0%} of its variance"
+        if name == "input" and images.is_image:
+            pattern = (factors[0][:, component] if len(factors) == 1
+                       else np.outer(factors[0][:, component], factors[1][:, component]))
+            pixels = images.pattern_uint8(pattern)
+            top.imshow(pixels, interpolation="nearest")
+            top.set_title(f"{name}\npattern · {share}", fontsize=8)
+            top.axis("off")
+            fig.add_subplot(grid[1, col]).axis("off")
+        elif len(factors) == 1:
             b = factors[0][:, component]
-            if shape is not None and int(np.prod(shape)) == len(b):
-                _map(top, b, shape, f"{name}\npattern {'x'.join(map(str, shape))}")
-            else:
-                _bars(top, b, f"{name}\nunits ({len(b)})")
+            _bars(top, b, f"{name}\nunits ({len(b)}) · {share}")
             fig.add_subplot(grid[1, col]).axis("off")
         else:
             u, v = factors[0][:, component], factors[1][:, component]
             if shape is not None:
-                _map(top, v, shape, f"{name}\nmap {'x'.join(map(str, shape))}")
+                _map(top, v, shape, f"{name}\nmap {'x'.join(map(str, shape))} · {share}")
             else:
-                _bars(top, v, f"{name}\npositions ({len(v)})")
+                _bars(top, v, f"{name}\npositions ({len(v)}) · {share}")
             _bars(fig.add_subplot(grid[1, col]), u, f"channels ({len(u)})")
     fig.suptitle(f"Layer responses to component c{component} "
-                 f"(weight {float(cp.weights_[component]):.3g})", fontsize=10)
+                 f"(weight {float(view.weights[component]):.3g})", fontsize=10)
     fig.subplots_adjust(left=0.04, right=0.99, top=0.8, bottom=0.08)
     return fig
 
@@ -178,7 +176,7 @@ def plot_rank_profiles(profiles: dict, accuracies: dict | None = None) -> Figure
     """
     fig = Figure(figsize=(7.5, 4.2), dpi=_DPI)
     ax = fig.add_subplot()
-    colors = _viridis(len(profiles))
+    colors = colormaps["viridis"](np.linspace(0.0, 0.9, max(len(profiles), 1)))
     for color, (name, prof) in zip(colors, profiles.items()):
         ranks = np.asarray(prof.ranks)
         fit = np.asarray(prof.fit)
@@ -197,9 +195,3 @@ def plot_rank_profiles(profiles: dict, accuracies: dict | None = None) -> Figure
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
-
-
-def _viridis(n: int):
-    from matplotlib import colormaps
-
-    return [colormaps["viridis"](x) for x in np.linspace(0.0, 0.9, max(n, 1))]

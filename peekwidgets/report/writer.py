@@ -1,20 +1,17 @@
 """The headless report: the dashboard's views as PNG files plus a JSON summary.
 
-:func:`write_report` captures a model's inputs and layer outputs, fits one joint
-factorization (:class:`~peekwidgets.engine.CoupledCP`), computes the rank profile of the
-final model and, when checkpoints are given, compares them; it then writes
+:func:`write_report` takes an :class:`~peekwidgets.session.Analysis` (captured and fitted),
+has it compute the rank profile and, when checkpoints are given, compare them; it then writes
 
-- ``component_map.png``: blocks x components, each component's share of each block's fit;
-- ``top_inputs.png``: the top-k inputs of every component (largest loading in ``A``);
+- ``component_map.png``: blocks x components, each component's signed share of each block's
+  variance (the numbers of the dashboard's component map);
+- ``top_inputs.png``: the top-k inputs of every component (largest loading in ``A``), drawn
+  with the dashboard's image scaling;
 - ``layer_responses/component_<r>.png``: the response of every block to component ``r``
   (input pattern as an image, unit loadings as bars, conv maps and channel loadings);
 - ``rank_profiles.png``: joint fit over the rank, for the model and each checkpoint;
 - ``factors.npz`` (the fitted model, :meth:`CoupledCP.save`) and ``summary.json``, which lists
   every file written.
-
-The figure functions (``plot_*``) take fitted attributes and return a matplotlib
-:class:`~matplotlib.figure.Figure` without touching pyplot, so they work on a server and in a
-notebook alike.
 """
 
 from __future__ import annotations
@@ -29,26 +26,26 @@ import torch
 from matplotlib.figure import Figure
 
 from peekwidgets.report.figures import (
-    _top_samples,
     plot_component_map,
     plot_layer_response,
     plot_rank_profiles,
     plot_top_inputs,
 )
+from peekwidgets.session import Analysis
 
 __all__ = ["write_demo_report", "write_report"]
+
 
 class _Stages:
     """Prints each stage of the report with its duration (the long stages show their own bars)."""
 
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled, self.done, self.times = total, enabled, 0, {}
+    def __init__(self, enabled: bool):
+        self.enabled, self.times = enabled, {}
 
     def __call__(self, label: str):
-        self.done += 1
         self.label, self.start = label, time.perf_counter()
         if self.enabled:
-            print(f"[{self.done}/{self.total}] {label} ...", flush=True)
+            print(f"- {label} ...", flush=True)
         return self
 
     def __enter__(self):
@@ -67,31 +64,30 @@ def _save(fig: Figure, path: Path, out: Path, files: list) -> None:
 
 
 def write_report(
-    out_dir, model: torch.nn.Module, inputs: torch.Tensor, *, checkpoints: dict | None = None,
-    labels=None, rank: int = 6, max_rank: int = 10, top_k: int = 8, layers="auto",
-    random_state: int = 0, progress: bool = True, extra: dict | None = None,
+    out_dir, analysis, *, checkpoints=None, labels=None, max_rank: int = 10, top_k: int = 8,
+    progress: bool = True, extra: dict | None = None,
 ) -> dict:
-    """Analyse ``model`` on ``inputs`` and write the report folder ``out_dir``.
+    """Write the report folder of an :class:`~peekwidgets.session.Analysis` to ``out_dir``.
+
+    The analysis runs what the report needs and is not run yet (its rank profile up to
+    ``max_rank``, the checkpoint comparison); capture and fit were done when it was built.
 
     Parameters
     ----------
     out_dir : path
         Created when missing; files of an earlier report there are overwritten.
-    model : nn.Module
-        The network to look into; it is given back unchanged.
-    inputs : (N, ...) tensor
-        The analysed samples (unlabelled for every computation).
+    analysis : Analysis
+        The fitted analysis of a model on its inputs.
     checkpoints : list or dict, optional
-        Checkpoints of the architecture of ``model`` (modules, state dicts or
-        :class:`~peekwidgets.demo.models.Checkpoint`), compared by
-        :func:`~peekwidgets.analysis.compare_checkpoints` on the same inputs.
+        Checkpoints of the analysed model's architecture (modules, state dicts or
+        :class:`~peekwidgets.demo.models.Checkpoint`), compared on the same inputs by
+        :meth:`Analysis.compare_checkpoints`.
     labels : (N,) array-like, optional
-        Only annotate the top inputs and add an accuracy column (and its Spearman correlation
-        with the rank score) to the checkpoint table; never used by a computation.
-    rank, max_rank, top_k : int
-        Components of the factorization, largest rank of the profiles, inputs per component.
-    layers : "auto" or list of str
-        Passed to :func:`peekwidgets.capture.capture`.
+        Only annotate the top inputs and add an accuracy column to the checkpoint table
+        (default: the labels found in the inputs, ``analysis.labels``); never used by a
+        computation.
+    max_rank, top_k : int
+        Largest rank of the profiles, inputs per component.
     extra : dict, optional
         Merged into ``summary.json`` (for example the provenance of the model).
 
@@ -99,34 +95,29 @@ def write_report(
     -------
     dict: the content of ``summary.json``.
     """
-    from peekwidgets.analysis import rank_profile
-    from peekwidgets.capture import capture
-    from peekwidgets.engine import CoupledCP
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    labels = analysis.labels if labels is None else np.asarray(labels)
     files: list[str] = []
-    stage = _Stages(5 if checkpoints else 4, progress)
-    with stage("capture inputs and layer outputs"):
-        blocks = capture(model, inputs, layers=layers, progress=progress)
-    with stage(f"fit the joint factorization (rank {rank})"):
-        cp = CoupledCP(rank=rank, random_state=random_state, progress=progress).fit(blocks)
+    stage = _Stages(progress)
+    profile = analysis.profile
     with stage(f"rank profile (R = 1..{max_rank})"):
-        profile = rank_profile(blocks, max_rank, random_state=random_state, progress=progress)
+        if profile is None or profile.max_rank != max_rank:
+            profile = analysis.rank_profile(
+                max_rank, random_state=analysis.estimator.random_state, progress=progress)
     comparison = None
     if checkpoints:
-        from peekwidgets.analysis import compare_checkpoints
-
         with stage(f"compare {len(checkpoints)} checkpoints"):
-            comparison = compare_checkpoints(  # the final model's checkpoint reuses `profile`
-                model, checkpoints, inputs, layers, labels, max_rank=max_rank,
-                random_state=random_state, progress=progress, model_profile=profile,
-            )
+            comparison = analysis.compare_checkpoints(checkpoints, labels=labels,
+                                                      max_rank=max_rank, progress=progress)
+    view, images = analysis.view, analysis.images
     with stage("write figures"):
-        _save(plot_component_map(cp), out / "component_map.png", out, files)
-        _save(plot_top_inputs(cp, inputs, top_k, labels), out / "top_inputs.png", out, files)
-        for r in range(len(cp.weights_)):
-            _save(plot_layer_response(cp, blocks, r),
+        _save(plot_component_map(view), out / "component_map.png", out, files)
+        if view.input is not None:
+            _save(plot_top_inputs(view, images, top_k, labels), out / "top_inputs.png", out,
+                  files)
+        for r in range(view.rank):
+            _save(plot_layer_response(view, images, r),
                   out / "layer_responses" / f"component_{r}.png", out, files)
         profiles, accuracies = {"model": profile}, None
         if comparison is not None:
@@ -134,9 +125,9 @@ def write_report(
             if comparison.accuracy is not None:
                 accuracies = dict(zip(comparison.names, comparison.accuracy.tolist()))
         _save(plot_rank_profiles(profiles, accuracies), out / "rank_profiles.png", out, files)
-        cp.save(out / "factors.npz")
-        files.append("factors.npz")
+        files.append(analysis.save(out / "factors.npz").relative_to(out).as_posix())
     files.append("summary.json")
+    cp, blocks = analysis.estimator, analysis.blocks
     summary = {
         "files": files,
         "n_samples": blocks.n_samples,
@@ -145,22 +136,20 @@ def write_report(
              "spatial_shape": list(b.spatial_shape) if b.spatial_shape else None}
             for b in blocks
         ],
-        "rank": int(len(cp.weights_)),
-        "weights": _floats(cp.weights_),
-        "fit": {name: float(v) for name, v in cp.fit_.items()},
-        "explained_variance": {
-            name: _floats(row) for name, row in zip(cp.block_names_, cp.explained_variance_)
-        },
+        "rank": view.rank,
+        "weights": _floats(view.weights),
+        "fit": {name: float(v) for name, v in zip(view.names, view.block_fit)},
+        "shares": {name: _floats(row) for name, row in zip(view.names, view.shares)},
         "converged": bool(cp.converged_),
         "n_iter": int(cp.n_iter_),
-        "top_inputs": {f"c{r}": row.tolist() for r, row in enumerate(_top_samples(cp.A_, top_k))},
+        "top_inputs": {f"c{r}": view.top(r, top_k).tolist() for r in range(view.rank)},
         "rank_profile": _profile_summary(profile),
         "checkpoints": None if comparison is None else [
             {k: _floats(v) if isinstance(v, np.ndarray) else v for k, v in row.items()}
             for row in comparison.records()
         ],
         "checkpoint_spearman": None if comparison is None else comparison.spearman(),
-        "timings_s": stage.times,
+        "timings_s": {**analysis.timings, "write figures": stage.times["write figures"]},
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "platform": platform.platform()},
         **(extra or {}),
@@ -190,10 +179,13 @@ def write_demo_report(run, out_dir, *, rank: int = 6, n_samples: int = 500, max_
                       top_k: int = 8, progress: bool = True) -> dict:
     """:func:`write_report` for a :class:`~peekwidgets.demo.DemoRun`: its final model on
     ``n_samples`` held-out digits, with its checkpoints compared."""
-    labels = run.labels(n_samples).numpy()
+    stage = _Stages(progress)
+    with stage("capture inputs and layer outputs, fit the joint factorization "
+               f"(rank {rank})"):
+        analysis = Analysis(run.model, run.dataset(n_samples), rank=rank, progress=progress)
     return write_report(
-        out_dir, run.model, run.inputs(n_samples), checkpoints=run.checkpoints,
-        labels=labels, rank=rank, max_rank=max_rank, top_k=top_k, progress=progress,
+        out_dir, analysis, checkpoints=run.checkpoints, max_rank=max_rank, top_k=top_k,
+        progress=progress,
         extra={"model": "DigitsCNN", "data": "scikit-learn bundled digits (held-out split)",
                "checkpoint_accuracy": run.accuracies},
     )

@@ -8,7 +8,6 @@ from .base import ErrorArea, StateTraits, View
 from .component_map import ComponentMap
 from .controls import Controls
 from .dashboard import Peek
-from .fitted import Fitted
 from .gallery import InputGallery
 from .layer_response import LayerResponse
 from .render import InputRenderer
@@ -18,7 +17,6 @@ __all__ = [
     "ComponentMap",
     "Controls",
     "ErrorArea",
-    "Fitted",
     "InputGallery",
     "InputRenderer",
     "LayerResponse",

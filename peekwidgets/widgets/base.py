@@ -10,7 +10,8 @@ import ipywidgets as w
 import numpy as np
 import traitlets as T
 
-from .fitted import Fitted
+from peekwidgets.viewmodel import ViewModel
+
 from .theme import FONT, title_html
 
 __all__ = ["ErrorArea", "StateTraits", "View"]
@@ -76,7 +77,7 @@ class StateTraits(T.HasTraits):
     component = T.Int(0, help="Selected component (column of A).")
     block = T.Unicode("", help="Selected block name.")
     selected = T.List(help="Selected sample indices (ints).")
-    fitted = T.Instance(Fitted, allow_none=True, help="The fit on show.")
+    fitted = T.Instance(ViewModel, allow_none=True, help="The fit on show.")
 
     @T.validate("component")
     def _check_component(self, proposal):
@@ -122,7 +123,7 @@ class View(w.VBox, StateTraits):
     title = ""
     subtitle = ""
 
-    def __init__(self, fitted: Fitted, *, errors: ErrorArea | None = None, **kwargs):
+    def __init__(self, fitted: ViewModel, *, errors: ErrorArea | None = None, **kwargs):
         self.errors = errors if errors is not None else ErrorArea()
         self.header = w.HTML(title_html(self.title, self.subtitle))
         super().__init__(**kwargs)
@@ -140,7 +141,7 @@ class View(w.VBox, StateTraits):
     @classmethod
     def from_fitted(cls, blocks, estimator, **kwargs) -> View:
         """The view alone, for a fitted estimator and the blocks it was fitted on."""
-        return cls(Fitted(blocks, estimator), **kwargs)
+        return cls(ViewModel(blocks, estimator), **kwargs)
 
     def _on_fitted(self, change=None):
         """A new fit: clamp the state into range, then redraw."""

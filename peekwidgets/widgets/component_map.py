@@ -1,4 +1,4 @@
-"""Component map: blocks x components, each component's share of each block's fit."""
+"""Component map: blocks x components, each component's signed share of each block's variance."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import bqplot as bq
 import ipywidgets as w
 import numpy as np
 
+from peekwidgets.palette import ACCENT, DIVERGING_HEX
+
 from .base import View
-from .theme import ACCENT, SEQUENTIAL, caption_html
+from .theme import caption_html
 
 __all__ = ["ComponentMap", "set_grid"]
 
@@ -38,23 +40,26 @@ def _pct(x: float) -> str:
 class ComponentMap(View):
     """Heatmap of ``fitted.shares`` (blocks as rows, input first; components as columns).
 
-    Clicking a cell selects that component and block.
+    Each cell is the signed share of a block's variance that a component explains (a row sums
+    to the block's fit; negative where a component cancels part of another), on a diverging
+    scale centred at 0 (the report's component map shows the same numbers). Clicking a cell
+    selects that component and block.
 
     Parameters
     ----------
-    fitted : Fitted
-        See :class:`~peekwidgets.widgets.Fitted`; or use :meth:`from_fitted`.
+    fitted : ViewModel
+        See :class:`~peekwidgets.viewmodel.ViewModel`; or use :meth:`from_fitted`.
     errors : ErrorArea, optional
         Where callback exceptions are shown (the view's own area by default).
     """
 
     title = "Component map"
-    subtitle = "share of each block's fit per component"
+    subtitle = "signed share of each block's variance per component"
 
     def _build(self):
         self._row_scale = bq.OrdinalScale(reverse=True)
         self._col_scale = bq.OrdinalScale()
-        self._color_scale = bq.ColorScale(colors=SEQUENTIAL, min=0.0, max=1.0)
+        self._color_scale = bq.ColorScale(colors=DIVERGING_HEX, mid=0.0, min=-1.0, max=1.0)
         self.heatmap = bq.GridHeatMap(
             row=np.array(["", " "]), column=np.array(["", " "]), color=np.zeros((2, 2)),
             scales={"row": self._row_scale, "column": self._col_scale,
@@ -87,6 +92,9 @@ class ComponentMap(View):
         rows = np.array([f"{n} · {_pct(fit)}" for n, fit in zip(f.names, f.block_fit)])
         cols = np.array([str(r) for r in range(f.rank)])
         set_grid(self.heatmap, rows, cols, f.shares)
+        lim = max(float(np.abs(f.shares).max()), 1e-12)
+        with self._color_scale.hold_sync():
+            self._color_scale.min, self._color_scale.max = -lim, lim
         self.figure.layout.height = f"{max(200, 60 + 34 * len(f.names))}px"
 
     def _on_click(self, mark, event):
@@ -110,7 +118,7 @@ class ComponentMap(View):
         rel = f.weights[r] / f.weights.sum() if f.weights.sum() else np.nan
         self.caption.value = caption_html(
             f"<b style='color:{ACCENT}'>component {r}</b> · {_pct(rel)} of total weight · "
-            f"<b>{self.block}</b>: {_pct(f.shares[b, r])} of its fit "
+            f"<b>{self.block}</b>: {_pct(f.shares[b, r])} of its variance "
             f"(block fit {_pct(f.block_fit[b])})"
         )
 

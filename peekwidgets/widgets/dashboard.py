@@ -1,9 +1,8 @@
-"""The dashboard: capture, fit, and linked views of the factorization."""
+"""The dashboard: linked views of an :class:`~peekwidgets.session.Analysis`."""
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import time
 from pathlib import Path
 
@@ -11,68 +10,54 @@ import ipywidgets as w
 import numpy as np
 import traitlets as T
 
+from peekwidgets.palette import ACCENT
+from peekwidgets.session import Analysis
+from peekwidgets.viewmodel import ViewModel
+
 from .base import ErrorArea, StateTraits
 from .component_map import ComponentMap
 from .controls import Controls
-from .fitted import Fitted
 from .gallery import InputGallery
 from .layer_response import LayerResponse
 from .render import InputRenderer
 from .sample_map import SampleMap
-from .theme import ACCENT, FONT
+from .theme import FONT
 
 __all__ = ["Peek"]
 
 _LINKED = ("component", "block", "selected")
 
 
-def _refit_params(estimator) -> dict:
-    """The constructor parameters of a fitted estimator (scikit-learn ``get_params`` style)."""
-    sig = inspect.signature(type(estimator).__init__)
-    return {n: getattr(estimator, n) for n in list(sig.parameters)[1:] if hasattr(estimator, n)}
-
-
 class Peek(w.VBox, StateTraits):
-    """Capture a model's layers, fit a coupled factorization, show linked views.
+    """Linked views of an :class:`~peekwidgets.session.Analysis`.
 
-    ``Peek(model, inputs, rank=5)`` runs ``model`` once over ``inputs``
-    (:func:`peekwidgets.capture.capture`), fits a
-    :class:`~peekwidgets.engine.CoupledCP` (progress bars for both) and,
-    displayed as the last expression of a cell, shows the component map,
-    layer response, input gallery, sample map and controls.
+    ``Peek(analysis)`` shows an analysis; ``Peek(model, inputs, rank=5)`` is the short form of
+    ``Peek(Analysis(model, inputs, rank=5))`` (capture and fit, with progress bars). Displayed
+    as the last expression of a cell, it shows the component map, layer response, input
+    gallery, sample map and controls.
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The trained network; left untouched.
+    analysis : Analysis or torch.nn.Module
+        The analysis to show, or the trained network to analyse (left untouched).
     inputs : tensor, Dataset, DataLoader, ...
-        The samples to analyse (anything :func:`~peekwidgets.capture.capture` takes).
-    rank : int
-        Number of components.
-    layers : "auto", str, type or list
-        Which layers to capture (see :func:`~peekwidgets.capture.resolve_layers`).
-    nonnegative : bool
-        Nonnegative factors (HALS) instead of least squares.
+        With a model: the samples to analyse (anything :func:`~peekwidgets.capture.capture`
+        takes).
+    rank, layers, nonnegative, random_state, progress, capture_kwargs, engine_kwargs, mean, std
+        With a model: passed to :class:`~peekwidgets.session.Analysis`.
     top_k : int
         Inputs shown in the gallery.
-    mean, std : float or sequence, optional
-        The normalization of the inputs, undone for display.
     renderer : InputRenderer, optional
-        Draws inputs (overrides ``mean``/``std``).
-    random_state : int
-        Seed of the fit.
-    progress : bool
-        Progress bars for capture and fit.
-    capture_kwargs, engine_kwargs : dict, optional
-        Extra arguments of ``capture`` and ``CoupledCP``.
+        Draws inputs (default: the analysis' image scaling, :attr:`Analysis.images`).
 
     Attributes
     ----------
     component, block, selected, rank : traitlets
         The shared state; every view observes them. Setting ``rank`` refits.
-    blocks : Blocks
-    estimator : CoupledCP
-    fitted : Fitted
+    analysis : Analysis
+        The pipeline behind the views (``blocks``, ``estimator``, ``view``, ``profile``).
+    fitted : ViewModel
+        The fit on show.
     views : dict name -> view (``component_map``, ``layer_response``, ``gallery``,
         ``sample_map``)
     errors : ErrorArea
@@ -81,55 +66,33 @@ class Peek(w.VBox, StateTraits):
 
     rank = T.Int(1, help="Rank of the fit on show; setting it refits.")
 
-    def __init__(self, model, inputs, rank: int = 5, layers="auto", nonnegative: bool = False,
-                 *, top_k: int = 12, mean=None, std=None, renderer: InputRenderer | None = None,
-                 random_state: int = 0, progress: bool = True, capture_kwargs=None,
-                 engine_kwargs=None):
-        from peekwidgets.capture import capture
-        from peekwidgets.engine import CoupledCP
-
-        capture_kwargs = dict(capture_kwargs or {})
-        blocks = capture(model, inputs, layers, progress=progress, **capture_kwargs)
-        estimator = CoupledCP(rank, nonnegative=nonnegative, random_state=random_state,
-                              progress=progress, **(engine_kwargs or {}))
-        estimator.fit(blocks)
-        if renderer is None:
-            renderer = InputRenderer.for_blocks(blocks, mean=mean, std=std)
-        self._setup(blocks, estimator, renderer, top_k, model, capture_kwargs)
-
-    @classmethod
-    def from_fitted(cls, blocks, estimator, renderer: InputRenderer | None = None, *,
-                    top_k: int = 12, model=None, capture_kwargs=None) -> Peek:
-        """The dashboard for an estimator already fitted on ``blocks`` (no model needed).
-
-        ``model`` (optional) lets :meth:`add_inputs` capture raw new inputs;
-        without it, pass new inputs as :class:`~peekwidgets.blocks.Blocks`.
-        """
-        peek = cls.__new__(cls)
-        peek._setup(blocks, estimator, renderer or InputRenderer.for_blocks(blocks), top_k,
-                    model, dict(capture_kwargs or {}))
-        return peek
-
-    def _setup(self, blocks, estimator, renderer, top_k, model, capture_kwargs):
-        self.blocks = blocks
-        self.estimator = estimator
-        self.model = model
-        self.renderer = renderer
-        self._capture_kwargs = capture_kwargs
-        self._refitting = False
-        self._folded = []  # Blocks of folded-in inputs, projected again after a refit
+    def __init__(self, analysis, inputs=None, rank: int = 5, layers="auto",
+                 nonnegative: bool = False, *, top_k: int = 12, mean=None, std=None,
+                 renderer: InputRenderer | None = None, random_state: int = 0,
+                 progress: bool = True, capture_kwargs=None, engine_kwargs=None):
+        if not isinstance(analysis, Analysis):
+            analysis = Analysis(analysis, inputs, rank, layers, nonnegative,
+                                random_state=random_state, progress=progress,
+                                capture_kwargs=capture_kwargs, engine_kwargs=engine_kwargs,
+                                mean=mean, std=std)
+        elif inputs is not None:
+            raise ValueError("Peek(analysis) shows an analysis of inputs already captured; "
+                             "pass new inputs to peek.add_inputs, or Peek(model, inputs)")
+        self.analysis = analysis
+        self.renderer = renderer or InputRenderer.from_images(analysis.images)
         self.errors = ErrorArea()
         self.progress = w.Output(layout=w.Layout(width="100%"))
-        fitted = Fitted(blocks, estimator)
+        fitted = analysis.view
         super().__init__()
+        self._refitting = False
         self.fitted = fitted
         self.block = fitted.names[0]
         self.rank = fitted.rank
         common = {"errors": self.errors}
         self.views = {
             "component_map": ComponentMap(fitted, **common),
-            "layer_response": LayerResponse(fitted, renderer=renderer, **common),
-            "gallery": InputGallery(fitted, top_k=top_k, renderer=renderer, **common),
+            "layer_response": LayerResponse(fitted, renderer=self.renderer, **common),
+            "gallery": InputGallery(fitted, top_k=top_k, renderer=self.renderer, **common),
             "sample_map": SampleMap(fitted, top_k=top_k, **common),
         }
         for view in self.views.values():
@@ -148,6 +111,33 @@ class Peek(w.VBox, StateTraits):
         self.layout = w.Layout(padding="6px", border="1px solid #dee2e6")
         self.add_class("peek-dashboard")
         self._update_header()
+
+    @classmethod
+    def from_fitted(cls, blocks, estimator, renderer: InputRenderer | None = None, *,
+                    top_k: int = 12, model=None, capture_kwargs=None) -> Peek:
+        """The dashboard for an estimator already fitted on ``blocks`` (no model needed).
+
+        ``model`` (optional) lets :meth:`add_inputs` capture raw new inputs;
+        without it, pass new inputs as :class:`~peekwidgets.blocks.Blocks`.
+        """
+        analysis = Analysis.from_fitted(blocks, estimator, model=model,
+                                        capture_kwargs=capture_kwargs)
+        return cls(analysis, renderer=renderer, top_k=top_k)
+
+    @property
+    def blocks(self):
+        """The analysed :class:`~peekwidgets.blocks.Blocks`."""
+        return self.analysis.blocks
+
+    @property
+    def estimator(self):
+        """The fitted :class:`~peekwidgets.engine.CoupledCP` on show."""
+        return self.analysis.estimator
+
+    @property
+    def model(self):
+        """The analysed network (None for a dashboard made from a fit alone)."""
+        return self.analysis.model
 
     @T.validate("rank")
     def _check_rank(self, proposal):
@@ -173,7 +163,7 @@ class Peek(w.VBox, StateTraits):
             f"{100 * fit:.0f}%{extra}</span></div>")
 
     # -- state pushes ----------------------------------------------------------------------
-    def _show(self, fitted: Fitted):
+    def _show(self, fitted: ViewModel):
         """Put a new fit on show: clamp the state, then push it into every view at once."""
         component = self.component if self.component < fitted.rank else 0
         block = self.block if self.block in fitted.names else fitted.names[0]
@@ -200,32 +190,21 @@ class Peek(w.VBox, StateTraits):
         blocks : list of str, optional
             Names of the blocks taking part (the current ones by default).
         """
-        params = _refit_params(self.estimator)
-        params["rank"] = self.fitted.rank if rank is None else int(rank)
-        if isinstance(params.get("init"), dict):  # initial factors fit only the old model
-            params["init"] = "svd"
+        changes = {"rank": self.fitted.rank if rank is None else int(rank)}
         if nonnegative is not None:
-            params["nonnegative"] = bool(nonnegative)
-        names = self.fitted.names if blocks is None else list(blocks)
-        if not names:
-            raise ValueError("no blocks chosen; tick at least one block to fit")
-        unknown = [n for n in names if n not in self.blocks.names]
-        if unknown:
-            raise ValueError(f"unknown blocks {unknown}; blocks are {self.blocks.names}")
-        names = [n for n in self.blocks.names if n in names]
+            changes["nonnegative"] = bool(nonnegative)
         start = time.perf_counter()
         with self._working("fitting…"):
-            estimator = type(self.estimator)(**params).fit(self.blocks.select(names))
-        self.estimator = estimator
+            self.analysis.refit(blocks, **changes)
         self._refitting = True
         try:
-            self._show(self._fold_in(Fitted(self.blocks, estimator), self._folded))
-            self.rank = estimator.A_.shape[1]
+            self._show(self.analysis.view)
+            self.rank = self.fitted.rank
         finally:
             self._refitting = False
         self.controls.sync(self.fitted)
         self.controls.show_status(f"fitted in {time.perf_counter() - start:.1f} s · "
-                                  f"{getattr(estimator, 'n_iter_', '?')} sweeps")
+                                  f"{getattr(self.estimator, 'n_iter_', '?')} sweeps")
         return self
 
     @contextlib.contextmanager
@@ -242,62 +221,22 @@ class Peek(w.VBox, StateTraits):
         finally:
             self.progress.clear_output()
 
-    def _fold_in(self, fitted: Fitted, folded: list) -> Fitted:
-        """``fitted`` with the samples of each Blocks in ``folded`` projected onto it."""
-        for new in folded:
-            names = [n for n in fitted.names if n in new.names]
-            if not names:
-                raise ValueError(
-                    f"the new inputs have blocks {new.names}, none of the fitted blocks "
-                    f"{fitted.names}"
-                )
-            A_new = fitted.estimator.transform(new.select(names))
-            inputs = new["input"].numpy() if "input" in new.names else None
-            fitted = fitted.with_folded(A_new, inputs)
-        return fitted
-
     def add_inputs(self, x) -> np.ndarray:
-        """Fold new inputs into the fit (no refit) and show them in the views.
+        """Fold new inputs into the fit (:meth:`Analysis.fold_in`, no refit) and show them.
 
-        They stay on show, projected again, after a refit.
-
-        Parameters
-        ----------
-        x : tensor, Dataset, ... or Blocks
-            Raw inputs, captured with the dashboard's model like the fitted
-            blocks (``capture(..., like=self.blocks)``: same layers, pooling
-            and flattening), or blocks with the fitted block names and shapes.
-
-        Returns
-        -------
-        A_new : (M, rank) ndarray, the loadings of the new inputs.
+        They stay on show, projected again, after a refit. Returns their loadings
+        ``(M, rank)``.
         """
-        from peekwidgets.blocks import Blocks
-
-        if isinstance(x, Blocks):
-            new = x
-        elif self.model is None:
-            raise ValueError(
-                "this dashboard has no model to capture raw inputs with; pass model= to "
-                "Peek.from_fitted, or pass the new inputs as Blocks"
-            )
-        else:
-            from peekwidgets.capture import capture
-
-            kwargs = {**self._capture_kwargs, "progress": False}
-            new = capture(self.model, x, like=self.blocks, **kwargs)
-        fitted = self._fold_in(self.fitted, [new])
-        self._folded.append(new)
-        self._show(fitted)
-        return fitted.folded_A[-new.n_samples:]
+        A_new = self.analysis.fold_in(x)
+        self._show(self.analysis.view)
+        return A_new
 
     def compute_rank_profile(self, max_rank: int | None = None, **kwargs):
-        """Compute :func:`peekwidgets.analysis.rank_profile` of the fitted blocks and show it."""
-        from peekwidgets.analysis import rank_profile
-
+        """Compute the rank profile of the fitted blocks (:meth:`Analysis.rank_profile`) and
+        show it."""
         max_rank = max_rank or min(self.controls.rank_slider.max, self.blocks.n_samples)
         with self._working("rank profile…"):
-            profile = rank_profile(self.blocks.select(self.fitted.names), max_rank, **kwargs)
+            profile = self.analysis.rank_profile(max_rank, **kwargs)
         self.show_rank_profile(profile)
         self.controls.show_status(f"rank profile up to {max_rank}")
         return profile
@@ -332,6 +271,4 @@ class Peek(w.VBox, StateTraits):
 
     def save(self, path) -> Path:
         """Save the fitted factors in the engine's file format (``CoupledCP.load`` reads it)."""
-        self.estimator.save(path)
-        path = Path(path)
-        return path if path.suffix == ".npz" else Path(f"{path}.npz")
+        return self.analysis.save(path)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import ipywidgets as w
 import numpy as np
 
+from peekwidgets.palette import ACCENT, NEW
+
 from .base import View
 from .render import InputRenderer
-from .theme import ACCENT, NEW, caption_html
+from .theme import caption_html
 
 __all__ = ["InputGallery"]
 
@@ -22,7 +24,7 @@ class InputGallery(View):
 
     Parameters
     ----------
-    fitted : Fitted
+    fitted : ViewModel
     top_k : int
         Number of tiles.
     renderer : InputRenderer, optional

@@ -6,10 +6,12 @@ import bqplot as bq
 import ipywidgets as w
 import numpy as np
 
+from peekwidgets.palette import ACCENT, DIVERGING_HEX, INK, MUTED
+
 from .base import View
 from .component_map import set_grid
 from .render import InputRenderer
-from .theme import ACCENT, DIVERGING_HEX, INK, MUTED, caption_html
+from .theme import caption_html
 
 __all__ = ["LayerResponse"]
 
@@ -45,7 +47,7 @@ class LayerResponse(View):
 
     Parameters
     ----------
-    fitted : Fitted
+    fitted : ViewModel
     renderer : InputRenderer, optional
         Draws input-space patterns; :meth:`InputRenderer.for_blocks` by default.
     n_labels : int
@@ -151,7 +153,7 @@ class LayerResponse(View):
         self.caption.value = caption_html(
             f"<b>{name}</b> · {f.kind(name)} {desc} · "
             f"<b style='color:{ACCENT}'>component {r}</b> · "
-            f"{100 * f.shares[f.block_index(name), r]:.0f}% of the block's fit")
+            f"{100 * f.shares[f.block_index(name), r]:.0f}% of the block's variance")
 
     @property
     def figures(self):

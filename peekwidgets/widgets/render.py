@@ -1,163 +1,33 @@
-"""Input renderer: draws raw samples and input-space patterns for the views.
+"""Input renderer: display tiles of raw samples for the views.
 
-Images (grayscale or RGB) become PNG bytes for :class:`ipywidgets.Image`,
-denormalized for display with a user-settable ``mean``/``std``. Non-image
-inputs become small bqplot line plots.
+:class:`InputRenderer` is :class:`peekwidgets.images.InputImages` (the pixels, shared with the
+report) plus the widgets that show them: an :class:`ipywidgets.Image` per image sample, a small
+bqplot line plot per non-image sample.
 """
 
 from __future__ import annotations
 
-import io
-from collections import OrderedDict
-
 import bqplot as bq
 import ipywidgets as w
 import numpy as np
-from PIL import Image as PILImage
-from PIL import ImageColor
 
-from .theme import DIVERGING_HEX, INK
+from peekwidgets.images import InputImages
+from peekwidgets.palette import INK
 
 __all__ = ["InputRenderer"]
 
-#: ``(n_colors, 3)`` RGB of the diverging palette.
-_DIVERGING = np.array([ImageColor.getrgb(c) for c in DIVERGING_HEX], dtype=float)
 
+class InputRenderer(InputImages):
+    """:class:`~peekwidgets.images.InputImages` with display tiles for the gallery.
 
-def _diverging(values: np.ndarray) -> np.ndarray:
-    """``values`` in [-1, 1] -> uint8 RGB through the diverging palette."""
-    pos = (np.clip(values, -1, 1) + 1) / 2 * (len(_DIVERGING) - 1)
-    lo = np.floor(pos).astype(int).clip(0, len(_DIVERGING) - 2)
-    frac = (pos - lo)[..., None]
-    rgb = _DIVERGING[lo] * (1 - frac) + _DIVERGING[lo + 1] * frac
-    return rgb.round().astype(np.uint8)
-
-
-class InputRenderer:
-    """Draws raw model inputs and input-space component patterns.
-
-    Parameters
-    ----------
-    sample_shape : tuple of int, optional
-        Shape of one input: ``(C, H, W)`` with C in (1, 3), or ``(H, W)`` for
-        images; anything else (or None) draws inputs as line plots.
-    mean, std : float or sequence of float, optional
-        The normalization applied to the inputs (per channel); the display
-        shows ``x * std + mean`` clipped to [0, 1]. When both are None the
-        display maps ``[vmin, vmax]`` to black..white instead.
-    vmin, vmax : float, optional
-        Display range used when ``mean``/``std`` are not given; defaults to
-        [0, 1] (:meth:`for_blocks` takes them from the input block).
-    size : int
-        Display size of an image tile in pixels (nearest-neighbour upscaling).
-    cache_size : int
-        PNG encodings kept per sample index, so unchanged images are not
-        re-encoded.
+    Takes the parameters of :class:`~peekwidgets.images.InputImages`.
     """
 
-    def __init__(self, sample_shape=None, *, mean=None, std=None, vmin=None, vmax=None,
-                 size: int = 72, cache_size: int = 4096):
-        self.sample_shape = None if sample_shape is None else tuple(int(s) for s in sample_shape)
-        if self.sample_shape is not None and len(self.sample_shape) == 2:
-            self.sample_shape = (1, *self.sample_shape)
-        self.is_image = (
-            self.sample_shape is not None and len(self.sample_shape) == 3
-            and self.sample_shape[0] in (1, 3)
-        )
-        self.mean = None if mean is None else np.asarray(mean, dtype=float).reshape(-1)
-        self.std = None if std is None else np.asarray(std, dtype=float).reshape(-1)
-        if (self.mean is None) != (self.std is None):
-            raise ValueError("pass both mean and std (the normalization of the inputs), or neither")
-        if self.std is not None and np.any(self.std <= 0):
-            raise ValueError(f"std must be positive, got {self.std.tolist()}")
-        self.vmin = 0.0 if vmin is None else float(vmin)
-        self.vmax = 1.0 if vmax is None else float(vmax)
-        if not self.vmax > self.vmin:
-            raise ValueError(f"vmax ({self.vmax}) must be greater than vmin ({self.vmin})")
-        self.size = int(size)
-        self._cache: OrderedDict = OrderedDict()
-        self._cache_size = int(cache_size)
-
     @classmethod
-    def for_blocks(cls, blocks, **kwargs) -> InputRenderer:
-        """A renderer for the ``"input"`` block of ``blocks`` (its shape and value range)."""
-        shape = blocks.sample_shape
-        if "input" not in blocks.names:
-            return cls(shape, **kwargs)
-        block = blocks["input"]
-        if shape is None and block.spatial_shape is not None:
-            channels = block.shape[1] if block.kind == "tensor" else 1
-            shape = (channels, *block.spatial_shape)
-        if kwargs.get("mean") is None and kwargs.get("vmin") is None:
-            rows = block.numpy(slice(0, min(block.n_samples, 2048)))
-            kwargs["vmin"], kwargs["vmax"] = float(rows.min()), float(rows.max())
-            if kwargs["vmax"] <= kwargs["vmin"]:
-                kwargs["vmax"] = kwargs["vmin"] + 1.0
-        return cls(shape, **kwargs)
-
-    # -- images ----------------------------------------------------------------------------
-    def _as_chw(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=float)
-        if x.size != int(np.prod(self.sample_shape)):
-            raise ValueError(
-                f"an input of {x.size} values does not match sample_shape {self.sample_shape}; "
-                "pass the sample_shape of the model's inputs to the renderer"
-            )
-        return x.reshape(self.sample_shape)
-
-    def to_uint8(self, x: np.ndarray) -> np.ndarray:
-        """One input -> display pixels ``(H, W)`` or ``(H, W, 3)`` uint8."""
-        img = self._as_chw(x)
-        if self.mean is not None:
-            img = img * self.std[:, None, None] + self.mean[:, None, None]
-        else:
-            img = (img - self.vmin) / (self.vmax - self.vmin)
-        img = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
-        return img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1)
-
-    def pattern_uint8(self, p: np.ndarray) -> np.ndarray:
-        """An input-space pattern (signed) -> display pixels.
-
-        Grayscale patterns use the diverging palette (blue negative, red
-        positive, white zero); RGB patterns map zero to mid-grey.
-        """
-        img = self._as_chw(p)
-        scale = np.abs(img).max() or 1.0
-        img = img / scale
-        if img.shape[0] == 1:
-            return _diverging(img[0])
-        return ((np.moveaxis(img, 0, -1) + 1) / 2 * 255).round().astype(np.uint8)
-
-    def png(self, pixels: np.ndarray, size: int | None = None) -> bytes:
-        """Display pixels -> PNG bytes, upscaled to about ``size`` (default ``self.size``)
-        with nearest neighbours, so small images stay crisp."""
-        im = PILImage.fromarray(pixels)
-        scale = max(1, round((size or self.size) / max(im.size)))
-        if scale > 1:
-            im = im.resize((im.width * scale, im.height * scale), PILImage.NEAREST)
-        buf = io.BytesIO()
-        im.save(buf, format="PNG", compress_level=1)
-        return buf.getvalue()
-
-    def sample_png(self, key, x: np.ndarray) -> bytes:
-        """PNG of one input, cached under ``key`` (for example the sample index)."""
-        data = self._cache.get(key)
-        if data is None:
-            data = self.png(self.to_uint8(x))
-            self._cache[key] = data
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(key)
-        return data
-
-    def needs(self, key) -> bool:
-        """Whether :meth:`fill_tile` needs the input's values for ``key`` (not cached)."""
-        return not self.is_image or key not in self._cache
-
-    def clear_cache(self):
-        """Forget cached encodings (call when the inputs behind the keys change)."""
-        self._cache.clear()
+    def from_images(cls, images: InputImages, **kwargs) -> InputRenderer:
+        """A renderer that draws like ``images`` (same shape, normalization and range);
+        ``kwargs`` (``size``, ``cache_size``) override."""
+        return cls(images.sample_shape, **{**images.params(), **kwargs})
 
     # -- tiles -----------------------------------------------------------------------------
     def make_tile(self) -> w.Widget:

@@ -7,8 +7,10 @@ import ipywidgets as w
 import numpy as np
 import traitlets as T
 
+from peekwidgets.palette import ACCENT, INK, MUTED, NEW
+
 from .base import View
-from .theme import ACCENT, INK, MUTED, NEW, caption_html
+from .theme import caption_html
 
 __all__ = ["SampleMap"]
 
@@ -28,7 +30,7 @@ class SampleMap(View):
 
     Parameters
     ----------
-    fitted : Fitted
+    fitted : ViewModel
     max_points : int
         At most this many samples are drawn (a fixed random subset); the
         brush selects among all samples.

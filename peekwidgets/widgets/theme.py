@@ -1,21 +1,8 @@
-"""Colours and small HTML helpers shared by every view (one look across the dashboard)."""
+"""Small HTML helpers shared by every view; the colours come from :mod:`peekwidgets.palette`."""
 
 from __future__ import annotations
 
 import html
-
-#: Selection (component, block, selected samples).
-ACCENT = "#e8590c"
-#: Data marks.
-INK = "#1c7ed6"
-#: Secondary marks (unselected, context).
-MUTED = "#adb5bd"
-#: Folded-in (new) inputs.
-NEW = "#2f9e44"
-#: Sequential scale of the component map (white -> deep blue).
-SEQUENTIAL = ["#f8f9fa", "#a5d8ff", "#1c7ed6", "#0b3d91"]
-#: Diverging palette for signed patterns (negative blue, zero white, positive red).
-DIVERGING_HEX = ["#1864ab", "#74c0fc", "#f8f9fa", "#ff8787", "#c92a2a"]
 
 FONT = "font-family: system-ui, -apple-system, 'Segoe UI', sans-serif;"
 

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from playwright import sync_api
-
-from peekwidgets.cli import stop_server, wait_ready
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HERE = Path(__file__).parent
@@ -106,17 +103,3 @@ def click_component_and_expect_update(page) -> None:
     expect(tiles.first).not_to_have_text(before[0])
     after = tiles.all_inner_texts()
     assert after != before and all(t.startswith("#") for t in after)
-
-
-@contextmanager
-def serving(start, port: int, log: Path, name: str, path: str, timeout: float = 120):
-    """Start a server with ``start(stdout=..., stderr=...)``, wait until ``path`` answers, yield
-    its address, and stop it (SIGTERM, then kill) however the block ends."""
-    with open(log, "w") as out:
-        proc = start(stdout=out, stderr=subprocess.STDOUT)
-    try:
-        if not wait_ready(proc, port, timeout=timeout, path=path):
-            pytest.fail(f"{name} did not start:\n{log.read_text()[-3000:]}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_server(proc, grace=15)

@@ -18,9 +18,9 @@ from helpers import (
     gallery_tiles,
     layer_caption,
     local_page,
-    serving,
     skip_without_chromium,
 )
+from servers import serving
 
 from peekwidgets.cli import start_voila
 
@@ -29,11 +29,10 @@ skip_without_chromium()
 
 
 @pytest.fixture(scope="module")
-def voila_url(tmp_path_factory, free_port):
-    port = free_port()
+def voila_url(tmp_path_factory):
     log = tmp_path_factory.mktemp("voila") / "voila.log"
     # the favicon, not "/": every GET of "/" starts a kernel
-    with serving(lambda **kw: start_voila(NOTEBOOK, port, **kw), port, log, "Voilà",
+    with serving(lambda port, **kw: start_voila(NOTEBOOK, port, **kw), log, "Voilà",
                  "/voila/static/favicon.ico") as url:
         yield url
 

@@ -24,9 +24,9 @@ from helpers import (
     expect,
     expect_dashboard_ready,
     local_page,
-    serving,
     skip_without_chromium,
 )
+from servers import serving
 
 pytestmark = pytest.mark.browser
 skip_without_chromium()
@@ -63,12 +63,11 @@ def start_jupyterlab(root: Path, home: Path, port: int, **popen_kwargs) -> subpr
 
 
 @pytest.fixture(scope="module")
-def lab_url(tmp_path_factory, free_port):
+def lab_url(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab-root")
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
     home = tmp_path_factory.mktemp("lab-home")
-    port = free_port()
-    with serving(lambda **kw: start_jupyterlab(root, home, port, **kw), port,
+    with serving(lambda port, **kw: start_jupyterlab(root, home, port, **kw),
                  home / "jupyterlab.log", "JupyterLab", "/api") as url:  # /api starts no kernel
         yield url
 

@@ -1,16 +1,21 @@
-"""What the views read from one fit, computed once per fit."""
+"""The view model: what every front end reads from one fit, computed once per fit.
+
+The dashboard (:mod:`peekwidgets.widgets`) and the headless report (:mod:`peekwidgets.report`)
+both draw from a :class:`ViewModel`, so they show the same component order, shares, top inputs
+and images. No widget library is imported here.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-__all__ = ["Fitted"]
+__all__ = ["ViewModel"]
 
 _REQUIRED = ("weights_", "A_", "factors_", "block_names_", "block_kinds_", "explained_variance_")
 
 
-class Fitted:
+class ViewModel:
     """A fitted coupled factorization plus its blocks, prepared for the views.
 
     Everything a component switch needs is precomputed here once per fit
@@ -37,10 +42,9 @@ class Fitted:
     weights : (rank,) array
     names : list of str, the fitted blocks in order (input first).
     kinds : list of str, ``"matrix"`` or ``"tensor"`` per fitted block.
-    explained : (n_blocks, rank) array, share of each block's variance explained by each
-        component (``estimator.explained_variance_``; a row sums to the block's fit).
-    shares : (n_blocks, rank) array, each component's share of each block's fit:
-        ``explained`` clipped at 0 (overlapping components can go below) over its row sum.
+    shares : (n_blocks, rank) array, the signed share of each block's variance that each
+        component explains, ``<X_b, X_b^(r)> / ||X_b||^2`` (``estimator.explained_variance_``):
+        a row sums to the block's fit; a component that cancels part of another is negative.
     block_fit : (n_blocks,) array, explained variance of each block.
     order : (rank, n_samples) int array, samples by decreasing loading per component.
     """
@@ -71,11 +75,8 @@ class Fitted:
             )
         self.factors = {n: [np.asarray(f, dtype=float) for f in estimator.factors_[n]]
                         for n in self.names}
-        self.explained = np.asarray(estimator.explained_variance_, dtype=float).reshape(
+        self.shares = np.asarray(estimator.explained_variance_, dtype=float).reshape(
             len(self.names), -1)
-        pos = np.clip(self.explained, 0, None)
-        totals = pos.sum(axis=1, keepdims=True)
-        self.shares = np.divide(pos, totals, out=np.zeros_like(pos), where=totals > 0)
         fit = getattr(estimator, "fit_", None) or {}
         self.block_fit = np.array([float(fit.get(n, np.nan)) for n in self.names])
         self.order = np.argsort(-self.A, axis=0, kind="stable").T.copy()
@@ -116,9 +117,9 @@ class Fitted:
         idx = torch.as_tensor(np.asarray(index, dtype=np.int64), device=self.input.device)
         return self.input.data.index_select(0, idx).to("cpu", torch.float32).numpy()
 
-    def with_folded(self, A_new: np.ndarray, inputs: np.ndarray | None) -> Fitted:
+    def with_folded(self, A_new: np.ndarray, inputs: np.ndarray | None) -> ViewModel:
         """A copy with folded-in samples appended (no refit, orderings reused)."""
-        new = object.__new__(Fitted)
+        new = object.__new__(ViewModel)
         new.__dict__.update(self.__dict__)
         A_new = np.asarray(A_new, dtype=float)
         if A_new.ndim != 2 or A_new.shape[1] != self.rank:

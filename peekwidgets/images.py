@@ -1,0 +1,164 @@
+"""Input images: raw samples and input-space patterns as display pixels and PNG bytes.
+
+One scaling serves every front end: the widgets (:class:`peekwidgets.widgets.InputRenderer`
+adds display tiles) and the matplotlib report draw the same pixels. Images (grayscale or RGB)
+are denormalized with a user-settable ``mean``/``std``, or mapped from one global value range
+``[vmin, vmax]`` (the same for every sample). No widget library is imported here.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import OrderedDict
+
+import numpy as np
+from PIL import Image as PILImage
+from PIL import ImageColor
+
+from peekwidgets.palette import DIVERGING_HEX
+
+__all__ = ["InputImages"]
+
+#: ``(n_colors, 3)`` RGB of the diverging palette.
+_DIVERGING = np.array([ImageColor.getrgb(c) for c in DIVERGING_HEX], dtype=float)
+
+
+def _diverging(values: np.ndarray) -> np.ndarray:
+    """``values`` in [-1, 1] -> uint8 RGB through the diverging palette."""
+    pos = (np.clip(values, -1, 1) + 1) / 2 * (len(_DIVERGING) - 1)
+    lo = np.floor(pos).astype(int).clip(0, len(_DIVERGING) - 2)
+    frac = (pos - lo)[..., None]
+    rgb = _DIVERGING[lo] * (1 - frac) + _DIVERGING[lo + 1] * frac
+    return rgb.round().astype(np.uint8)
+
+
+class InputImages:
+    """Draws raw model inputs and input-space component patterns as pixels.
+
+    Parameters
+    ----------
+    sample_shape : tuple of int, optional
+        Shape of one input: ``(C, H, W)`` with C in (1, 3), or ``(H, W)`` for
+        images; anything else (or None) is not an image (``is_image`` is False).
+    mean, std : float or sequence of float, optional
+        The normalization applied to the inputs (per channel); the display
+        shows ``x * std + mean`` clipped to [0, 1]. When both are None the
+        display maps ``[vmin, vmax]`` to black..white instead.
+    vmin, vmax : float, optional
+        Display range used when ``mean``/``std`` are not given; defaults to
+        [0, 1] (:meth:`for_blocks` takes them from the input block).
+    size : int
+        Display size of an image tile in pixels (nearest-neighbour upscaling).
+    cache_size : int
+        PNG encodings kept per sample index, so unchanged images are not
+        re-encoded.
+    """
+
+    def __init__(self, sample_shape=None, *, mean=None, std=None, vmin=None, vmax=None,
+                 size: int = 72, cache_size: int = 4096):
+        self.sample_shape = None if sample_shape is None else tuple(int(s) for s in sample_shape)
+        if self.sample_shape is not None and len(self.sample_shape) == 2:
+            self.sample_shape = (1, *self.sample_shape)
+        self.is_image = (
+            self.sample_shape is not None and len(self.sample_shape) == 3
+            and self.sample_shape[0] in (1, 3)
+        )
+        self.mean = None if mean is None else np.asarray(mean, dtype=float).reshape(-1)
+        self.std = None if std is None else np.asarray(std, dtype=float).reshape(-1)
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("pass both mean and std (the normalization of the inputs), or neither")
+        if self.std is not None and np.any(self.std <= 0):
+            raise ValueError(f"std must be positive, got {self.std.tolist()}")
+        self.vmin = 0.0 if vmin is None else float(vmin)
+        self.vmax = 1.0 if vmax is None else float(vmax)
+        if not self.vmax > self.vmin:
+            raise ValueError(f"vmax ({self.vmax}) must be greater than vmin ({self.vmin})")
+        self.size = int(size)
+        self._cache: OrderedDict = OrderedDict()
+        self._cache_size = int(cache_size)
+
+    @classmethod
+    def for_blocks(cls, blocks, **kwargs) -> InputImages:
+        """A renderer for the ``"input"`` block of ``blocks`` (its shape and value range)."""
+        shape = blocks.sample_shape
+        if "input" not in blocks.names:
+            return cls(shape, **kwargs)
+        block = blocks["input"]
+        if shape is None and block.spatial_shape is not None:
+            channels = block.shape[1] if block.kind == "tensor" else 1
+            shape = (channels, *block.spatial_shape)
+        if kwargs.get("mean") is None and kwargs.get("vmin") is None:
+            rows = block.numpy(slice(0, min(block.n_samples, 2048)))
+            kwargs["vmin"], kwargs["vmax"] = float(rows.min()), float(rows.max())
+            if kwargs["vmax"] <= kwargs["vmin"]:
+                kwargs["vmax"] = kwargs["vmin"] + 1.0
+        return cls(shape, **kwargs)
+
+    def params(self) -> dict:
+        """The keyword parameters that draw like this one (``InputImages(shape, **params)``)."""
+        return {"mean": self.mean, "std": self.std, "vmin": self.vmin, "vmax": self.vmax,
+                "size": self.size, "cache_size": self._cache_size}
+
+    # -- images ----------------------------------------------------------------------------
+    def _as_chw(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=float)
+        if x.size != int(np.prod(self.sample_shape)):
+            raise ValueError(
+                f"an input of {x.size} values does not match sample_shape {self.sample_shape}; "
+                "pass the sample_shape of the model's inputs to the renderer"
+            )
+        return x.reshape(self.sample_shape)
+
+    def to_uint8(self, x: np.ndarray) -> np.ndarray:
+        """One input -> display pixels ``(H, W)`` or ``(H, W, 3)`` uint8."""
+        img = self._as_chw(x)
+        if self.mean is not None:
+            img = img * self.std[:, None, None] + self.mean[:, None, None]
+        else:
+            img = (img - self.vmin) / (self.vmax - self.vmin)
+        img = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+        return img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1)
+
+    def pattern_uint8(self, p: np.ndarray) -> np.ndarray:
+        """An input-space pattern (signed) -> display pixels.
+
+        Grayscale patterns use the diverging palette (blue negative, red
+        positive, white zero); RGB patterns map zero to mid-grey.
+        """
+        img = self._as_chw(p)
+        scale = np.abs(img).max() or 1.0
+        img = img / scale
+        if img.shape[0] == 1:
+            return _diverging(img[0])
+        return ((np.moveaxis(img, 0, -1) + 1) / 2 * 255).round().astype(np.uint8)
+
+    def png(self, pixels: np.ndarray, size: int | None = None) -> bytes:
+        """Display pixels -> PNG bytes, upscaled to about ``size`` (default ``self.size``)
+        with nearest neighbours, so small images stay crisp."""
+        im = PILImage.fromarray(pixels)
+        scale = max(1, round((size or self.size) / max(im.size)))
+        if scale > 1:
+            im = im.resize((im.width * scale, im.height * scale), PILImage.NEAREST)
+        buf = io.BytesIO()
+        im.save(buf, format="PNG", compress_level=1)
+        return buf.getvalue()
+
+    def sample_png(self, key, x: np.ndarray) -> bytes:
+        """PNG of one input, cached under ``key`` (for example the sample index)."""
+        data = self._cache.get(key)
+        if data is None:
+            data = self.png(self.to_uint8(x))
+            self._cache[key] = data
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return data
+
+    def needs(self, key) -> bool:
+        """Whether drawing ``key`` needs the input's values (its PNG is not cached)."""
+        return not self.is_image or key not in self._cache
+
+    def clear_cache(self):
+        """Forget cached encodings (call when the inputs behind the keys change)."""
+        self._cache.clear()

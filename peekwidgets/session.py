@@ -1,0 +1,258 @@
+"""The :class:`Analysis`: one model and its inputs through the whole pipeline.
+
+``model + inputs --capture--> Blocks --engine--> CoupledCP --> view model, rank profile``
+
+The dashboard (:class:`peekwidgets.widgets.Peek`) and the headless report
+(:func:`peekwidgets.report.write_report`) both drive an :class:`Analysis`; neither runs capture
+or the engine itself. No widget library is imported here.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from peekwidgets.analysis import compare_checkpoints, rank_profile
+from peekwidgets.blocks import Blocks
+from peekwidgets.capture import capture
+from peekwidgets.engine import CoupledCP, clone
+from peekwidgets.images import InputImages
+from peekwidgets.viewmodel import ViewModel
+
+__all__ = ["Analysis"]
+
+
+class Analysis:
+    """Capture a model's layers, fit one coupled factorization, and keep what follows from it.
+
+    ``Analysis(model, inputs, rank=5)`` runs ``model`` once over ``inputs``
+    (:func:`~peekwidgets.capture.capture`) and fits a :class:`~peekwidgets.engine.CoupledCP`;
+    :meth:`refit`, :meth:`fold_in` and :meth:`rank_profile` continue from there. Pass
+    ``blocks=`` (and a fitted ``estimator=``) to start from an earlier capture or fit instead;
+    :meth:`from_fitted` is the short form.
+
+    Parameters
+    ----------
+    model : torch.nn.Module, optional
+        The trained network; never modified. Needed to capture ``inputs``, to fold in raw
+        inputs and to compare checkpoints.
+    inputs : tensor, Dataset, DataLoader, ..., optional
+        The samples to analyse (anything ``capture`` takes); kept for
+        :meth:`compare_checkpoints`, so pass something that can be iterated again.
+    rank : int
+        Number of components of the fit.
+    layers : "auto", str, type or list
+        Which layers to capture (:func:`~peekwidgets.capture.resolve_layers`).
+    nonnegative : bool
+        Nonnegative factors (HALS) instead of least squares.
+    random_state : int
+        Seed of the fit.
+    progress : bool
+        Progress bars for capture and fits.
+    capture_kwargs, engine_kwargs : dict, optional
+        Extra arguments of ``capture`` and ``CoupledCP``.
+    mean, std : float or sequence, optional
+        The normalization of the inputs, undone when they are drawn.
+    blocks : Blocks, optional
+        Captured blocks to analyse instead of capturing ``inputs``.
+    estimator : CoupledCP, optional
+        An estimator already fitted on ``blocks`` (no fit is run).
+
+    Attributes
+    ----------
+    model, inputs, blocks : as given (``blocks`` captured when not given)
+    estimator : CoupledCP, the fit on show (fitted attributes ``A_``, ``weights_``, ...)
+    view : ViewModel, what the views and the report draw (order, shares, top inputs)
+    images : InputImages, how inputs and input-space patterns are drawn
+    profile : RankProfile or None, the last :meth:`rank_profile`
+    folded : list of Blocks, inputs folded in with :meth:`fold_in` (kept across refits)
+    timings : dict, seconds of the last run of each stage (``capture``, ``fit``, ...)
+    """
+
+    def __init__(self, model=None, inputs=None, rank: int = 5, layers="auto",
+                 nonnegative: bool = False, *, random_state: int = 0, progress: bool = True,
+                 capture_kwargs: dict | None = None, engine_kwargs: dict | None = None,
+                 mean=None, std=None, blocks: Blocks | None = None,
+                 estimator: CoupledCP | None = None):
+        if (inputs is None) == (blocks is None):
+            raise ValueError(
+                "pass either inputs (captured with model) or blocks (an earlier capture), "
+                f"not {'both' if blocks is not None else 'neither'}"
+            )
+        if estimator is not None and blocks is None:
+            raise ValueError("a fitted estimator needs the blocks it was fitted on; pass "
+                             "blocks= too (Analysis.from_fitted(blocks, estimator))")
+        self.model = model
+        self.inputs = inputs
+        self.progress = progress
+        self.capture_kwargs = dict(capture_kwargs or {})
+        self.timings: dict[str, float] = {}
+        self.profile = None
+        self._profile_settings: dict = {}
+        self.folded: list[Blocks] = []
+        if blocks is None:
+            if model is None:
+                raise ValueError("capturing inputs needs the model; pass model=")
+            with self._timed("capture"):
+                blocks = capture(model, inputs, layers, progress=progress,
+                                 **self.capture_kwargs)
+        self.blocks = blocks
+        if estimator is None:
+            estimator = CoupledCP(rank, nonnegative=nonnegative, random_state=random_state,
+                                  progress=progress, **(engine_kwargs or {}))
+            with self._timed("fit"):
+                estimator.fit(blocks)
+        self.images = InputImages.for_blocks(blocks, mean=mean, std=std)
+        self.estimator = estimator
+        self.view = ViewModel(blocks, estimator)
+
+    @classmethod
+    def from_fitted(cls, blocks: Blocks, estimator: CoupledCP, *, model=None,
+                    capture_kwargs: dict | None = None, mean=None, std=None) -> Analysis:
+        """The analysis of an estimator already fitted on ``blocks`` (no capture, no fit).
+
+        ``model`` (optional) lets :meth:`fold_in` capture raw new inputs.
+        """
+        return cls(model, blocks=blocks, estimator=estimator, capture_kwargs=capture_kwargs,
+                   mean=mean, std=std)
+
+    # -- the pipeline ----------------------------------------------------------------------
+    @property
+    def labels(self) -> np.ndarray | None:
+        """``(n_samples,)`` labels found in the inputs (only ever drawn), or None."""
+        return self.blocks.labels
+
+    def refit(self, blocks=None, **changes) -> Analysis:
+        """Fit again with changed estimator parameters, then update :attr:`view`.
+
+        ``analysis.refit(rank=8, nonnegative=True)``. The current fit stays on show until the
+        new one has finished; folded-in inputs are projected onto the new fit.
+
+        Parameters
+        ----------
+        blocks : list of str, optional
+            Names of the blocks taking part (the fitted ones by default).
+        **changes
+            Parameters of :class:`~peekwidgets.engine.CoupledCP` (``rank``, ``nonnegative``,
+            ``tol``, ...); the others keep their current values.
+        """
+        names = self.view.names if blocks is None else list(blocks)
+        if not names:
+            raise ValueError("no blocks chosen; choose at least one block to fit")
+        unknown = [n for n in names if n not in self.blocks.names]
+        if unknown:
+            raise ValueError(f"unknown blocks {unknown}; blocks are {self.blocks.names}")
+        names = [n for n in self.blocks.names if n in names]
+        estimator = clone(self.estimator).set_params(**changes)
+        with self._timed("fit"):
+            estimator.fit(self.blocks.select(names))
+        view = self._project(ViewModel(self.blocks, estimator), self.folded)
+        self.estimator, self.view = estimator, view
+        return self
+
+    def fold_in(self, inputs) -> np.ndarray:
+        """Project new inputs onto the fit (no refit); they stay in :attr:`view`, also after
+        a :meth:`refit`.
+
+        Parameters
+        ----------
+        inputs : tensor, Dataset, ... or Blocks
+            Raw inputs, captured with the analysis' model like the fitted blocks
+            (``capture(..., like=self.blocks)``: same layers, pooling and flattening), or
+            blocks with the fitted block names and shapes.
+
+        Returns
+        -------
+        A_new : (M, rank) ndarray, the loadings of the new inputs.
+        """
+        if isinstance(inputs, Blocks):
+            new = inputs
+        elif self.model is None:
+            raise ValueError(
+                "this analysis has no model to capture raw inputs with; pass model= to "
+                "Analysis.from_fitted, or pass the new inputs as Blocks"
+            )
+        else:
+            kwargs = {**self.capture_kwargs, "progress": False}
+            new = capture(self.model, inputs, like=self.blocks, **kwargs)
+        self.view = self._project(self.view, [new])
+        self.folded.append(new)
+        return self.view.folded_A[-new.n_samples:]
+
+    def rank_profile(self, max_rank: int, **kwargs):
+        """:func:`~peekwidgets.analysis.rank_profile` of the fitted blocks; kept as
+        :attr:`profile`."""
+        progress = kwargs.pop("progress", self.progress)
+        with self._timed("rank_profile"):
+            self.profile = rank_profile(self.blocks.select(self.view.names), max_rank,
+                                        progress=progress, **kwargs)
+        self._profile_settings = {"max_rank": max_rank, **kwargs}
+        return self.profile
+
+    def compare_checkpoints(self, checkpoints, *, labels=None, max_rank: int = 10,
+                            layers=None, **kwargs):
+        """:func:`~peekwidgets.analysis.compare_checkpoints` of ``checkpoints`` (of the
+        architecture of :attr:`model`) on the analysed inputs.
+
+        A checkpoint whose weights equal the model's reuses :attr:`profile` when it was
+        computed with the same settings (``max_rank`` and the rank-profile keywords in
+        ``kwargs``) on all captured blocks. ``layers`` defaults to the captured ones.
+        """
+        if self.model is None or self.inputs is None:
+            raise ValueError("comparing checkpoints needs the model and its inputs; build the "
+                             "analysis as Analysis(model, inputs, ...)")
+        progress = kwargs.pop("progress", self.progress)
+        same = (self.profile is not None and self.view.names == self.blocks.names
+                and self._profile_settings == {"max_rank": max_rank, **kwargs})
+        layers = [n for n in self.blocks.names if n != "input"] if layers is None else layers
+        with self._timed("compare_checkpoints"):
+            return compare_checkpoints(
+                self.model, checkpoints, self.inputs, layers=layers, labels=labels,
+                max_rank=max_rank, capture_kwargs=self.capture_kwargs,
+                model_profile=self.profile if same else None, progress=progress, **kwargs)
+
+    def save(self, path) -> Path:
+        """Save the fitted factors (:meth:`CoupledCP.save`); returns the path written."""
+        self.estimator.save(path)
+        path = Path(path)
+        return path if path.suffix == ".npz" else Path(f"{path}.npz")
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _project(self, view: ViewModel, folded: list) -> ViewModel:
+        """``view`` with the samples of each Blocks in ``folded`` projected onto its fit."""
+        for new in folded:
+            names = [n for n in view.names if n in new.names]
+            if not names:
+                raise ValueError(
+                    f"the new inputs have blocks {new.names}, none of the fitted blocks "
+                    f"{view.names}"
+                )
+            A_new = view.estimator.transform(new.select(names))
+            inputs = new["input"].numpy() if "input" in new.names else None
+            view = view.with_folded(A_new, inputs)
+        return view
+
+    def _timed(self, stage: str):
+        return _Timer(self.timings, stage)
+
+    def __repr__(self) -> str:
+        v = self.view
+        kind = "nonnegative" if v.nonnegative else "least squares"
+        model = "" if self.model is None else f"{type(self.model).__name__}, "
+        return (f"Analysis({model}{v.n_samples} samples, blocks {v.names}, rank {v.rank}, "
+                f"{kind})")
+
+
+class _Timer:
+    """Context manager that records the seconds spent inside it as ``timings[stage]``."""
+
+    def __init__(self, timings: dict, stage: str):
+        self.timings, self.stage = timings, stage
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.timings[self.stage] = round(time.perf_counter() - self.start, 3)

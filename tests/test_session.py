@@ -1,0 +1,115 @@
+"""The Analysis: one model and its inputs through capture, fit, refit, fold-in and rank."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from peekwidgets import Analysis
+from peekwidgets.blocks import Block, Blocks
+from peekwidgets.engine import CoupledCP
+
+
+def planted_model(seed=0):
+    """A ReLU MLP whose inputs are a rank-3 nonnegative mixture plus a little noise."""
+    g = torch.Generator().manual_seed(seed)
+    A = torch.rand(120, 3, generator=g)
+    B = torch.rand(3, 20, generator=g)
+    x = A @ B + 0.01 * torch.rand(120, 20, generator=g)
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 5)).eval()
+    return model, x
+
+
+def state_of(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def analysis():
+    model, x = planted_model()
+    return Analysis(model, x, rank=3, progress=False)
+
+
+def test_analysis_captures_fits_and_leaves_model_and_inputs_alone():
+    model, x = planted_model()
+    before, x_before = state_of(model), x.clone()
+    a = Analysis(model, x, rank=3, progress=False)
+    assert a.blocks.names == ["input", "1", "2"]
+    assert a.view.rank == 3 and a.estimator.A_.shape == (120, 3)
+    assert a.estimator.fit_["input"] > 0.99  # the planted rank-3 input is explained
+    assert set(a.timings) == {"capture", "fit"}
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert torch.equal(x, x_before)
+    assert "rank 3" in repr(a) and "Sequential" in repr(a)
+
+
+def test_refit_changes_the_fit_and_keeps_folded_inputs(analysis):
+    model, x = planted_model()
+    old = analysis.estimator
+    A_new = analysis.fold_in(x[:7])
+    assert A_new.shape == (7, 3)
+    np.testing.assert_allclose(A_new, old.transform(analysis.folded[0]), rtol=1e-5, atol=1e-6)
+    analysis.refit(rank=2, nonnegative=True, blocks=["input", "2"])
+    assert analysis.estimator is not old and analysis.estimator.rank == 2
+    assert analysis.estimator.nonnegative and analysis.view.names == ["input", "2"]
+    assert old.rank == 3 and not old.nonnegative  # the old estimator is not changed
+    assert analysis.view.folded_A.shape == (7, 2)
+    np.testing.assert_allclose(analysis.view.folded_A,
+                               analysis.estimator.transform(
+                                   analysis.folded[0].select(["input", "2"])),
+                               rtol=1e-5, atol=1e-6)
+    analysis.refit(rank=3, nonnegative=False, blocks=["input", "1", "2"])
+
+
+def test_failed_refit_keeps_the_fit_on_show(analysis):
+    estimator, view = analysis.estimator, analysis.view
+    with pytest.raises(ValueError, match="unknown blocks"):
+        analysis.refit(blocks=["nope"])
+    with pytest.raises(ValueError, match="no blocks chosen"):
+        analysis.refit(blocks=[])
+    with pytest.raises(ValueError, match="rank"):
+        analysis.refit(rank=10**6)
+    assert analysis.estimator is estimator and analysis.view is view
+
+
+def test_rank_profile_is_kept(analysis):
+    profile = analysis.rank_profile(5, progress=False)
+    assert analysis.profile is profile and profile.max_rank == 5
+    assert profile.block_names == analysis.view.names
+
+
+def test_from_fitted_needs_no_model_and_refuses_raw_inputs():
+    rng = np.random.default_rng(0)
+    blocks = Blocks([Block("input", torch.from_numpy(rng.random((40, 6), dtype=np.float32)))])
+    cp = CoupledCP(2, progress=False).fit(blocks)
+    a = Analysis.from_fitted(blocks, cp)
+    assert a.estimator is cp and a.model is None
+    with pytest.raises(ValueError, match="no model to capture raw inputs"):
+        a.fold_in(torch.rand(3, 6))
+    with pytest.raises(ValueError, match="needs the model and its inputs"):
+        a.compare_checkpoints([])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, "pass either inputs .* or blocks .*not neither"),
+    ({"inputs": torch.rand(4, 2), "blocks": "b"}, "not both"),
+    ({"inputs": torch.rand(4, 2)}, "needs the model"),
+])
+def test_bad_construction_says_what_to_pass(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Analysis(**kwargs)
+
+
+def test_compare_checkpoints_reuses_the_model_profile():
+    model, x = planted_model()
+    a = Analysis(model, x, rank=2, progress=False)
+    profile = a.rank_profile(4, progress=False)
+    other = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 5))
+    comparison = a.compare_checkpoints({"other": other, "final": model}, max_rank=4,
+                                       progress=False)
+    assert comparison.names == ["other", "final"]
+    assert comparison.profiles[1] is profile
+    assert comparison.profiles[0] is not profile
