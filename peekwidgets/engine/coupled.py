@@ -26,7 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from peekwidgets.blocks import Blocks, as_blocks, batch_rows, resolve_block_weights
+from peekwidgets.blocks import (
+    Blocks,
+    as_blocks,
+    batch_rows,
+    check_finite,
+    resolve_block_weights,
+)
 from peekwidgets.engine import init as _init
 from peekwidgets.engine import io as _io
 from peekwidgets.engine import ops
@@ -86,6 +92,12 @@ def _on_device(factors, data: BatchedData) -> list[list[torch.Tensor]]:
     return [[torch.from_numpy(f).to(data.device, data.dtype) for f in fs] for fs in factors]
 
 
+def _scaled(work, data: BatchedData) -> list[list[torch.Tensor]]:
+    """Block factors with each block's scale folded into the last one: products of the raw
+    rows with them come out in the units of the scaled block, and never overflow."""
+    return [fs[:-1] + [fs[-1] * s] for fs, s in zip(work, data.scales)]
+
+
 def _signs(f: np.ndarray) -> np.ndarray:
     """``(rank,)`` sign of the largest-magnitude entry of each column of ``f`` (+1 for zero)."""
     sign = np.sign(f[np.argmax(np.abs(f), axis=0), np.arange(f.shape[1])])
@@ -93,8 +105,23 @@ def _signs(f: np.ndarray) -> np.ndarray:
     return sign
 
 
+def _check_count(name: str, value, what: str, example: int) -> None:
+    """``value`` is an integer >= 1 (not a bool, not a float); else a ValueError with the fix."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1:
+        return
+    whole = isinstance(value, numbers.Real) and not isinstance(value, bool) \
+        and float(value).is_integer() and value >= 1
+    fix = f"pass {name}={int(value)}" if whole else f"for example {name}={example}"
+    kind = "" if isinstance(value, numbers.Integral) and not isinstance(value, bool) \
+        else f", not a {type(value).__name__}"
+    raise ValueError(f"{name}={value!r}: expected a whole number of {what} >= 1{kind}; {fix}")
+
+
 class CoupledCP(Params):
     """Coupled CP/matrix factorization with a shared sample factor (scikit-learn style).
+
+    Parameters are read and set with ``get_params`` / ``set_params``;
+    :func:`~peekwidgets.engine.clone` gives an unfitted copy for a refit.
 
     Parameters
     ----------
@@ -185,12 +212,14 @@ class CoupledCP(Params):
 
     # ---------------------------------------------------------------------------- checks
     def _check_params(self):
-        if not isinstance(self.rank, numbers.Integral) or self.rank < 1:
-            raise ValueError(f"rank={self.rank!r}: expected an integer >= 1")
-        if not isinstance(self.n_init, numbers.Integral) or self.n_init < 1:
-            raise ValueError(f"n_init={self.n_init!r}: expected an integer >= 1")
-        if not isinstance(self.max_iter, numbers.Integral) or self.max_iter < 1:
-            raise ValueError(f"max_iter={self.max_iter!r}: expected an integer >= 1")
+        for name, what, example in (("rank", "components", 5), ("n_init", "starts", 1),
+                                    ("max_iter", "sweeps", 1000)):
+            _check_count(name, getattr(self, name), what, example)
+        if isinstance(self.tol, bool) or not isinstance(self.tol, numbers.Real):
+            raise ValueError(
+                f"tol={self.tol!r}: expected a number (the relative decrease of the loss that "
+                "stops a fit; a negative tol runs max_iter sweeps)"
+            )
         if self.batch_size is not None and (
             not isinstance(self.batch_size, numbers.Integral) or self.batch_size < 1
         ):
@@ -220,13 +249,10 @@ class CoupledCP(Params):
                 f"rank={self.rank} is larger than the blocks allow: {sum(sizes.values())} "
                 f"features per sample in all ({sizes}); use rank <= {sum(sizes.values())}"
             )
+        check_finite(blocks)
         norms = []
         for b in blocks:
             norm = b.norm()
-            if not np.isfinite(norm):
-                raise ValueError(
-                    f"block {b.name!r} contains NaN or Inf values; clean or drop them first"
-                )
             if norm == 0.0:
                 raise ValueError(f"block {b.name!r} is all zeros; leave it out")
             norms.append(norm)
@@ -373,14 +399,14 @@ class CoupledCP(Params):
         (no further data pass, but float32 cancellation near convergence).
         """
         work = _on_device(factors, data)
+        work_s = _scaled(work, data)
         g_a = sum(ops.gram(fs) for fs in factors)
         ys = [torch.zeros(self.rank, math.prod(s), dtype=torch.float64, device=data.device)
               for s in data.mode_shapes]
         ata = torch.zeros(self.rank, self.rank, dtype=torch.float64, device=data.device)
         loss = 0.0
         for start, stop, xs in data.chunks():
-            m = sum(ops.mttkrp_rows(x, fs).double() * s
-                    for x, fs, s in zip(xs, work, data.scales))
+            m = sum(ops.mttkrp_rows(x, fs).double() for x, fs in zip(xs, work_s))
             old = None
             if a_prev is not None:
                 old = a_prev[start:stop].to(data.device)
@@ -390,7 +416,7 @@ class CoupledCP(Params):
             a64 = ops.solve(g_a, m, old, self.nonnegative, n_inner=2)
             a = a64.to(data.dtype)
             for y, x, s in zip(ys, xs, data.scales):
-                y += ops.compress(x, a).double() * s
+                y += ops.compress(x, a * s).double()
             ata += a64.T @ a64
             a_out[start:stop] = a.to(data.home)
         ata = ata.cpu().numpy()
@@ -409,14 +435,15 @@ class CoupledCP(Params):
             a_cur = torch.empty(data.n, self.rank, dtype=data.dtype, device=data.home)
             self._sweep(data, factors, None, a_cur)
         work = _on_device(factors, data)
+        work_s = _scaled(work, data)
         res = [0.0] * len(factors)
         ips = [torch.zeros(self.rank, dtype=torch.float64, device=data.device) for _ in factors]
         for start, stop, xs in data.chunks():
             a = a_cur[start:stop].to(data.device)
             a64 = a.double()
-            for i, (x, fs, s) in enumerate(zip(xs, work, data.scales)):
+            for i, (x, fs, fs_s, s) in enumerate(zip(xs, work, work_s, data.scales)):
                 res[i] += ops.residual_sq(x, a, fs, s)
-                ips[i] += (ops.mttkrp_rows(x, fs).double() * a64).sum(0) * s
+                ips[i] += (ops.mttkrp_rows(x, fs_s).double() * a64).sum(0)
         return {"loss": sum(res), "residuals": res, "A": a_cur,
                 "ips": [ip.cpu().numpy() for ip in ips]}
 
@@ -512,18 +539,18 @@ class CoupledCP(Params):
                     f"block {b.name!r} has mode shape {b.mode_shape}, fitted with {want}; "
                     "capture the new inputs with the layers and settings of the fit"
                 )
+        check_finite(blocks)
         device = torch.device(self.device) if self.device is not None else blocks[0].device
         data = BatchedData(blocks, [self.block_scales_[n] for n in blocks.names], device,
                            self.dtype, self.batch_size)
         factors = [self.factors_[n][:-1] + [self.factors_[n][-1] * self.weights_]
                    for n in blocks.names]
-        work = _on_device(factors, data)
+        work_s = _scaled(_on_device(factors, data), data)
         g = sum(ops.gram(fs) for fs in factors)
         out = np.empty((blocks.n_samples, len(self.weights_)))
         with data.threads():
             for start, stop, xs in data.chunks():
-                m = sum(ops.mttkrp_rows(x, fs).double() * s
-                        for x, fs, s in zip(xs, work, data.scales))
+                m = sum(ops.mttkrp_rows(x, fs).double() for x, fs in zip(xs, work_s))
                 a = ops.solve(g, m, None, self.nonnegative, n_inner=n_iter)
                 out[start:stop] = a.cpu().numpy()
         return out

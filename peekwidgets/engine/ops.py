@@ -47,15 +47,19 @@ def compress(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
 
 def residual_sq(x: torch.Tensor, a: torch.Tensor, factors: Sequence[torch.Tensor],
                 scale: float) -> float:
-    """``||scale * x - model(a, factors)||^2`` computed from the explicit residual of the batch."""
+    """``||scale * x - model(a, factors)||^2`` computed from the explicit residual of the batch.
+
+    The product scales ``x`` (``beta`` of the GEMM), so raw values far beyond the square root
+    of the dtype's range (activations of 1e18 in float32) do not overflow.
+    """
     if x.ndim == 2:
-        e = torch.addmm(x, a, factors[0].T, alpha=-1.0 / scale)
+        e = torch.addmm(x, a, factors[0].T, beta=scale, alpha=-1.0)
     else:
         n, c, s = x.shape
         u, v = factors
         p = (a[:, None, :] * u).reshape(n * c, -1)
-        e = torch.addmm(x.reshape(n * c, s), p, v.T, alpha=-1.0 / scale)
-    return float(torch.linalg.vector_norm(e).double() ** 2) * scale**2
+        e = torch.addmm(x.reshape(n * c, s), p, v.T, beta=scale, alpha=-1.0)
+    return float(torch.linalg.vector_norm(e).double() ** 2)
 
 
 def spd_inverse(g: np.ndarray) -> np.ndarray:

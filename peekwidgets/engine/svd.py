@@ -71,13 +71,12 @@ class _Unfolding:
                for d in self.sizes]
         for start, stop, xs in self._chunks():
             qb = q[start:stop].to(self.device, self.dtype)
-            for y, x in zip(out, xs):
-                y += (x.T @ qb).double()
+            for y, x, s in zip(out, xs, self.scales):
+                y += (x.T @ (qb * s)).double()  # scaled before the product: no overflow
         colsum = q.sum(0).to(self.device, torch.float64)
         for y, mu, s in zip(out, self.means, self.scales):
             if mu is not None:
-                y -= torch.outer(mu.to(self.device), colsum)
-            y *= s
+                y -= torch.outer(mu.to(self.device), colsum * s)
         return out
 
 
