@@ -282,3 +282,61 @@ def test_compare_checkpoints_accuracy_reads_dict_and_tuple_batches():
     assert dicts[0]["image"] is not None and len(dicts) == 4  # the user's batches kept
     with pytest.raises(TypeError, match="iterator .* read only once"):
         compare_checkpoints(Tiny(), states, iter(tuples), labels=y.numpy(), progress=False)
+
+
+def test_bad_settings_fail_up_front_with_the_reason(monkeypatch):
+    import peekwidgets.analysis.profile as profile_module
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the profile started computing before checking its settings")
+
+    monkeypatch.setattr(profile_module, "randomized_svd", no_work)
+    blocks = planted(2, n=30)
+    with pytest.raises(ValueError, match=r"split-half fits allow.*each half of the 30 samples, "
+                       r"15 samples each.*max_rank <= 15, split_half=False"):
+        rank_profile(blocks, 16, model="cp")
+    with pytest.raises(ValueError, match="split-half"):
+        rank_profile(blocks, 16, model="nonnegative")
+    for bad in (2.5, True, "5", None):
+        with pytest.raises(TypeError, match=f"max_rank must be an integer >= 1, got {bad!r}"):
+            rank_profile(blocks, bad)
+    for bad in ("0.03", True, None):
+        with pytest.raises(TypeError, match=f"threshold must be a number in \\(0, 1\\), got "
+                           f"{bad!r}"):
+            rank_profile(blocks, 3, threshold=bad)
+    for bad in (0, 1.5, float("nan"), -0.1):
+        with pytest.raises(ValueError, match=f"threshold must be in \\(0, 1\\), got {bad!r}"):
+            rank_profile(blocks, 3, threshold=bad)
+    with pytest.raises(TypeError, match="threshold must be a number"):
+        estimate_rank(np.array([0.5, 0.1]), "3%")
+    with pytest.raises(ValueError, match="n_restarts must be an integer >= 1, got True"):
+        rank_profile(blocks, 3, model="cp", n_restarts=True)
+    with pytest.raises(TypeError, match="max_rank must be an integer"):
+        compare_checkpoints(Tiny(), checkpoints(1), torch.randn(8, 5), max_rank=2.0)
+
+
+def test_split_half_off_allows_ranks_up_to_the_samples():
+    blocks = planted(2, n=12, nonnegative=True)
+    p = rank_profile(blocks, 7, model="nonnegative", split_half=False, n_restarts=1,
+                     max_iter=20, progress=False)
+    assert np.all(np.isnan(p.split_half)) and not np.any(np.isnan(p.model_fit))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_blocks_are_named_before_any_work(bad, monkeypatch):
+    import peekwidgets.analysis.profile as profile_module
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the profile started computing on non-finite blocks")
+
+    monkeypatch.setattr(profile_module, "randomized_svd", no_work)
+    blocks = planted(2, n=40)
+    data = {b.name: b.numpy().copy() for b in blocks}
+    data["hidden"][7, 3] = bad
+    before = data["hidden"].copy()
+    kind = "NaN" if np.isnan(bad) else "Inf"
+    for model in ("ls", "nonnegative"):
+        with pytest.raises(ValueError, match=rf"block 'hidden' contains NaN or Inf values in 1 "
+                           rf"of 40 samples, first in sample 7 \({kind}\); drop those samples"):
+            rank_profile(data, 3, model=model, progress=False)
+    np.testing.assert_array_equal(data["hidden"], before)  # the user's array is untouched

@@ -19,7 +19,7 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from peekwidgets.analysis.profile import RankProfile, rank_profile
+from peekwidgets.analysis.profile import RankProfile, check_max_rank, rank_profile
 from peekwidgets.capture import capture
 from peekwidgets.capture.source import Source
 
@@ -236,6 +236,7 @@ def compare_checkpoints(
     CheckpointComparison
         Stops cleanly on KeyboardInterrupt and keeps the checkpoints already profiled.
     """
+    max_rank = check_max_rank(max_rank)
     if isinstance(model_or_factory, torch.nn.Module):
         work = copy.deepcopy(model_or_factory)
     elif callable(model_or_factory):
@@ -264,8 +265,6 @@ def compare_checkpoints(
         if key in capture_kwargs:
             raise ValueError(f"capture_kwargs may not set {key!r}; compare_checkpoints sets "
                              "it, leave it out")
-    if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or max_rank < 1:
-        raise ValueError(f"max_rank must be an integer >= 1, got {max_rank!r}")
     if isinstance(inputs, Iterator):
         raise TypeError(
             f"inputs is an iterator ({type(inputs).__name__}), which can be read only once; "

@@ -28,7 +28,13 @@ import numpy as np
 import torch
 
 from peekwidgets.analysis.stability import identifiable_diagnostics
-from peekwidgets.blocks import Blocks, as_blocks, batch_rows, resolve_block_weights
+from peekwidgets.blocks import (
+    Blocks,
+    as_blocks,
+    batch_rows,
+    check_finite,
+    resolve_block_weights,
+)
 from peekwidgets.engine.svd import randomized_svd
 
 __all__ = ["DEFAULT_THRESHOLD", "RankProfile", "estimate_rank", "rank_profile"]
@@ -154,6 +160,7 @@ def estimate_rank(gain: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> tup
     where the gain is taken as 1), first reaches ``threshold``. When every gain is above the
     threshold, both are ``max_rank``.
     """
+    _check_threshold(threshold)
     gain = np.asarray(gain, dtype=np.float64)
     below = np.flatnonzero(gain < threshold)
     if below.size == 0:
@@ -189,6 +196,74 @@ def _energies(blocks: Blocks, center: bool, batch_size: int, device, dtype):
                 f"{' after centering' if center else ''}); drop it with blocks.select(...)"
             )
     return means, sq_norms
+
+
+def check_max_rank(max_rank) -> int:
+    """``max_rank`` as an int, or a clear error when it is not an integer >= 1."""
+    if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)):
+        raise TypeError(
+            f"max_rank must be an integer >= 1, got {max_rank!r} ({type(max_rank).__name__}); "
+            "pass the largest rank to profile, e.g. max_rank=10"
+        )
+    if max_rank < 1:
+        raise ValueError(f"max_rank must be an integer >= 1, got {max_rank!r}")
+    return int(max_rank)
+
+
+def _check_threshold(threshold) -> None:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)):
+        raise TypeError(
+            f"threshold must be a number in (0, 1), got {threshold!r} "
+            f"({type(threshold).__name__}); e.g. threshold={DEFAULT_THRESHOLD}"
+        )
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(
+            f"threshold must be in (0, 1), got {threshold!r}; it is the smallest marginal gain "
+            f"(a share of the joint energy) that counts a component, e.g. {DEFAULT_THRESHOLD}"
+        )
+
+
+def _check_settings(blocks: Blocks, max_rank: int, threshold, model, center, n_restarts,
+                    split_half) -> None:
+    """Raise a clear error, before any work, for settings the profile cannot honour."""
+    n = blocks.n_samples
+    if n < max_rank:
+        raise ValueError(
+            f"max_rank={max_rank} is larger than the number of samples ({n}); "
+            f"pass max_rank <= {n} or capture more samples"
+        )
+    if model not in _MODELS:
+        raise ValueError(f"model must be one of {_MODELS}, got {model!r}")
+    _check_threshold(threshold)
+    if model == "ls":
+        return
+    if model == "cp" and not any(b.kind == "tensor" for b in blocks):
+        raise ValueError(
+            "model='cp' needs at least one tensor block (N x C x S): with matrix blocks only, the "
+            "coupled model is the least-squares one, which is not identifiable; use model='ls' "
+            "(the curve), or model='nonnegative'"
+        )
+    if center:
+        raise ValueError(
+            f"model={model!r} fits the blocks as CoupledCP does, uncentered; pass center=False "
+            "(the least-squares curve alone can be centered with model='ls')"
+        )
+    if isinstance(n_restarts, bool) or not isinstance(n_restarts, (int, np.integer)) \
+            or n_restarts < 1:
+        raise ValueError(f"n_restarts must be an integer >= 1, got {n_restarts!r}")
+    if split_half and max_rank > n // 2:
+        raise ValueError(
+            f"max_rank={max_rank} is larger than the split-half fits allow: model={model!r} "
+            f"with split_half=True also fits each half of the {n} samples, {n // 2} samples "
+            f"each, and a fit needs at least as many samples as its rank; pass max_rank <= "
+            f"{n // 2}, split_half=False, or capture more samples"
+        )
+    features = sum(math.prod(b.mode_shape) for b in blocks)
+    if max_rank > features:
+        raise ValueError(
+            f"max_rank={max_rank} is larger than the {features} features per sample of all "
+            f"blocks together allow for model={model!r}; pass max_rank <= {features}"
+        )
 
 
 def rank_profile(
@@ -267,31 +342,9 @@ def rank_profile(
     RankProfile
     """
     blocks = as_blocks(blocks)
-    if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or max_rank < 1:
-        raise ValueError(f"max_rank must be an integer >= 1, got {max_rank!r}")
-    max_rank = int(max_rank)
-    if blocks.n_samples < max_rank:
-        raise ValueError(
-            f"max_rank={max_rank} is larger than the number of samples ({blocks.n_samples}); "
-            f"pass max_rank <= {blocks.n_samples} or capture more samples"
-        )
-    if model not in _MODELS:
-        raise ValueError(f"model must be one of {_MODELS}, got {model!r}")
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
-    if model == "cp" and not any(b.kind == "tensor" for b in blocks):
-        raise ValueError(
-            "model='cp' needs at least one tensor block (N x C x S): with matrix blocks only, the "
-            "coupled model is the least-squares one, which is not identifiable; use model='ls' "
-            "(the curve), or model='nonnegative'"
-        )
-    if model != "ls" and center:
-        raise ValueError(
-            f"model={model!r} fits the blocks as CoupledCP does, uncentered; pass center=False "
-            "(the least-squares curve alone can be centered with model='ls')"
-        )
-    if model != "ls" and (not isinstance(n_restarts, (int, np.integer)) or n_restarts < 1):
-        raise ValueError(f"n_restarts must be an integer >= 1, got {n_restarts!r}")
+    max_rank = check_max_rank(max_rank)
+    _check_settings(blocks, max_rank, threshold, model, center, n_restarts, split_half)
+    check_finite(blocks)
     weights = resolve_block_weights(block_weights, blocks.names, unknown_error=KeyError)
     dev = None if device is None else torch.device(device)
     generator = torch.Generator().manual_seed(0 if random_state is None else int(random_state))
