@@ -259,13 +259,18 @@ class CoupledCP(Params):
         return norms
 
     # ---------------------------------------------------------------------------- fit
-    def fit(self, blocks) -> CoupledCP:
+    def fit(self, blocks, callback=None) -> CoupledCP:
         """Fit the coupled model.
 
         Parameters
         ----------
         blocks : Blocks, list of Block, or dict name -> array
             Blocks sharing the sample mode.
+        callback : callable, optional
+            ``callback(sweep, loss)`` after every sweep (``loss`` relative to the scaled data's
+            energy, None on a sweep that measured none), for live progress; raising
+            KeyboardInterrupt in it stops the fit like Ctrl-C (best factors kept,
+            ``interrupted_=True``).
 
         Returns
         -------
@@ -299,7 +304,7 @@ class CoupledCP(Params):
                         raise
                     best["interrupted"] = True
                     break
-                run = self._sweeps(data, factors, sum(sq_norms), bar)
+                run = self._sweeps(data, factors, sum(sq_norms), bar, callback)
                 if best is None or run["loss"] < best["loss"]:
                     best = run
                 if run["interrupted"]:
@@ -334,7 +339,7 @@ class CoupledCP(Params):
             return _init.svd_factors(data, self.rank, generator, self.nonnegative)
         return _init.random_factors(data.mode_shapes, self.rank, generator)
 
-    def _sweeps(self, data: BatchedData, factors, total_sq: float, bar) -> dict:
+    def _sweeps(self, data: BatchedData, factors, total_sq: float, bar, callback=None) -> dict:
         """ALS or HALS sweeps from the given block factors; stops on convergence or Ctrl-C.
 
         With ``extrapolate``, every second sweep starts from ``S + (j - 1) (S - S_prev)`` with
@@ -372,6 +377,8 @@ class CoupledCP(Params):
                 last_factors, factors, estimate, have_a = factors, new_factors, new_estimate, True
                 n_iter += 1
                 bar.update()
+                if callback is not None:
+                    callback(n_iter, None if loss is None else loss / total_sq)
                 if loss is None:
                     continue
                 losses.append(loss)
@@ -417,7 +424,8 @@ class CoupledCP(Params):
             a = a64.to(data.dtype)
             for y, x, s in zip(ys, xs, data.scales):
                 y += ops.compress(x, a * s).double()
-            ata += a64.T @ a64
+            a_used = a.double()  # A as stored, so the estimate is the loss of that state
+            ata += a_used.T @ a_used
             a_out[start:stop] = a.to(data.home)
         ata = ata.cpu().numpy()
         ys = [y.cpu().numpy() for y in ys]
