@@ -38,3 +38,17 @@ def test_keyboard_interrupt_in_the_callback_stops_and_keeps_the_fit():
                                                                     callback=stop_at_five)
     assert cp.interrupted_ and not cp.converged_ and cp.n_iter_ == 5
     assert cp.fit_["x"] > 0.9
+
+
+def test_progress_bar_of_an_early_stop_ends_full_in_a_notebook():
+    from tqdm.notebook import tqdm
+
+    from peekwidgets.progress import complete
+
+    bar = tqdm(total=1000)
+    bar.update(557)
+    complete(bar)
+    widget = bar.container.children[1]
+    assert (bar.n, bar.total, widget.value, widget.max) == (557, 557, 557, 557)
+    bar.close()
+    assert widget.bar_style != "danger"  # tqdm paints an unfinished bar red on close

@@ -37,6 +37,7 @@ from peekwidgets.engine import init as _init
 from peekwidgets.engine import io as _io
 from peekwidgets.engine import ops
 from peekwidgets.engine.params import Params
+from peekwidgets.progress import complete
 
 __all__ = ["BatchedData", "CoupledCP"]
 
@@ -311,8 +312,7 @@ class CoupledCP(Params):
                     best["interrupted"] = True
                     break
             if not best["interrupted"]:  # an early stop is a success: show the bar complete
-                bar.total = bar.n
-                bar.refresh()
+                complete(bar)
         if best["interrupted"]:
             warnings.warn(
                 f"fit interrupted after {best['n_iter']} sweeps; keeping the best factors so "
@@ -382,7 +382,7 @@ class CoupledCP(Params):
                 if loss is None:
                     continue
                 losses.append(loss)
-                bar.set_postfix(loss=f"{loss / total_sq:.3e}")
+                bar.set_postfix(loss=f"{loss / total_sq:.3e}", refresh=False)  # at tqdm's pace
                 if loss <= floor or (
                     len(losses) > 1 and abs(losses[-2] - loss) <= self.tol * losses[-2]
                 ):
