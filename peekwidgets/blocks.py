@@ -276,6 +276,8 @@ class Blocks(Sequence):
                 notes.append("pooled from " + "x".join(map(str, b.meta["pooled_from"])))
             if "module_type" in b.meta:
                 notes.append(b.meta["module_type"])
+            if "output_key" in b.meta:
+                notes.append(f"output[{b.meta['output_key']!r}]")
             shape = " x ".join(map(str, b.shape))
             lines.append(
                 f"  {b.name:<{width}}  {b.kind:<6}  {shape:<20}  {b.storage:<6}  "

@@ -3,6 +3,7 @@
 import gc
 import os
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,42 @@ def assert_unchanged(model, before):
         assert torch.equal(after["state"][key], value), key  # bit for bit
     for part in ("training", "grad", "hooks"):
         assert after[part] == before[part], part
+
+
+def mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+
+
+def rows(n=20, seed=0):
+    return torch.randn(n, 8, generator=torch.Generator().manual_seed(seed))
+
+
+def _copy(inputs):
+    """A deep copy of the tensors and arrays in ``inputs`` (lists, DataLoaders, Datasets)."""
+    if isinstance(inputs, (torch.Tensor, np.ndarray)):
+        return inputs.copy() if isinstance(inputs, np.ndarray) else inputs.clone()
+    if isinstance(inputs, DataLoader):
+        return _copy(inputs.dataset)
+    if isinstance(inputs, TensorDataset):
+        return _copy(list(inputs.tensors))
+    return [_copy(item) for item in inputs]
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return bool(np.array_equal(a, b)) if isinstance(a, np.ndarray) else torch.equal(a, b)
+
+
+def assert_refused(model, inputs, error, match, *args, **kwargs):
+    """``capture(model, inputs, *args, **kwargs)`` raises ``error`` matching ``match``, and
+    leaves the model (see :func:`assert_unchanged`) and the inputs as they were."""
+    before, kept = snapshot(model), _copy(inputs)
+    with pytest.raises(error, match=match):
+        capture(model, inputs, *args, progress=False, **kwargs)
+    assert_unchanged(model, before)
+    assert _same(_copy(inputs), kept)
 
 
 @pytest.fixture

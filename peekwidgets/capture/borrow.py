@@ -5,17 +5,35 @@ The user's model is borrowed, never changed: it runs in eval mode under
 and buffer is restored on the way out, also after an exception or a
 KeyboardInterrupt.
 
-Modules that run more than once per forward pass (torchvision's
-``BasicBlock`` calls its ``relu`` twice) are found by a probe forward pass on
-the first two samples (:func:`probe`). ``"auto"`` never picks them; naming
-one raises an error that suggests the enclosing block
-(:func:`check_runs_once`).
+* **Wrappers** (:func:`unwrap`): a ``torch.compile``'d model
+  (``OptimizedModule``), ``nn.DataParallel`` and ``DistributedDataParallel``
+  are captured through the module they wrap (``model._orig_mod``,
+  ``model.module``), which runs eagerly: hooks cannot see inside a compiled
+  graph, and DataParallel's replicas would call each hook once per device.
+  A model compiled in place (``model.compile()``) also runs eagerly while
+  it is borrowed. Layer names are those of the wrapped module; names with
+  the wrapper's prefix (``"_orig_mod.layer1"``, ``"module.layer1"``) are
+  accepted too.
+* **Weights**: a model with parameters or buffers on the ``meta`` device
+  holds no data and is refused before anything runs (:func:`check_weights`).
+* **The probe**: one forward pass on the first two samples of the first
+  batch, with a hook on every module (:func:`probe`), finds each module's
+  output shape and how often it runs. Modules that run more than once per
+  forward pass (torchvision's ``BasicBlock`` calls its ``relu`` twice) are
+  never picked by ``"auto"``; naming one raises an error that suggests the
+  enclosing block (:func:`check_runs_once`). When a named layer does not run
+  exactly once on two samples, the probe is repeated on the whole first
+  batch (a model may branch on the batch size) before that error is raised.
+  When the probe itself fails, :func:`explain_failure` says whether the
+  inputs are integers (for example uint8 images) or single samples rather
+  than batches, and how to fix that.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import sys
 from collections.abc import Mapping
 from functools import partial
 
@@ -23,9 +41,51 @@ import torch
 from torch import nn
 
 __all__ = [
-    "borrowed", "probe", "check_runs_once", "first_tensor", "module_device", "float_dtype",
-    "full_device", "to_device",
+    "unwrap", "check_weights", "borrowed", "probe", "describe", "explain_failure",
+    "check_runs_once", "module_device", "float_dtype", "full_device", "to_device",
 ]
+
+#: Samples in the probe forward pass.
+PROBE_SAMPLES = 2
+
+
+def _compiled(model: nn.Module) -> bool:
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")  # loaded by any torch.compile call
+    return eval_frame is not None and isinstance(model, eval_frame.OptimizedModule)
+
+
+def unwrap(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """The module that ``torch.compile``, DataParallel or DDP wrappers run, and their prefixes.
+
+    Returns
+    -------
+    module : nn.Module
+        ``model`` itself when it is not such a wrapper.
+    prefixes : list of str
+        The name prefixes the wrappers add, outermost first (``["_orig_mod."]``).
+    """
+    parallel = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    prefixes = []
+    while True:
+        if _compiled(model):
+            model, prefix = model._orig_mod, "_orig_mod."
+        elif isinstance(model, parallel):
+            model, prefix = model.module, "module."
+        else:
+            return model, prefixes
+        prefixes.append(prefix)
+
+
+def check_weights(model: nn.Module):
+    """Raise when parameters or buffers of ``model`` are on the ``meta`` device (no data)."""
+    tensors = itertools.chain(model.named_parameters(), model.named_buffers())
+    empty = [name for name, tensor in tensors if tensor.is_meta]
+    if empty:
+        raise ValueError(
+            f"{type(model).__name__} has {len(empty)} parameters or buffers on the meta device "
+            f"(for example {empty[0]!r}): they hold no values, so it cannot run; load its "
+            "weights first: model.to_empty(device='cpu') then model.load_state_dict(state_dict)"
+        )
 
 
 def module_device(model: nn.Module) -> torch.device:
@@ -69,13 +129,19 @@ def borrowed(model: nn.Module):
     """Eval mode for the duration; hooks (appended to the yielded list), flags, buffers restored."""
     flags = [(m, m.training) for m in model.modules()]
     buffers = [(b, b.clone()) for b in model.buffers()]
+    compiled = [(m, m._compiled_call_impl) for m in model.modules()
+                if getattr(m, "_compiled_call_impl", None) is not None]
     handles = []
     try:
         model.eval()
+        for module, _ in compiled:  # model.compile(): run eagerly, so that hooks see every call
+            module._compiled_call_impl = None
         yield handles
     finally:
         for handle in handles:
             handle.remove()
+        for module, call in compiled:
+            module._compiled_call_impl = call
         for module, flag in flags:
             if module.training != flag:
                 module.training = flag
@@ -85,25 +151,26 @@ def borrowed(model: nn.Module):
                     buffer.copy_(saved)
 
 
-def first_tensor(output):
-    """The first tensor in a module's output (a tensor, or nested tuples, lists, dicts)."""
+def describe(output):
+    """A module output with each tensor replaced by its shape and any other leaf by its type name.
+
+    Dicts and tuples (or lists) keep their structure, so that a layer's item
+    can be chosen from the description as from the output itself.
+    """
     if isinstance(output, torch.Tensor):
-        return output
+        return output.shape
     if isinstance(output, Mapping):
-        output = list(output.values())
+        return {key: describe(value) for key, value in output.items()}
     if isinstance(output, (tuple, list)):
-        for item in output:
-            found = first_tensor(item)
-            if found is not None:
-                return found
-    return None
+        return tuple(describe(value) for value in output)
+    return type(output).__name__
 
 
 def probe(net: nn.Module, x: torch.Tensor, handles: list) -> dict:
     """Run ``net(x)`` once with a hook on every module.
 
-    Returns ``{name: [calls, first output shape or its type name]}`` in the
-    order the modules first ran.
+    Returns ``{name: [calls, description of the first output]}`` (see
+    :func:`describe`) in the order the modules first ran.
     """
     seen = {}
 
@@ -111,8 +178,7 @@ def probe(net: nn.Module, x: torch.Tensor, handles: list) -> dict:
         record = seen.setdefault(name, [0, None])
         record[0] += 1
         if record[0] == 1:
-            tensor = first_tensor(output)
-            record[1] = tensor.shape if tensor is not None else type(output).__name__
+            record[1] = describe(output)
 
     first = len(handles)
     for name, module in net.named_modules():
@@ -127,6 +193,51 @@ def probe(net: nn.Module, x: torch.Tensor, handles: list) -> dict:
     return seen
 
 
+def _first_layer(net: nn.Module):
+    """``(name, module)`` of the first registered module that holds parameters itself."""
+    return next(((n, m) for n, m in net.named_modules()
+                 if next(m.parameters(recurse=False), None) is not None), (None, None))
+
+
+def explain_failure(net: nn.Module, x: torch.Tensor, error: Exception):
+    """Raise a clear error when the probe on a batch ``x`` failed for a reason found in ``x``.
+
+    Two causes are told apart from the model's own error: integer inputs to
+    a model that computes in floating point (uint8 images), and a batch that
+    is one sample (one dimension short for the first layer). Returns (so
+    that the caller re-raises ``error``) when neither applies.
+    """
+    name, layer = _first_layer(net)
+    if layer is None:
+        return
+    what = f"the model's first layer {name!r} ({type(layer).__name__})"
+    if not (x.is_floating_point() or x.is_complex()) and not isinstance(
+            layer, (nn.Embedding, nn.EmbeddingBag)):
+        dtype = str(x.dtype).replace("torch.", "")
+        raise TypeError(
+            f"the inputs are {dtype} but {what} computes in "
+            f"{str(float_dtype(net)).replace('torch.', '')} (the model failed with: {error}); "
+            "convert them to floats as the model was trained: for 0-255 pixels, "
+            "input_fn=lambda batch: batch.float() / 255 (batch[0] for (x, y) batches; this is "
+            "torchvision's convert_image_dtype), followed by the normalization the model expects"
+        ) from error
+    if isinstance(layer, nn.Linear):
+        expected = x.ndim == 1 and x.shape[0] == layer.in_features
+        batched = f"(n, {layer.in_features})"
+    elif isinstance(layer, nn.modules.conv._ConvNd):
+        expected = x.ndim == len(layer.kernel_size) + 1 and x.shape[0] == layer.in_channels
+        batched = f"(n, {', '.join(map(str, x.shape))})"
+    else:
+        return
+    if expected:
+        raise ValueError(
+            f"the first batch has shape {tuple(x.shape)}, the shape of one sample for {what}, "
+            f"which takes batches {batched} (the model failed with: {error}); capture expects "
+            "batches, not single samples: stack the samples (torch.stack or np.stack), or "
+            "pass a DataLoader with a batch_size"
+        ) from error
+
+
 def _enclosing(name: str, calls: Mapping[str, int]) -> str | None:
     parts = name.split(".")
     for cut in range(len(parts) - 1, 0, -1):
@@ -136,8 +247,9 @@ def _enclosing(name: str, calls: Mapping[str, int]) -> str | None:
     return None
 
 
-def check_runs_once(names, calls: Mapping[str, int], net: nn.Module):
-    """Raise unless every module in ``names`` ran exactly once in the probe (``calls``)."""
+def check_runs_once(names, calls: Mapping[str, int], net: nn.Module, rows: int):
+    """Raise unless each of ``names`` ran once in the probe (``calls``) on ``rows`` samples."""
+    on = f"{rows} sample{'s' if rows > 1 else ''} of the first batch"
     for name in names:
         count = calls.get(name, 0)
         if count == 1:
@@ -145,14 +257,14 @@ def check_runs_once(names, calls: Mapping[str, int], net: nn.Module):
         module = type(net.get_submodule(name)).__name__
         if count == 0:
             raise ValueError(
-                f"layer {name!r} ({module}) did not run in the forward pass, so it has no "
-                "output to capture; choose a module that the model's forward calls"
+                f"layer {name!r} ({module}) did not run in the forward pass (tried on {on}), so "
+                "it has no output to capture; choose a module that the model's forward calls"
             )
         parent = _enclosing(name, calls)
         hint = f"capture the enclosing block {parent!r} instead" if parent else (
             "capture a module that runs once per forward pass instead")
         raise ValueError(
-            f"layer {name!r} ({module}) runs {count} times per forward pass (one module reused, "
-            f"like the ReLU of torchvision's BasicBlock), so its outputs would mix {count} "
-            f"different activations; {hint}"
+            f"layer {name!r} ({module}) runs {count} times per forward pass (counted on {on}; "
+            f"one module reused, like the ReLU of torchvision's BasicBlock), so its outputs "
+            f"would mix {count} different activations; {hint}"
         )

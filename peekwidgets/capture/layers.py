@@ -4,7 +4,10 @@
 (:func:`resolve_layers`). ``"auto"`` takes the stage outputs of common
 architectures plus the logits (the last ``nn.Linear``); given the call counts
 of a probe pass it never picks a module that does not run exactly once per
-forward pass. Unknown names raise an error that lists the closest names.
+forward pass. Unknown names raise an error that lists the modules whose
+names end in the given one (``"net.layer1"`` for ``"layer1"`` in a wrapper)
+and the closest names. Wrapped models (``torch.compile``, DataParallel) are
+resolved on the module they wrap; see :func:`~peekwidgets.capture.borrow.unwrap`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from collections.abc import Mapping
 
 from torch import nn
 
-__all__ = ["resolve_layers", "auto_layers", "leaves"]
+from peekwidgets.capture.borrow import unwrap
+
+__all__ = ["resolve_layers", "auto_layers", "leaves", "strip_prefixes"]
 
 _ACTIVATIONS = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
@@ -61,9 +66,13 @@ def resolve_layers(model: nn.Module, layers="auto") -> list[str]:
     list of str
         Module names. :func:`capture` puts them in forward order and, for
         ``"auto"``, drops modules that do not run exactly once per forward pass.
+        For a ``torch.compile``'d or DataParallel model, the names in the
+        module it wraps (without ``"_orig_mod."`` or ``"module."``).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    model, prefixes = unwrap(model)
+    layers = strip_prefixes(layers, prefixes)
     if isinstance(layers, str) and layers == "auto":
         return auto_layers(model)
     named = {name: module for name, module in model.named_modules() if name}
@@ -72,6 +81,20 @@ def resolve_layers(model: nn.Module, layers="auto") -> list[str]:
     for selector in selectors:
         chosen.update(_match(model, named, selector))
     return [name for name in named if name in chosen]
+
+
+def strip_prefixes(layers, prefixes: list[str]):
+    """``layers`` with the name prefixes of wrappers (``"_orig_mod."``) taken off its names."""
+
+    def strip(selector):
+        if isinstance(selector, str):
+            for prefix in prefixes:
+                selector = selector.removeprefix(prefix)
+        return selector
+
+    if isinstance(layers, (list, tuple, set)):
+        return [strip(selector) for selector in layers]
+    return strip(layers)
 
 
 def _match(model: nn.Module, named: dict, selector) -> list[str]:
@@ -100,9 +123,13 @@ def _match(model: nn.Module, named: dict, selector) -> list[str]:
         return [selector]
     else:
         key, kind = selector, "module named"
+    inside = fnmatch.filter(named, f"*.{selector}")[:5]  # the same name one level down
     close = difflib.get_close_matches(key, list(named), n=5, cutoff=0.4)
     top = [name for name, _ in model.named_children()]
-    hint = f"closest names: {close}" if close else f"top-level modules: {top}"
+    if inside:
+        hint = f"did you mean {inside[0]!r}? names that end in it: {inside}"
+    else:
+        hint = f"closest names: {close}" if close else f"top-level modules: {top}"
     raise ValueError(
         f"{where} has no {kind} {selector!r}; {hint} (print(model) or model.named_modules() "
         "lists every name)"

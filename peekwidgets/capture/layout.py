@@ -4,8 +4,16 @@
   ``(N, T, D)`` is a tensor block as is; a conv map ``(N, C, H, W)`` (or
   ``(N, C, D, H, W)``) is a tensor block ``(N, C, H*W)`` with
   ``spatial_shape=(H, W)``; ``(N,)`` becomes ``(N, 1)``. ``flatten=True``
-  makes every block a matrix. Module outputs that are tuples (``nn.LSTM``)
-  are captured at their first tensor. Everything is stored as float32.
+  makes every block a matrix. Everything is stored as float32.
+* **Outputs that are not a tensor** (:func:`pick`): of a tuple or list
+  (``nn.LSTM``, ``nn.MultiheadAttention``) the first tensor is captured; of a
+  dict, its only tensor value. A dict with several tensor values needs a
+  choice, ``output_keys={layer: key}`` (which also picks another item of a
+  tuple, by index). ``meta["output_key"]`` records the item taken.
+* **Samples first**: every captured output has the samples as its first
+  dimension, like the inputs. Sequence models built with
+  ``batch_first=False`` read ``(T, N, D)``; build them with
+  ``batch_first=True`` (the weights load unchanged) to capture them.
 * **Memory budget** (:class:`peekwidgets.capture.storage.Budget`): blocks are placed
   in forward order, input first, on the model's device while they fit, else
   in host memory (pinned for CUDA models), else in a memory-mapped file in a
@@ -31,17 +39,17 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from peekwidgets.blocks import Block, Blocks
-from peekwidgets.capture.borrow import first_tensor
 from peekwidgets.capture.layers import resolve_layers
 from peekwidgets.capture.storage import Store
 
-__all__ = ["Target", "Folder", "follow", "layer_shape", "DEFAULT_MAX_POSITIONS"]
+__all__ = ["Target", "Folder", "follow", "pick", "layer_shape", "DEFAULT_MAX_POSITIONS"]
 
 #: Spatial positions (16 x 16) that a conv map is pooled to when it does not fit in memory.
 DEFAULT_MAX_POSITIONS = 256
@@ -101,11 +109,11 @@ def _check_like(like: Block, row, spatial_shape, meta):
         )
 
 
-def follow(model: nn.Module, like, layers, include_input, flatten):
-    """``(layers, include_input, flatten)`` that repeat the capture ``like``.
+def follow(model: nn.Module, like, layers, include_input, flatten, output_keys):
+    """``(layers, include_input, flatten, output_keys)`` that repeat the capture ``like``.
 
-    Raises when an explicitly given ``layers``, ``include_input`` or
-    ``flatten`` disagrees with ``like``.
+    Raises when an explicitly given ``layers``, ``include_input``, ``flatten``
+    or ``output_keys`` disagrees with ``like``.
     """
     if not isinstance(like, Blocks):
         raise TypeError(
@@ -140,24 +148,98 @@ def follow(model: nn.Module, like, layers, include_input, flatten):
             f"flatten={flatten!r}, but like= was captured with flatten={flattened} (its blocks "
             f"{'have' if flattened else 'have no'} meta['flattened_from']); {fix}"
         )
-    return names, has_input, flattened
-
-
-def layer_shape(name: str, module: nn.Module, described, rows: int) -> tuple[int, ...]:
-    """Per-sample output shape of a layer from the probe's record, or a clear error."""
-    what = f"layer {name!r} ({type(module).__name__})"
-    if isinstance(described, str):
-        raise TypeError(
-            f"{what} returned {described}, not a tensor; capture a module whose output is a "
-            "tensor"
-        )
-    if len(described) == 0 or described[0] != rows:
+    keys = {b.name: b.meta["output_key"] for b in like if "output_key" in b.meta}
+    given = dict(output_keys or {})
+    clash = {n: k for n, k in given.items() if n in keys and keys[n] != k}
+    if clash:
         raise ValueError(
-            f"{what} returned shape {tuple(described)} for a batch of {rows} samples; capture "
-            "needs one output per sample, with the batch as the first dimension (a scalar such "
-            "as a loss, or a (T, N, D) sequence layer, cannot be captured; pick another layer)"
+            f"output_keys={clash!r}, but like= captured "
+            f"{ {n: keys[n] for n in clash}!r}; {fix}"
         )
-    return tuple(described[1:])
+    return names, has_input, flattened, {**given, **keys}
+
+
+def _holds(item, leaf) -> bool:
+    if isinstance(item, leaf):
+        return True
+    if isinstance(item, Mapping):
+        item = list(item.values())
+    return isinstance(item, (tuple, list)) and any(_holds(v, leaf) for v in item)
+
+
+def pick(output, key=None, *, name: str, leaf=torch.Tensor):
+    """``(item, key)``: the tensor of a layer's ``output`` that its block holds, and its key.
+
+    Parameters
+    ----------
+    output : tensor, tuple, list or dict (nested), or its :func:`describe` tree
+    key : str, int or None
+        The item to take (a dict key or a tuple index); None takes the tensor
+        itself, the first tensor of a tuple, or the only tensor of a dict.
+    name : str
+        The layer, for error messages.
+    leaf : type
+        What counts as a tensor: ``torch.Size`` for a description.
+
+    Returns
+    -------
+    item : leaf or None
+        None when the output holds no tensor.
+    key : str, int or None
+        The key taken, None for a tensor output.
+    """
+    if key is None:
+        if isinstance(output, leaf):
+            return output, None
+        if isinstance(output, Mapping):
+            keys = [k for k, v in output.items() if _holds(v, leaf)]
+            if len(keys) > 1:
+                raise ValueError(
+                    f"layer {name!r} returns a dict with tensors under the keys {keys}; say "
+                    f"which one to capture: output_keys={{{name!r}: {keys[0]!r}}}"
+                )
+        elif isinstance(output, (tuple, list)):
+            keys = [i for i, v in enumerate(output) if _holds(v, leaf)][:1]
+        else:
+            return None, None
+        return (pick(output[keys[0]], name=name, leaf=leaf)[0], keys[0]) if keys else (None, None)
+    if isinstance(output, Mapping):
+        valid = key in output
+        choices = f"a dict with the keys {list(output)}"
+    elif isinstance(output, (tuple, list)):
+        valid = isinstance(key, int) and -len(output) <= key < len(output)
+        choices = f"a tuple of {len(output)} items (indices 0 to {len(output) - 1})"
+    else:
+        valid, choices = False, "a tensor, which has no items"
+    if not valid:
+        raise ValueError(
+            f"output_keys[{name!r}] = {key!r}, but layer {name!r} returns {choices}; pick one "
+            "of them, or leave the layer out of output_keys"
+        )
+    return pick(output[key], name=name, leaf=leaf)[0], key
+
+
+def layer_shape(name: str, module: nn.Module, described, rows: int, key=None):
+    """``(shape, key)``: a layer's per-sample output shape from the probe's record, or an error.
+
+    ``described`` is the layer's output as :func:`~peekwidgets.capture.borrow.describe` gives
+    it, for a probe on ``rows`` samples; ``key`` picks an item of it (:func:`pick`).
+    """
+    what = f"layer {name!r} ({type(module).__name__})"
+    shape, key = pick(described, key, name=name, leaf=torch.Size)
+    if shape is None:
+        kind = described if isinstance(described, str) else type(described).__name__
+        raise TypeError(
+            f"{what} returned {kind}, not a tensor; capture a module whose output is a tensor"
+        )
+    if len(shape) == 0 or shape[0] != rows:
+        raise ValueError(
+            f"{what} returned shape {tuple(shape)} for a batch of {rows} samples; capture "
+            "needs one output per sample, with the batch as the first dimension (a scalar such "
+            "as a loss cannot be captured; a (T, N, D) sequence layer can when the model is "
+            "built with batch_first=True; else pick another layer)"
+        )
+    return tuple(shape[1:]), key
 
 
 class Target:
@@ -170,8 +252,10 @@ class Target:
     """
 
     def __init__(self, name, shape, *, is_input, flatten, capacity, budget, folder,
-                 max_positions, meta, like=None):
-        self.name, self.meta, self.pool = name, meta, None
+                 max_positions, meta, like=None, key=None):
+        self.name, self.meta, self.pool, self.key = name, meta, None, key
+        if key is not None:
+            meta["output_key"] = key
         self.shape = tuple(shape)  # per-sample shape of what arrives, e.g. (C, H, W)
         meta["raw_shape"] = self.shape
         spatial = self.shape[1:] if len(self.shape) >= 3 else None
@@ -232,7 +316,7 @@ class Target:
                 f"sample {self.start}); its outputs would mix different activations; capture "
                 "a module that runs once per forward pass"
             )
-        y = first_tensor(output)
+        y, _ = pick(output, self.key, name=self.name)
         if y is None:
             raise TypeError(
                 f"layer {self.name!r} returned {type(output).__name__}, not a tensor; "

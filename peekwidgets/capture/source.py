@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Iterable, Iterator, Mapping, Sized
 
 import numpy as np
@@ -122,6 +123,13 @@ class Source:
     def __init__(self, inputs, batch_size=None, input_fn=None, label_fn=None):
         self.input_fn, self.label_fn = input_fn, label_fn
         self.n_rows = self.n_batches = None
+        if batch_size is not None and (isinstance(batch_size, bool)
+                                       or not isinstance(batch_size, numbers.Integral)
+                                       or batch_size < 1):
+            raise ValueError(
+                f"batch_size must be a positive integer, got {batch_size!r}; pass for example "
+                f"batch_size=64, or leave it out for {DEFAULT_BATCH_SIZE}"
+            )
         if isinstance(inputs, np.ndarray):
             inputs = torch.from_numpy(inputs)
         sliceable = isinstance(inputs, (torch.Tensor, TensorDataset))
@@ -130,7 +138,7 @@ class Source:
                 f"batch_size applies to tensors and Datasets; a {type(inputs).__name__} "
                 "brings its own batches (set the DataLoader's batch_size instead)"
             )
-        size = batch_size or DEFAULT_BATCH_SIZE
+        size = DEFAULT_BATCH_SIZE if batch_size is None else int(batch_size)
         if isinstance(inputs, torch.Tensor):
             if inputs.ndim == 0:
                 raise ValueError("inputs is a 0-d tensor; pass samples stacked as (N, ...)")

@@ -6,12 +6,22 @@ model (:mod:`~peekwidgets.capture.borrow`) in batches, and writes each batch
 of outputs straight into a preallocated block
 (:mod:`~peekwidgets.capture.layout`, :mod:`~peekwidgets.capture.storage`).
 Every batch re-checks that each hooked module ran exactly once.
+
+Before streaming, capture checks what it can on the first batch, so that a
+mistake costs seconds, not a pass over the data: the model's weights (not on
+the ``meta`` device), the layer names (a module named ``"input"`` would clash
+with the input block), a probe pass (integer inputs, single samples instead
+of batches, modules that do not run once) and the layout of every block. A
+model with ``batch_first=False`` sequence modules fed its inputs as they are
+gets a warning: capture takes the first dimension as the samples.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -20,16 +30,27 @@ from tqdm.auto import tqdm
 
 from peekwidgets.blocks import Blocks
 from peekwidgets.capture.borrow import (
+    PROBE_SAMPLES,
     borrowed,
     check_runs_once,
+    check_weights,
+    explain_failure,
     float_dtype,
     full_device,
     module_device,
     probe,
     to_device,
+    unwrap,
 )
-from peekwidgets.capture.layers import auto_layers, leaves, resolve_layers
-from peekwidgets.capture.layout import DEFAULT_MAX_POSITIONS, Folder, Target, follow, layer_shape
+from peekwidgets.capture.layers import auto_layers, leaves, resolve_layers, strip_prefixes
+from peekwidgets.capture.layout import (
+    DEFAULT_MAX_POSITIONS,
+    Folder,
+    Target,
+    follow,
+    layer_shape,
+    pick,
+)
 from peekwidgets.capture.source import Source
 from peekwidgets.capture.storage import Budget
 
@@ -53,6 +74,7 @@ def capture(
     max_positions: int | None = DEFAULT_MAX_POSITIONS,
     flatten: bool | None = None,
     batch_size: int | None = None,
+    output_keys: Mapping | None = None,
     progress: bool = True,
 ) -> Blocks:
     """Run ``model`` once over ``inputs`` and return the input and layer outputs as blocks.
@@ -62,13 +84,21 @@ def capture(
     model : nn.Module
         Returned untouched: same parameters, buffers, ``training`` flags and
         ``requires_grad``, and no hooks left, also after an error or a
-        KeyboardInterrupt.
+        KeyboardInterrupt. A ``torch.compile``'d or DataParallel model is
+        captured through the module it wraps, run eagerly (see
+        :mod:`~peekwidgets.capture.borrow`); its weights must be loaded (not
+        on the ``meta`` device).
     inputs : DataLoader, Dataset, tensor, numpy array, or iterable of batches
         A tensor or Dataset is cut into batches of ``batch_size`` samples, in
         order. A batch is a tensor, a tuple/list (the input is its first
         tensor, the labels its second item) or a dict (the input under
         ``"input"``, ``"image"``, ``"x"``, ...; labels under ``"label"``,
-        ``"target"``, ``"y"``, ...).
+        ``"target"``, ``"y"``, ...). Batches, not single samples: the samples
+        are the first dimension (``batch_first``; a sequence model built with
+        ``batch_first=False`` gets a warning). Inputs reach the model as they
+        are, apart from floating inputs cast to the model's dtype: integer
+        images (uint8) that the model cannot take raise an error that says
+        how to convert them (``input_fn``).
     layers : "auto", str, type, or list of them
         See :func:`resolve_layers`.
     like : Blocks, optional
@@ -108,6 +138,11 @@ def capture(
     batch_size : int, optional
         Batch size for tensor and Dataset inputs (default 256); a DataLoader
         or iterable keeps its own batches.
+    output_keys : dict, optional
+        ``{layer: key}``: the item to capture of a layer whose output is a
+        dict (its key) or a tuple (its index). By default a tuple gives its
+        first tensor and a dict its only tensor; a dict with several tensors
+        needs a key here. ``meta["output_key"]`` records the item taken.
     progress : bool
         Show a tqdm progress bar over batches.
 
@@ -123,13 +158,20 @@ def capture(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if max_positions is not None and max_positions < 1:
         raise ValueError(f"max_positions must be >= 1 or None, got {max_positions}")
+    model, prefixes = unwrap(model)
+    check_weights(model)
+    layers = strip_prefixes(layers, prefixes)
+    output_keys = _output_keys(output_keys, prefixes)
     if like is not None:
-        layers, include_input, flatten = follow(model, like, layers, include_input, flatten)
+        layers, include_input, flatten, output_keys = follow(
+            model, like, layers, include_input, flatten, output_keys)
     include_input = True if include_input is None else include_input
     explicit = None if isinstance(layers, str) and layers == "auto" else resolve_layers(
         model, layers)
     if explicit == [] and not include_input:
         raise ValueError("nothing to capture: layers is empty and include_input=False")
+    if explicit is not None:
+        _check_names(explicit, output_keys, include_input)
     source = Source(inputs, batch_size, input_fn, label_fn)
     batches = iter(source)
     first = next(batches, None)
@@ -149,19 +191,11 @@ def capture(
     targets = []
     with borrowed(net) as handles, torch.no_grad():
         try:
-            seen = probe(net, to_device(first[0][:2], device, dtype), handles)
-            calls = {name: record[0] for name, record in seen.items()}
+            seen, rows = _probe(net, first[0], explicit, handles, device, dtype)
+            layouts = _layouts(net, explicit, seen, rows, output_keys)
             if explicit is None:
-                names = auto_layers(net, calls)
-                if not names:
-                    raise ValueError(
-                        f"layers='auto' found no layer to capture in {type(model).__name__}; "
-                        f"name them, e.g. layers={[n for n, _ in leaves(net)][:4]}"
-                    )
-            else:
-                check_runs_once(explicit, calls, net)
-                names = explicit
-            order = list(seen)
+                _check_names(list(layouts), output_keys, include_input)
+            _warn_sequence_first(net, seen, rows, first[0])
             common = dict(
                 capacity=source.n_rows or len(first[0]) * (source.n_batches or 16),
                 budget=Budget(memory_budget, device), folder=Folder(),
@@ -171,14 +205,13 @@ def capture(
             if include_input:
                 dtype_name = str(first[0].dtype).replace("torch.", "")
                 targets.append(Target("input", first[0].shape[1:], is_input=True,
-                                       meta={"dtype": dtype_name}, like=old.get("input"),
-                                       **common))
-            for name in sorted(names, key=order.index):
+                                      meta={"dtype": dtype_name}, like=old.get("input"),
+                                      **common))
+            for name, (shape, key) in layouts.items():
                 module = net.get_submodule(name)
-                shape = layer_shape(name, module, seen[name][1], min(2, len(first[0])))
                 targets.append(Target(name, shape, is_input=False,
-                                       meta={"module_type": type(module).__name__},
-                                       like=old.get(name), **common))
+                                      meta={"module_type": type(module).__name__},
+                                      like=old.get(name), key=key, **common))
                 handles.append(module.register_forward_hook(targets[-1]))
             n_rows, labels = _stream(net, first, batches, source, targets, device, dtype,
                                      include_input, progress)
@@ -190,6 +223,115 @@ def capture(
     if like is not None:
         blocks.sort(key=lambda b: like.names.index(b.name))
     return Blocks(blocks, labels=labels, sample_shape=tuple(first[0].shape[1:]))
+
+
+def _output_keys(output_keys, prefixes) -> dict:
+    if output_keys is None:
+        return {}
+    if not isinstance(output_keys, Mapping):
+        raise TypeError(
+            f"output_keys must be a dict {{layer name: key or index}}, got "
+            f"{type(output_keys).__name__}"
+        )
+    return {strip_prefixes(name, prefixes): key for name, key in output_keys.items()}
+
+
+def _check_names(names: list[str], output_keys: Mapping, include_input: bool):
+    """Raise when a layer's block would clash with the input block, or output_keys names others."""
+    if include_input and "input" in names:
+        others = [n for n in names if n != "input"]
+        leave = f", or leave it out: layers={others!r}" if others else ""
+        raise ValueError(
+            "the model has a module named 'input', whose block would clash with the input "
+            "block 'input' (the raw inputs); pass include_input=False to capture module "
+            f"'input' without the raw inputs{leave}"
+        )
+    unknown = [n for n in output_keys if n not in names]
+    if unknown:
+        raise ValueError(
+            f"output_keys names {unknown}, which are not captured (the layers are {names}); "
+            "name captured layers only"
+        )
+
+
+def _probe(net: nn.Module, x: torch.Tensor, explicit, handles, device, dtype):
+    """The probe's record (see :func:`~peekwidgets.capture.borrow.probe`) and its sample count.
+
+    The probe runs on the first :data:`PROBE_SAMPLES` samples of the first
+    batch ``x``; again on all of ``x`` when a named layer did not run once.
+    """
+    rows = min(PROBE_SAMPLES, len(x))
+    try:
+        seen = probe(net, to_device(x[:rows], device, dtype), handles)
+    except Exception as error:
+        explain_failure(net, x, error)
+        raise
+    if explicit and len(x) > rows and any(
+            seen.get(name, [0])[0] != 1 for name in explicit):  # the model may branch on n
+        seen, rows = probe(net, to_device(x, device, dtype), handles), len(x)
+    return seen, rows
+
+
+def _layouts(net: nn.Module, explicit, seen: dict, rows: int, output_keys: Mapping) -> dict:
+    """``{name: (per-sample shape, output key)}`` of the layers to capture, in forward order.
+
+    ``"auto"`` (``explicit`` None) leaves out, with a warning, the layers
+    whose output cannot be captured.
+    """
+    calls = {name: record[0] for name, record in seen.items()}
+    if explicit is not None:
+        check_runs_once(explicit, calls, net, rows)
+    names = auto_layers(net, calls) if explicit is None else explicit
+    layouts, skipped = {}, []
+    for name in sorted(names, key=list(seen).index):
+        module = net.get_submodule(name)
+        try:
+            layouts[name] = layer_shape(name, module, seen[name][1], rows, output_keys.get(name))
+        except (TypeError, ValueError) as error:
+            if explicit is not None:
+                raise
+            skipped.append(f"{name!r}: {error}")
+    left_out = "; ".join(skipped)
+    if not layouts and explicit is None:
+        raise ValueError(
+            f"layers='auto' found no layer to capture in {type(net).__name__}"
+            + (f" (left out: {left_out})" if skipped else "")
+            + f"; name them, e.g. layers={[n for n, _ in leaves(net)][:4]}"
+        )
+    if skipped:
+        warnings.warn(
+            f"layers='auto' leaves out layers whose output cannot be captured: {left_out}",
+            stacklevel=3)
+    return layouts
+
+
+def _warn_sequence_first(net: nn.Module, seen: dict, rows: int, x: torch.Tensor):
+    """Warn when ``batch_first=False`` modules read the inputs' first dimension as time."""
+    names = [n for n, m in net.named_modules() if getattr(m, "batch_first", None) is False]
+    if not names or x.ndim < 2:
+        return
+    for name in names:
+        owner = next((n for n in _self_and_ancestors(name) if n in seen), None)
+        if owner is None:
+            continue
+        try:
+            shape, _ = pick(seen[owner][1], name=owner, leaf=torch.Size)
+        except ValueError:
+            continue
+        if shape is not None and len(shape) >= 3 and shape[1] == rows != shape[0]:
+            return  # samples second inside: the model turns (N, T, ...) inputs around itself
+    module = net.get_submodule(names[0])
+    warnings.warn(
+        f"module {names[0]!r} ({type(module).__name__}) has batch_first=False: the model reads "
+        f"its inputs as (T, N, ...) sequences, but capture takes the first dimension of the "
+        f"inputs and of every layer output as the samples (here {len(x)} of them in the first "
+        "batch); build the model with batch_first=True (its state_dict loads unchanged) and "
+        "pass inputs as (N, T, ...)", stacklevel=3)
+
+
+def _self_and_ancestors(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:cut]) for cut in range(len(parts), 0, -1)]
 
 
 def _stream(net, first, batches, source, targets, device, dtype, include_input, progress):
