@@ -39,3 +39,30 @@ def test_wrapped_models_take_the_inner_names_or_suggest_the_prefixed_ones():
                        r"that end in it: \['net\.1', 'net\.2'\]"):
         resolve_layers(wrapped, "[12]")
     assert_unchanged(parallel, before)
+
+
+class ConvClassifier(nn.Module):
+    """A ``features`` trunk and a ``classifier = Sequential(Flatten, Linear, ReLU, Linear)``."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(8 * 2 * 2, 16), nn.ReLU(),
+                                        nn.Dropout(), nn.Linear(16, 3), nn.Softmax(dim=1))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def test_auto_takes_the_hidden_activations_of_a_classifier_head():
+    model, x = ConvClassifier().eval(), torch.randn(5, 3, 8, 8)
+    names = ["features.1", "features.4", "classifier.2", "classifier.4"]
+    assert resolve_layers(model) == names  # the Softmax after the logits is not hidden
+    blocks = capture(model, x, progress=False)
+    assert blocks.names == ["input", *names]
+    with torch.no_grad():
+        hidden = model.classifier[:3](model.features(x))
+        assert_close(blocks["classifier.2"].data, hidden)
+        assert_close(blocks["classifier.4"].data, model.classifier[3:5](hidden))

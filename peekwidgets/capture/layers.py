@@ -52,6 +52,8 @@ def resolve_layers(model: nn.Module, layers="auto") -> list[str]:
           (VGG, AlexNet): the module just before each pool (the ReLU);
         * other ``features`` Sequentials (MobileNet, EfficientNet): the block
           before each block that downsamples (a strided conv), and the last one;
+        * with these stages, the hidden activations of the heads (the ReLU of
+          ``classifier = Sequential(Flatten, Linear, ReLU, Linear)``);
         * anything else (LeNet-style nets, MLPs): every activation module
           (ReLU, GELU, Tanh, ...), or every conv and linear layer when the
           net applies its nonlinearities as functions.
@@ -156,6 +158,23 @@ def _sequential_stages(prefix: str, seq: nn.Sequential) -> list[str]:
     return [f"{prefix}.{kids[i][0]}" for i in sorted(set(ends))]
 
 
+def _head_activations(model: nn.Module, stages: list[str]) -> list[str]:
+    """Hidden activations of the heads: top-level children that hold a Linear but no stage.
+
+    An activation counts when a Linear of the same head comes after it, as the
+    ReLU of ``classifier = Sequential(Flatten, Linear, ReLU, Linear)``.
+    """
+    found = []
+    for name, child in model.named_children():
+        if any(s == name or s.startswith(f"{name}.") for s in stages):
+            continue
+        modules = [(f"{name}.{n}" if n else name, m) for n, m in child.named_modules()]
+        linears = [i for i, (_, m) in enumerate(modules) if isinstance(m, nn.Linear)]
+        if linears:
+            found += [n for n, m in modules[:linears[-1]] if isinstance(m, _ACTIVATIONS)]
+    return found
+
+
 def auto_layers(model: nn.Module, calls: Mapping[str, int] | None = None) -> list[str]:
     """The ``"auto"`` choice; with ``calls`` (from a probe), only modules that ran once."""
 
@@ -167,7 +186,9 @@ def auto_layers(model: nn.Module, calls: Mapping[str, int] | None = None) -> lis
     if not stages and isinstance(children.get("features"), nn.Sequential):
         stages = _sequential_stages("features", children["features"])
     picks = [n for n in stages if once(n)]
-    if not picks:
+    if picks:
+        picks += [n for n in _head_activations(model, stages) if once(n)]
+    else:
         found = [(n, m) for n, m in leaves(model) if once(n)]
         picks = [n for n, m in found if isinstance(m, _ACTIVATIONS)] or [
             n for n, m in found if isinstance(m, (*_CONVS, nn.Linear))
