@@ -27,9 +27,12 @@ def profile_of(rank, seed=0, n=80):
     return rank_profile(blocks, 5, progress=False)
 
 
-def comparison(accuracy=None):
+def comparison(accuracy=None, rankme=(4.0, 9.0, 6.0)):
     profiles = [profile_of(r, seed=r) for r in (1, 2, 3)]
-    return CheckpointComparison(["init", "mid", "end"], profiles, accuracy, ["x", "y"])
+    return CheckpointComparison(["init", "mid", "end"], profiles, accuracy, ["x", "y"],
+                                logits_energy_rank=np.array([1.0, 2.0, 2.0]),
+                                rankme=np.array(rankme), logits_block="y",
+                                penultimate_block="x")
 
 
 def test_rank_profile_figure_is_new_each_call_and_shows_the_profile():
@@ -61,14 +64,26 @@ def test_checkpoint_gains_figure_colours_checkpoints_in_order():
     assert [label.split(" (")[0] for label in curves.labels] == ["init", "mid", "end"]
 
 
-def test_checkpoint_scores_figure_has_accuracy_only_with_labels():
+def test_checkpoint_scores_figure_shows_every_criterion_scaled_to_its_range():
     plain = checkpoint_scores_figure(comparison())
-    assert len(plain.marks) == 1 and len(plain.axes) == 2
+    assert len(plain.marks) == 4 and len(plain.axes) == 2  # no accuracy without labels
     comp = comparison(np.array([0.1, 0.5, 0.9]))
     fig = checkpoint_scores_figure(comp)
-    np.testing.assert_allclose(fig.marks[0].y, comp.scores)
-    np.testing.assert_allclose(fig.marks[1].y, [0.1, 0.5, 0.9])
-    assert list(fig.marks[0].x) == ["init", "mid", "end"]
+    assert fig is not checkpoint_scores_figure(comp)
+    score, energy, rankme, share, accuracy = fig.marks
+    s = comp.scores
+    np.testing.assert_allclose(score.y, (s - s.min()) / (s.max() - s.min()))
+    np.testing.assert_allclose(energy.y, [0.0, 1.0, 1.0])
+    np.testing.assert_allclose(rankme.y, [0.0, 1.0, 0.4])
+    assert rankme.labels == ["RankMe of the penultimate block (4 to 9)"]
+    np.testing.assert_allclose(accuracy.y, [0.1, 0.5, 0.9])
+    assert list(score.x) == ["init", "mid", "end"]
+    assert len({m.colors[0] for m in fig.marks}) == 5
+    # a baseline without its block is left out; a constant one sits mid-axis
+    missing = checkpoint_scores_figure(comparison(rankme=(np.nan,) * 3))
+    assert len(missing.marks) == 3
+    constant = checkpoint_scores_figure(comparison(rankme=(2.0,) * 3))
+    np.testing.assert_allclose(constant.marks[2].y, [0.5] * 3)
 
 
 def test_analysis_loads_no_widget_library():

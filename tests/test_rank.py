@@ -242,12 +242,15 @@ def test_compare_checkpoints_reuses_the_model_profile(monkeypatch):
     own = rank_profile(capture(model, x, progress=False), 4, progress=False)
     fresh = compare_checkpoints(model, checkpoints(), x, max_rank=4, progress=False)
     calls = []
-    monkeypatch.setattr(checkpoints_module, "capture",
-                        lambda *args, **kwargs: calls.append(1) or capture(*args, **kwargs))
+    monkeypatch.setattr(checkpoints_module, "rank_profile",
+                        lambda *args, **kwargs: calls.append(1) or rank_profile(*args, **kwargs))
     reused = compare_checkpoints(model, checkpoints(), x, max_rank=4, progress=False,
                                  model_profile=own)
-    assert len(calls) == 2 and reused.profiles[-1] is own  # the last one was not captured
+    assert len(calls) == 2 and reused.profiles[-1] is own  # the last one was not profiled
     np.testing.assert_array_equal(reused.fits, fresh.fits)
+    # it is still captured, for its baselines
+    np.testing.assert_array_equal(reused.rankme, fresh.rankme)
+    np.testing.assert_array_equal(reused.logits_energy_rank, fresh.logits_energy_rank)
     assert reused.layers == fresh.layers
     with pytest.raises(ValueError, match="max_rank 4, the comparison max_rank 3"):
         compare_checkpoints(model, checkpoints(), x, max_rank=3, model_profile=own)
@@ -340,3 +343,82 @@ def test_nan_or_inf_blocks_are_named_before_any_work(bad, monkeypatch):
                            rf"of 40 samples, first in sample 7 \({kind}\); drop those samples"):
             rank_profile(data, 3, model=model, progress=False)
     np.testing.assert_array_equal(data["hidden"], before)  # the user's array is untouched
+
+
+def test_labels_are_keyword_only_and_checked_up_front(monkeypatch):
+    import peekwidgets.analysis.checkpoints as checkpoints_module
+
+    x, labels = torch.randn(20, 5), np.arange(20) % 3
+    with pytest.raises(TypeError, match="3 positional arguments"):
+        compare_checkpoints(Tiny(), checkpoints(1), x, labels)  # labels in layers' place
+    monkeypatch.setattr(checkpoints_module, "capture", lambda *a, **k: pytest.fail("captured"))
+    with pytest.raises(ValueError, match=r"labels has shape \(19,\) for 20 inputs; pass one "
+                       r"label per input, shape \(20,\)"):
+        compare_checkpoints(Tiny(), checkpoints(1), x, labels=labels[:19], progress=False)
+
+
+def planted_logits_checkpoints():
+    """Two Tiny checkpoints: logits of rank 1 (fc2 a rank-one map, no bias) and of full rank."""
+    low, full = Tiny(), Tiny()
+    with torch.no_grad():
+        low.fc2.weight.copy_(torch.outer(torch.tensor([1.0, -2.0, 0.5]), torch.ones(6)))
+        low.fc2.bias.zero_()
+        full.fc1.weight.copy_(torch.eye(6, 5) * 3)
+        full.fc1.bias.zero_()
+        full.fc2.weight.copy_(torch.eye(3, 6))  # logits = relu(x[:, :3] * 3)
+        full.fc2.bias.zero_()
+    return {"low": low.state_dict(), "full": full.state_dict()}
+
+
+def test_baselines_sit_next_to_the_indicator():
+    from scipy.stats import spearmanr
+
+    from peekwidgets.analysis import CRITERIA, energy_rank, rankme
+    from peekwidgets.capture import capture
+
+    x = torch.randn(80, 5, generator=torch.Generator().manual_seed(3))
+    labels = np.arange(80) % 3
+    states = {**planted_logits_checkpoints(), **dict(zip("ab", checkpoints(2)))}
+    comp = compare_checkpoints(Tiny(), states, x, labels=labels, max_rank=4, progress=False)
+    assert (comp.logits_block, comp.penultimate_block) == ("fc2", "relu")
+    assert comp.logits_energy_rank[0] == 1  # rank-one logits: one component holds all
+    # the full-rank checkpoint: by hand from the logits relu(3 x[:, :3])
+    s = np.linalg.svd(torch.relu(3 * x[:, :3]).numpy().astype(float), compute_uv=False)
+    by_hand = int(np.searchsorted(np.cumsum(s**2) / np.sum(s**2), 0.95) + 1)
+    assert comp.logits_energy_rank[1] == by_hand
+    for i, state in enumerate(states.values()):
+        net = Tiny()
+        net.load_state_dict(state)
+        blocks = capture(net, x, progress=False)
+        assert comp.rankme[i] == pytest.approx(rankme(blocks["relu"]))
+        assert comp.logits_energy_rank[i] == energy_rank(blocks["fc2"])
+    np.testing.assert_allclose(comp.first_shares, [p.fit[0] for p in comp.profiles])
+    rows = comp.records()
+    assert set(CRITERIA) <= set(rows[0]) and rows[0]["logits_energy_rank"] == 1
+    assert isinstance(rows[0]["logits_energy_rank"], int)
+    rho = comp.spearman()
+    assert list(rho) == list(CRITERIA)
+    assert rho["rankme"] == pytest.approx(spearmanr(comp.rankme, comp.accuracy)[0])
+    table = comp.table()
+    assert "logits95" in table and "RankMe" in table and "share1" in table
+    assert f"RankMe {rho['rankme']:+.3f}" in table
+    # the baselines may read other blocks, named
+    named = compare_checkpoints(Tiny(), states, x, logits_block="relu", max_rank=3,
+                                progress=False)
+    assert (named.logits_block, named.penultimate_block) == ("relu", "input")
+    assert named.spearman() is None  # no labels, no correlation
+    with pytest.raises(KeyError, match=r"penultimate_block='fc9' is not a captured block; "
+                       r"the blocks are \['input', 'relu', 'fc2'\]"):
+        compare_checkpoints(Tiny(), states, x, penultimate_block="fc9", max_rank=3,
+                            progress=False)
+
+
+def test_a_baseline_without_its_block_is_nan_with_a_warning():
+    x = torch.randn(30, 5)
+    with pytest.warns(RuntimeWarning, match=r"no block for the penultimate_block baseline "
+                      r"\(the captured blocks are \['fc2'\].*pass penultimate_block="):
+        comp = compare_checkpoints(Tiny(), checkpoints(2), x, layers=["fc2"],
+                                   capture_kwargs={"include_input": False}, max_rank=3,
+                                   progress=False)
+    assert comp.logits_block == "fc2" and comp.penultimate_block is None
+    assert np.all(np.isnan(comp.rankme)) and comp.records()[0]["rankme"] is None

@@ -1,10 +1,12 @@
-"""Checkpoint comparison: rank profiles of several checkpoints of one model, on the same inputs.
+"""Checkpoint comparison: rank profiles and label-free baselines of several checkpoints of one
+model, on the same inputs.
 
 :func:`compare_checkpoints` loads every checkpoint into one working copy of the model (the
 user's model is never changed), captures it on the same inputs with the same layers and
-settings, and profiles it with :func:`~peekwidgets.analysis.rank_profile`. Labels, where
-given, only add an accuracy column; the model reads them from the same batches that capture
-reads (:class:`peekwidgets.capture.source.Source`).
+settings, profiles it with :func:`~peekwidgets.analysis.rank_profile`, and reads the
+baselines of :mod:`~peekwidgets.analysis.baselines` from the same capture (``CRITERIA``).
+Labels, where given, only add an accuracy column, for validation: the model's predictions
+are read from the same batches as the capture (:class:`peekwidgets.capture.source.Source`).
 """
 
 from __future__ import annotations
@@ -19,16 +21,30 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
+from peekwidgets.analysis.baselines import ENERGY_SHARE, energy_rank, rankme
 from peekwidgets.analysis.profile import RankProfile, check_max_rank, rank_profile
 from peekwidgets.capture import capture
 from peekwidgets.capture.source import Source
 
-__all__ = ["CheckpointComparison", "compare_checkpoints"]
+__all__ = ["CRITERIA", "CheckpointComparison", "compare_checkpoints"]
+
+
+#: The label-free criteria of a comparison, by their key in records() and spearman().
+CRITERIA = {
+    "score": "rank score (the paper's indicator)",
+    "logits_energy_rank": f"components holding {ENERGY_SHARE:.0%} of the logits' energy",
+    "rankme": "RankMe of the penultimate block",
+    "first_share": "first component's share of the joint energy (fit at R = 1)",
+}
+#: Short column names of table().
+_COLUMNS = {"score": "score", "logits_energy_rank": "logits95", "rankme": "RankMe",
+            "first_share": "share1"}
 
 
 @dataclass(eq=False, repr=False)
 class CheckpointComparison:
-    """Rank profiles of several checkpoints of one architecture on the same inputs.
+    """Rank profiles and label-free baselines of several checkpoints of one architecture, on
+    the same inputs.
 
     Attributes
     ----------
@@ -40,14 +56,31 @@ class CheckpointComparison:
         Accuracy on ``labels`` when labels were passed; validation only, never part of a score.
     layers : list of str
         The captured blocks.
+    logits_energy_rank : (n_checkpoints,)
+        Baseline: components holding 95% of the uncentered energy of ``logits_block``
+        (NaN when there is no such block).
+    rankme : (n_checkpoints,)
+        Baseline: RankMe of ``penultimate_block`` (NaN when there is no such block).
+    logits_block, penultimate_block : str or None
+        The blocks the baselines read.
     interrupted : bool
         True when a KeyboardInterrupt stopped the comparison; the finished checkpoints are kept.
+
+    Notes
+    -----
+    The first component's share (:attr:`first_shares`) falls as a network trains (its
+    activations move away from a common mean), so its Spearman correlation with accuracy is
+    negative where the others are positive. Figures: :mod:`peekwidgets.widgets.rank_figures`.
     """
 
     names: list
     profiles: list
     accuracy: np.ndarray | None
     layers: list
+    logits_energy_rank: np.ndarray
+    rankme: np.ndarray
+    logits_block: str | None = None
+    penultimate_block: str | None = None
     interrupted: bool = False
 
     @property
@@ -61,52 +94,87 @@ class CheckpointComparison:
         return np.array([p.score for p in self.profiles])
 
     @property
+    def first_shares(self) -> np.ndarray:
+        """``(n_checkpoints,)`` joint fit of the first component: its share of the energy."""
+        return np.array([p.fit[0] for p in self.profiles])
+
+    @property
     def fits(self) -> np.ndarray:
         """``(n_checkpoints, max_rank)`` joint fit curves."""
         return np.stack([p.fit for p in self.profiles])
 
+    def criteria(self) -> dict[str, np.ndarray]:
+        """``{key: (n_checkpoints,)}`` of every label-free criterion (keys of ``CRITERIA``)."""
+        return {"score": self.scores, "logits_energy_rank": self.logits_energy_rank,
+                "rankme": self.rankme, "first_share": self.first_shares}
+
     def records(self) -> list[dict]:
-        """One dict per checkpoint: checkpoint, estimated_rank, score, [accuracy], fit, gain."""
+        """One dict per checkpoint: checkpoint, estimated_rank, the criteria (score,
+        logits_energy_rank, rankme, first_share; None where not available), [accuracy], fit,
+        gain."""
+        criteria = self.criteria()
         rows = []
         for i, (name, p) in enumerate(zip(self.names, self.profiles)):
-            row = {"checkpoint": name, "estimated_rank": p.estimated_rank, "score": p.score}
+            row = {"checkpoint": name, "estimated_rank": p.estimated_rank}
+            for key, values in criteria.items():
+                row[key] = None if np.isnan(values[i]) else float(values[i])
+            if row["logits_energy_rank"] is not None:
+                row["logits_energy_rank"] = int(row["logits_energy_rank"])
             if self.accuracy is not None:
                 row["accuracy"] = float(self.accuracy[i])
             rows.append({**row, "fit": p.fit, "gain": p.gain})
         return rows
 
-    def spearman(self) -> float | None:
-        """Spearman correlation of the score with accuracy (None without labels)."""
+    def spearman(self) -> dict[str, float] | None:
+        """``{criterion key: Spearman correlation with accuracy}``; None without labels or
+        with fewer than two checkpoints. NaN where a column is constant or unavailable."""
         if self.accuracy is None or len(self.profiles) < 2:
             return None
-        accuracy = self.accuracy[: len(self.profiles)]
-        if np.ptp(self.scores) == 0 or np.ptp(accuracy) == 0:
-            return float("nan")  # a constant column has no rank correlation
-        return float(spearmanr(self.scores, accuracy)[0])
+        return {key: _spearman(values, self.accuracy) for key, values in self.criteria().items()}
 
     def table(self) -> str:
-        """A text table: checkpoint, estimated rank, score, accuracy (when labels were given)."""
+        """A text table: checkpoint, estimated rank, the criteria, accuracy (when labels were
+        given), and the Spearman correlation of each criterion with accuracy."""
         width = max([len("checkpoint"), *map(len, self.names)])
-        head = f"{'checkpoint':<{width}}  {'rank':>4}  {'score':>6}"
+        head = f"{'checkpoint':<{width}}  {'rank':>4}" + "".join(
+            f"  {c:>8}" for c in _COLUMNS.values())
         if self.accuracy is not None:
             head += f"  {'accuracy':>8}"
         lines = [head]
-        for row in self.records():
-            sat = "+" if self.profiles[len(lines) - 1].saturated else " "
-            line = f"{row['checkpoint']:<{width}}  {row['estimated_rank']:>3}{sat}  " \
-                   f"{row['score']:6.2f}"
+        for p, row in zip(self.profiles, self.records()):
+            line = f"{row['checkpoint']:<{width}}  {row['estimated_rank']:>3}" \
+                   f"{'+' if p.saturated else ' '}"
+            line += "".join(f"  {_cell(row[key]):>8}" for key in _COLUMNS)
             if "accuracy" in row:
                 line += f"  {row['accuracy']:8.4f}"
             lines.append(line)
         rho = self.spearman()
         if rho is not None:
-            lines.append(f"Spearman(score, accuracy) = {rho:+.3f}")
+            lines.append("Spearman with accuracy: " + ", ".join(
+                f"{_COLUMNS[k]} {v:+.3f}" for k, v in rho.items()))
+        lines.append(
+            f"score: the paper's rank indicator; logits95: {CRITERIA['logits_energy_rank']} "
+            f"({self.logits_block!r}); RankMe: of the penultimate block "
+            f"({self.penultimate_block!r}); share1: {CRITERIA['first_share']}"
+        )
         return "\n".join(lines)
 
     __str__ = table
 
     def __repr__(self) -> str:
         return f"CheckpointComparison({len(self.profiles)} checkpoints)\n{self.table()}"
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    return str(value) if isinstance(value, int) else f"{value:.3f}"
+
+
+def _spearman(values: np.ndarray, accuracy: np.ndarray) -> float:
+    if np.isnan(values).any() or np.ptp(values) == 0 or np.ptp(accuracy) == 0:
+        return float("nan")  # a constant or missing column has no rank correlation
+    return float(spearmanr(values, accuracy)[0])
 
 
 def _state_of(checkpoint):
@@ -184,50 +252,98 @@ def _predictions(model: torch.nn.Module, batches: Source) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
+def _check_labels(labels: np.ndarray, n_inputs: int) -> None:
+    if labels.ndim != 1 or len(labels) != n_inputs:
+        raise ValueError(f"labels has shape {labels.shape} for {n_inputs} inputs; pass one "
+                         f"label per input, shape ({n_inputs},)")
+
+
+def _baseline_blocks(blocks, logits_block, penultimate_block) -> tuple[str | None, str | None]:
+    """The names of the blocks the baselines read: the logits (by default the last matrix
+    block) and the penultimate block (by default the block captured just before the logits).
+    A named block that was not captured raises an error; a default that does not exist is None,
+    with a warning."""
+    names = blocks.names
+    for given, what in ((logits_block, "logits_block"), (penultimate_block, "penultimate_block")):
+        if given is not None and given not in names:
+            raise KeyError(
+                f"{what}={given!r} is not a captured block; the blocks are {names}: name one "
+                f"of them, or add {given!r} to layers="
+            )
+    logits = logits_block
+    if logits is None:
+        logits = next((b.name for b in reversed(list(blocks)) if b.kind == "matrix"), None)
+    penultimate = penultimate_block
+    if penultimate is None and logits is not None and names.index(logits) > 0:
+        penultimate = names[names.index(logits) - 1]
+    missing = [what for what, name in (("logits_block", logits),
+                                       ("penultimate_block", penultimate)) if name is None]
+    if missing:
+        warnings.warn(
+            f"no block for the {' and '.join(missing)} baseline (the captured blocks are "
+            f"{names}; the logits default to the last matrix block, the penultimate block to "
+            f"the one before it), so it is NaN; pass {missing[0]}='<block name>'",
+            RuntimeWarning, stacklevel=3,
+        )
+    return logits, penultimate
+
+
 def compare_checkpoints(
-    model_or_factory,
+    model,
     checkpoints,
     inputs,
-    layers="auto",
-    labels=None,
     *,
+    labels=None,
+    layers="auto",
     names=None,
     max_rank: int = 20,
+    logits_block: str | None = None,
+    penultimate_block: str | None = None,
     capture_kwargs: dict | None = None,
     progress: bool = True,
     model_profile: RankProfile | None = None,
     **profile_kwargs,
 ) -> CheckpointComparison:
-    """Rank profiles of several checkpoints of one architecture, on the same inputs.
+    """Rank profiles and label-free baselines of several checkpoints of one architecture, on
+    the same inputs.
 
     Every checkpoint is loaded into one working copy of the model (the user's model is never
     changed), captured with the same layers and settings, and profiled with the same settings.
+    Next to the rank indicator, each checkpoint gets the label-free baselines of
+    :mod:`peekwidgets.analysis.baselines` (see ``CRITERIA``).
 
     Parameters
     ----------
-    model_or_factory : nn.Module or callable
+    model : nn.Module or callable
         A model of the architecture (deep-copied, never modified) or a function returning one.
     checkpoints : list or {name: checkpoint}
         Modules, state dicts or :class:`peekwidgets.demo.models.Checkpoint` objects, all of the
-        architecture of ``model_or_factory``.
+        architecture of ``model``.
     inputs
-        Whatever :func:`peekwidgets.capture.capture` takes (tensor, Dataset, DataLoader, ...).
+        Whatever :func:`peekwidgets.capture.capture` takes (tensor, Dataset, DataLoader, list
+        of batches, ...), except a one-shot iterator: it is read once per checkpoint.
+    labels : array-like of shape (n_samples,), optional
+        Keyword only. Adds an accuracy column, for validation; it never enters a criterion.
+        The model's predictions are read from the same batches as the capture.
     layers : "auto", str, type, or list
         As in :func:`peekwidgets.capture.capture`.
-    labels : array-like of shape (n_samples,), optional
-        Only adds an accuracy column, for validation; it never enters the indicator.
     names : list of str, optional
         Checkpoint names (default: the dict keys, ``Checkpoint.name`` or ``"checkpoint i"``).
     max_rank : int
         Largest rank profiled.
+    logits_block : str, optional
+        The block read as the logits (default: the last matrix block).
+    penultimate_block : str, optional
+        The block RankMe reads (default: the block captured just before the logits).
     capture_kwargs : dict, optional
         Extra arguments of ``capture`` (``input_fn``, ``batch_size``, ``device``, ...).
     progress : bool
         Show a progress bar over checkpoints.
     model_profile : RankProfile, optional
-        The profile of ``model_or_factory`` itself on these inputs, computed with the same
-        layers and settings; a checkpoint whose weights equal the model's reuses it instead of
-        being captured and profiled again (for example the final checkpoint of a training run).
+        The profile of ``model`` itself on these inputs, computed with the same layers and
+        settings; a checkpoint whose weights equal the model's reuses it instead of being
+        profiled again (for example the final checkpoint of a training run). It is still
+        captured, for its baselines.
     **profile_kwargs
         Extra arguments of :func:`rank_profile` (``center``, ``threshold``, ``model``, ...).
 
@@ -237,27 +353,27 @@ def compare_checkpoints(
         Stops cleanly on KeyboardInterrupt and keeps the checkpoints already profiled.
     """
     max_rank = check_max_rank(max_rank)
-    if isinstance(model_or_factory, torch.nn.Module):
-        work = copy.deepcopy(model_or_factory)
-    elif callable(model_or_factory):
-        work = model_or_factory()
+    if isinstance(model, torch.nn.Module):
+        work = copy.deepcopy(model)
+    elif callable(model):
+        work = model()
         if not isinstance(work, torch.nn.Module):
             raise TypeError(f"the model factory returned a {type(work).__name__}, "
                             "expected an nn.Module")
     else:
-        raise TypeError(f"model_or_factory must be an nn.Module or a function returning one, "
-                        f"got {type(model_or_factory).__name__}")
+        raise TypeError(f"model must be an nn.Module or a function returning one, "
+                        f"got {type(model).__name__}")
     names, checkpoints = _named_checkpoints(checkpoints, names)
     states = [_state_of(c) for c in checkpoints]
     model_state = None
     if model_profile is not None:
-        if not isinstance(model_or_factory, torch.nn.Module):
+        if not isinstance(model, torch.nn.Module):
             raise ValueError("model_profile is the profile of the model itself; pass that "
-                             "model (not a factory) as model_or_factory, or leave it out")
+                             "model (not a factory) as model, or leave it out")
         if model_profile.max_rank != max_rank:
             raise ValueError(f"model_profile has max_rank {model_profile.max_rank}, the "
                              f"comparison max_rank {max_rank}; profile with the same settings")
-        model_state = model_or_factory.state_dict()
+        model_state = model.state_dict()
     for name, c, state in zip(names, checkpoints, states):
         _check_architecture(name, c, state, work)
     capture_kwargs = dict(capture_kwargs or {})
@@ -271,35 +387,44 @@ def compare_checkpoints(
             "compare_checkpoints reads the inputs once per checkpoint: pass a tensor, Dataset, "
             "DataLoader or a list of batches"
         )
-    labels = None if labels is None else np.asarray(labels)
     source = dict(batch_size=capture_kwargs.get("batch_size"),
                   input_fn=capture_kwargs.get("input_fn"))
+    if labels is not None:
+        labels = np.asarray(labels)
+        n_rows = Source(inputs, **source).n_rows  # None when the inputs do not say
+        if n_rows is not None:
+            _check_labels(labels, n_rows)
 
-    profiles, accuracy, captured, interrupted = [], [], [], False
+    profiles, accuracy, energy, effective, interrupted = [], [], [], [], False
+    captured, logits, penultimate = [], None, None
     try:
         for state in tqdm(states, desc="checkpoints", disable=not progress):
             work.load_state_dict(state)
             work.eval()
+            blocks = capture(work, inputs, layers, progress=False, **capture_kwargs)
+            if not captured:
+                captured = blocks.names
+                logits, penultimate = _baseline_blocks(blocks, logits_block, penultimate_block)
             if model_state is not None and _same_state(state, model_state):
                 profile = model_profile
             else:
-                blocks = capture(work, inputs, layers, progress=False, **capture_kwargs)
                 profile = rank_profile(blocks, max_rank, progress=False, **profile_kwargs)
-                del blocks
-            profiles.append(profile)
-            captured = profile.block_names
+            row = [profile, np.nan if logits is None else energy_rank(blocks[logits]),
+                   np.nan if penultimate is None else rankme(blocks[penultimate])]
+            del blocks
             if labels is not None:
                 pred = _predictions(work, Source(inputs, **source))  # capture's batches
-                if len(pred) != len(labels):
-                    raise ValueError(f"labels has {len(labels)} entries for {len(pred)} "
-                                     "inputs; pass one label per input")
-                accuracy.append(float(np.mean(pred == labels)))
+                _check_labels(labels, len(pred))
+                row.append(float(np.mean(pred == labels)))
+            for column, value in zip((profiles, energy, effective, accuracy), row):
+                column.append(value)
     except KeyboardInterrupt:
         interrupted = True
         warnings.warn(f"comparison interrupted after {len(profiles)} of {len(names)} "
                       "checkpoints; keeping those", RuntimeWarning, stacklevel=2)
     if not profiles:
         raise KeyboardInterrupt("comparison interrupted before the first checkpoint finished")
-    return CheckpointComparison(names[: len(profiles)], profiles,
-                                None if labels is None else np.array(accuracy), captured,
-                                interrupted)
+    return CheckpointComparison(
+        names[: len(profiles)], profiles, None if labels is None else np.array(accuracy),
+        captured, np.array(energy, dtype=float), np.array(effective, dtype=float),
+        logits, penultimate, interrupted)

@@ -12,8 +12,10 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import to_hex
 
-__all__ = ["checkpoint_colors", "checkpoint_gains_figure", "checkpoint_scores_figure",
-           "rank_profile_figure"]
+from peekwidgets.analysis import CRITERIA
+
+__all__ = ["CRITERION_COLORS", "checkpoint_colors", "checkpoint_gains_figure",
+           "checkpoint_scores_figure", "rank_profile_figure"]
 
 
 def checkpoint_colors(n: int) -> list[str]:
@@ -89,23 +91,46 @@ def checkpoint_gains_figure(comparison) -> bq.Figure:
                      fig_margin={"top": 50, "bottom": 50, "left": 70, "right": 20})
 
 
+#: Line colours of the criteria in :func:`checkpoint_scores_figure`, and of accuracy.
+CRITERION_COLORS = {"score": "#1f77b4", "logits_energy_rank": "#2ca02c", "rankme": "#9467bd",
+                    "first_share": "#8c564b", "accuracy": "#ff7f0e"}
+
+
+def _range_scaled(values: np.ndarray) -> np.ndarray:
+    """``values`` mapped to [0, 1] by their range (0.5 where constant; NaN stays NaN)."""
+    low, high = np.nanmin(values), np.nanmax(values)
+    return np.full(len(values), 0.5) if high == low else (values - low) / (high - low)
+
+
 def checkpoint_scores_figure(comparison) -> bq.Figure:
-    """The score of every checkpoint, and its accuracy on a second axis when labels were given.
+    """Every label-free criterion of every checkpoint, side by side, each scaled to its range
+    over the checkpoints (the legend gives the range), and accuracy on a second axis when
+    labels were given.
 
     Parameters
     ----------
     comparison : CheckpointComparison
     """
     names = list(comparison.names)
-    x_sc, s_sc = bq.OrdinalScale(), bq.LinearScale()
-    marks = [bq.Lines(x=names, y=comparison.scores, scales={"x": x_sc, "y": s_sc},
-                      marker="circle", colors=["#1f77b4"], labels=["score"], display_legend=True)]
+    x_sc, c_sc = bq.OrdinalScale(), bq.LinearScale(min=-0.05, max=1.05)
+    marks = []
+    for key, values in comparison.criteria().items():
+        if np.all(np.isnan(values)):
+            continue  # a baseline without its block
+        label = f"{CRITERIA[key]} ({np.nanmin(values):.3g} to {np.nanmax(values):.3g})"
+        marks.append(bq.Lines(x=names, y=_range_scaled(values), scales={"x": x_sc, "y": c_sc},
+                              marker="circle", colors=[CRITERION_COLORS[key]], labels=[label],
+                              display_legend=True))
     axes = [bq.Axis(scale=x_sc, label="checkpoint"),
-            bq.Axis(scale=s_sc, side="left", label="rank score")]
+            bq.Axis(scale=c_sc, side="left", label="criterion, scaled to its range",
+                    tick_values=[0.0, 0.5, 1.0])]
     if comparison.accuracy is not None:
         a_sc = bq.LinearScale(min=0.0, max=1.0)
         marks.append(bq.Lines(x=names, y=comparison.accuracy, scales={"x": x_sc, "y": a_sc},
-                              colors=["#ff7f0e"], line_style="dashed", marker="square",
-                              labels=["accuracy"], display_legend=True))
-        axes.append(bq.Axis(scale=a_sc, side="right", label="accuracy (validation only)"))
-    return bq.Figure(marks=marks, axes=axes, title="rank score by checkpoint")
+                              colors=[CRITERION_COLORS["accuracy"]], line_style="dashed",
+                              marker="square", labels=["accuracy (validation only)"],
+                              display_legend=True))
+        axes.append(bq.Axis(scale=a_sc, side="right", label="accuracy"))
+    return bq.Figure(marks=marks, axes=axes, title="label-free criteria by checkpoint",
+                     legend_location="bottom-right",
+                     fig_margin={"top": 50, "bottom": 50, "left": 60, "right": 60})
