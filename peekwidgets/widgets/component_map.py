@@ -77,9 +77,9 @@ class ComponentMap(View):
             bq.Axis(scale=self._row_scale, side="left", grid_lines="none"),
         ]
         self.figure = bq.Figure(
-            marks=[self.heatmap], axes=axes, padding_y=0.0,
+            marks=[self.heatmap], axes=axes, padding_y=0.0, display_toolbar=False,
             fig_margin=dict(top=10, bottom=45, left=130, right=10),
-            layout=w.Layout(width="480px", height="300px"),
+            layout=w.Layout(width="100%", min_width="320px", height="300px"),
         )
         self.caption = w.HTML()
 

@@ -31,7 +31,7 @@ def _bar_figure(x_label: str, width: str, height: str):
     axes = [bq.Axis(scale=xs, label=x_label, grid_lines="none", num_ticks=6, tick_format="d"),
             bq.Axis(scale=ys, side="left", grid_lines="dashed", num_ticks=4,
                     tick_format=".2f")]
-    fig = bq.Figure(marks=[bars, labels], axes=axes,
+    fig = bq.Figure(marks=[bars, labels], axes=axes, display_toolbar=False,
                     fig_margin=dict(top=16, bottom=40, left=50, right=10),
                     layout=w.Layout(width=width, height=height))
     return fig, bars, labels
@@ -83,6 +83,7 @@ class LayerResponse(View):
                   bq.Axis(scale=rs, side="left", grid_lines="none", label="H",
                           num_ticks=4)],
             fig_margin=dict(top=34, bottom=40, left=40, right=10), padding_y=0.0,
+            display_toolbar=False,
             layout=w.Layout(width="260px", height="260px"), title="spatial map")
         self.pattern_image = w.Image(format="png", layout=w.Layout(
             width=f"{PATTERN_SIZE}px", height="auto"))

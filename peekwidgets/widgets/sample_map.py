@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import bqplot as bq
 import ipywidgets as w
 import numpy as np
@@ -78,6 +80,7 @@ class SampleMap(View):
                               grid_lines="dashed", num_ticks=5, tick_format=".2f")
         self.figure = bq.Figure(marks=[self.scatter, self.highlight, self.folded],
                                 axes=[self.x_axis, self.y_axis], interaction=self.brush,
+                                display_toolbar=False,
                                 fig_margin=dict(top=10, bottom=45, left=55, right=24),
                                 layout=w.Layout(width="360px", height="320px"))
         self.x_pick = w.Dropdown(description="x", layout=w.Layout(width="130px"))
@@ -97,7 +100,7 @@ class SampleMap(View):
             axes=[bq.Axis(scale=ps, label="component"),
                   bq.Axis(scale=py, side="left", tick_format=".2f", num_ticks=4,
                           grid_lines="dashed")],
-            fig_margin=dict(top=34, bottom=40, left=50, right=10),
+            fig_margin=dict(top=34, bottom=40, left=50, right=10), display_toolbar=False,
             layout=w.Layout(width="300px", height="220px"), title="mean profile")
         self.caption = w.HTML()
 
@@ -161,7 +164,7 @@ class SampleMap(View):
     def _draw_scatter(self):
         f = self.fitted
         i, j = self.x_component, self.y_component
-        key = (f, len(f.folded_A))  # unchanged columns are not sent again
+        key = (weakref.ref(f), len(f.folded_A))  # unchanged columns are not sent again
         new_x, new_y = (key, i) != self._drawn_x, (key, j) != self._drawn_y
         for mark, rows in ((self.scatter, f.A[self.shown]), (self.folded, f.folded_A)):
             with mark.hold_sync():

@@ -22,6 +22,7 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
                "--disable-component-update", "--disable-sync", "--no-first-run",
                "--disable-quic"]
 RANK, N_BLOCKS, N_TILES = 6, 5, 12  # dashboard.ipynb: rank 6, input + 4 layers, 12 gallery tiles
+BLOCK_NAMES = ["input", "relu1", "relu2", "relu3", "fc2"]  # DigitsCNN's blocks, forward order
 
 expect = sync_api.expect
 
