@@ -14,7 +14,9 @@ factorization without labels; :class:`Analysis` owns the whole pipeline for one 
 and its inputs; :class:`Peek` shows it as linked Jupyter widgets.
 
 Names are imported lazily (PEP 562), so ``import peekwidgets.engine`` or
-``peekwidgets.capture`` loads neither ipywidgets nor bqplot.
+``peekwidgets.capture`` loads neither ipywidgets nor bqplot. ``peekwidgets.capture`` the
+attribute is the function (``from peekwidgets import capture``), bound when the package is
+imported so that importing the ``peekwidgets.capture`` subpackage cannot replace it.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ except PackageNotFoundError:  # a source tree on PYTHONPATH, not installed
 _EXPORTS = {
     "Block": "peekwidgets.blocks",
     "Blocks": "peekwidgets.blocks",
-    "capture": "peekwidgets.capture",
     "resolve_layers": "peekwidgets.capture",
     "CoupledCP": "peekwidgets.engine",
     "rank_profile": "peekwidgets.analysis",
@@ -45,7 +46,10 @@ _EXPORTS = {
     "load_demo": "peekwidgets.demo",
 }
 
-__all__ = sorted(_EXPORTS)
+# importing the subpackage binds it as the package's attribute `capture`: bind the function
+from peekwidgets.capture import capture  # noqa: E402, F401  (exported in __all__)
+
+__all__ = sorted([*_EXPORTS, "capture"])
 
 
 def __getattr__(name: str):

@@ -124,7 +124,7 @@ class Analysis:
         """``(n_samples,)`` labels found in the inputs (only ever drawn), or None."""
         return self.blocks.labels
 
-    def refit(self, blocks=None, **changes) -> Analysis:
+    def refit(self, blocks=None, callback=None, **changes) -> Analysis:
         """Fit again with changed estimator parameters, then update :attr:`view`.
 
         ``analysis.refit(rank=8, nonnegative=True)``. The current fit stays on show until the
@@ -134,6 +134,9 @@ class Analysis:
         ----------
         blocks : list of str, optional
             Names of the blocks taking part (the fitted ones by default).
+        callback : callable, optional
+            ``callback(sweep, loss)`` after every sweep (:meth:`CoupledCP.fit`); raising
+            KeyboardInterrupt in it stops the fit, keeping its best factors.
         **changes
             Parameters of :class:`~peekwidgets.engine.CoupledCP` (``rank``, ``nonnegative``,
             ``tol``, ...); the others keep their current values.
@@ -147,7 +150,7 @@ class Analysis:
         names = [n for n in self.blocks.names if n in names]
         estimator = clone(self.estimator).set_params(**changes)
         with self._timed("fit"):
-            estimator.fit(self.blocks.select(names))
+            estimator.fit(self.blocks.select(names), callback=callback)
         view = self._project(ViewModel(self.blocks, estimator), self.folded)
         self.estimator, self.view = estimator, view
         return self

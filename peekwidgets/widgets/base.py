@@ -46,7 +46,8 @@ class ErrorArea(w.VBox):
                 f"{html.escape(tb)}</pre></details></div>"
             )
         self._html.value = (
-            f"<div style=\"{FONT}background:#fff5f5;border:1px solid #ffa8a8;color:#c92a2a;"
+            f"<div style=\"{FONT}background:rgba(201,42,42,0.08);border:1px solid #ffa8a8;"
+            f"color:var(--jp-error-color1, #c92a2a);"
             f"padding:6px 10px;border-radius:6px;font-size:13px\">{''.join(items)}</div>"
         )
         self.layout.display = None
@@ -183,3 +184,9 @@ class View(w.VBox, StateTraits):
     def figures(self) -> dict:
         """``{name: bqplot.Figure}`` of the view, for export."""
         return {}
+
+    def close(self):
+        """Close the view and let go of its fit (and of the blocks behind it)."""
+        self.unobserve_all()
+        self.set_trait("fitted", None)
+        super().close()

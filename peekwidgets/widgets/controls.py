@@ -1,25 +1,47 @@
-"""Controls of the dashboard: refit, rank profile, export."""
+"""Controls of the dashboard: refit (in the background, with progress and cancel), rank profile,
+export."""
 
 from __future__ import annotations
+
+import base64
+import html
 
 import ipywidgets as w
 
 from .rank_figures import rank_profile_figure
 from .theme import caption_html, title_html
 
-__all__ = ["Controls"]
+__all__ = ["Controls", "download_link"]
 
 LS, NONNEG = "least squares", "nonnegative"
 
 
+def download_link(data: bytes, filename: str, text: str) -> str:
+    """An HTML link that hands ``data`` to the viewer's browser as ``filename``.
+
+    The bytes travel inside the page (a ``data:`` URL), so the link works where the kernel's
+    files are out of the viewer's reach (Voilà, a remote server).
+    """
+    encoded = base64.b64encode(data).decode("ascii")
+    return (f"<a download='{html.escape(filename)}' href='data:application/octet-stream;"
+            f"base64,{encoded}' class='peek-download' style='color:var(--jp-brand-color1,"
+            f"#1c7ed6)'>{html.escape(text)}</a>")
+
+
+def _button(description: str, icon: str, **kwargs) -> w.Button:
+    """A button sized to its label (never truncated)."""
+    return w.Button(description=description, icon=icon,
+                    layout=w.Layout(width="auto", min_width="fit-content"), **kwargs)
+
+
 class Controls(w.VBox):
-    """Rank, model, blocks taking part, refit (with progress), rank profile and export.
+    """Rank, model, blocks taking part, refit (with progress and cancel), rank profile, export.
 
     Parameters
     ----------
     peek : Peek
-        The dashboard the controls act on (``refit``, ``compute_rank_profile``,
-        ``export_figures``, ``save``).
+        The dashboard the controls act on (``refit``, ``cancel``, ``compute_rank_profile``,
+        ``export``, ``save``).
     max_rank : int
         Upper end of the rank slider.
     """
@@ -30,63 +52,71 @@ class Controls(w.VBox):
         f = peek.fitted
         self.rank_slider = w.IntSlider(value=f.rank, min=1, max=max(max_rank, f.rank),
                                        description="rank", continuous_update=False,
-                                       layout=w.Layout(width="300px"))
+                                       layout=w.Layout(width="100%", max_width="360px"))
         self.method = w.ToggleButtons(options=[LS, NONNEG],
                                       value=NONNEG if f.nonnegative else LS,
-                                      style={"button_width": "120px"})
+                                      style={"button_width": "auto"})
         self.block_boxes = {
             name: w.Checkbox(value=name in f.names, description=name, indent=False,
                              layout=w.Layout(width="auto", margin="0 10px 0 0"))
             for name in peek.blocks.names
         }
-        self.refit_button = w.Button(description="Refit", icon="refresh", button_style="primary",
-                                     layout=w.Layout(width="120px"))
+        self.refit_button = _button("Refit", "refresh", button_style="primary")
         self.refit_button.add_class("peek-refit")
         self.refit_button.on_click(guard(lambda _: self.refit()))
+        self.cancel_button = _button("Cancel", "stop", button_style="warning")
+        self.cancel_button.add_class("peek-cancel")
+        self.cancel_button.layout.display = "none"
+        self.cancel_button.on_click(guard(lambda _: peek.cancel()))
+        self.progress_bar = w.IntProgress(min=0, max=1, value=0,
+                                          layout=w.Layout(width="100%", display="none"))
+        self.progress_bar.add_class("peek-progress")
         self.status = w.HTML()
+        self.status.add_class("peek-status")
 
-        self.profile_button = w.Button(description="Rank profile", icon="line-chart",
-                                       layout=w.Layout(width="140px"))
-        self.profile_button.on_click(guard(lambda _: peek.compute_rank_profile()))
-        self.use_rank_button = w.Button(description="use estimated rank",
-                                        layout=w.Layout(width="170px", display="none"))
+        self.profile_button = _button("Rank profile", "line-chart")
+        self.profile_button.on_click(guard(lambda _: peek.compute_rank_profile(background=True)))
+        self.use_rank_button = _button("use estimated rank", "check")
+        self.use_rank_button.layout.display = "none"
         self.use_rank_button.on_click(guard(lambda _: self._use_estimated_rank()))
-        self.profile_box = w.VBox()
+        self.profile_box = w.VBox(layout=w.Layout(width="100%"))
 
-        self.export_format = w.Dropdown(options=["png", "svg"], value="png",
-                                        layout=w.Layout(width="70px"))
-        self.export_prefix = w.Text(value="peek", description="prefix",
-                                    layout=w.Layout(width="180px"))
-        self.export_prefix.style.description_width = "40px"
-        export_button = w.Button(description="Export figures", icon="download",
-                                 layout=w.Layout(width="140px"))
-        export_button.on_click(guard(lambda _: peek.export_figures(
-            self.export_prefix.value, self.export_format.value)))
-        self.save_path = w.Text(value="peek_factors.npz", layout=w.Layout(width="200px"))
-        self.save_button = w.Button(description="Save factors", icon="save",
-                                    layout=w.Layout(width="140px"))
+        self.export_folder = w.Text(value="peek-export", description="folder",
+                                    layout=w.Layout(width="100%", max_width="260px"))
+        self.export_folder.style.description_width = "50px"
+        export_button = _button("Export", "download")
+        export_button.add_class("peek-export")
+        export_button.on_click(guard(lambda _: self._export()))
+        self.save_path = w.Text(value="peek_factors.npz",
+                                layout=w.Layout(width="100%", max_width="260px"))
+        self.save_button = _button("Save factors", "save")
         self.save_button.on_click(guard(lambda _: self._save()))
+        self.download = w.HTML()
+        self.download.add_class("peek-downloads")
 
-        blocks_row = w.HBox(list(self.block_boxes.values()),
-                            layout=w.Layout(flex_flow="row wrap", width="340px"))
+        wrap = w.Layout(flex_flow="row wrap", align_items="center", width="100%")
+        blocks_row = w.HBox(list(self.block_boxes.values()), layout=wrap)
         super().__init__([
             w.HTML(title_html("Controls", "refit, rank, export")),
             self.rank_slider, self.method,
             w.HTML(caption_html("blocks taking part")), blocks_row,
-            w.HBox([self.refit_button, self.status], layout=w.Layout(align_items="center")),
-            w.HBox([self.profile_button, self.use_rank_button]), self.profile_box,
-            w.HBox([self.export_prefix, self.export_format, export_button]),
-            w.HBox([self.save_path, self.save_button]),
-        ], layout=w.Layout(width="380px", margin="0 0 0 8px"))
+            w.HBox([self.refit_button, self.cancel_button], layout=wrap),
+            self.progress_bar, self.status,
+            w.HBox([self.profile_button, self.use_rank_button], layout=wrap), self.profile_box,
+            w.HBox([self.export_folder, export_button], layout=wrap),
+            w.HBox([self.save_path, self.save_button], layout=wrap),
+            self.download,
+        ], layout=w.Layout(flex="1 1 320px", min_width="0", max_width="520px",
+                           margin="0 0 0 8px"))
         self.add_class("peek-controls")
 
     def chosen_blocks(self) -> list[str]:
         return [name for name, box in self.block_boxes.items() if box.value]
 
     def refit(self):
-        """Refit with the rank, model and blocks chosen in the controls."""
+        """Refit in the background with the rank, model and blocks chosen in the controls."""
         self.peek.refit(rank=self.rank_slider.value, nonnegative=self.method.value == NONNEG,
-                        blocks=self.chosen_blocks())
+                        blocks=self.chosen_blocks(), background=True)
 
     def sync(self, fitted):
         """Show the settings of a new fit."""
@@ -99,6 +129,19 @@ class Controls(w.VBox):
     def show_status(self, text: str):
         self.status.value = caption_html(text)
 
+    def show_busy(self, busy: bool, total: int = 1):
+        """Show (``busy``) or hide the progress bar and the Cancel button."""
+        self.cancel_button.layout.display = None if busy else "none"
+        self.progress_bar.layout.display = None if busy else "none"
+        if busy:
+            with self.progress_bar.hold_sync():
+                self.progress_bar.max, self.progress_bar.value = max(total, 1), 0
+
+    def show_progress(self, value: int, text: str):
+        with self.progress_bar.hold_sync():
+            self.progress_bar.value = min(value, self.progress_bar.max)
+        self.show_status(text)
+
     def show_profile(self, profile):
         """Show a :class:`~peekwidgets.analysis.RankProfile` and offer its estimated rank.
 
@@ -106,7 +149,7 @@ class Controls(w.VBox):
         smallest fit, with a note under the figure saying so.
         """
         fig = rank_profile_figure(profile)  # a new figure: restyling it changes no other
-        fig.layout = w.Layout(width="370px", height="260px")
+        fig.layout = w.Layout(width="100%", height="260px")
         fig.legend_location = "bottom-right"
         fig.fig_margin = {"top": 40, "bottom": 40, "left": 50, "right": 50}
         self._use_rank = max(profile.estimated_rank, 1)
@@ -125,6 +168,14 @@ class Controls(w.VBox):
         self.rank_slider.value = self._use_rank
         self.refit()
 
+    def _export(self):
+        folder, archive = self.peek.export(self.export_folder.value, archive=True)
+        self.download.value = caption_html(
+            f"exported to <code>{html.escape(str(folder))}</code> · "
+            + download_link(archive.read_bytes(), archive.name, f"download {archive.name}"))
+
     def _save(self):
         path = self.peek.save(self.save_path.value)
-        self.show_status(f"factors saved to <code>{path}</code>")
+        self.download.value = caption_html(
+            f"factors saved to <code>{html.escape(str(path))}</code> · "
+            + download_link(path.read_bytes(), path.name, f"download {path.name}"))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import shutil
 import time
+import weakref
 from pathlib import Path
 
 import ipywidgets as w
@@ -21,11 +24,75 @@ from .gallery import InputGallery
 from .layer_response import LayerResponse
 from .render import InputRenderer
 from .sample_map import SampleMap
-from .theme import FONT
+from .theme import BORDER, FONT, MUTED_TEXT
+from .work import Job, Worker
 
-__all__ = ["Peek"]
+__all__ = ["Peek", "fit_status"]
 
 _LINKED = ("component", "block", "selected")
+#: The dashboard refuses larger ranks (fit :class:`~peekwidgets.engine.CoupledCP` directly).
+RANK_CAP = 64
+#: Live progress is drawn at most this often (seconds), however fast the sweeps.
+PROGRESS_INTERVAL = 0.25
+#: Dashboards by the notebook cell that made them: running the cell again closes the old one.
+_BY_CELL: dict[str, weakref.ref] = {}
+
+
+def _row(children) -> w.HBox:
+    """A row of views that wraps when the output is narrow."""
+    for child in children:
+        child.layout.flex = child.layout.flex or "1 1 420px"
+        child.layout.min_width = "0"
+    return w.HBox(children, layout=w.Layout(flex_flow="row wrap", align_items="flex-start",
+                                            width="100%"))
+
+
+def fit_status(estimator, seconds: float | None = None) -> str:
+    """One line on how a fit ended: converged, stopped at ``max_iter``, or interrupted."""
+    n = getattr(estimator, "n_iter_", None)
+    if n is None:
+        return "fitted"
+    took = "" if seconds is None else f" ({seconds:.1f} s)"
+    losses = list(getattr(estimator, "loss_history_", []) or [])
+    change = (abs(losses[-2] - losses[-1]) / losses[-2]
+              if len(losses) > 1 and losses[-2] else float("nan"))
+    if getattr(estimator, "interrupted_", False):
+        return f"interrupted after {n} sweeps{took} · best factors so far kept; refit to finish"
+    if getattr(estimator, "converged_", True):
+        return f"converged in {n} sweeps{took}"
+    return (f"stopped at max_iter={n} sweeps{took} before converging (last relative change "
+            f"{change:.1e} > tol {estimator.tol:g}); refit with a larger max_iter")
+
+
+def _cell_id() -> str | None:
+    """The id of the notebook cell running now (JupyterLab and Notebook 7 send it), or None."""
+    try:
+        from IPython import get_ipython
+
+        kernel = get_ipython().kernel
+        return kernel.get_parent("shell").get("metadata", {}).get("cellId")
+    except Exception:  # not in a kernel, or a front end that sends no cell id
+        return None
+
+
+def _descendants(widget) -> list:
+    """Every widget reachable from ``widget`` through its synced traits (children, marks,
+    scales, axes, layouts, styles), ``widget`` included."""
+    seen, stack, out = set(), [widget], []
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple)):
+            stack.extend(item)
+            continue
+        if isinstance(item, dict):
+            stack.extend(item.values())
+            continue
+        if not isinstance(item, w.Widget) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        out.append(item)
+        stack.extend(getattr(item, name, None) for name in item.keys)
+    return out
 
 
 class Peek(w.VBox, StateTraits):
@@ -83,8 +150,11 @@ class Peek(w.VBox, StateTraits):
         self.errors = ErrorArea()
         self.progress = w.Output(layout=w.Layout(width="100%"))
         fitted = analysis.view
+        before = set(w.Widget.widgets)
         super().__init__()
         self._refitting = False
+        self._worker = Worker(on_error=self._work_failed, on_idle=self._work_done)
+        self._last_progress = 0.0
         self.fitted = fitted
         self.block = fitted.names[0]
         self.rank = fitted.rank
@@ -95,22 +165,32 @@ class Peek(w.VBox, StateTraits):
             "gallery": InputGallery(fitted, top_k=top_k, renderer=self.renderer, **common),
             "sample_map": SampleMap(fitted, top_k=top_k, **common),
         }
-        for view in self.views.values():
-            for name in _LINKED:
-                T.link((self, name), (view, name))
-        self.controls = Controls(self)
+        self._links = [T.link((self, name), (view, name))
+                       for view in self.views.values() for name in _LINKED]
+        self.controls = Controls(self, max_rank=min(20, self.rank_cap))
+        self.controls.rank_slider.max = max(min(self.controls.rank_slider.max, self.rank_cap),
+                                            fitted.rank)
         self.header = w.HTML()
         self.observe(self.errors.guard(self._on_rank), "rank")
         v = self.views
         self.children = [
             self.header, self.errors, self.progress,
-            w.HBox([v["component_map"], v["layer_response"]]),
+            _row([v["component_map"], v["layer_response"]]),
             v["gallery"],
-            w.HBox([v["sample_map"], self.controls]),
+            _row([v["sample_map"], self.controls]),
         ]
-        self.layout = w.Layout(padding="6px", border="1px solid #dee2e6")
+        self.layout = w.Layout(padding="6px", width="100%", max_width="100%",
+                               border=f"1px solid {BORDER}")
         self.add_class("peek-dashboard")
         self._update_header()
+        self._owned = set(w.Widget.widgets) - before  # closed with the dashboard
+        self.controls.show_status(fit_status(analysis.estimator, analysis.timings.get("fit")))
+        cell = _cell_id()
+        if cell is not None:  # the cell ran again: its earlier dashboard is closed
+            earlier = _BY_CELL.get(cell)
+            if earlier is not None and earlier() is not None:
+                earlier().close()
+            _BY_CELL[cell] = weakref.ref(self)
 
     @classmethod
     def from_fitted(cls, blocks, estimator, renderer: InputRenderer | None = None, *,
@@ -139,15 +219,26 @@ class Peek(w.VBox, StateTraits):
         """The analysed network (None for a dashboard made from a fit alone)."""
         return self.analysis.model
 
+    @property
+    def rank_cap(self) -> int:
+        """The largest rank the dashboard fits: ``RANK_CAP``, and no more than the samples."""
+        return min(RANK_CAP, self.analysis.blocks.n_samples)
+
     @T.validate("rank")
     def _check_rank(self, proposal):
-        if proposal["value"] < 1:
-            raise T.TraitError(f"rank must be at least 1, got {proposal['value']}")
-        return proposal["value"]
+        value = proposal["value"]
+        if isinstance(value, bool):
+            raise T.TraitError(f"rank must be an integer, got {value!r}")
+        if not 1 <= value <= self.rank_cap:
+            raise T.TraitError(
+                f"rank must be between 1 and {self.rank_cap}, got {value}; the dashboard fits "
+                f"at most {RANK_CAP} components and no more than the {self.blocks.n_samples} "
+                "samples (fit CoupledCP directly for more)")
+        return value
 
     def _on_rank(self, change):
         if not self._refitting and change["new"] != self.fitted.rank:
-            self.refit(rank=change["new"])
+            self.refit(rank=change["new"], background=True)
 
     def _update_header(self):
         f = self.fitted
@@ -158,7 +249,7 @@ class Peek(w.VBox, StateTraits):
         self.header.value = (
             f"<div style=\"{FONT}display:flex;align-items:baseline;gap:12px;margin:0 0 6px 4px\">"
             f"<span style='font-size:18px;font-weight:700;color:{ACCENT}'>peek</span>"
-            f"<span style='font-size:13px;color:#495057'>{model}{f.n_samples} samples · "
+            f"<span style='font-size:13px;color:{MUTED_TEXT}'>{model}{f.n_samples} samples · "
             f"{len(f.names)} blocks · rank {f.rank} · {kind} · mean block fit "
             f"{100 * fit:.0f}%{extra}</span></div>")
 
@@ -178,7 +269,7 @@ class Peek(w.VBox, StateTraits):
         self._update_header()
 
     def refit(self, rank: int | None = None, nonnegative: bool | None = None,
-              blocks=None) -> Peek:
+              blocks=None, *, background: bool = False, **params) -> Peek:
         """Fit again (new rank, model or blocks) and update every view.
 
         Parameters
@@ -189,13 +280,56 @@ class Peek(w.VBox, StateTraits):
             Nonnegative or least-squares model (the current one by default).
         blocks : list of str, optional
             Names of the blocks taking part (the current ones by default).
+        background : bool
+            Fit in a background thread (what the controls and the ``rank`` trait do): the views
+            stay interactive and show the old fit until the new one is ready, progress is drawn
+            in the controls, :meth:`cancel` stops the fit (its best factors are kept) and
+            :meth:`wait` blocks until it is done. A refit asked for while one runs waits for it
+            (a newer request replaces a waiting one).
+        **params
+            Other parameters of :class:`~peekwidgets.engine.CoupledCP` to change (``max_iter``,
+            ``tol``, ...); the rest are those of the fit on show when the refit starts.
         """
-        changes = {"rank": self.fitted.rank if rank is None else int(rank)}
+        changes = {**params, "rank": self.fitted.rank if rank is None else int(rank)}
         if nonnegative is not None:
             changes["nonnegative"] = bool(nonnegative)
-        start = time.perf_counter()
-        with self._working("fitting…"):
-            self.analysis.refit(blocks, **changes)
+        self._check_rank({"value": changes["rank"]})
+        label = f"fitting rank {changes['rank']}"
+        if not background:
+            start = time.perf_counter()
+            with self._working(label + "…"):
+                self.analysis.refit(blocks, progress=self.analysis.progress, **changes)
+            self._show_fit(time.perf_counter() - start)
+            return self
+        max_iter = self.estimator.get_params().get("max_iter", 1)
+
+        def run():
+            start = time.perf_counter()
+            self.analysis.refit(blocks, callback=lambda i, loss: self._on_sweep(label, max_iter,
+                                                                               i, loss),
+                                progress=False, **changes)
+            return time.perf_counter() - start
+
+        self._submit(Job(label, run, self._show_fit), total=max_iter)
+        return self
+
+    def _submit(self, job: Job, total: int):
+        self.controls.show_busy(True, total)
+        self.controls.show_status(job.label + "…")
+        self._worker.submit(job)
+
+    def _on_sweep(self, label: str, max_iter: int, sweep: int, loss):
+        """Live progress of a background fit (throttled), and its cancel point."""
+        self._worker.check()
+        now = time.monotonic()
+        if sweep == 1 or now - self._last_progress >= PROGRESS_INTERVAL:
+            self._last_progress = now
+            text = f"{label} · sweep {sweep}/{max_iter}"
+            self.controls.show_progress(sweep, text if loss is None else
+                                        f"{text} · loss {loss:.3g}")
+
+    def _show_fit(self, seconds: float):
+        """Put the analysis' new fit on show, with how it ended in the status line."""
         self._refitting = True
         try:
             self._show(self.analysis.view)
@@ -203,9 +337,32 @@ class Peek(w.VBox, StateTraits):
         finally:
             self._refitting = False
         self.controls.sync(self.fitted)
-        self.controls.show_status(f"fitted in {time.perf_counter() - start:.1f} s · "
-                                  f"{getattr(self.estimator, 'n_iter_', '?')} sweeps")
-        return self
+        self.controls.show_status(fit_status(self.estimator, seconds))
+
+    def _work_failed(self, exc: BaseException):
+        """A background job raised: show it, and put the rank trait back on the fit on show."""
+        self.errors.show(exc)
+        self._refitting = True
+        try:
+            self.rank = self.fitted.rank
+        finally:
+            self._refitting = False
+        self.controls.show_status(f"failed: {type(exc).__name__} (see above); "
+                                  f"{fit_status(self.estimator)}")
+
+    def _work_done(self):
+        self.controls.show_busy(False)
+
+    def cancel(self):
+        """Stop the background work: a fit stops after its current sweep and keeps its best
+        factors (the status says interrupted); a rank profile's result is dropped."""
+        if self._worker.busy:
+            self._worker.cancel()
+            self.controls.show_status("cancelling…")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the background work is done; False when ``timeout`` seconds passed."""
+        return self._worker.wait(timeout)
 
     @contextlib.contextmanager
     def _working(self, what: str):
@@ -231,15 +388,33 @@ class Peek(w.VBox, StateTraits):
         self._show(self.analysis.view)
         return A_new
 
-    def compute_rank_profile(self, max_rank: int | None = None, **kwargs):
+    def compute_rank_profile(self, max_rank: int | None = None, *, background: bool = False,
+                             **kwargs):
         """Compute the rank profile of the fitted blocks (:meth:`Analysis.rank_profile`) and
-        show it."""
+        show it; returns it (None with ``background=True``: it is shown when ready, and
+        :meth:`cancel` drops it)."""
         max_rank = max_rank or min(self.controls.rank_slider.max, self.blocks.n_samples)
-        with self._working("rank profile…"):
-            profile = self.analysis.rank_profile(max_rank, **kwargs)
+        label = f"rank profile up to {max_rank}"
+        if not background:
+            with self._working(label + "…"):
+                profile = self.analysis.rank_profile(max_rank, **kwargs)
+            self._show_profile(profile)
+            return profile
+
+        def done(profile):
+            if self._worker.cancelled:
+                self.controls.show_status(f"{label} cancelled")
+            else:
+                self._show_profile(profile)
+
+        self._submit(Job(label, lambda: self.analysis.rank_profile(max_rank, progress=False,
+                                                                   **kwargs), done), total=1)
+        return None
+
+    def _show_profile(self, profile):
         self.show_rank_profile(profile)
-        self.controls.show_status(f"rank profile up to {max_rank}")
-        return profile
+        self.controls.show_status(f"rank profile up to {profile.max_rank}: estimated rank "
+                                  f"{profile.estimated_rank}")
 
     def show_rank_profile(self, profile):
         """Show a precomputed :class:`~peekwidgets.analysis.RankProfile` in the controls."""
@@ -254,20 +429,79 @@ class Peek(w.VBox, StateTraits):
             out.update(view.figures)
         return out
 
-    def export_figures(self, prefix: str = "peek", fmt: str = "png") -> list[str]:
-        """Save every figure as ``{prefix}_{name}.{fmt}`` (``"png"`` or ``"svg"``).
+    def export(self, folder, *, archive: bool = False):
+        """Write the dashboard as files a person can keep, into ``folder`` (on the kernel's
+        side; created when missing).
 
-        The browser renders and downloads the files (bqplot's ``save_png`` /
-        ``save_svg``), so the dashboard must be on show.
+        - ``dashboard.html``: the whole dashboard as a standalone page
+          (:func:`ipywidgets.embed.embed_minimal_html`; it loads the widget libraries' scripts
+          from their public CDN when opened);
+        - ``component_map.png|svg``, ``top_inputs.png``, ``layer_response.png|svg`` (the
+          component on show) and ``rank_profile.png`` (when computed): the views drawn by the
+          report's figures from the same view model;
+        - ``factors.npz``: the fit (:meth:`CoupledCP.load` reads it);
+        - ``state.json``: the component, block and selection on show, the fit's settings and
+          how it ended, and the list of files.
+
+        With ``archive=True`` also ``folder.zip`` (what the Export button offers to download).
+        Returns the folder, or ``(folder, zip path)``.
         """
-        if fmt not in ("png", "svg"):
-            raise ValueError(f"fmt must be 'png' or 'svg', got {fmt!r}")
-        names = []
-        for name, fig in self.figures.items():
-            filename = f"{prefix}_{name}.{fmt}"
-            (fig.save_png if fmt == "png" else fig.save_svg)(filename)
-            names.append(filename)
-        return names
+        from ipywidgets.embed import dependency_state, embed_minimal_html
+
+        from peekwidgets import report
+
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        view, images, files = self.fitted, self.analysis.images, []
+
+        def save(fig, name, formats=("png",)):
+            for fmt in formats:
+                fig.savefig(out / f"{name}.{fmt}")
+                files.append(f"{name}.{fmt}")
+
+        embed_minimal_html(out / "dashboard.html", views=[self], state=dependency_state([self]),
+                           title="peekwidgets dashboard")
+        files.append("dashboard.html")
+        save(report.plot_component_map(view), "component_map", ("png", "svg"))
+        if view.input is not None:
+            save(report.plot_top_inputs(view, images, self.views["gallery"].top_k,
+                                        self.analysis.labels), "top_inputs")
+        save(report.plot_layer_response(view, images, self.component), "layer_response",
+             ("png", "svg"))
+        if self.analysis.profile is not None:
+            save(report.plot_rank_profiles({"model": self.analysis.profile}), "rank_profile")
+        files.append(self.save(out / "factors.npz").name)
+        params = {k: v for k, v in self.estimator.get_params().items()
+                  if isinstance(v, (bool, int, float, str, type(None)))}
+        files.append("state.json")
+        state = {"component": self.component, "block": self.block,
+                 "selected": list(self.selected), "rank": view.rank, "blocks": view.names,
+                 "fit_status": fit_status(self.estimator), "params": params, "files": files}
+        (out / "state.json").write_text(json.dumps(state, indent=2))
+        if not archive:
+            return out
+        zipped = Path(shutil.make_archive(str(out), "zip", root_dir=out))
+        return out, zipped
+
+    def close(self):
+        """Close every widget of the dashboard and let go of the analysis (its blocks)."""
+        if not hasattr(self, "_worker"):  # a dashboard whose construction failed
+            return super().close()
+        self._worker.cancel()
+        self._worker.wait(30)
+        for link in self._links:
+            link.unlink()
+        open_now = w.Widget.widgets
+        widgets = _descendants(self) + [open_now[i] for i in self._owned if i in open_now]
+        for widget in widgets:
+            widget.unobserve_all()
+        for widget in widgets:
+            if widget is not self:
+                widget.close()
+        self.set_trait("fitted", None)
+        self.analysis = None
+        self.views = {}
+        super().close()
 
     def save(self, path) -> Path:
         """Save the fitted factors in the engine's file format (``CoupledCP.load`` reads it)."""

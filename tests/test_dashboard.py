@@ -1,0 +1,174 @@
+"""The dashboard's lifecycle: background refits with progress and cancel, rank limits, close,
+exports."""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+import weakref
+import zipfile
+
+import ipywidgets as w
+import numpy as np
+import pytest
+import torch
+
+from peekwidgets import Analysis
+from peekwidgets.blocks import Block, Blocks
+from peekwidgets.engine import CoupledCP
+from peekwidgets.widgets import Peek
+from peekwidgets.widgets import dashboard as dashboard_module
+
+
+def image_blocks(n=300, seed=0):
+    """An 8x8 input block of a rank-4 nonnegative mixture and a wide matrix block."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.rand(n, 4, generator=g)
+    return Blocks([
+        Block("input", a @ torch.rand(4, 64, generator=g), (8, 8)),
+        Block("fc", a @ torch.rand(4, 400, generator=g) + 0.1 * torch.rand(n, 400, generator=g)),
+    ], sample_shape=(1, 8, 8))
+
+
+@pytest.fixture
+def peek():
+    blocks = image_blocks()
+    return Peek.from_fitted(blocks, CoupledCP(2, random_state=0).fit(blocks))
+
+
+def slow_refit(peek, rank=6):
+    """Start a background refit that runs until cancelled (tol < 0: a fixed sweep count)."""
+    peek.analysis.estimator.set_params(tol=-1.0, max_iter=100_000)
+    peek.refit(rank=rank, background=True)
+    deadline = time.monotonic() + 30
+    while "sweep" not in peek.controls.status.value and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "sweep" in peek.controls.status.value, peek.controls.status.value
+
+
+def test_views_answer_during_a_background_refit_and_cancel_keeps_its_best_factors(peek):
+    old = peek.fitted
+    slow_refit(peek)
+    assert peek.controls.cancel_button.layout.display is None  # Cancel on show while fitting
+    assert peek.controls.progress_bar.layout.display is None
+    peek.component = 1  # answered at once, on the old fit still on show
+    assert peek.views["layer_response"].component == 1 and peek.fitted is old
+    np.testing.assert_array_equal(peek.views["gallery"].shown, old.top(1, 12))
+    peek.cancel()
+    assert peek.wait(60)
+    assert peek.fitted.rank == 6 and peek.estimator.interrupted_
+    assert "interrupted after" in peek.controls.status.value
+    assert "best factors so far kept" in peek.controls.status.value
+    assert peek.controls.cancel_button.layout.display == "none"
+    assert peek.errors.exceptions == []
+
+
+def test_progress_is_throttled_and_ends_at_the_sweeps_done(peek, monkeypatch):
+    drawn = []
+    real = peek.controls.show_progress
+    monkeypatch.setattr(peek.controls, "show_progress",
+                        lambda value, text: (drawn.append(value), real(value, text)))
+    peek.analysis.estimator.set_params(tol=-1.0, max_iter=400)
+    peek.refit(rank=3, background=True)
+    assert peek.wait(120)
+    assert peek.estimator.n_iter_ == 400 and "stopped at max_iter=400" in (
+        peek.controls.status.value)
+    assert 1 <= len(drawn) < 100  # a few updates a second, not one per sweep
+
+
+def test_a_refit_asked_for_while_one_runs_waits_and_the_latest_wins(peek):
+    slow_refit(peek, rank=5)
+    peek.refit(rank=3, background=True, tol=1e-6, max_iter=1000)
+    peek.refit(rank=4, background=True, tol=1e-6, max_iter=1000)  # replaces rank 3
+    time.sleep(0.3)
+    assert peek.fitted.rank == 2  # nothing interleaved: the running fit is not done yet
+    peek._worker._cancel.set()  # stop the running fit only, not the waiting one
+    assert peek.wait(120)
+    assert peek.fitted.rank == 4 and not peek.estimator.interrupted_
+
+
+def test_a_failed_refit_rolls_the_rank_trait_back(peek):
+    with pytest.raises(Exception, match="rank must be between 1 and 64"):
+        peek.rank = 10**6
+    assert peek.rank == 2 and peek.fitted.rank == 2
+    with pytest.raises(Exception, match="rank must be an integer, got True"):
+        peek.rank = True
+    peek.controls.block_boxes["input"].value = False
+    peek.controls.block_boxes["fc"].value = False
+    peek.controls.refit_button.click()
+    assert peek.wait(30)
+    assert "no blocks chosen" in str(peek.errors.exceptions[-1])
+    assert peek.rank == 2 and "failed" in peek.controls.status.value
+
+
+def test_rank_profile_in_the_background_is_shown_when_ready(peek):
+    assert peek.compute_rank_profile(4, background=True) is None
+    assert peek.wait(60)
+    assert peek.analysis.profile.max_rank == 4
+    assert len(peek.controls.profile_box.children) >= 1
+    assert "estimated rank" in peek.controls.status.value
+
+
+def test_close_closes_every_widget_and_releases_the_blocks():
+    blocks = image_blocks()
+    ref = weakref.ref(blocks)
+    peek = Peek.from_fitted(blocks, CoupledCP(2, random_state=0).fit(blocks))
+    widgets = dashboard_module._descendants(peek)
+    assert len(widgets) > 50
+    del blocks
+    peek.close()
+    gc.collect()
+    assert ref() is None, "the blocks are still referenced after close()"
+    assert all(widget.comm is None for widget in widgets)  # every widget closed
+    open_ids = set(w.Widget.widgets)
+    assert not open_ids & {widget.model_id for widget in widgets if widget.comm is not None}
+
+
+def test_running_the_cell_again_closes_the_earlier_dashboard(monkeypatch):
+    monkeypatch.setattr(dashboard_module, "_cell_id", lambda: "cell-7")
+    blocks = image_blocks(n=60)
+    cp = CoupledCP(2, random_state=0).fit(blocks)
+    first = Peek.from_fitted(blocks, cp)
+    second = Peek.from_fitted(blocks, cp)
+    assert first.analysis is None and first.comm is None
+    assert second.analysis is not None and second.comm is not None
+
+
+def test_export_writes_every_promised_file(peek, tmp_path):
+    peek.compute_rank_profile(3, progress=False)
+    peek.component, peek.selected = 1, [3, 5]
+    folder, archive = peek.export(tmp_path / "out", archive=True)
+    state = json.loads((folder / "state.json").read_text())
+    expected = {"dashboard.html", "component_map.png", "component_map.svg", "top_inputs.png",
+                "layer_response.png", "layer_response.svg", "rank_profile.png", "factors.npz",
+                "state.json"}
+    assert set(state["files"]) == expected == {p.name for p in folder.iterdir()}
+    assert (state["component"], state["selected"], state["rank"]) == (1, [3, 5], 2)
+    assert state["params"]["rank"] == 2 and "converged" in state["fit_status"]
+    page = (folder / "dashboard.html").read_text()
+    assert "application/vnd.jupyter.widget-state+json" in page and peek.model_id in page
+    for view in peek.views.values():
+        assert view.model_id in page
+    with zipfile.ZipFile(archive) as z:
+        assert set(z.namelist()) == expected
+    np.testing.assert_allclose(CoupledCP.load(folder / "factors.npz").A_, peek.estimator.A_)
+
+
+def test_export_button_offers_the_archive_for_download(peek, tmp_path):
+    peek.controls.export_folder.value = str(tmp_path / "exported")
+    button = next(c for row in peek.controls.children if isinstance(row, w.HBox)
+                  for c in row.children if "peek-export" in getattr(c, "_dom_classes", ()))
+    button.click()
+    assert peek.errors.exceptions == []
+    assert "download='exported.zip'" in peek.controls.download.value
+
+
+def test_analysis_is_the_one_behind_the_dashboard():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(10, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    analysis = Analysis(model, torch.rand(40, 10), rank=2, progress=False)
+    peek = Peek(analysis)
+    assert peek.analysis is analysis and peek.fitted is analysis.view
+    with pytest.raises(ValueError, match="pass new inputs to peek.add_inputs"):
+        Peek(analysis, torch.rand(3, 10))
