@@ -7,12 +7,129 @@ and images. No widget library is imported here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-__all__ = ["ViewModel"]
+from peekwidgets.engine.diagnostics import DEGENERACY_THRESHOLD, _congruences
+
+__all__ = ["DUPLICATE_CONGRUENCE", "MEAN_LIKE_COSINE", "FitHealth", "ViewModel"]
 
 _REQUIRED = ("weights_", "A_", "factors_", "block_names_", "block_kinds_", "explained_variance_")
+
+#: Two components whose congruence (product over all modes, ``A`` and every block factor, of
+#: the cosines between their columns; as the engine's degeneracy check computes) exceeds this
+#: are near-duplicates.
+DUPLICATE_CONGRUENCE = 0.95
+#: A component whose loadings have at least this cosine with the constant vector (every sample
+#: the same) is mean-like: in an uncentered fit it carries the mean activation.
+MEAN_LIKE_COSINE = 0.97
+
+
+@dataclass(frozen=True)
+class FitHealth:
+    """How a fit ended and which of its components are suspect.
+
+    Attributes
+    ----------
+    state : str
+        ``"converged"``, ``"max_iter"`` (stopped at ``max_iter`` before the loss settled),
+        ``"interrupted"`` or ``"unknown"`` (an estimator without these attributes).
+    n_iter : int or None
+        Sweeps run.
+    change : float
+        Relative change of the loss in the last sweep (nan when unknown).
+    dead : tuple of int
+        Components whose sample loadings ``A[:, r]`` (or weight) are all zero: they describe
+        no sample.
+    duplicates : tuple of (int, int, float)
+        Pairs ``(r, s, congruence)``, r < s, of near-duplicate components (congruence above
+        :data:`DUPLICATE_CONGRUENCE`).
+    cancelling : tuple of (int, int, float)
+        Pairs whose congruence is below the engine's
+        :data:`~peekwidgets.engine.diagnostics.DEGENERACY_THRESHOLD`: they grow while
+        cancelling each other (a two-factor degeneracy).
+    """
+
+    state: str
+    n_iter: int | None
+    change: float
+    dead: tuple
+    duplicates: tuple
+    cancelling: tuple = ()
+
+    @property
+    def ok(self) -> bool:
+        """Converged with no dead, duplicate or cancelling component."""
+        return (self.state == "converged" and not self.dead and not self.duplicates
+                and not self.cancelling)
+
+    @property
+    def suspect(self) -> set:
+        """Every component that is dead, duplicates another or cancels another."""
+        return set(self.dead) | {r for pair in self.duplicates + self.cancelling
+                                 for r in pair[:2]}
+
+    def flags(self, component: int) -> list[str]:
+        """What is wrong with one component, each with the fix, in words (empty when fine)."""
+        out = []
+        if component in self.dead:
+            out.append(f"component {component} is dead: every sample's loading is 0, so it "
+                       "describes no input; refit at a lower rank")
+        for pairs, what, fix in ((self.duplicates, "nearly duplicates", "a lower rank"),
+                                 (self.cancelling, "cancels", "a lower rank or nonnegative")):
+            for r, s, c in pairs:
+                if component in (r, s):
+                    out.append(f"component {component} {what} component {s + r - component} "
+                               f"(congruence {c:.2f}); refit at {fix}")
+        return out
+
+    def problems(self, rank: int) -> list[str]:
+        """Every problem of the fit, each with the fix, in words (empty when healthy)."""
+        out = []
+        if self.state == "max_iter":
+            out.append(f"stopped at max_iter after {self.n_iter} sweeps before converging (last "
+                       f"relative change {self.change:.1e}); refit with a larger max_iter")
+        elif self.state == "interrupted":
+            out.append(f"interrupted after {self.n_iter} sweeps (best factors so far); refit "
+                       "to finish")
+        if self.dead:
+            out.append(f"dead component{'s' if len(self.dead) > 1 else ''} "
+                       f"{', '.join(map(str, self.dead))} (all-zero loadings); refit at rank "
+                       f"{max(rank - len(self.dead), 1)}")
+        for r, s, c in self.duplicates:
+            out.append(f"components {r} and {s} are near-duplicates (congruence {c:.2f}); "
+                       "refit at a lower rank")
+        for r, s, c in self.cancelling:
+            out.append(f"components {r} and {s} cancel each other (congruence {c:.2f}, a "
+                       "two-factor degeneracy); refit at a lower rank or nonnegative")
+        return out
+
+
+def fit_health(estimator, A: np.ndarray, weights: np.ndarray, factors: dict) -> FitHealth:
+    """The :class:`FitHealth` of a fitted estimator: its ``A (N, R)``, ``weights (R,)`` and
+    block ``factors``."""
+    n_iter = getattr(estimator, "n_iter_", None)
+    losses = list(getattr(estimator, "loss_history_", None) or [])
+    change = (abs(losses[-2] - losses[-1]) / losses[-2]
+              if len(losses) > 1 and losses[-2] else float("nan"))
+    if getattr(estimator, "interrupted_", False):
+        state = "interrupted"
+    elif not hasattr(estimator, "converged_"):
+        state = "unknown"
+    else:
+        state = "converged" if estimator.converged_ else "max_iter"
+    dead = tuple(int(r) for r in np.flatnonzero((np.linalg.norm(A, axis=0) == 0)
+                                                 | (weights == 0)))
+    mats = [A, *(f for fs in factors.values() for f in fs)]
+    congruence = _congruences(mats, mats)
+    rank = A.shape[1]
+    pairs = [(r, s, float(congruence[r, s])) for r in range(rank) for s in range(r + 1, rank)
+             if r not in dead and s not in dead]
+    return FitHealth(state, None if n_iter is None else int(n_iter), float(change), dead,
+                     tuple(p for p in pairs if p[2] > DUPLICATE_CONGRUENCE),
+                     tuple(p for p in pairs if p[2] < DEGENERACY_THRESHOLD))
 
 
 class ViewModel:
@@ -47,6 +164,13 @@ class ViewModel:
         a row sums to the block's fit; a component that cancels part of another is negative.
     block_fit : (n_blocks,) array, explained variance of each block.
     order : (rank, n_samples) int array, samples by decreasing loading per component.
+    total_share : (rank,) array, each component's signed share of all fitted blocks' variance
+        together (the blocks counted as the fit weighs them; equally with the default
+        normalization): ``shares`` averaged over blocks by their scaled squared norms.
+    health : FitHealth, how the fit ended, dead and near-duplicate components.
+    mean_like : (rank,) bool array, components whose loadings are nearly the same for every
+        sample (cosine with the constant vector at least :data:`MEAN_LIKE_COSINE`); in an
+        uncentered fit such a component carries the mean activation.
     """
 
     def __init__(self, blocks, estimator, folded_A=None, folded_inputs=None):
@@ -80,6 +204,11 @@ class ViewModel:
         fit = getattr(estimator, "fit_", None) or {}
         self.block_fit = np.array([float(fit.get(n, np.nan)) for n in self.names])
         self.order = np.argsort(-self.A, axis=0, kind="stable").T.copy()
+        self.total_share = self._block_weights() @ self.shares
+        self.health = fit_health(estimator, self.A, self.weights, self.factors)
+        norms = np.linalg.norm(self.A, axis=0) * np.sqrt(self.n_samples)
+        cosine = self.A.sum(axis=0) / np.where(norms > 0, norms, 1.0)
+        self.mean_like = cosine >= MEAN_LIKE_COSINE
         self.input = blocks["input"] if "input" in blocks.names else None
         rank = self.rank
         self.folded_A = np.zeros((0, rank)) if folded_A is None else np.asarray(folded_A, float)
@@ -98,6 +227,35 @@ class ViewModel:
     @property
     def nonnegative(self) -> bool:
         return bool(getattr(self.estimator, "nonnegative", False))
+
+    @property
+    def opening_component(self) -> int:
+        """The component a view opens on: the first live one that is not mean-like (0 when
+        every component is dead or mean-like)."""
+        for r in range(self.rank):
+            if not self.mean_like[r] and r not in self.health.dead:
+                return r
+        return 0
+
+    def _block_weights(self) -> np.ndarray:
+        """``(n_blocks,)`` each fitted block's scaled squared norm over their sum (equal when
+        the estimator does not say how it scaled the blocks)."""
+        scales = getattr(self.estimator, "block_scales_", None)
+        if not scales:
+            return np.full(len(self.names), 1.0 / len(self.names))
+        sq = np.array([(scales[n] * self.blocks[n].norm()) ** 2 for n in self.names])
+        return sq / sq.sum()
+
+    def selection_z(self, index) -> np.ndarray:
+        """``(rank,)`` how strongly samples ``index`` load on each component relative to all
+        samples: their mean loading minus the mean over all samples, in standard deviations
+        of all samples' loadings (0 for a component whose loadings are all equal)."""
+        index = np.asarray(index, dtype=np.int64)
+        if index.size == 0:
+            return np.zeros(self.rank)
+        spread = self.A.std(axis=0)
+        diff = self.A[index].mean(axis=0) - self.A.mean(axis=0)
+        return np.divide(diff, spread, out=np.zeros(self.rank), where=spread > 0)
 
     def top(self, component: int, k: int) -> np.ndarray:
         """Indices of the ``k`` samples with the largest loading ``A[:, component]``."""

@@ -6,6 +6,7 @@ bqplot sends, traits set as the browser sets them.
 
 from __future__ import annotations
 
+import html
 import types
 
 import bqplot as bq
@@ -44,6 +45,7 @@ def stand_in(blocks, rank=RANK, seed=1, **attrs):
         explained_variance_=rng.random((len(blocks.names), rank)) / rank - 0.1,
         fit_={n: 0.5 for n in blocks.names}, nonnegative=False,
         n_iter_=40, converged_=True, interrupted_=False, loss_history_=[2.0, 1.0, 0.9999999],
+        tol=1e-6,
     )
     for key, value in attrs.items():
         setattr(est, key, value)
@@ -82,3 +84,92 @@ def test_no_figure_carries_the_hover_toolbar(peek):
     figures = all_figures(peek)
     assert len(figures) >= 6
     assert [f for f in figures if f.display_toolbar] == []
+
+
+# -- 2. honest numbers -------------------------------------------------------------------------
+def test_component_map_draws_the_reports_signed_shares_with_a_colour_bar(peek, est):
+    from peekwidgets.report import plot_component_map
+
+    cmap = peek.views["component_map"]
+    shares = np.asarray(est.explained_variance_)
+    assert (shares < 0).any()  # negatives are drawn as they are, not clipped or renormalized
+    np.testing.assert_allclose(cmap.heatmap.color, shares)
+    report = plot_component_map(peek.fitted).axes[0].get_images()[0].get_array()
+    np.testing.assert_allclose(np.asarray(report), shares)
+    bar = [a for a in cmap.figure.axes if isinstance(a, bq.ColorAxis)]
+    assert len(bar) == 1 and bar[0].scale is cmap.heatmap.scales["color"]
+    scale = bar[0].scale
+    # symmetric limits put white (the middle colour) at 0; no `mid`: bqplot's colour bar
+    # piles its ticks up on a scale with a mid point
+    assert scale.min == -scale.max == -np.abs(shares).max() and scale.mid is None
+    layer = peek.views["layer_response"]
+    peek.block = "conv"
+    (map_bar,) = [a for a in layer.map_figure.axes if isinstance(a, bq.ColorAxis)]
+    v = est.factors_["conv"][1][:, peek.component]
+    assert map_bar.scale.max == pytest.approx(np.abs(v).max()) == -map_bar.scale.min
+
+
+def test_columns_are_by_weight_and_the_caption_states_it():
+    from peekwidgets.engine import CoupledCP
+
+    blocks = make_blocks(n=40)
+    peek = Peek.from_fitted(blocks, CoupledCP(3, max_iter=30, random_state=0).fit(blocks))
+    cmap = peek.views["component_map"]
+    for rank in (3, 2, 4):
+        if rank != peek.fitted.rank:
+            peek.analysis.refit(rank=rank)
+            peek._show(peek.analysis.view)
+        f = peek.fitted
+        assert np.all(np.diff(f.weights) <= 0)  # the order the axis states holds after a refit
+        assert "by weight, largest first" in cmap.column_axis.label
+        assert list(cmap.heatmap.column) == [str(r) for r in range(rank)]
+        peek.component = rank - 1
+        assert f"weight {f.weights[rank - 1]:.3g} ({rank}" in cmap.caption.value
+        assert f"explains {100 * f.total_share[rank - 1]:.0f}% of all blocks" in (
+            cmap.caption.value)
+
+
+def test_every_view_says_what_its_numbers_are(peek):
+    for view in peek.views.values():
+        assert len(view.subtitle) > 30 and html.escape(view.subtitle) in view.header.value
+
+
+# -- 3. fit health -----------------------------------------------------------------------------
+def visible_tiles(gallery) -> int:
+    return sum(box.layout.display != "none" for box, _, _ in gallery.tiles)
+
+
+def test_a_dead_component_is_marked_on_the_map_and_in_the_gallery(blocks):
+    est = stand_in(blocks)
+    est.A_[:, 1] = 0.0  # dead: no sample loads on it (its weight stays nonzero)
+    peek = Peek.from_fitted(blocks, est)
+    cmap, gallery = peek.views["component_map"], peek.views["gallery"]
+    assert list(cmap.heatmap.column) == ["0", "1 ✕", "2"]
+    assert "dead component 1" in cmap.health.value and "refit at rank 2" in cmap.health.value
+    assert "dead component 1" in peek.header.value
+    peek.component = 1
+    assert "component 1 is dead" in gallery.caption.value and "lower rank" in (
+        gallery.caption.value)
+    assert len(gallery.shown) == 0 and visible_tiles(gallery) == 0  # no made-up top inputs
+    assert "component 1 is dead" in cmap.caption.value
+    peek.component = 0
+    assert visible_tiles(gallery) == 12 and "dead" not in gallery.caption.value
+
+
+def test_near_duplicates_and_an_unfinished_fit_are_marked(blocks):
+    est = stand_in(blocks, converged_=False, n_iter_=1000)
+    est.A_[:, 2] = est.A_[:, 0]
+    for fs in est.factors_.values():
+        for f in fs:
+            f[:, 2] = f[:, 0]
+    peek = Peek.from_fitted(blocks, est)
+    cmap = peek.views["component_map"]
+    assert list(cmap.heatmap.column) == ["0 ≈", "1", "2 ≈"]
+    text = cmap.health.value
+    assert "components 0 and 2 are near-duplicates" in text
+    assert "stopped at max_iter after 1000 sweeps" in text and "larger max_iter" in text
+    peek.component = 2
+    assert "nearly duplicates component 0" in peek.views["gallery"].caption.value
+    healthy = Peek.from_fitted(blocks, stand_in(blocks))
+    assert healthy.views["component_map"].health.value == ""
+    assert "⚠" not in healthy.header.value

@@ -11,7 +11,12 @@ from peekwidgets.palette import ACCENT, DIVERGING_HEX
 from .base import View
 from .theme import caption_html
 
-__all__ = ["ComponentMap", "set_grid"]
+__all__ = ["ComponentMap", "health_html", "set_grid"]
+
+#: Marks after a component's number on the map's column axis.
+MARKS = {"dead": "✕", "duplicate": "≈", "cancelling": "±"}
+#: Text colour of warnings.
+WARN = "var(--jp-error-color1, #c92a2a)"
 
 
 def set_grid(heatmap: bq.GridHeatMap, rows: np.ndarray, columns: np.ndarray,
@@ -33,8 +38,21 @@ def set_grid(heatmap: bq.GridHeatMap, rows: np.ndarray, columns: np.ndarray,
         heatmap.color = color
 
 
+def health_html(fitted) -> str:
+    """The fit's problems (how it ended, dead and near-duplicate components), each with its
+    fix, as a warning line; empty for a healthy fit."""
+    problems = fitted.health.problems(fitted.rank)
+    if not problems:
+        return ""
+    return caption_html(f"<span style='color:{WARN}'>⚠ " + " · ".join(problems) + "</span>")
+
+
 def _pct(x: float) -> str:
     return "n/a" if not np.isfinite(x) else f"{100 * x:.0f}%"
+
+
+def _ordinal(k: int) -> str:
+    return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
 
 
 class ComponentMap(View):
@@ -42,8 +60,11 @@ class ComponentMap(View):
 
     Each cell is the signed share of a block's variance that a component explains (a row sums
     to the block's fit; negative where a component cancels part of another), on a diverging
-    scale centred at 0 (the report's component map shows the same numbers). Clicking a cell
-    selects that component and block.
+    scale centred at 0 with a colour bar (the report's component map shows the same numbers).
+    Columns are the components in the engine's order, by weight (the component's size over all
+    scaled blocks), largest first; the caption states the selected one's weight and its share
+    of all blocks together (``fitted.total_share``). Clicking a cell selects that component and
+    block.
 
     Parameters
     ----------
@@ -54,12 +75,13 @@ class ComponentMap(View):
     """
 
     title = "Component map"
-    subtitle = "signed share of each block's variance per component"
+    subtitle = ("each cell: the signed share of the block's variance the component explains "
+                "(a row sums to the block's fit)")
 
     def _build(self):
         self._row_scale = bq.OrdinalScale(reverse=True)
         self._col_scale = bq.OrdinalScale()
-        self._color_scale = bq.ColorScale(colors=DIVERGING_HEX, mid=0.0, min=-1.0, max=1.0)
+        self._color_scale = bq.ColorScale(colors=DIVERGING_HEX, min=-1.0, max=1.0)
         self.heatmap = bq.GridHeatMap(
             row=np.array(["", " "]), column=np.array(["", " "]), color=np.zeros((2, 2)),
             scales={"row": self._row_scale, "column": self._col_scale,
@@ -71,31 +93,47 @@ class ComponentMap(View):
                                                    formats=["", "", ".1%"]),
         )
         self.heatmap.on_element_click(self.errors.guard(self._on_click))
-        axes = [
-            bq.Axis(scale=self._col_scale, label="component (strongest first)",
-                    grid_lines="none"),
-            bq.Axis(scale=self._row_scale, side="left", grid_lines="none"),
-        ]
+        self.color_bar = bq.ColorAxis(scale=self._color_scale, side="right",
+                                      orientation="vertical", tick_format=".0%",
+                                      label="signed share", num_ticks=5)
+        self.column_axis = bq.Axis(scale=self._col_scale, grid_lines="none",
+                                   label="component (by weight, largest first)")
+        axes = [self.column_axis, bq.Axis(scale=self._row_scale, side="left", grid_lines="none"),
+                self.color_bar]
         self.figure = bq.Figure(
             marks=[self.heatmap], axes=axes, padding_y=0.0, display_toolbar=False,
-            fig_margin=dict(top=10, bottom=45, left=130, right=10),
+            fig_margin=dict(top=10, bottom=45, left=130, right=75),
             layout=w.Layout(width="100%", min_width="320px", height="300px"),
         )
         self.caption = w.HTML()
+        self.health = w.HTML()
+        self.health.add_class("peek-fit-health")
 
     def _body(self):
         self.add_class("peek-component-map")
-        return w.VBox([self.figure, self.caption])
+        return w.VBox([self.figure, self.caption, self.health])
 
     def _refit(self):
         f = self.fitted
-        rows = np.array([f"{n} · {_pct(fit)}" for n, fit in zip(f.names, f.block_fit)])
-        cols = np.array([str(r) for r in range(f.rank)])
-        set_grid(self.heatmap, rows, cols, f.shares)
+        rows = np.array([f"{n} · fit {_pct(fit)}" for n, fit in zip(f.names, f.block_fit)])
+        set_grid(self.heatmap, rows, self.column_labels(), f.shares)
         lim = max(float(np.abs(f.shares).max()), 1e-12)
         with self._color_scale.hold_sync():
             self._color_scale.min, self._color_scale.max = -lim, lim
         self.figure.layout.height = f"{max(200, 60 + 34 * len(f.names))}px"
+        self.health.value = health_html(f)
+
+    def column_labels(self) -> np.ndarray:
+        """The column names: each component's number and its marks (:data:`MARKS`)."""
+        h = self.fitted.health
+        pairs = {"duplicate": h.duplicates, "cancelling": h.cancelling}
+        labels = []
+        for r in range(self.fitted.rank):
+            marks = MARKS["dead"] if r in h.dead else ""
+            marks += "".join(MARKS[kind] for kind, ps in pairs.items()
+                             if any(r in p[:2] for p in ps))
+            labels.append(f"{r} {marks}".strip())
+        return np.array(labels)
 
     def _on_click(self, mark, event):
         data = event.get("data") or {}
@@ -115,11 +153,14 @@ class ComponentMap(View):
         b = f.block_index(self.block)
         r = self.component
         self.heatmap.selected = np.array([[b, r]])
-        rel = f.weights[r] / f.weights.sum() if f.weights.sum() else np.nan
         self.caption.value = caption_html(
-            f"<b style='color:{ACCENT}'>component {r}</b> · {_pct(rel)} of total weight · "
-            f"<b>{self.block}</b>: {_pct(f.shares[b, r])} of its variance "
-            f"(block fit {_pct(f.block_fit[b])})"
+            f"<b style='color:{ACCENT}'>component {r}</b> · weight {f.weights[r]:.3g} "
+            f"({_ordinal(1 + int(np.sum(f.weights > f.weights[r])))} largest of {f.rank}) · "
+            f"explains {_pct(f.total_share[r])} of "
+            f"all blocks together · <b>{self.block}</b>: {_pct(f.shares[b, r])} of its "
+            f"variance (block fit {_pct(f.block_fit[b])})"
+            + "".join(f"<br><span style='color:{WARN}'>⚠ {flag}</span>"
+                      for flag in f.health.flags(r))
         )
 
     @property

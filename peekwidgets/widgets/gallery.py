@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import weakref
+
 import ipywidgets as w
 import numpy as np
 
 from peekwidgets.palette import ACCENT, NEW
 
 from .base import View
+from .component_map import WARN
 from .render import InputRenderer
 from .theme import caption_html
 
@@ -33,7 +36,7 @@ class InputGallery(View):
     """
 
     title = "Input gallery"
-    subtitle = "top inputs of the component (loading in A)"
+    subtitle = "the inputs with the largest loading on the component (its column of A)"
 
     def __init__(self, fitted, *, top_k: int = 12, renderer: InputRenderer | None = None,
                  **kwargs):
@@ -80,9 +83,10 @@ class InputGallery(View):
 
     def _refit(self):
         f = self.fitted
-        if f.blocks is not self._cached_blocks:  # cached encodings are keyed by sample index
+        cached = self._cached_blocks and self._cached_blocks()
+        if f.blocks is not cached:  # cached encodings are keyed by sample index
             self.renderer.clear_cache()
-            self._cached_blocks = f.blocks
+            self._cached_blocks = weakref.ref(f.blocks)  # keeps no blocks alive
         m = min(len(f.folded_A), self.top_k)
         while len(self.new_tiles) < m:
             box, display, button = self._make_tile(lambda _: None, "peek-new-tile")
@@ -101,7 +105,8 @@ class InputGallery(View):
         r = self.component
         selected = set(self.selected)
         if changed != "selected":
-            self.shown = f.top(r, self.top_k)
+            dead = r in f.health.dead  # every loading 0: an order of samples would be made up
+            self.shown = f.top(r, 0 if dead else self.top_k)
             missing = [i for i in self.shown if self.renderer.needs(int(i))]
             rows = dict(zip(missing, f.input_rows(missing))) if (
                 missing and f.input is not None) else {}
@@ -123,7 +128,9 @@ class InputGallery(View):
             self.caption.value = caption_html(
                 f"component <b style='color:{ACCENT}'>{r}</b>: {len(self.shown)} of "
                 f"{f.n_samples} samples, largest loading first"
-                + ("" if f.input is not None else " (no input block captured: indices only)"))
+                + ("" if f.input is not None else " (no input block captured: indices only)")
+                + "".join(f"<br><span style='color:{WARN}'>⚠ {flag}</span>"
+                          for flag in f.health.flags(r)))
         for slot, (box, _, _) in enumerate(self.tiles):
             on = slot < len(self.shown) and int(self.shown[slot]) in selected
             border = f"3px solid {ACCENT}" if on else "3px solid transparent"

@@ -56,7 +56,8 @@ class LayerResponse(View):
     """
 
     title = "Layer response"
-    subtitle = "the component in the selected block"
+    subtitle = ("the component's factors in the selected block: unit or channel loadings, "
+                "spatial map, or its pattern in input space")
 
     def __init__(self, fitted, *, renderer: InputRenderer | None = None, n_labels: int = 5,
                  **kwargs):
@@ -72,7 +73,7 @@ class LayerResponse(View):
         self.channel_figure, self.channel_bars, self.channel_labels = _bar_figure(
             "channel", "300px", "260px")
         rs, cs = bq.OrdinalScale(reverse=True), bq.OrdinalScale()
-        self._map_colors = bq.ColorScale(colors=DIVERGING_HEX, mid=0.0)
+        self._map_colors = bq.ColorScale(colors=DIVERGING_HEX, min=-1.0, max=1.0)
         self.spatial_map = bq.GridHeatMap(
             row=np.arange(2), column=np.arange(2), color=np.zeros((2, 2)),
             scales={"row": rs, "column": cs, "color": self._map_colors}, stroke="white",
@@ -81,8 +82,10 @@ class LayerResponse(View):
             marks=[self.spatial_map],
             axes=[bq.Axis(scale=cs, grid_lines="none", num_ticks=4, label="W"),
                   bq.Axis(scale=rs, side="left", grid_lines="none", label="H",
-                          num_ticks=4)],
-            fig_margin=dict(top=34, bottom=40, left=40, right=10), padding_y=0.0,
+                          num_ticks=4),
+                  bq.ColorAxis(scale=self._map_colors, side="right", orientation="vertical",
+                               tick_format=".2f", num_ticks=3)],
+            fig_margin=dict(top=34, bottom=40, left=40, right=60), padding_y=0.0,
             display_toolbar=False,
             layout=w.Layout(width="260px", height="260px"), title="spatial map")
         self.pattern_image = w.Image(format="png", layout=w.Layout(

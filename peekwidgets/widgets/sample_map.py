@@ -42,7 +42,8 @@ class SampleMap(View):
     """
 
     title = "Sample map"
-    subtitle = "loadings in A · brush or lasso to select"
+    subtitle = ("each point is a sample, placed by its loadings on two components (columns "
+                "of A); brush or lasso to select")
 
     x_component = T.Int(0)
     y_component = T.Int(1)
