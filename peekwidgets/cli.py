@@ -27,6 +27,8 @@ __all__ = ["build_parser", "demo_notebook", "main", "start_voila", "stop_server"
 DEFAULT_PORT = 8866
 DEFAULT_OUT = Path("peekwidgets-report")
 NOTEBOOK = "quickstart.ipynb"
+#: The sizes of the --headless report when not given.
+REPORT_SIZES = {"rank": 6, "samples": 500, "max_rank": 10}
 
 
 def _int_at_least(low: int, what: str, high: int | None = None):
@@ -79,16 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--retrain", action="store_true", help="train again, ignoring the cache")
     demo.add_argument(
-        "--rank", type=_int_at_least(1, "--rank", 50), default=6,
-        help="components of the joint factorization in the report (default: %(default)s)",
+        "--rank", type=_int_at_least(1, "--rank", 50), default=None,
+        help="with --headless: components of the joint factorization in the report "
+        f"(default: {REPORT_SIZES['rank']})",
     )
     demo.add_argument(
-        "--samples", type=_int_at_least(10, "--samples", 500), default=500,
-        help="held-out digits analysed in the report (default: %(default)s)",
+        "--samples", type=_int_at_least(10, "--samples", 500), default=None,
+        help=f"with --headless: held-out digits analysed (default: {REPORT_SIZES['samples']})",
     )
     demo.add_argument(
-        "--max-rank", type=_int_at_least(1, "--max-rank", 50), default=10,
-        help="largest rank of the rank profiles (default: %(default)s)",
+        "--max-rank", type=_int_at_least(1, "--max-rank", 50), default=None,
+        help="with --headless: largest rank of the rank profiles "
+        f"(default: {REPORT_SIZES['max_rank']})",
     )
     demo.add_argument(
         "--notebook", type=Path, default=None,
@@ -106,6 +110,14 @@ def main(argv=None) -> int:
     """
     args = build_parser().parse_args(argv)
     parser = args.parser
+    sizes = {"--rank": args.rank, "--samples": args.samples, "--max-rank": args.max_rank}
+    if not args.headless and any(v is not None for v in sizes.values()):
+        given = ", ".join(k for k, v in sizes.items() if v is not None)
+        parser.error(f"{given} size the --headless report; the served dashboard has its own "
+                     "controls (rank slider, Rank profile): add --headless, or drop " + given)
+    args.rank = REPORT_SIZES["rank"] if args.rank is None else args.rank
+    args.samples = REPORT_SIZES["samples"] if args.samples is None else args.samples
+    args.max_rank = REPORT_SIZES["max_rank"] if args.max_rank is None else args.max_rank
     if args.samples < args.rank or args.samples < args.max_rank:
         parser.error(
             f"--samples {args.samples} must be at least --rank ({args.rank}) and "
@@ -187,14 +199,26 @@ def _cannot_serve(port: int) -> str | None:
     return None
 
 
-def start_voila(notebook: Path, port: int, **popen_kwargs) -> subprocess.Popen:
+#: Seconds after which Voilà shuts down a kernel that no page is connected to.
+KERNEL_IDLE_TIMEOUT = 120
+
+
+def start_voila(notebook: Path, port: int, idle_timeout: float = KERNEL_IDLE_TIMEOUT,
+                **popen_kwargs) -> subprocess.Popen:
     """Start Voilà on ``notebook`` at 127.0.0.1:``port``, run from the notebook's folder.
 
-    ``popen_kwargs`` go to :class:`subprocess.Popen` (for example ``env`` or ``stdout``).
+    Every page load starts a kernel; a kernel that no page is connected to (its tab closed,
+    or a page that never opened its connection) for ``idle_timeout`` seconds is shut down, so
+    reloads and closed tabs do not pile kernels up. ``popen_kwargs`` go to
+    :class:`subprocess.Popen` (for example ``env`` or ``stdout``).
     """
+    interval = max(1, min(60, round(idle_timeout / 2)))
     command = [
         sys.executable, "-m", "voila", "--no-browser", f"--port={port}",
         "--Voila.ip=127.0.0.1", "--Voila.port_retries=0", "--show_tracebacks=True",
+        f"--MappingKernelManager.cull_idle_timeout={idle_timeout:g}",
+        f"--MappingKernelManager.cull_interval={interval}",
+        "--MappingKernelManager.cull_connected=False",
         notebook.name,
     ]
     return subprocess.Popen(command, cwd=notebook.parent, **popen_kwargs)

@@ -33,8 +33,8 @@ def free_port() -> int:
 @contextmanager
 def serving(start, log: Path, name: str, path: str, timeout: float = 120, attempts: int = 3):
     """Start a server with ``start(port, stdout=..., stderr=...)`` on a free port, wait until
-    ``path`` answers, yield its address, and stop it (SIGTERM, then kill) however the block
-    ends. A server that exits before it answers is started again on another port."""
+    ``path`` answers, yield ``(address, process)``, and stop it (SIGTERM, then kill) however the
+    block ends. A server that exits before it answers is started again on another port."""
     for attempt in range(attempts):
         port = free_port()
         with open(log, "w") as out:
@@ -45,7 +45,7 @@ def serving(start, log: Path, name: str, path: str, timeout: float = 120, attemp
         if proc.poll() is None or attempt == attempts - 1:
             pytest.fail(f"{name} did not start:\n{log.read_text()[-3000:]}")
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc
     finally:
         stop_server(proc, grace=15)
 

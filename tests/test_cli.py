@@ -1,13 +1,17 @@
 """The ``peekwidgets`` command: argument errors, the installed entry point, and the server."""
 
+import json
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+from servers import serving
 
-from peekwidgets.cli import main
+from peekwidgets.cli import main, start_voila
 
 
 def _run_main(capsys, argv):
@@ -25,7 +29,11 @@ def _run_main(capsys, argv):
         (["demo", "--rank", "two"], "--rank must be an integer, got 'two'"),
         (["demo", "--port", "70000"], "--port must be between 1 and 65535, got 70000"),
         (["demo", "--samples", "3"], "--samples must be between 10 and 500, got 3"),
-        (["demo", "--samples", "20", "--max-rank", "30"], "--samples 20 must be at least"),
+        (["demo", "--headless", "--samples", "20", "--max-rank", "30"],
+         "--samples 20 must be at least"),
+        (["demo", "--rank", "8"], "--rank size the --headless report; the served dashboard"),
+        (["demo", "--samples", "50", "--max-rank", "4"],
+         "--samples, --max-rank size the --headless report"),
         (["demo", "--unknown"], "unrecognized arguments: --unknown"),
         (["demo", "--out", "report"], "--out names the report folder of --headless"),
     ],
@@ -71,3 +79,37 @@ def test_installed_entry_point_reports_bad_arguments():
                           timeout=60)
     assert done.returncode == 2
     assert "--port must be an integer, got 'x'" in done.stderr
+
+
+def _kernels(server: subprocess.Popen) -> int:
+    """Kernel processes the server runs now (shut-down kernels not yet reaped don't count)."""
+    import psutil
+
+    count = 0
+    for child in psutil.Process(server.pid).children(recursive=True):
+        try:
+            count += "ipykernel" in " ".join(child.cmdline())
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            pass
+    return count
+
+
+@pytest.mark.slow
+def test_voila_shuts_down_the_kernels_of_pages_left(tmp_path):
+    """Ten page loads, then nobody connected: at most 2 kernels remain once they idle out."""
+    notebook = tmp_path / "tiny.ipynb"
+    notebook.write_text(json.dumps({
+        "cells": [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+                   "source": ["print('hello')"]}],
+        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
+                                    "name": "python3"}},
+        "nbformat": 4, "nbformat_minor": 5}))
+    with serving(lambda port, **kw: start_voila(notebook, port, idle_timeout=4, **kw),
+                 tmp_path / "voila.log", "Voilà", "/voila/static/favicon.ico") as (url, server):
+        for _ in range(10):
+            with urllib.request.urlopen(url + "/", timeout=120) as r:
+                assert r.status == 200
+        deadline = time.monotonic() + 60
+        while _kernels(server) > 2 and time.monotonic() < deadline:
+            time.sleep(1)
+        assert _kernels(server) <= 2

@@ -33,7 +33,7 @@ def voila_url(tmp_path_factory):
     log = tmp_path_factory.mktemp("voila") / "voila.log"
     # the favicon, not "/": every GET of "/" starts a kernel
     with serving(lambda port, **kw: start_voila(NOTEBOOK, port, **kw), log, "Voilà",
-                 "/voila/static/favicon.ico") as url:
+                 "/voila/static/favicon.ico") as (url, _):
         yield url
 
 

@@ -67,8 +67,9 @@ def lab_url(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab-root")
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
     home = tmp_path_factory.mktemp("lab-home")
+    # /api starts no kernel
     with serving(lambda port, **kw: start_jupyterlab(root, home, port, **kw),
-                 home / "jupyterlab.log", "JupyterLab", "/api") as url:  # /api starts no kernel
+                 home / "jupyterlab.log", "JupyterLab", "/api") as (url, _):
         yield url
 
 
