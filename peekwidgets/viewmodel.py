@@ -14,7 +14,7 @@ import torch
 
 from peekwidgets.engine.diagnostics import DEGENERACY_THRESHOLD, _congruences
 
-__all__ = ["DUPLICATE_CONGRUENCE", "MEAN_LIKE_COSINE", "FitHealth", "ViewModel"]
+__all__ = ["DUPLICATE_CONGRUENCE", "LOADS_ON_Z", "MEAN_LIKE_COSINE", "FitHealth", "ViewModel"]
 
 _REQUIRED = ("weights_", "A_", "factors_", "block_names_", "block_kinds_", "explained_variance_")
 
@@ -25,6 +25,9 @@ DUPLICATE_CONGRUENCE = 0.95
 #: A component whose loadings have at least this cosine with the constant vector (every sample
 #: the same) is mean-like: in an uncentered fit it carries the mean activation.
 MEAN_LIKE_COSINE = 0.97
+#: A selection loads on a component when its mean loading is at least this many standard
+#: deviations (of all samples' loadings) above the mean of all samples (:meth:`ViewModel.loads_on`).
+LOADS_ON_Z = 1.0
 
 
 @dataclass(frozen=True)
@@ -256,6 +259,30 @@ class ViewModel:
         spread = self.A.std(axis=0)
         diff = self.A[index].mean(axis=0) - self.A.mean(axis=0)
         return np.divide(diff, spread, out=np.zeros(self.rank), where=spread > 0)
+
+    def loads_on(self, index) -> np.ndarray:
+        """The components samples ``index`` load on: :meth:`selection_z` at least
+        :data:`LOADS_ON_Z`, strongest first."""
+        z = self.selection_z(index)
+        hits = np.flatnonzero(z >= LOADS_ON_Z)
+        return hits[np.argsort(-z[hits], kind="stable")]
+
+    @property
+    def prediction_block(self) -> str | None:
+        """The block whose argmax is the model's prediction: the last captured matrix block
+        with more than one column (the logits, in a classifier), or None."""
+        names = [b.name for b in self.blocks if b.kind == "matrix" and b.name != "input"
+                 and b.shape[1] > 1]
+        return names[-1] if names else None
+
+    @property
+    def predictions(self) -> np.ndarray | None:
+        """``(n_samples,)`` argmax of :attr:`prediction_block` per sample, or None."""
+        if "_predictions" not in self.__dict__:
+            name = self.prediction_block
+            self._predictions = (None if name is None else
+                                 self.blocks[name].data.argmax(dim=1).cpu().numpy())
+        return self._predictions
 
     def top(self, component: int, k: int) -> np.ndarray:
         """Indices of the ``k`` samples with the largest loading ``A[:, component]``."""

@@ -150,7 +150,7 @@ def test_brush_selection_highlights_gallery_and_sets_profile(peek, est):
     smap.brush.brushing = False
     want = np.flatnonzero((x >= lo) & (x <= hi)).tolist()
     assert peek.selected == want and gallery.selected == want
-    np.testing.assert_allclose(smap.profile.y, est.A_[want].mean(axis=0))
+    np.testing.assert_allclose(smap.profile.y, peek.fitted.selection_z(want))
     np.testing.assert_allclose(smap.highlight.x, est.A_[want, 0])
     outlined = [int(gallery.shown[s]) for s, (box, _, _) in enumerate(gallery.tiles)
                 if "transparent" not in box.layout.border]

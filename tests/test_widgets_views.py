@@ -173,3 +173,122 @@ def test_near_duplicates_and_an_unfinished_fit_are_marked(blocks):
     healthy = Peek.from_fitted(blocks, stand_in(blocks))
     assert healthy.views["component_map"].health.value == ""
     assert "⚠" not in healthy.header.value
+
+
+# -- 4. both directions of linking ---------------------------------------------------------
+def planted_fit(n=48, seed=3):
+    """A real fit of blocks where samples 0-5 carry a pattern nobody else has."""
+    from peekwidgets.engine import CoupledCP
+
+    rng = np.random.default_rng(seed)
+    A = rng.random((n, 2)) * 0.1
+    A[:6, 1] += 1.0
+    A[6:, 0] += rng.random(n - 6)
+    patterns = {"input": rng.random((64, 2)), "fc": rng.random((10, 2))}
+    blocks = Blocks(
+        [Block(name, torch.from_numpy((A @ P.T).astype(np.float32)), (8, 8) if name == "input"
+               else None) for name, P in patterns.items()],
+        labels=np.where(np.arange(n) < 6, 1, 0), sample_shape=(1, 8, 8),
+    )
+    return blocks, CoupledCP(2, nonnegative=True, max_iter=200, random_state=0).fit(blocks)
+
+
+def test_a_selection_of_planted_samples_shows_them_and_marks_their_component():
+    blocks, est = planted_fit()
+    peek = Peek.from_fitted(blocks, est)
+    planted = int(np.argmax(est.A_[:6].mean(axis=0)))  # the component the 6 samples carry
+    other = 1 - planted
+    peek.component = other
+    peek.selected = np.arange(6)  # an integer array, as code would pass it
+    gallery, cmap, smap = (peek.views[k] for k in ("gallery", "component_map", "sample_map"))
+    assert sorted(gallery.selection_shown.tolist()) == list(range(6))
+    assert len(gallery.selection_grid.children) == 6
+    assert f"they load on component <b>{planted}</b>" in gallery.selection_label.value
+    assert cmap.heatmap.column[planted] == f"{planted} ▲" and "▲" not in cmap.heatmap.column[
+        other]
+    assert f"loads on component <b>{planted}</b>" in cmap.selection.value
+    z = peek.fitted.selection_z(range(6))
+    np.testing.assert_allclose(smap.profile.y, z)
+    assert z[planted] > 1 > z[other]
+    assert smap.profile.colors[planted] != smap.profile.colors[other]
+    peek.selected = []
+    assert gallery.selection_grid.children == () and "▲" not in "".join(cmap.heatmap.column)
+    assert cmap.selection.value == ""
+
+
+def test_selected_takes_integer_arrays_and_component_refuses_bools(peek):
+    import traitlets
+
+    peek.selected = np.arange(5, dtype=np.int32)
+    assert peek.selected == [0, 1, 2, 3, 4] and peek.views["gallery"].selected == peek.selected
+    peek.component = np.int64(2)
+    assert peek.component == 2 and type(peek.component) is int
+    with pytest.raises(traitlets.TraitError, match="component must be an integer") as info:
+        peek.component = True
+    assert peek.component == 2 and peek.errors.exceptions == []
+    with pytest.raises(traitlets.TraitError, match="list of sample indices") as info:
+        peek.selected = np.arange(300) * 0.5
+    assert len(str(info.value)) < 160  # not the whole array
+
+
+def test_hovering_a_point_shows_its_input_index_and_label(peek, blocks):
+    smap = peek.views["sample_map"]
+    assert smap.scatter.tooltip is smap.hover_box
+    smap.scatter._hover_handlers(smap.scatter, {"event": "hover", "data": {"index": 7}})
+    i = int(smap.shown[7])
+    r = smap.renderer
+    assert bytes(smap.hover_image.value) == r.png(r.to_uint8(blocks["input"].numpy([i])[0]))
+    text = smap.hover_text.value
+    assert f"#{i}</b>" in text and f"label {blocks.labels[i]}" in text
+    assert peek.errors.exceptions == []
+
+
+def test_points_are_coloured_by_label_prediction_or_loading_with_a_legend(blocks, est):
+    from peekwidgets.palette import ACCENT, NEW
+    from peekwidgets.widgets.sample_map import CATEGORY
+
+    peek = Peek.from_fitted(blocks, est)
+    smap = peek.views["sample_map"]
+    assert [k for _, k in smap.color_pick.options] == ["label", "prediction", "loading", "none"]
+    labels = blocks.labels[smap.shown]
+    assert smap.scatter.colors == [CATEGORY[c] for c in labels]  # labels are 0, 1, 2
+    assert all(f"{CATEGORY[k]};font-size:15px'>●</span>{k}" in smap.legend.value
+               for k in range(3))
+    assert "the fit never saw it" in smap.legend.value
+    smap.color_pick.value = "prediction"
+    pred = blocks["fc"].numpy().argmax(axis=1)  # the last matrix block with > 1 columns
+    np.testing.assert_array_equal(peek.fitted.predictions, pred)
+    codes = np.unique(pred[smap.shown], return_inverse=True)[1]
+    assert smap.scatter.colors == [CATEGORY[c] for c in codes]
+    assert "argmax of fc" in smap.legend.value
+    smap.color_pick.value = "loading"
+    np.testing.assert_allclose(smap.scatter.color, est.A_[smap.shown, smap.x_component])
+    assert smap.loading_bar in smap.figure.axes
+    smap.color_pick.value = "none"
+    assert smap.scatter.color is None and smap.loading_bar not in smap.figure.axes
+
+    def rgb(h):
+        return np.array([int(h[k:k + 2], 16) for k in (1, 3, 5)])
+
+    for special in (ACCENT, NEW):  # the selection and the folded-in inputs stand out
+        assert min(np.abs(rgb(c) - rgb(special)).sum() for c in CATEGORY) > 90
+
+
+def test_clearing_the_selection_clears_the_brush_and_lasso_marks(peek, monkeypatch):
+    smap = peek.views["sample_map"]
+    resets = []
+    monkeypatch.setattr(smap.brush, "reset", lambda: resets.append("brush"))
+    monkeypatch.setattr(smap.lasso, "reset", lambda: resets.append("lasso"))
+    smap.brush.brushing = True
+    smap.brush.selected_x = np.array([0.0, 1.0])
+    smap.brush.selected_y = np.array([0.0, 1.0])
+    smap.brush.brushing = False
+    assert peek.selected and resets == []  # the brush's own selection keeps its rectangle
+    smap.clear_button.click()
+    assert peek.selected == [] and resets == ["brush", "lasso"]
+    assert smap.brush.selected_x is None and smap.scatter.selected is None
+    smap.tool.value = "lasso"
+    smap.scatter.selected = np.array([1, 2])
+    assert len(peek.selected) == 2 and len(resets) == 4  # switching tools cleared the brush
+    peek.views["gallery"].tiles[0][2].click()  # a selection made elsewhere
+    assert peek.selected == [int(peek.views["gallery"].shown[0])] and len(resets) == 6

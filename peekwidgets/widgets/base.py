@@ -75,14 +75,19 @@ class StateTraits(T.HasTraits):
     unknown block or an out-of-range sample raise :class:`traitlets.TraitError`).
     """
 
-    component = T.Int(0, help="Selected component (column of A).")
+    component = T.Union([T.Int(), T.Instance(np.integer)], default_value=0,
+                        help="Selected component (column of A).")
     block = T.Unicode("", help="Selected block name.")
-    selected = T.List(help="Selected sample indices (ints).")
+    selected = T.Union([T.List(), T.Tuple(), T.Instance(np.ndarray)], default_value=[],
+                       help="Selected sample indices (ints; a list or an integer array).")
     fitted = T.Instance(ViewModel, allow_none=True, help="The fit on show.")
 
     @T.validate("component")
     def _check_component(self, proposal):
         r = proposal["value"]
+        if isinstance(r, (bool, np.bool_)):
+            raise T.TraitError(f"component must be an integer (a column of A), got {r!r}")
+        r = int(r)
         if self.fitted is not None and not 0 <= r < self.fitted.rank:
             raise T.TraitError(
                 f"component {r} is out of range; the fit has rank {self.fitted.rank} "
@@ -105,7 +110,8 @@ class StateTraits(T.HasTraits):
             return []
         if arr.ndim != 1 or arr.dtype.kind not in "iu":
             raise T.TraitError(
-                f"selected must be a list of sample indices (ints), got {list(sel)[:5]}...")
+                f"selected must be a list of sample indices (ints, or an integer array), got "
+                f"{arr.dtype} values {arr.ravel()[:3].tolist()}{'...' if arr.size > 3 else ''}")
         n = self.fitted.n_samples if self.fitted is not None else None
         if n is not None and (arr.min() < 0 or arr.max() >= n):
             bad = arr[(arr < 0) | (arr >= n)][:5].tolist()

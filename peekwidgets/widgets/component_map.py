@@ -7,6 +7,7 @@ import ipywidgets as w
 import numpy as np
 
 from peekwidgets.palette import ACCENT, DIVERGING_HEX
+from peekwidgets.viewmodel import LOADS_ON_Z
 
 from .base import View
 from .theme import caption_html
@@ -14,7 +15,7 @@ from .theme import caption_html
 __all__ = ["ComponentMap", "health_html", "set_grid"]
 
 #: Marks after a component's number on the map's column axis.
-MARKS = {"dead": "✕", "duplicate": "≈", "cancelling": "±"}
+MARKS = {"dead": "✕", "duplicate": "≈", "cancelling": "±", "selection": "▲"}
 #: Text colour of warnings.
 WARN = "var(--jp-error-color1, #c92a2a)"
 
@@ -108,15 +109,32 @@ class ComponentMap(View):
         self.caption = w.HTML()
         self.health = w.HTML()
         self.health.add_class("peek-fit-health")
+        self.selection = w.HTML()
+        self.selection.add_class("peek-map-selection")
 
     def _body(self):
         self.add_class("peek-component-map")
-        return w.VBox([self.figure, self.caption, self.health])
+        return w.VBox([self.figure, self.caption, self.selection, self.health])
+
+    def _selection_html(self) -> str:
+        if not self.selected:
+            return ""
+        f = self.fitted
+        hits = f.loads_on(self.selected)
+        n = len(self.selected)
+        what = (f"loads on component{'s' if len(hits) > 1 else ''} "
+                f"<b>{', '.join(map(str, hits))}</b> ({MARKS['selection']})" if len(hits)
+                else "loads on no component more than the rest do")
+        return caption_html(
+            f"<span style='color:{ACCENT};font-weight:600'>selection</span> of {n} "
+            f"sample{'s' if n > 1 else ''} {what}: mean loading &ge; {LOADS_ON_Z:g} standard "
+            "deviation above all samples' mean")
 
     def _refit(self):
         f = self.fitted
-        rows = np.array([f"{n} · fit {_pct(fit)}" for n, fit in zip(f.names, f.block_fit)])
-        set_grid(self.heatmap, rows, self.column_labels(), f.shares)
+        self._rows = np.array([f"{n} · fit {_pct(fit)}" for n, fit in zip(f.names,
+                                                                        f.block_fit)])
+        self._columns = None
         lim = max(float(np.abs(f.shares).max()), 1e-12)
         with self._color_scale.hold_sync():
             self._color_scale.min, self._color_scale.max = -lim, lim
@@ -124,14 +142,18 @@ class ComponentMap(View):
         self.health.value = health_html(f)
 
     def column_labels(self) -> np.ndarray:
-        """The column names: each component's number and its marks (:data:`MARKS`)."""
-        h = self.fitted.health
+        """The column names: each component's number and its marks (:data:`MARKS`: dead,
+        near-duplicate, cancelling, loaded on by the selection)."""
+        f = self.fitted
+        h = f.health
         pairs = {"duplicate": h.duplicates, "cancelling": h.cancelling}
+        loaded = set(f.loads_on(self.selected).tolist()) if self.selected else set()
         labels = []
-        for r in range(self.fitted.rank):
+        for r in range(f.rank):
             marks = MARKS["dead"] if r in h.dead else ""
             marks += "".join(MARKS[kind] for kind, ps in pairs.items()
                              if any(r in p[:2] for p in ps))
+            marks += MARKS["selection"] if r in loaded else ""
             labels.append(f"{r} {marks}".strip())
         return np.array(labels)
 
@@ -147,9 +169,14 @@ class ComponentMap(View):
             self.component = int(col)
 
     def update(self, changed=None):
+        f = self.fitted
+        columns = self.column_labels()
+        if self._columns is None or list(columns) != list(self._columns):
+            set_grid(self.heatmap, self._rows, columns, f.shares)
+            self._columns = columns
+        self.selection.value = self._selection_html()
         if changed == "selected":
             return
-        f = self.fitted
         b = f.block_index(self.block)
         r = self.component
         self.heatmap.selected = np.array([[b, r]])

@@ -18,7 +18,7 @@ from peekwidgets.session import Analysis
 from peekwidgets.viewmodel import ViewModel
 
 from .base import ErrorArea, StateTraits
-from .component_map import ComponentMap
+from .component_map import ComponentMap, health_html
 from .controls import Controls
 from .gallery import InputGallery
 from .layer_response import LayerResponse
@@ -163,7 +163,7 @@ class Peek(w.VBox, StateTraits):
             "component_map": ComponentMap(fitted, **common),
             "layer_response": LayerResponse(fitted, renderer=self.renderer, **common),
             "gallery": InputGallery(fitted, top_k=top_k, renderer=self.renderer, **common),
-            "sample_map": SampleMap(fitted, top_k=top_k, **common),
+            "sample_map": SampleMap(fitted, top_k=top_k, renderer=self.renderer, **common),
         }
         self._links = [T.link((self, name), (view, name))
                        for view in self.views.values() for name in _LINKED]
@@ -251,7 +251,7 @@ class Peek(w.VBox, StateTraits):
             f"<span style='font-size:18px;font-weight:700;color:{ACCENT}'>peek</span>"
             f"<span style='font-size:13px;color:{MUTED_TEXT}'>{model}{f.n_samples} samples · "
             f"{len(f.names)} blocks · rank {f.rank} · {kind} · mean block fit "
-            f"{100 * fit:.0f}%{extra}</span></div>")
+            f"{100 * fit:.0f}%{extra}</span></div>" + health_html(f))
 
     # -- state pushes ----------------------------------------------------------------------
     def _show(self, fitted: ViewModel):

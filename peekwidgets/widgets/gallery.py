@@ -8,6 +8,7 @@ import ipywidgets as w
 import numpy as np
 
 from peekwidgets.palette import ACCENT, NEW
+from peekwidgets.viewmodel import LOADS_ON_Z
 
 from .base import View
 from .component_map import WARN
@@ -71,11 +72,17 @@ class InputGallery(View):
         self.new_label = w.HTML()
         self.new_grid = w.HBox(layout=w.Layout(flex_flow="row wrap"))
         self.new_tiles = []
+        self.selection_label = w.HTML()
+        self.selection_grid = w.HBox(layout=w.Layout(flex_flow="row wrap", width="100%"))
+        self.selection_grid.add_class("peek-selection-grid")
+        self.selection_tiles = []
+        self.selection_shown = np.zeros(0, dtype=int)
         self.caption = w.HTML()
 
     def _body(self):
         self.add_class("peek-gallery")
-        return w.VBox([self.caption, self.grid, self.new_label, self.new_grid])
+        return w.VBox([self.caption, self.grid, self.selection_label, self.selection_grid,
+                       self.new_label, self.new_grid])
 
     def _on_tile(self, slot: int):
         if slot < len(self.shown):
@@ -131,8 +138,41 @@ class InputGallery(View):
                 + ("" if f.input is not None else " (no input block captured: indices only)")
                 + "".join(f"<br><span style='color:{WARN}'>⚠ {flag}</span>"
                           for flag in f.health.flags(r)))
+        self._fill_selection()
         for slot, (box, _, _) in enumerate(self.tiles):
             on = slot < len(self.shown) and int(self.shown[slot]) in selected
             border = f"3px solid {ACCENT}" if on else "3px solid transparent"
             if box.layout.border_top != border:
                 box.layout.border = border
+
+    def _fill_selection(self):
+        """The selected samples (up to ``top_k``, largest loading on the component first) and
+        the components they load on."""
+        f, r = self.fitted, self.component
+        sel = np.asarray(self.selected, dtype=int)
+        self.selection_shown = sel[np.argsort(-f.A[sel, r], kind="stable")][: self.top_k]
+        m = len(self.selection_shown)
+        while len(self.selection_tiles) < m:
+            box, display, button = self._make_tile(lambda _: None, "peek-selection-tile")
+            box.layout.border = f"3px solid {ACCENT}"
+            self.selection_tiles.append((box, display, button))
+        self.selection_grid.children = [t[0] for t in self.selection_tiles[:m]]
+        if not m:
+            self.selection_label.value = ""
+            return
+        missing = [i for i in self.selection_shown if self.renderer.needs(int(i))]
+        rows = dict(zip(missing, f.input_rows(missing))) if (
+            missing and f.input is not None) else {}
+        for i, (_, display, button) in zip(self.selection_shown, self.selection_tiles):
+            if f.input is not None:
+                self.renderer.fill_tile(display, int(i), rows.get(i))
+            button.description = f"#{i}  {f.A[i, r]:+.3f}"
+        hits = f.loads_on(sel)
+        loads = (f"they load on component{'s' if len(hits) > 1 else ''} "
+                 f"<b>{', '.join(map(str, hits))}</b>" if len(hits) else
+                 "no component stands out")
+        self.selection_label.value = caption_html(
+            f"<span style='color:{ACCENT};font-weight:600'>selected</span>: {len(sel)} "
+            f"sample{'s' if len(sel) > 1 else ''}"
+            + (f", the {m} with the largest loading on component {r}" if m < len(sel) else "")
+            + f" · {loads} (mean loading &ge; {LOADS_ON_Z:g} sd above all samples')")
