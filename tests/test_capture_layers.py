@@ -1,10 +1,13 @@
 """Layer choice: wrapped models, name suggestions, and what "auto" picks."""
 
+from functools import partial
+
 import pytest
 import torch
 from test_capture_safety import assert_unchanged, mlp, rows, snapshot
 from torch import nn
 from torch.testing import assert_close
+from torchvision import models as tv
 
 from peekwidgets.capture import capture, resolve_layers
 
@@ -66,3 +69,100 @@ def test_auto_takes_the_hidden_activations_of_a_classifier_head():
         hidden = model.classifier[:3](model.features(x))
         assert_close(blocks["classifier.2"].data, hidden)
         assert_close(blocks["classifier.4"].data, model.classifier[3:5](hidden))
+
+
+def _stages(prefix, indices):
+    return [f"{prefix}{i}" for i in indices]
+
+
+# family: (constructor, image side, the stages "auto" takes, then the rest, in forward order)
+RESNET = ["layer1", "layer2", "layer3", "layer4"]
+FAMILIES = {
+    "resnet18": (tv.resnet18, 64, RESNET, ["fc"]),
+    "resnext50_32x4d": (tv.resnext50_32x4d, 64, RESNET, ["fc"]),
+    "wide_resnet50_2": (tv.wide_resnet50_2, 64, RESNET, ["fc"]),
+    "vgg11": (tv.vgg11, 64, _stages("features.", (1, 4, 9, 14, 19)),
+              ["classifier.1", "classifier.4", "classifier.6"]),
+    "mobilenet_v2": (tv.mobilenet_v2, 64, _stages("features.", (1, 3, 6, 13, 18)),
+                     ["classifier.1"]),
+    "mobilenet_v3_small": (tv.mobilenet_v3_small, 64, _stages("features.", (0, 1, 3, 8, 12)),
+                           ["classifier.1", "classifier.3"]),
+    "efficientnet_b0": (tv.efficientnet_b0, 64, _stages("features.", (1, 2, 3, 5, 8)),
+                        ["classifier.1"]),
+    "efficientnet_v2_s": (tv.efficientnet_v2_s, 64, _stages("features.", (1, 2, 3, 5, 7)),
+                          ["classifier.1"]),
+    "regnet_y_400mf": (tv.regnet_y_400mf, 64, _stages("trunk_output.block", (1, 2, 3, 4)),
+                       ["fc"]),
+    "convnext_tiny": (tv.convnext_tiny, 64, _stages("features.", (1, 3, 5, 7)),
+                      ["classifier.2"]),
+    "densenet121": (tv.densenet121, 64, ["features.relu0", *_stages(
+        "features.denseblock", (1, 2, 3)), "features.norm5"], ["classifier"]),
+    "shufflenet_v2_x0_5": (tv.shufflenet_v2_x0_5, 64, ["stage2", "stage3", "stage4"],
+                           ["conv5.2", "fc"]),  # conv5's ReLU: the head's hidden activation
+    "squeezenet1_1": (tv.squeezenet1_1, 64, _stages("features.", (1, 4, 7, 12)),
+                      ["classifier.3"]),  # no Linear: the last module gives the logits
+    "googlenet": (partial(tv.googlenet, init_weights=False), 64,
+                  ["conv1", "conv3", "inception3b", "inception4e", "inception5b"], ["fc"]),
+    "inception_v3": (partial(tv.inception_v3, init_weights=False), 80,
+                     ["Conv2d_2b_3x3", "Conv2d_4a_3x3", "Mixed_5d", "Mixed_6e", "Mixed_7c"],
+                     ["fc"]),
+    "swin_t": (tv.swin_t, 64, _stages("features.", (1, 3, 5, 7)), ["head"]),
+    "vit_b_16": (partial(tv.vit_b_16, image_size=32), 32,
+                 _stages("encoder.layers.encoder_layer_", (2, 5, 8, 11)), ["heads.head"]),
+}
+
+
+def outputs_of(model, names, x):
+    """The outputs of the modules ``names`` in a plain forward pass, by hooks of the test's own."""
+    out = {}
+
+    def keep(name, module, args, output):  # returns None: the output stays the module's
+        out[name] = output.clone()
+
+    handles = [model.get_submodule(n).register_forward_hook(partial(keep, n)) for n in names]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return out
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_auto_takes_the_stages_of_every_torchvision_family(family):
+    make, side, stages, rest = FAMILIES[family]
+    expected = stages + rest
+    torch.manual_seed(0)
+    model = make(weights=None, num_classes=10).eval()
+    x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(0))
+    before = snapshot(model)
+    blocks = capture(model, x, progress=False)
+    assert_unchanged(model, before)
+    assert blocks.names == ["input", *expected]
+    assert all(f"  {name} " in blocks.summary() for name in expected)
+
+    if family != "vit_b_16":  # one block per resolution, finer to coarser
+        sides = [blocks[n].spatial_shape[0] for n in stages]
+        assert sides == sorted(set(sides), reverse=True)
+    assert blocks[expected[-1]].mode_shape[0] == 10  # the logits
+    for name, y in outputs_of(model, expected, x).items():
+        block = blocks[name]
+        if block.meta.get("channels_last"):  # Swin's stages: (N, H, W, C) stored as (N, C, H*W)
+            y = y.permute(0, 3, 1, 2)
+        if block.meta.get("output_key") == 0:  # ViT: the class token of each block
+            assert family == "vit_b_16" and block.kind == "matrix"
+            y = y[:, 0]
+        assert_close(block.data, y.reshape(block.shape), rtol=1e-4, atol=1e-5)
+
+
+def test_vit_token_blocks_are_reachable_as_tensors():
+    torch.manual_seed(0)
+    model = tv.vit_b_16(weights=None, num_classes=10, image_size=32).eval()
+    x = torch.randn(2, 3, 32, 32)
+    last = "encoder.layers.encoder_layer_11"
+    named = capture(model, x, [last], progress=False)  # a named layer: all its tokens
+    assert named[last].shape == (2, 5, 768) and "output_key" not in named[last].meta
+    auto = capture(model, x, output_keys={last: None}, progress=False)
+    assert auto[last].kind == "tensor" and auto["encoder.layers.encoder_layer_2"].kind == "matrix"
+    assert_close(auto[last].data, named[last].data)

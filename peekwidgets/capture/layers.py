@@ -1,12 +1,13 @@
 """Layer choice: which modules :func:`~peekwidgets.capture.capture` hooks.
 
 ``layers`` is ``"auto"``, module names, glob patterns or module types
-(:func:`resolve_layers`). ``"auto"`` takes the stage outputs of common
-architectures plus the logits (the last ``nn.Linear``); given the call counts
-of a probe pass it never picks a module that does not run exactly once per
-forward pass. Unknown names raise an error that lists the modules whose
-names end in the given one (``"net.layer1"`` for ``"layer1"`` in a wrapper)
-and the closest names. Wrapped models (``torch.compile``, DataParallel) are
+(:func:`resolve_layers`). ``"auto"`` takes the stage outputs of a network, the
+hidden activations of its head and its logits, by one rule for every
+architecture (see :func:`resolve_layers`); given the call counts of a probe
+pass it never picks a module that does not run exactly once per forward pass.
+Unknown names raise an error that lists the modules whose names end in the
+given one (``"net.layer1"`` for ``"layer1"`` in a wrapper) and the closest
+names. Wrapped models (``torch.compile``, DataParallel) are
 resolved on the module they wrap; see :func:`~peekwidgets.capture.borrow.unwrap`.
 """
 
@@ -21,7 +22,9 @@ from torch import nn
 
 from peekwidgets.capture.borrow import unwrap
 
-__all__ = ["resolve_layers", "auto_layers", "leaves", "strip_prefixes"]
+__all__ = [
+    "resolve_layers", "auto_layers", "auto_output_keys", "leaves", "strip_prefixes",
+]
 
 _ACTIVATIONS = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
@@ -43,20 +46,37 @@ def resolve_layers(model: nn.Module, layers="auto") -> list[str]:
     ----------
     model : nn.Module
     layers : "auto", str, type, or list of them
-        ``"auto"``: the stage outputs of common architectures plus the logits
-        (the last ``nn.Linear``):
+        ``"auto"``: the stage outputs, the hidden activations of the head and
+        the logits. The stages are found by the first rule that applies:
 
-        * torchvision ResNet-like nets (children ``layer1``, ``layer2``, ...):
-          each ``layerN`` stage;
-        * nets with a ``features`` ``nn.Sequential`` that holds pooling layers
-          (VGG, AlexNet): the module just before each pool (the ReLU);
-        * other ``features`` Sequentials (MobileNet, EfficientNet): the block
-          before each block that downsamples (a strided conv), and the last one;
-        * with these stages, the hidden activations of the heads (the ReLU of
-          ``classifier = Sequential(Flatten, Linear, ReLU, Linear)``);
-        * anything else (LeNet-style nets, MLPs): every activation module
-          (ReLU, GELU, Tanh, ...), or every conv and linear layer when the
-          net applies its nonlinearities as functions.
+        1. *named stages*: the children ``layerN``, ``stageN`` or ``blockN``
+           of a module (ResNet, ResNeXt, Wide ResNet, ShuffleNet, RegNet's
+           ``trunk_output``);
+        2. *a stack of attention blocks*: a module whose children are blocks
+           of one type with an ``nn.MultiheadAttention`` (ViT's
+           ``encoder.layers``): the blocks at a quarter, half, three quarters
+           and the end of the stack. In a model with a class token
+           (a ``class_token`` or ``cls_token`` parameter) each is captured at
+           its class token, an ``(N, D)`` matrix block (``output_keys`` 0);
+           the whole ``(N, T, D)`` token output is a tensor block when the
+           layer is named (``layers=[...]``) or given ``output_keys={name:
+           None}``;
+        3. *a trunk*: a ``features`` or ``layers`` ``nn.Sequential`` (VGG,
+           AlexNet, MobileNet, EfficientNet, ConvNeXt, DenseNet, SqueezeNet,
+           MNASNet, Swin), or the model's own children when two or more of
+           them downsample (GoogLeNet, Inception v3, LeNet): the child before
+           each child that downsamples (a strided conv or pool, Swin's patch
+           merging), and the last one that does not, so one block per
+           resolution;
+        4. anything else (small CNNs, MLPs): every activation module (ReLU,
+           GELU, Tanh, ...), or every conv and linear layer when the net
+           applies its nonlinearities as functions.
+
+        With stages (rules 1-3), the head is what follows the last stage: its
+        activations before its last ``nn.Linear`` are taken (the ReLU of
+        ``classifier = Sequential(Flatten, Linear, ReLU, Linear)``). The
+        logits are the last ``nn.Linear``, or the last module of a net
+        without one (SqueezeNet's classifier).
 
         Otherwise module names (``"layer2.1.conv1"``), glob patterns matched
         with :func:`fnmatch.fnmatch` against the dotted names (``"layer*"``,
@@ -143,36 +163,91 @@ def leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if n and next(m.children(), None) is None]
 
 
+def _stride(module: nn.Module) -> int:
+    stride = getattr(module, "stride", 1)
+    return max(stride) if isinstance(stride, tuple) else int(stride or 1)
+
+
 def _downsamples(module: nn.Module) -> bool:
-    return any(isinstance(m, _CONVS) and max(m.stride) > 1 for m in module.modules())
+    """Whether ``module`` holds a strided conv or pool, or is Swin's patch merging."""
+    return any((isinstance(m, (*_CONVS, *_POOLS)) and _stride(m) > 1)
+               or "PatchMerging" in type(m).__name__ for m in module.modules())
 
 
-def _sequential_stages(prefix: str, seq: nn.Sequential) -> list[str]:
-    kids = list(seq.named_children())
-    pools = [i for i, (_, m) in enumerate(kids) if isinstance(m, _POOLS)]
-    if pools:
-        ends = [i - 1 for i in pools if i > 0]
-    else:
-        ends = [i - 1 for i, (_, m) in enumerate(kids) if i > 0 and _downsamples(m)]
-        ends.append(len(kids) - 1)
-    return [f"{prefix}.{kids[i][0]}" for i in sorted(set(ends))]
+def _named_stages(model: nn.Module) -> list[str]:
+    """Rule 1: the ``layerN``, ``stageN`` or ``blockN`` children of the first module with two."""
+    for prefix, module in model.named_modules():
+        stages = [f"{prefix}.{n}" if prefix else n for n, _ in module.named_children()
+                  if re.fullmatch(r"(layer|stage|block)\d+", n)]
+        if len(stages) >= 2:
+            return stages
+    return []
 
 
-def _head_activations(model: nn.Module, stages: list[str]) -> list[str]:
-    """Hidden activations of the heads: top-level children that hold a Linear but no stage.
+def _attention_stack(model: nn.Module) -> list[str]:
+    """Rule 2: the attention blocks at each quarter of the first stack of them."""
+    for prefix, module in model.named_modules():
+        kids = list(module.named_children())
+        if len(kids) >= 2 and len({type(m) for _, m in kids}) == 1 and any(
+                isinstance(m, nn.MultiheadAttention) for m in kids[0][1].modules()):
+            cuts = sorted({max(1, round(len(kids) * q / 4)) - 1 for q in (1, 2, 3, 4)})
+            return [f"{prefix}.{kids[i][0]}" if prefix else kids[i][0] for i in cuts]
+    return []
 
-    An activation counts when a Linear of the same head comes after it, as the
-    ReLU of ``classifier = Sequential(Flatten, Linear, ReLU, Linear)``.
-    """
-    found = []
-    for name, child in model.named_children():
-        if any(s == name or s.startswith(f"{name}.") for s in stages):
-            continue
-        modules = [(f"{name}.{n}" if n else name, m) for n, m in child.named_modules()]
-        linears = [i for i, (_, m) in enumerate(modules) if isinstance(m, nn.Linear)]
-        if linears:
-            found += [n for n, m in modules[:linears[-1]] if isinstance(m, _ACTIVATIONS)]
-    return found
+
+def _has_class_token(model: nn.Module) -> bool:
+    """Whether ``model`` has a ``class_token`` or ``cls_token`` parameter (ViT-like)."""
+    return any(n.rsplit(".", 1)[-1] in ("class_token", "cls_token")
+               for n, _ in model.named_parameters())
+
+
+def _trunk_stages(prefix: str, children: list, once) -> list[str]:
+    """Rule 3: the child before each downsampling child, and the last that does not downsample."""
+    kids = [(n, m) for n, m in children if once(f"{prefix}{n}")]
+    down = [_downsamples(m) for _, m in kids]
+    ends = [i - 1 for i in range(1, len(kids)) if down[i]]
+    keep = [i for i in range(len(kids)) if not down[i]]
+    if keep:
+        ends.append(keep[-1])
+    return [f"{prefix}{kids[i][0]}" for i in sorted(set(ends))]
+
+
+def _body(model: nn.Module) -> list:
+    """The model's children up to its global pool, flatten, dropout or first Linear."""
+    stop = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Dropout, nn.Linear)
+    body = []
+    for name, module in model.named_children():
+        if isinstance(module, stop):
+            break
+        body.append((name, module))
+    return body
+
+
+def _stages(model: nn.Module, once) -> list[str]:
+    stages = [n for n in _named_stages(model) or _attention_stack(model) if once(n)]
+    if stages:
+        return stages
+    children = dict(model.named_children())
+    for name in ("features", "layers"):
+        if isinstance(children.get(name), nn.Sequential):
+            return _trunk_stages(f"{name}.", list(children[name].named_children()), once)
+    body = _body(model)
+    if sum(_downsamples(m) for _, m in body) >= 2:
+        return _trunk_stages("", body, once)
+    return []
+
+
+def _head_activations(model: nn.Module, stages: list[str], once) -> list[str]:
+    """The activations after the last stage and before the last Linear (registration order)."""
+    modules = list(model.named_modules())
+    names = [n for n, _ in modules]
+    last = stages[-1]
+    after = max(i for i, n in enumerate(names) if n == last or n.startswith(f"{last}."))
+    head = modules[after + 1:]
+    linears = [i for i, (_, m) in enumerate(head) if isinstance(m, nn.Linear)]
+    if not linears:
+        return []
+    return [n for n, m in head[:linears[-1]] if isinstance(m, _ACTIVATIONS) and once(n)]
 
 
 def auto_layers(model: nn.Module, calls: Mapping[str, int] | None = None) -> list[str]:
@@ -181,19 +256,22 @@ def auto_layers(model: nn.Module, calls: Mapping[str, int] | None = None) -> lis
     def once(name):
         return calls is None or calls.get(name) == 1
 
-    children = dict(model.named_children())
-    stages = [n for n in children if re.fullmatch(r"layer\d+", n)]
-    if not stages and isinstance(children.get("features"), nn.Sequential):
-        stages = _sequential_stages("features", children["features"])
-    picks = [n for n in stages if once(n)]
+    picks = _stages(model, once)
     if picks:
-        picks += [n for n in _head_activations(model, stages) if once(n)]
+        picks += _head_activations(model, picks, once)
     else:
         found = [(n, m) for n, m in leaves(model) if once(n)]
         picks = [n for n, m in found if isinstance(m, _ACTIVATIONS)] or [
             n for n, m in found if isinstance(m, (*_CONVS, nn.Linear))
         ]
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and once(n)]
-    if linears and linears[-1] not in picks:
-        picks.append(linears[-1])
-    return picks
+    logits = linears[-1:] or [n for n, _ in leaves(model) if once(n)][-1:]
+    return picks + [n for n in logits if n not in picks]
+
+
+def auto_output_keys(model: nn.Module, names: list[str]) -> dict:
+    """``{name: 0}`` for the attention blocks that ``"auto"`` captures at their class token."""
+    if not _has_class_token(model):
+        return {}
+    stack = set(_attention_stack(model))
+    return {name: 0 for name in names if name in stack}

@@ -9,7 +9,11 @@
   (``nn.LSTM``, ``nn.MultiheadAttention``) the first tensor is captured; of a
   dict, its only tensor value. A dict with several tensor values needs a
   choice, ``output_keys={layer: key}`` (which also picks another item of a
-  tuple, by index). ``meta["output_key"]`` records the item taken.
+  tuple, by index, or one token of a ``(N, T, D)`` tensor, by its index
+  along ``T``). ``meta["output_key"]`` records the item taken.
+* **Channels-last maps** (:func:`channels_last`): a map ``(N, H, W, C)``
+  (Swin's stages) is stored as ``(N, C, H*W)`` like any other map, with
+  ``meta["channels_last"] = True``; ``meta["raw_shape"]`` keeps ``(H, W, C)``.
 * **Samples first**: every captured output has the samples as its first
   dimension, like the inputs. Sequence models built with
   ``batch_first=False`` read ``(T, N, D)``; build them with
@@ -49,7 +53,9 @@ from peekwidgets.blocks import Block, Blocks
 from peekwidgets.capture.layers import resolve_layers
 from peekwidgets.capture.storage import Store
 
-__all__ = ["Target", "Folder", "follow", "pick", "layer_shape", "DEFAULT_MAX_POSITIONS"]
+__all__ = [
+    "Target", "Folder", "follow", "pick", "layer_shape", "channels_last", "DEFAULT_MAX_POSITIONS",
+]
 
 #: Spatial positions (16 x 16) that a conv map is pooled to when it does not fit in memory.
 DEFAULT_MAX_POSITIONS = 256
@@ -174,8 +180,10 @@ def pick(output, key=None, *, name: str, leaf=torch.Tensor):
     ----------
     output : tensor, tuple, list or dict (nested), or its :func:`describe` tree
     key : str, int or None
-        The item to take (a dict key or a tuple index); None takes the tensor
-        itself, the first tensor of a tuple, or the only tensor of a dict.
+        The item to take: a dict key, a tuple index, or for a tensor
+        ``(N, T, ...)`` an index along ``T`` (the item of each sample); None
+        takes the tensor itself, the first tensor of a tuple, or the only
+        tensor of a dict.
     name : str
         The layer, for error messages.
     leaf : type
@@ -203,14 +211,23 @@ def pick(output, key=None, *, name: str, leaf=torch.Tensor):
         else:
             return None, None
         return (pick(output[keys[0]], name=name, leaf=leaf)[0], keys[0]) if keys else (None, None)
-    if isinstance(output, Mapping):
+    if isinstance(output, leaf):  # a tensor (N, T, ...): the key indexes T (a ViT's class token)
+        shape = output if leaf is torch.Size else output.shape
+        size = shape[1] if len(shape) >= 2 else 0
+        if isinstance(key, int) and -size <= key < size:
+            item = torch.Size((shape[0], *shape[2:])) if leaf is torch.Size else output[:, key]
+            return item, key
+        valid = False
+        choices = (f"a tensor of shape {tuple(shape)}, whose second dimension takes the indices "
+                   f"0 to {size - 1}" if size else f"a tensor of shape {tuple(shape)}")
+    elif isinstance(output, Mapping):
         valid = key in output
         choices = f"a dict with the keys {list(output)}"
     elif isinstance(output, (tuple, list)):
         valid = isinstance(key, int) and -len(output) <= key < len(output)
         choices = f"a tuple of {len(output)} items (indices 0 to {len(output) - 1})"
     else:
-        valid, choices = False, "a tensor, which has no items"
+        valid, choices = False, f"{type(output).__name__}, which has no items"
     if not valid:
         raise ValueError(
             f"output_keys[{name!r}] = {key!r}, but layer {name!r} returns {choices}; pick one "
@@ -242,6 +259,30 @@ def layer_shape(name: str, module: nn.Module, described, rows: int, key=None):
     return tuple(shape[1:]), key
 
 
+def channels_last(name: str, module: nn.Module, shape, order) -> bool:
+    """Whether a layer's per-sample output ``shape`` is a channels-last map ``(H, W, C)``.
+
+    It is when the last module with parameters that ran inside the layer (in
+    the probe's ``order`` of names) acts on the last dimension, of size ``C``:
+    a ``Linear`` with ``C`` outputs or a ``LayerNorm`` over ``C``, and ``C``
+    is not also the first dimension.
+    """
+    if len(shape) != 3 or shape[-1] == shape[0]:
+        return False
+    inside = [n for n in order if n == name or n.startswith(f"{name}.")]
+    for found in reversed(inside):
+        leaf = module.get_submodule(found[len(name) + 1:])
+        if next(leaf.children(), None) is not None:
+            continue
+        if isinstance(leaf, nn.Linear):
+            return leaf.out_features == shape[-1]
+        if isinstance(leaf, nn.LayerNorm):
+            return tuple(leaf.normalized_shape) == (shape[-1],)
+        if next(leaf.parameters(recurse=False), None) is not None:
+            return False
+    return False
+
+
 class Target:
     """One block being filled: its layout, its store, and its streamed squared norm.
 
@@ -252,25 +293,28 @@ class Target:
     """
 
     def __init__(self, name, shape, *, is_input, flatten, capacity, budget, folder,
-                 max_positions, meta, like=None, key=None):
-        self.name, self.meta, self.pool, self.key = name, meta, None, key
+                 max_positions, meta, like=None, key=None, last=False):
+        self.name, self.meta, self.pool, self.key, self.last = name, meta, None, key, last
         if key is not None:
             meta["output_key"] = key
         self.shape = tuple(shape)  # per-sample shape of what arrives, e.g. (C, H, W)
         meta["raw_shape"] = self.shape
-        spatial = self.shape[1:] if len(self.shape) >= 3 else None
+        if last:  # channels last: (H, W, C) arrives, (C, H, W) is laid out
+            meta["channels_last"] = True
+            shape = (self.shape[-1], *self.shape[:-1])
+        spatial = shape[1:] if len(shape) >= 3 else None
         if like is not None:
             pooled = "pooled_from" in like.meta and spatial is not None
             self.pool = _like_grid(like) if pooled else None
         elif not is_input and max_positions is not None and spatial is not None:
-            full = 4 * capacity * math.prod(self.shape)
+            full = 4 * capacity * math.prod(shape)
             if len(spatial) in (2, 3) and math.prod(spatial) > max_positions \
                     and not budget.fits(full):
                 self.pool = _pooled_grid(spatial, max_positions)
         if self.pool is not None:
             meta["pooled_from"] = tuple(spatial)
             spatial = self.pool
-        stored = self.shape if spatial is None else (self.shape[0], *spatial)
+        stored = tuple(shape) if spatial is None else (shape[0], *spatial)
         self.spatial_shape = None
         if flatten or len(stored) <= 1:
             row = (math.prod(stored),)
@@ -300,6 +344,8 @@ class Target:
             )
         if y.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             y = y.float()  # integers and float64 as stored, so the norm is the stored one's
+        if self.last:
+            y = y.permute(0, 3, 1, 2)
         if self.pool is not None:
             pool = F.adaptive_avg_pool2d if len(self.pool) == 2 else F.adaptive_avg_pool3d
             y = pool(y.float(), self.pool)

@@ -42,11 +42,18 @@ from peekwidgets.capture.borrow import (
     to_device,
     unwrap,
 )
-from peekwidgets.capture.layers import auto_layers, leaves, resolve_layers, strip_prefixes
+from peekwidgets.capture.layers import (
+    auto_layers,
+    auto_output_keys,
+    leaves,
+    resolve_layers,
+    strip_prefixes,
+)
 from peekwidgets.capture.layout import (
     DEFAULT_MAX_POSITIONS,
     Folder,
     Target,
+    channels_last,
     follow,
     layer_shape,
     pick,
@@ -140,9 +147,12 @@ def capture(
         or iterable keeps its own batches.
     output_keys : dict, optional
         ``{layer: key}``: the item to capture of a layer whose output is a
-        dict (its key) or a tuple (its index). By default a tuple gives its
-        first tensor and a dict its only tensor; a dict with several tensors
-        needs a key here. ``meta["output_key"]`` records the item taken.
+        dict (its key), a tuple (its index) or a tensor ``(N, T, ...)`` (an
+        index along ``T``: 0 is a ViT's class token). By default a tuple gives
+        its first tensor, a dict its only tensor (a dict with several tensors
+        needs a key here) and a tensor itself, except that ``"auto"`` takes
+        the class token of a ViT's blocks (``None`` here keeps all tokens).
+        ``meta["output_key"]`` records the item taken.
     progress : bool
         Show a tqdm progress bar over batches.
 
@@ -207,11 +217,11 @@ def capture(
                 targets.append(Target("input", first[0].shape[1:], is_input=True,
                                       meta={"dtype": dtype_name}, like=old.get("input"),
                                       **common))
-            for name, (shape, key) in layouts.items():
+            for name, (shape, key, last) in layouts.items():
                 module = net.get_submodule(name)
                 targets.append(Target(name, shape, is_input=False,
                                       meta={"module_type": type(module).__name__},
-                                      like=old.get(name), key=key, **common))
+                                      like=old.get(name), key=key, last=last, **common))
                 handles.append(module.register_forward_hook(targets[-1]))
             n_rows, labels = _stream(net, first, batches, source, targets, device, dtype,
                                      include_input, progress)
@@ -273,20 +283,26 @@ def _probe(net: nn.Module, x: torch.Tensor, explicit, handles, device, dtype):
 
 
 def _layouts(net: nn.Module, explicit, seen: dict, rows: int, output_keys: Mapping) -> dict:
-    """``{name: (per-sample shape, output key)}`` of the layers to capture, in forward order.
+    """``{name: (per-sample shape, output key, channels last)}`` of the layers, in forward order.
 
-    ``"auto"`` (``explicit`` None) leaves out, with a warning, the layers
-    whose output cannot be captured.
+    ``"auto"`` (``explicit`` None) takes the class token of a ViT's blocks
+    unless ``output_keys`` says otherwise, and leaves out, with a warning, the
+    layers whose output cannot be captured.
     """
     calls = {name: record[0] for name, record in seen.items()}
     if explicit is not None:
         check_runs_once(explicit, calls, net, rows)
-    names = auto_layers(net, calls) if explicit is None else explicit
+        names, keys = explicit, output_keys
+    else:
+        names = auto_layers(net, calls)
+        keys = {**auto_output_keys(net, names), **output_keys}
+    order = list(seen)
     layouts, skipped = {}, []
-    for name in sorted(names, key=list(seen).index):
+    for name in sorted(names, key=order.index):
         module = net.get_submodule(name)
         try:
-            layouts[name] = layer_shape(name, module, seen[name][1], rows, output_keys.get(name))
+            shape, key = layer_shape(name, module, seen[name][1], rows, keys.get(name))
+            layouts[name] = (shape, key, channels_last(name, module, shape, order))
         except (TypeError, ValueError) as error:
             if explicit is not None:
                 raise
