@@ -96,17 +96,19 @@ def test_component_map_draws_the_reports_signed_shares_with_a_colour_bar(peek, e
     np.testing.assert_allclose(cmap.heatmap.color, shares)
     report = plot_component_map(peek.fitted).axes[0].get_images()[0].get_array()
     np.testing.assert_allclose(np.asarray(report), shares)
-    bar = [a for a in cmap.figure.axes if isinstance(a, bq.ColorAxis)]
-    assert len(bar) == 1 and bar[0].scale is cmap.heatmap.scales["color"]
-    scale = bar[0].scale
+    scale = cmap.heatmap.scales["color"]
     # symmetric limits put white (the middle colour) at 0; no `mid`: bqplot's colour bar
     # piles its ticks up on a scale with a mid point
-    assert scale.min == -scale.max == -np.abs(shares).max() and scale.mid is None
+    lim = np.abs(shares).max()
+    assert scale.min == -scale.max == -lim and scale.mid is None
+    assert f"{-lim:+.0%}" in cmap.color_bar.value and f"{lim:+.0%}" in cmap.color_bar.value
+    assert "linear-gradient(to right, " + ", ".join(scale.colors) in cmap.color_bar.value
     layer = peek.views["layer_response"]
     peek.block = "conv"
-    (map_bar,) = [a for a in layer.map_figure.axes if isinstance(a, bq.ColorAxis)]
     v = est.factors_["conv"][1][:, peek.component]
-    assert map_bar.scale.max == pytest.approx(np.abs(v).max()) == -map_bar.scale.min
+    m = np.abs(v).max()
+    assert layer._map_colors.max == pytest.approx(m) == -layer._map_colors.min
+    assert f"{m:+.2f}" in layer.map_bar.value and f"{-m:+.2f}" in layer.map_bar.value
 
 
 def test_columns_are_by_weight_and_the_caption_states_it():
@@ -234,13 +236,20 @@ def test_selected_takes_integer_arrays_and_component_refuses_bools(peek):
 def test_hovering_a_point_shows_its_input_index_and_label(peek, blocks):
     smap = peek.views["sample_map"]
     assert smap.scatter.tooltip is smap.hover_box
-    smap.scatter._hover_handlers(smap.scatter, {"event": "hover", "data": {"index": 7}})
+    smap.scatter._hover_handlers(smap.scatter, {"event": "hover", "point": {"index": 7}})
     i = int(smap.shown[7])
     r = smap.renderer
     assert bytes(smap.hover_image.value) == r.png(r.to_uint8(blocks["input"].numpy([i])[0]))
     text = smap.hover_text.value
     assert f"#{i}</b>" in text and f"label {blocks.labels[i]}" in text
     assert peek.errors.exceptions == []
+    # the hover tool draws no brush over the points (it would catch the hover), and a click
+    # selects the point: bqplot's click-to-select sets the mark's selection
+    assert smap.tool.value == "hover" and smap.figure.interaction is None
+    smap.scatter.selected = np.array([7])
+    assert peek.selected == [i]
+    smap.tool.value = "brush"
+    assert smap.figure.interaction is smap.brush
 
 
 def test_points_are_coloured_by_label_prediction_or_loading_with_a_legend(blocks, est):
@@ -262,10 +271,11 @@ def test_points_are_coloured_by_label_prediction_or_loading_with_a_legend(blocks
     assert smap.scatter.colors == [CATEGORY[c] for c in codes]
     assert "argmax of fc" in smap.legend.value
     smap.color_pick.value = "loading"
-    np.testing.assert_allclose(smap.scatter.color, est.A_[smap.shown, smap.x_component])
-    assert smap.loading_bar in smap.figure.axes
+    values = est.A_[smap.shown, smap.x_component]
+    np.testing.assert_allclose(smap.scatter.color, values)
+    assert "peek-color-bar" in smap.legend.value and f"{values.max():+.2f}" in smap.legend.value
     smap.color_pick.value = "none"
-    assert smap.scatter.color is None and smap.loading_bar not in smap.figure.axes
+    assert smap.scatter.color is None and smap.legend.value == ""
 
     def rgb(h):
         return np.array([int(h[k:k + 2], 16) for k in (1, 3, 5)])

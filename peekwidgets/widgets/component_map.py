@@ -10,9 +10,9 @@ from peekwidgets.palette import ACCENT, DIVERGING_HEX
 from peekwidgets.viewmodel import LOADS_ON_Z
 
 from .base import View
-from .theme import caption_html
+from .theme import BORDER, FONT, MUTED_TEXT, caption_html
 
-__all__ = ["ComponentMap", "health_html", "set_grid"]
+__all__ = ["ComponentMap", "color_bar_html", "health_html", "set_grid"]
 
 #: Marks after a component's number on the map's column axis.
 MARKS = {"dead": "✕", "duplicate": "≈", "cancelling": "±", "selection": "▲"}
@@ -37,6 +37,22 @@ def set_grid(heatmap: bq.GridHeatMap, rows: np.ndarray, columns: np.ndarray,
         heatmap.row = rows
         heatmap.column = columns
         heatmap.color = color
+
+
+def color_bar_html(lo: float, hi: float, label: str, fmt: str = "{:+.0%}",
+                   colors=DIVERGING_HEX) -> str:
+    """A colour bar as HTML: ``label``, ``lo``, a gradient through ``colors``, ``hi``.
+
+    (bqplot's vertical ColorAxis keeps 100 px free at each end, so it vanishes on a figure
+    less than about 250 px tall; this one fits any width.)
+    """
+    gradient = ", ".join(colors)
+    return (f"<div class='peek-color-bar' style=\"{FONT}display:flex;align-items:center;"
+            f"gap:6px;font-size:11px;color:{MUTED_TEXT};margin:0 4px\">"
+            f"<span>{label}</span><span>{fmt.format(lo)}</span>"
+            f"<span style='flex:0 1 180px;min-width:60px;height:10px;border-radius:2px;"
+            f"border:1px solid {BORDER};background:linear-gradient(to right, {gradient})'>"
+            f"</span><span>{fmt.format(hi)}</span></div>")
 
 
 def health_html(fitted) -> str:
@@ -94,18 +110,15 @@ class ComponentMap(View):
                                                    formats=["", "", ".1%"]),
         )
         self.heatmap.on_element_click(self.errors.guard(self._on_click))
-        self.color_bar = bq.ColorAxis(scale=self._color_scale, side="right",
-                                      orientation="vertical", tick_format=".0%",
-                                      label="signed share", num_ticks=5)
         self.column_axis = bq.Axis(scale=self._col_scale, grid_lines="none",
                                    label="component (by weight, largest first)")
-        axes = [self.column_axis, bq.Axis(scale=self._row_scale, side="left", grid_lines="none"),
-                self.color_bar]
+        axes = [self.column_axis, bq.Axis(scale=self._row_scale, side="left", grid_lines="none")]
         self.figure = bq.Figure(
             marks=[self.heatmap], axes=axes, padding_y=0.0, display_toolbar=False,
-            fig_margin=dict(top=10, bottom=45, left=130, right=75),
+            fig_margin=dict(top=10, bottom=45, left=130, right=10),
             layout=w.Layout(width="100%", min_width="320px", height="300px"),
         )
+        self.color_bar = w.HTML()
         self.caption = w.HTML()
         self.health = w.HTML()
         self.health.add_class("peek-fit-health")
@@ -114,7 +127,7 @@ class ComponentMap(View):
 
     def _body(self):
         self.add_class("peek-component-map")
-        return w.VBox([self.figure, self.caption, self.selection, self.health])
+        return w.VBox([self.figure, self.color_bar, self.caption, self.selection, self.health])
 
     def _selection_html(self) -> str:
         if not self.selected:
@@ -138,6 +151,7 @@ class ComponentMap(View):
         lim = max(float(np.abs(f.shares).max()), 1e-12)
         with self._color_scale.hold_sync():
             self._color_scale.min, self._color_scale.max = -lim, lim
+        self.color_bar.value = color_bar_html(-lim, lim, "signed share")
         self.figure.layout.height = f"{max(200, 60 + 34 * len(f.names))}px"
         self.health.value = health_html(f)
 

@@ -9,7 +9,7 @@ import numpy as np
 from peekwidgets.palette import ACCENT, DIVERGING_HEX, INK, MUTED
 
 from .base import View
-from .component_map import set_grid
+from .component_map import color_bar_html, set_grid
 from .render import InputRenderer
 from .theme import caption_html
 
@@ -82,17 +82,16 @@ class LayerResponse(View):
             marks=[self.spatial_map],
             axes=[bq.Axis(scale=cs, grid_lines="none", num_ticks=4, label="W"),
                   bq.Axis(scale=rs, side="left", grid_lines="none", label="H",
-                          num_ticks=4),
-                  bq.ColorAxis(scale=self._map_colors, side="right", orientation="vertical",
-                               tick_format=".2f", num_ticks=3)],
-            fig_margin=dict(top=34, bottom=40, left=40, right=60), padding_y=0.0,
+                          num_ticks=4)],
+            fig_margin=dict(top=34, bottom=40, left=40, right=10), padding_y=0.0,
             display_toolbar=False,
             layout=w.Layout(width="260px", height="260px"), title="spatial map")
         self.pattern_image = w.Image(format="png", layout=w.Layout(
             width=f"{PATTERN_SIZE}px", height="auto"))
         self.pattern_image.add_class("peek-pattern")
         self.matrix_box = w.VBox([self.unit_figure])
-        self.tensor_box = w.HBox([self.channel_figure, self.map_figure])
+        self.map_bar = w.HTML()
+        self.tensor_box = w.HBox([self.channel_figure, w.VBox([self.map_figure, self.map_bar])])
         self.image_box = w.HBox([self.pattern_image, w.HTML(caption_html(
             "input-space pattern<br><span style='color:#c92a2a'>red</span> positive, "
             "<span style='color:#1864ab'>blue</span> negative"))],
@@ -152,6 +151,7 @@ class LayerResponse(View):
             set_grid(self.spatial_map, np.arange(hw[0]), np.arange(hw[1]), v.reshape(hw))
             with self._map_colors.hold_sync():
                 self._map_colors.min, self._map_colors.max = -m, m
+            self.map_bar.value = color_bar_html(-m, m, "loading", "{:+.2f}")
             desc += f" (map {hw[0]}x{hw[1]})"
             self._show("tensor")
         self.caption.value = caption_html(

@@ -14,6 +14,7 @@ from peekwidgets.palette import ACCENT, INK, MUTED, NEW, SEQUENTIAL
 from peekwidgets.viewmodel import LOADS_ON_Z
 
 from .base import View
+from .component_map import color_bar_html
 from .render import InputRenderer
 from .theme import caption_html
 
@@ -33,11 +34,12 @@ class SampleMap(View):
     """Scatter of ``A[:, x_component]`` against ``A[:, y_component]``, coloured by label,
     prediction or loading.
 
-    The x axis follows the selected component (both axes can be chosen). Brushing a rectangle
-    selects the samples inside it (``selected``; among all samples), a lasso selects the drawn
-    samples inside its outline; a selection made elsewhere (a tile, code) or cleared removes the
-    brush and lasso marks. Hovering a point shows its input, index and label. The bar chart
-    shows how the selection loads on every component relative to all samples
+    The x axis follows the selected component (both axes can be chosen). Three tools: "hover"
+    shows a point's input, index and label, and a click selects it (``selected``); "brush"
+    selects the samples inside a rectangle (among all samples); "lasso" selects the drawn
+    samples inside its outline (a brush or lasso covers the points, so tooltips need "hover").
+    A selection made elsewhere (a tile, code) or cleared removes the brush and lasso marks.
+    The bar chart shows how the selection loads on every component relative to all samples
     (:meth:`~peekwidgets.viewmodel.ViewModel.selection_z`: the selection's mean loading minus
     all samples' mean, in standard deviations of all samples); the top inputs of the component
     stand in when nothing is selected. Clicking a bar selects that component. Folded-in samples
@@ -60,7 +62,7 @@ class SampleMap(View):
 
     title = "Sample map"
     subtitle = ("each point is a sample, placed by its loadings on two components (columns "
-                "of A); brush or lasso to select")
+                "of A); hover a point to see its input, brush or lasso to select")
 
     x_component = T.Int(0)
     y_component = T.Int(1)
@@ -91,7 +93,8 @@ class SampleMap(View):
         self.scatter = bq.Scatter(x=np.zeros(1), y=np.zeros(1),
                                   scales={"x": xs, "y": ys, "color": self._loading_scale},
                                   colors=[INK], default_size=14, opacities=[0.6],
-                                  tooltip=self.hover_box)
+                                  tooltip=self.hover_box,
+                                  interactions={"hover": "tooltip", "click": "select"})
         self.scatter.on_hover(self.errors.guard(self._on_hover))
         self.highlight = bq.Scatter(x=np.zeros(0), y=np.zeros(0), scales={"x": xs, "y": ys},
                                     colors=[ACCENT], default_size=34, stroke=SELECTION_STROKE,
@@ -104,20 +107,18 @@ class SampleMap(View):
         self.brush.observe(self.errors.guard(self._on_brush), "brushing")
         self.lasso = bq.interacts.LassoSelector(x_scale=xs, y_scale=ys, marks=[self.scatter],
                                                 color=ACCENT)
-        self.scatter.observe(self.errors.guard(self._on_lasso), "selected")
-        self.tool = w.ToggleButtons(options=["brush", "lasso"], value="brush",
+        self.scatter.observe(self.errors.guard(self._on_mark_selected), "selected")
+        self.tool = w.ToggleButtons(options=["hover", "brush", "lasso"], value="hover",
                                     style={"button_width": "60px"})
         self.tool.observe(self.errors.guard(self._on_tool), "value")
         self.x_axis = bq.Axis(scale=xs, label="component 0", grid_lines="dashed", num_ticks=5,
                               tick_format=".2f")
         self.y_axis = bq.Axis(scale=ys, side="left", label="component 1",
                               grid_lines="dashed", num_ticks=5, tick_format=".2f")
-        self.loading_bar = bq.ColorAxis(scale=self._loading_scale, side="right",
-                                        orientation="vertical", tick_format=".2f", num_ticks=3)
         self.figure = bq.Figure(marks=[self.scatter, self.highlight, self.folded],
-                                axes=[self.x_axis, self.y_axis], interaction=self.brush,
+                                axes=[self.x_axis, self.y_axis], interaction=None,
                                 display_toolbar=False,
-                                fig_margin=dict(top=10, bottom=45, left=55, right=60),
+                                fig_margin=dict(top=10, bottom=45, left=55, right=16),
                                 layout=w.Layout(width="100%", min_width="260px",
                                                 height="320px"))
         self.x_pick = w.Dropdown(description="x", layout=w.Layout(width="130px"))
@@ -206,14 +207,15 @@ class SampleMap(View):
     def _draw_colors(self):
         f = self.fitted
         cats = self.categories()
-        axes = [self.x_axis, self.y_axis]
         with self.scatter.hold_sync():
             if self.color_by == "loading":
                 values = f.A[self.shown, self.x_component]
                 self.scatter.color = values
-                axes.append(self.loading_bar)
-                self.legend.value = caption_html(
-                    f"colour: loading on component {self.x_component} (colour bar)")
+                self._loading_scale.min, self._loading_scale.max = (float(values.min()),
+                                                                    float(values.max()))
+                self.legend.value = color_bar_html(
+                    values.min(), values.max(), f"colour: loading on component "
+                    f"{self.x_component}", "{:+.2f}", SEQUENTIAL)
             elif cats is not None:
                 uniques, codes = np.unique(cats[self.shown], return_inverse=True)
                 self.scatter.color = None
@@ -233,7 +235,6 @@ class SampleMap(View):
                 self.legend.value = ""
         if self.color_pick.value != self.color_by:
             self.color_pick.value = self.color_by
-        self.figure.axes = axes
 
     # -- interaction -----------------------------------------------------------------------
     def _on_pick(self, change):
@@ -249,15 +250,16 @@ class SampleMap(View):
 
     def _on_tool(self, change):
         self._clear_marks()
-        self.figure.interaction = self.brush if change["new"] == "brush" else self.lasso
+        self.figure.interaction = {"brush": self.brush, "lasso": self.lasso}.get(change["new"])
 
-    def _on_lasso(self, change):
-        if self.tool.value == "lasso" and change["new"] is not None:
+    def _on_mark_selected(self, change):
+        """The lasso's points, or the point clicked with the hover tool."""
+        if self.tool.value != "brush" and change["new"] is not None:
             self._select(sorted(int(i) for i in self.shown[np.asarray(change["new"], int)]))
 
     def _on_hover(self, mark, event):
-        i = int(self.shown[int(event["data"]["index"])])
-        self.show_hover(i)
+        point = event.get("point") or event.get("data")  # bqplot sends the point's data dict
+        self.show_hover(int(self.shown[int(point["index"])]))
 
     def show_hover(self, i: int):
         """Fill the tooltip with sample ``i``: its input, index, label and loadings."""

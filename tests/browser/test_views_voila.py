@@ -33,7 +33,7 @@ skip_without_chromium()
 def voila_url(tmp_path_factory):
     log = tmp_path_factory.mktemp("voila") / "voila.log"
     with serving(lambda port, **kw: start_voila(NOTEBOOK, port, **kw), log, "Voilà",
-                 "/voila/static/favicon.ico") as url:
+                 "/voila/static/favicon.ico") as (url, _):
         yield url
 
 
@@ -52,4 +52,43 @@ def test_every_component_map_cell_selects_its_component(voila_url):
         assert page.locator(".peek-error").is_hidden()
         page.mouse.move(2, 2)
         page.screenshot(path=str(ARTIFACTS / "views_every_cell.png"), full_page=True)
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+def test_brush_shows_the_selection_and_hover_shows_the_input(voila_url):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with local_page() as (page, errors):
+        page.goto(voila_url + "/", timeout=60_000)
+        expect_dashboard_ready(page)
+        dot = page.locator(".peek-sample-map .dot").nth(5)  # the hover tool is on
+        dot.scroll_into_view_if_needed()
+        b = dot.bounding_box()  # other dots may overlap it: move the mouse, no actionability
+        page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)
+        hover = page.locator(".peek-hover")
+        expect(hover).to_contain_text("label", timeout=20_000)
+        expect(hover.locator("img")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "views_hover.png"), full_page=True)
+
+        page.locator(".peek-sample-map").get_by_role("button", name="brush").click()
+        overlay = page.locator(".peek-sample-map rect.overlay").first  # the brush's area
+        overlay.scroll_into_view_if_needed()
+        box = overlay.bounding_box()
+        x0, y0, w, h = box["x"], box["y"], box["width"], box["height"]
+        page.mouse.move(x0 + 0.3 * w, y0 + 0.1 * h)
+        page.mouse.down()
+        page.mouse.move(x0 + 0.6 * w, y0 + 0.5 * h, steps=8)
+        page.mouse.move(x0 + 0.95 * w, y0 + 0.9 * h, steps=8)
+        page.mouse.up()
+        expect(page.locator(".peek-gallery")).to_contain_text("selected", timeout=20_000)
+        expect(page.locator(".peek-gallery .peek-selection-tile").first).to_be_visible()
+        expect(page.locator(".peek-component-map")).to_contain_text("selection of")
+        brush = page.locator(".peek-sample-map rect.selection").first
+        expect(brush).to_be_visible()
+        page.mouse.move(2, 2)
+        page.screenshot(path=str(ARTIFACTS / "views_selection.png"), full_page=True)
+
+        page.get_by_role("button", name="clear selection").click()
+        expect(page.locator(".peek-gallery .peek-selection-tile")).to_have_count(0)
+        expect(brush).to_be_hidden()  # the brush rectangle goes with the selection
+        assert page.locator(".peek-error").is_hidden()
     assert errors == [], f"JavaScript errors on the page: {errors}"
