@@ -302,3 +302,64 @@ def test_clearing_the_selection_clears_the_brush_and_lasso_marks(peek, monkeypat
     assert len(peek.selected) == 2 and len(resets) == 4  # switching tools cleared the brush
     peek.views["gallery"].tiles[0][2].click()  # a selection made elsewhere
     assert peek.selected == [int(peek.views["gallery"].shown[0])] and len(resets) == 6
+
+
+# -- 5. patterns drawn on the inputs -------------------------------------------------------
+def test_overlay_map_upsamples_and_colours_the_map():
+    from peekwidgets.widgets.overlay import OVERLAY_ALPHA, overlay_map
+
+    gray = np.full((2, 8, 8), 128, dtype=np.uint8)
+    out = overlay_map(gray, np.array([[1.0, 0.0], [0.0, -1.0]]))
+    assert out.shape == (2, 8, 8, 3)
+    top_left, top_right, bottom_right = out[0, 0, 0], out[0, 0, 7], out[0, 7, 7]
+    assert top_left[0] > 128 > top_left[2]  # red where the map is positive
+    assert bottom_right[2] > 128 > bottom_right[0]  # blue where it is negative
+    np.testing.assert_array_equal(top_right, [128, 128, 128])  # clear where it is 0
+    red = np.array([201, 42, 42])  # the palette's end, reached with the full opacity
+    np.testing.assert_allclose(top_left, 128 * (1 - OVERLAY_ALPHA) + red * OVERLAY_ALPHA,
+                               atol=1)
+
+
+def test_the_gallery_draws_a_conv_components_spatial_map_over_its_inputs(peek, blocks, est):
+    from peekwidgets.widgets.overlay import overlay_map
+
+    gallery = peek.views["gallery"]
+    r = gallery.renderer
+    assert gallery.overlay_box.layout.display == "none"  # the input block: no map to draw
+    peek.component, peek.block = 1, "conv"
+    assert gallery.overlay_box.layout.display is None and gallery.overlay_toggle.value
+    V = est.factors_["conv"][1][:, 1].reshape(4, 4)
+    i = int(gallery.shown[0])
+    x = blocks["input"].numpy([i])[0]
+    want = r.png(overlay_map(r.to_uint8(x)[None], V)[0])
+    assert bytes(gallery.tiles[0][1].value) == want
+    assert "component 1 in <b>conv</b> (4x4, upsampled to 8x8" in gallery.overlay_caption.value
+    gallery.overlay_toggle.value = False
+    assert bytes(gallery.tiles[0][1].value) == r.png(r.to_uint8(x))
+    peek.block = "fc"
+    assert gallery.overlay_box.layout.display == "none"
+
+
+def test_rgb_patterns_are_drawn_in_colour_under_a_matching_caption():
+    import io
+
+    from PIL import Image
+
+    from peekwidgets.widgets import LayerResponse
+
+    rng = np.random.default_rng(0)
+    blocks = Blocks([Block("input", torch.from_numpy(rng.random((20, 3, 16), dtype=np.float32)),
+                           (4, 4)),
+                     Block("h", torch.from_numpy(rng.random((20, 5), dtype=np.float32)))],
+                    sample_shape=(3, 4, 4))
+    est = stand_in(blocks, rank=2)
+    est.factors_["input"][0][:, 1] = [1.0, 0.0, -1.0]  # red up, blue down
+    layer = LayerResponse.from_fitted(blocks, est)
+    layer.component = 1
+    image = np.asarray(Image.open(io.BytesIO(bytes(layer.pattern_image.value))))
+    assert image.ndim == 3 and (image[..., 0] != image[..., 2]).any()  # not grey
+    caption = layer.pattern_caption.value
+    assert "mid-grey is 0" in caption and "R +1.00 · G +0.00 · B -1.00" in caption
+    assert "blue</span> negative" not in caption
+    gray = LayerResponse.from_fitted(make_blocks(), stand_in(make_blocks()))
+    assert "blue</span> negative" in gray.pattern_caption.value

@@ -12,6 +12,7 @@ from peekwidgets.viewmodel import LOADS_ON_Z
 
 from .base import View
 from .component_map import WARN
+from .overlay import overlay_map
 from .render import InputRenderer
 from .theme import caption_html
 
@@ -23,8 +24,11 @@ class InputGallery(View):
 
     Each tile shows the input (image, or a small line plot for non-image
     inputs) and a button with its index and loading; clicking it selects
-    the sample (``selected = [index]``). Selected samples are outlined.
-    Folded-in inputs (``fitted.folded_A``) appear in a second row.
+    the sample (``selected = [index]``). Selected samples are outlined and
+    shown in a row of their own. Folded-in inputs (``fitted.folded_A``)
+    appear in a further row. With a conv block selected, "map on inputs"
+    draws the component's spatial map of that block over each image
+    (:func:`~peekwidgets.widgets.overlay.overlay_map`).
 
     Parameters
     ----------
@@ -78,11 +82,44 @@ class InputGallery(View):
         self.selection_tiles = []
         self.selection_shown = np.zeros(0, dtype=int)
         self.caption = w.HTML()
+        self.overlay_toggle = w.Checkbox(value=True, description="map on inputs", indent=False,
+                                         layout=w.Layout(width="auto"))
+        self.overlay_toggle.observe(self.errors.guard(lambda _: self.update()), "value")
+        self.overlay_caption = w.HTML()
+        self.overlay_box = w.HBox([self.overlay_toggle, self.overlay_caption],
+                                  layout=w.Layout(align_items="center", flex_flow="row wrap"))
+        self.overlay_box.add_class("peek-overlay")
 
     def _body(self):
         self.add_class("peek-gallery")
-        return w.VBox([self.caption, self.grid, self.selection_label, self.selection_grid,
-                       self.new_label, self.new_grid])
+        return w.VBox([self.caption, self.overlay_box, self.grid, self.selection_label,
+                       self.selection_grid, self.new_label, self.new_grid])
+
+    def spatial_map(self) -> np.ndarray | None:
+        """``(H, W)`` the component's spatial map in the selected block when it is drawn over
+        the inputs (a tensor block with a spatial shape, image inputs, the toggle on), else
+        None."""
+        f = self.fitted
+        block = f.blocks[self.block]
+        if (self.block == "input" or f.kind(self.block) != "tensor" or f.input is None
+                or block.spatial_shape is None or not self.renderer.is_image):
+            return None
+        return f.factors[self.block][1][:, self.component].reshape(block.spatial_shape)
+
+    def _fill(self, display, i: int, row, spatial):
+        """Show sample ``i`` (its input ``row``, None when cached) in a tile, with the
+        ``spatial`` map over it unless that is None."""
+        if spatial is None or not self.overlay_toggle.value:
+            self.renderer.fill_tile(display, i, row)
+        else:
+            pixels = overlay_map(self.renderer.to_uint8(row)[None], spatial)[0]
+            display.value = self.renderer.png(pixels)
+
+    def _rows(self, index, spatial) -> dict:
+        """``{i: input row}`` of the samples whose tiles need their values."""
+        f = self.fitted
+        need = [int(i) for i in index if spatial is not None or self.renderer.needs(int(i))]
+        return dict(zip(need, f.input_rows(need))) if need and f.input is not None else {}
 
     def _on_tile(self, slot: int):
         if slot < len(self.shown):
@@ -114,9 +151,9 @@ class InputGallery(View):
         if changed != "selected":
             dead = r in f.health.dead  # every loading 0: an order of samples would be made up
             self.shown = f.top(r, 0 if dead else self.top_k)
-            missing = [i for i in self.shown if self.renderer.needs(int(i))]
-            rows = dict(zip(missing, f.input_rows(missing))) if (
-                missing and f.input is not None) else {}
+            spatial = self.spatial_map()
+            self._show_overlay(spatial)
+            rows = self._rows(self.shown, spatial)
             labels = f.blocks.labels
             for slot, (box, display, button) in enumerate(self.tiles):
                 visible = slot < len(self.shown)
@@ -125,7 +162,7 @@ class InputGallery(View):
                     continue
                 i = int(self.shown[slot])
                 if f.input is not None:
-                    self.renderer.fill_tile(display, i, rows.get(i))
+                    self._fill(display, i, rows.get(i), spatial)
                 with button.hold_sync():
                     button.description = f"#{i}  {f.A[i, r]:+.3f}"
                     button.tooltip = (f"sample {i}, loading {f.A[i, r]:.4f}"
@@ -160,12 +197,11 @@ class InputGallery(View):
         if not m:
             self.selection_label.value = ""
             return
-        missing = [i for i in self.selection_shown if self.renderer.needs(int(i))]
-        rows = dict(zip(missing, f.input_rows(missing))) if (
-            missing and f.input is not None) else {}
+        spatial = self.spatial_map()
+        rows = self._rows(self.selection_shown, spatial)
         for i, (_, display, button) in zip(self.selection_shown, self.selection_tiles):
             if f.input is not None:
-                self.renderer.fill_tile(display, int(i), rows.get(i))
+                self._fill(display, int(i), rows.get(int(i)), spatial)
             button.description = f"#{i}  {f.A[i, r]:+.3f}"
         hits = f.loads_on(sel)
         loads = (f"they load on component{'s' if len(hits) > 1 else ''} "
@@ -176,3 +212,16 @@ class InputGallery(View):
             f"sample{'s' if len(sel) > 1 else ''}"
             + (f", the {m} with the largest loading on component {r}" if m < len(sel) else "")
             + f" · {loads} (mean loading &ge; {LOADS_ON_Z:g} sd above all samples')")
+
+    def _show_overlay(self, spatial):
+        """The toggle and its caption, shown while a spatial map can be drawn."""
+        self.overlay_box.layout.display = None if spatial is not None else "none"
+        if spatial is None:
+            return
+        h, w_ = spatial.shape
+        H, W = self.renderer.sample_shape[1:]
+        self.overlay_caption.value = caption_html(
+            f"spatial map of component {self.component} in <b>{self.block}</b> ({h}x{w_}, "
+            f"upsampled to {H}x{W}: positions stretched, not traced through receptive fields)"
+            " over each input: <span style='color:#c92a2a'>red</span> positive, "
+            "<span style='color:#1864ab'>blue</span> negative, clear where it is 0")

@@ -92,10 +92,9 @@ class LayerResponse(View):
         self.matrix_box = w.VBox([self.unit_figure])
         self.map_bar = w.HTML()
         self.tensor_box = w.HBox([self.channel_figure, w.VBox([self.map_figure, self.map_bar])])
-        self.image_box = w.HBox([self.pattern_image, w.HTML(caption_html(
-            "input-space pattern<br><span style='color:#c92a2a'>red</span> positive, "
-            "<span style='color:#1864ab'>blue</span> negative"))],
-            layout=w.Layout(align_items="center"))
+        self.pattern_caption = w.HTML()
+        self.image_box = w.HBox([self.pattern_image, self.pattern_caption],
+                                layout=w.Layout(align_items="center"))
         self.caption = w.HTML()
         self.caption.add_class("peek-layer-caption")
         self.matrix_box.add_class("peek-layer-units")
@@ -126,6 +125,21 @@ class LayerResponse(View):
             labels.y = values[strongest]
             labels.text = [f"{prefix}{i}" for i in strongest]
 
+    def _pattern_legend(self, factors, r: int) -> str:
+        """What the input-space pattern's colours mean: diverging for one channel; for RGB,
+        each channel's sign around mid-grey, with the channel loadings when the input block
+        has them."""
+        if self.renderer.sample_shape[0] == 1:
+            return ("input-space pattern<br><span style='color:#c92a2a'>red</span> positive, "
+                    "<span style='color:#1864ab'>blue</span> negative, white 0")
+        legend = ("input-space pattern in colour: mid-grey is 0; a channel where the pattern "
+                  "is positive adds its colour (R, G, B), a negative one takes it away")
+        if len(factors) == 2 and len(factors[0]) == 3:
+            u = factors[0][:, r]
+            legend += "<br>channel loadings " + " · ".join(
+                f"{c} {v:+.2f}" for c, v in zip("RGB", u))
+        return legend
+
     def update(self, changed=None):
         if changed == "selected":
             return
@@ -139,6 +153,7 @@ class LayerResponse(View):
                        else np.outer(factors[0][:, r], factors[1][:, r]))
             self.pattern_image.value = self.renderer.png(self.renderer.pattern_uint8(pattern),
                                                          size=PATTERN_SIZE)
+            self.pattern_caption.value = caption_html(self._pattern_legend(factors, r))
             self._show("image")
         elif len(factors) == 1:
             self._fill_bars(self.unit_bars, self.unit_labels, factors[0][:, r], "")
