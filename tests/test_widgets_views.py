@@ -363,3 +363,40 @@ def test_rgb_patterns_are_drawn_in_colour_under_a_matching_caption():
     assert "blue</span> negative" not in caption
     gray = LayerResponse.from_fitted(make_blocks(), stand_in(make_blocks()))
     assert "blue</span> negative" in gray.pattern_caption.value
+
+
+# -- 6. the traversal view -----------------------------------------------------------------
+def test_the_traversal_draws_the_maps_values_in_forward_order(peek, est):
+    trav, cmap = peek.views["traversal"], peek.views["component_map"]
+    assert list(trav.lines.x) == peek.fitted.names == ["input", "conv", "fc"]
+    np.testing.assert_allclose(trav.lines.y, np.asarray(cmap.heatmap.color).T)  # same numbers
+    np.testing.assert_allclose(trav.lines.y, est.explained_variance_.T)
+    peek.component = 2
+    np.testing.assert_allclose(trav.selected_line.y, est.explained_variance_[:, 2])
+    assert trav.selected_line.stroke_width > trav.lines.stroke_width
+    trav.points._element_click_handlers(trav.points, {"data": {"index": 1 * 3 + 2}})
+    assert (peek.component, peek.block) == (1, "fc")
+    np.testing.assert_array_equal(cmap.heatmap.selected, [[2, 1]])  # the map follows
+
+
+
+def test_the_traversal_follows_a_refit(blocks):
+    from peekwidgets.engine import CoupledCP
+
+    peek = Peek.from_fitted(blocks, CoupledCP(3, max_iter=30, random_state=0).fit(blocks))
+    peek.analysis.refit(rank=2)
+    peek._show(peek.analysis.view)
+    trav = peek.views["traversal"]
+    assert np.asarray(trav.lines.y).shape == (2, 3)
+    np.testing.assert_allclose(trav.lines.y, peek.estimator.explained_variance_.T)
+    assert len(trav.points.y) == 6
+
+
+def test_path_summary_says_where_a_component_is_born_and_fades():
+    from peekwidgets.widgets.traversal import path_summary
+
+    names = ["input", "relu1", "relu2", "fc2"]
+    text = path_summary(names, np.array([0.02, 0.30, 0.20, 0.05]))
+    assert "peaks in <b>relu1</b> (30%)" in text and "from relu1 to relu2" in text
+    assert "only in input" in path_summary(names, np.array([0.5, 0.1, 0.0, -0.2]))
+    assert "explains no block" in path_summary(names, np.array([-0.1, 0.0, -0.2, 0.0]))

@@ -1,7 +1,7 @@
 """Linked-view widgets (ipywidgets + bqplot) over a fitted coupled factorization.
 
-``Peek`` is the dashboard; ``ComponentMap``, ``InputGallery``, ``LayerResponse``
-and ``SampleMap`` also work alone (``View.from_fitted(blocks, estimator)``).
+``Peek`` is the dashboard; ``ComponentMap``, ``InputGallery``, ``LayerResponse``,
+``SampleMap`` and ``Traversal`` also work alone (``View.from_fitted(blocks, estimator)``).
 """
 
 from .base import ErrorArea, StateTraits, View
@@ -12,6 +12,7 @@ from .gallery import InputGallery
 from .layer_response import LayerResponse
 from .render import InputRenderer
 from .sample_map import SampleMap
+from .traversal import Traversal
 
 __all__ = [
     "ComponentMap",
@@ -23,5 +24,6 @@ __all__ = [
     "Peek",
     "SampleMap",
     "StateTraits",
+    "Traversal",
     "View",
 ]

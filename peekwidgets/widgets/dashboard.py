@@ -25,6 +25,7 @@ from .layer_response import LayerResponse
 from .render import InputRenderer
 from .sample_map import SampleMap
 from .theme import BORDER, FONT, MUTED_TEXT
+from .traversal import Traversal
 from .work import Job, Worker
 
 __all__ = ["Peek", "fit_status"]
@@ -43,8 +44,7 @@ def _row(children) -> w.HBox:
     for child in children:
         child.layout.flex = child.layout.flex or "1 1 420px"
         child.layout.min_width = "0"
-    return w.HBox(children, layout=w.Layout(flex_flow="row wrap", align_items="flex-start",
-                                            width="100%"))
+    return w.HBox(children, layout=w.Layout(flex_flow="row wrap", align_items="flex-start"))
 
 
 def fit_status(estimator, seconds: float | None = None) -> str:
@@ -148,7 +148,7 @@ class Peek(w.VBox, StateTraits):
         self.analysis = analysis
         self.renderer = renderer or InputRenderer.from_images(analysis.images)
         self.errors = ErrorArea()
-        self.progress = w.Output(layout=w.Layout(width="100%"))
+        self.progress = w.Output()
         fitted = analysis.view
         before = set(w.Widget.widgets)
         super().__init__()
@@ -164,6 +164,7 @@ class Peek(w.VBox, StateTraits):
             "layer_response": LayerResponse(fitted, renderer=self.renderer, **common),
             "gallery": InputGallery(fitted, top_k=top_k, renderer=self.renderer, **common),
             "sample_map": SampleMap(fitted, top_k=top_k, renderer=self.renderer, **common),
+            "traversal": Traversal(fitted, **common),
         }
         self._links = [T.link((self, name), (view, name))
                        for view in self.views.values() for name in _LINKED]
@@ -176,10 +177,11 @@ class Peek(w.VBox, StateTraits):
         self.children = [
             self.header, self.errors, self.progress,
             _row([v["component_map"], v["layer_response"]]),
+            v["traversal"],
             v["gallery"],
             _row([v["sample_map"], self.controls]),
         ]
-        self.layout = w.Layout(padding="6px", width="100%", max_width="100%",
+        self.layout = w.Layout(padding="6px", max_width="100%",
                                border=f"1px solid {BORDER}")
         self.add_class("peek-dashboard")
         self._update_header()
