@@ -4,6 +4,7 @@ server exits before it answers (another process took the port in between)."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import socket
 import subprocess
@@ -71,3 +72,42 @@ def start_demo(cache: Path, attempts: int = 3, **popen_kwargs):
                 return proc, address
         proc.wait()
     pytest.fail("the demo exited without serving:\n" + "".join(lines))
+
+
+#: JupyterLab / Notebook 7 settings for the tests: no news or update checks (they would pop up a
+#: notification and ask the internet).
+JUPYTER_SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings":
+        {"fetchNews": "false", "checkForUpdates": False},
+}
+
+
+def start_jupyter(root: Path, home: Path, port: int, app: str = "jupyterlab",
+                  theme: str | None = None, **popen_kwargs) -> subprocess.Popen:
+    """Start JupyterLab (``app="jupyterlab"``) or Notebook 7 (``"notebook"``) on
+    127.0.0.1:``port`` serving ``root``, without a token.
+
+    Its configuration, runtime, settings and workspaces folders go under ``home``, with
+    ``JUPYTER_SETTINGS`` and, when given, the ``theme`` (for example ``"JupyterLab Dark"``), so
+    the user's own setup neither changes the test nor is changed by it. ``popen_kwargs`` go to
+    :class:`subprocess.Popen`.
+    """
+    env = dict(os.environ)
+    for variable, name in [("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_RUNTIME_DIR", "runtime"),
+                           ("JUPYTERLAB_SETTINGS_DIR", "settings"),
+                           ("JUPYTERLAB_WORKSPACES_DIR", "workspaces")]:
+        env[variable] = str(home / name)
+        (home / name).mkdir(parents=True, exist_ok=True)
+    settings = dict(JUPYTER_SETTINGS)
+    if theme is not None:
+        settings["@jupyterlab/apputils-extension/themes.jupyterlab-settings"] = {"theme": theme}
+    for name, values in settings.items():
+        path = home / "settings" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+    command = [
+        sys.executable, "-m", app, "--no-browser", f"--port={port}",
+        "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0", "--ServerApp.allow_root=True",
+        "--IdentityProvider.token=", f"--ServerApp.root_dir={root}",
+    ]
+    return subprocess.Popen(command, env=env, **popen_kwargs)

@@ -239,12 +239,14 @@ def test_refit_updates_all_views(fitted_peek):
     c = peek.controls
     assert (c.rank_slider.value, c.method.value, c.chosen_blocks()) == (
         2, "nonnegative", ["input", "fc"])
-    peek.rank = 3  # setting the trait refits
+    peek.rank = 3  # setting the trait refits, in the background
+    assert peek.wait(60)
     assert peek.fitted.rank == 3 and peek.views["gallery"].fitted.rank == 3
     c.block_boxes["input"].value = False
     c.block_boxes["fc"].value = False
     c.block_boxes["conv"].value = False
     c.refit_button.click()
+    assert peek.wait(60)
     assert "no blocks chosen" in str(peek.errors.exceptions[-1])
     assert peek.fitted.rank == 3  # the previous fit stays on show
 
@@ -270,7 +272,7 @@ def test_fold_in_shows_new_inputs_without_refit(fitted_peek):
     assert len(smap.folded.x) == 4 and len(gallery.new_grid.children) == 4
 
 
-def test_save_and_export(fitted_peek, tmp_path, monkeypatch):
+def test_save_offers_the_file_for_download(fitted_peek, tmp_path):
     peek = fitted_peek
     path = peek.save(tmp_path / "factors")
     loaded = CoupledCP.load(path)
@@ -279,13 +281,8 @@ def test_save_and_export(fitted_peek, tmp_path, monkeypatch):
     peek.controls.save_button.click()
     assert peek.errors.exceptions == []
     np.testing.assert_allclose(CoupledCP.load(tmp_path / "from_button.npz").A_, loaded.A_)
-    saved = []
-    monkeypatch.setattr(bq.Figure, "save_svg", lambda fig, name: saved.append((fig, name)))
-    names = peek.export_figures(str(tmp_path / "x"), "svg")
-    assert [n for _, n in saved] == names and len(names) == len(peek.figures)
-    assert {f for f, _ in saved} == set(peek.figures.values())
-    with pytest.raises(ValueError, match="'png' or 'svg'"):
-        peek.export_figures("x", "jpg")
+    link = peek.controls.download.value
+    assert "download='from_button.npz'" in link and "base64," in link
 
 
 def test_peek_from_model_captures_and_fits():

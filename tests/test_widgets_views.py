@@ -68,8 +68,10 @@ def peek(blocks, est):
 
 
 def all_figures(peek) -> list:
-    """Every bqplot Figure inside the dashboard's views."""
-    out, stack = [], list(peek.views.values())
+    """Every bqplot Figure inside the dashboard's views (the layer response's boxes not on
+    show included)."""
+    layer = peek.views["layer_response"]
+    out, stack = [], [*peek.views.values(), layer.matrix_box, layer.tensor_box, layer.image_box]
     while stack:
         widget = stack.pop()
         if isinstance(widget, bq.Figure):

@@ -52,7 +52,7 @@ class Controls(w.VBox):
         f = peek.fitted
         self.rank_slider = w.IntSlider(value=f.rank, min=1, max=max(max_rank, f.rank),
                                        description="rank", continuous_update=False,
-                                       layout=w.Layout(width="100%", max_width="360px"))
+                                       layout=w.Layout(width="auto", max_width="360px"))
         self.method = w.ToggleButtons(options=[LS, NONNEG],
                                       value=NONNEG if f.nonnegative else LS,
                                       style={"button_width": "auto"})
@@ -69,7 +69,7 @@ class Controls(w.VBox):
         self.cancel_button.layout.display = "none"
         self.cancel_button.on_click(guard(lambda _: peek.cancel()))
         self.progress_bar = w.IntProgress(min=0, max=1, value=0,
-                                          layout=w.Layout(width="100%", display="none"))
+                                          layout=w.Layout(width="auto", display="none"))
         self.progress_bar.add_class("peek-progress")
         self.status = w.HTML()
         self.status.add_class("peek-status")
@@ -79,22 +79,22 @@ class Controls(w.VBox):
         self.use_rank_button = _button("use estimated rank", "check")
         self.use_rank_button.layout.display = "none"
         self.use_rank_button.on_click(guard(lambda _: self._use_estimated_rank()))
-        self.profile_box = w.VBox(layout=w.Layout(width="100%"))
+        self.profile_box = w.VBox()
 
+        field = {"flex": "1 1 160px", "min_width": "0", "max_width": "260px"}
         self.export_folder = w.Text(value="peek-export", description="folder",
-                                    layout=w.Layout(width="100%", max_width="260px"))
+                                    layout=w.Layout(**field))
         self.export_folder.style.description_width = "50px"
         export_button = _button("Export", "download")
         export_button.add_class("peek-export")
         export_button.on_click(guard(lambda _: self._export()))
-        self.save_path = w.Text(value="peek_factors.npz",
-                                layout=w.Layout(width="100%", max_width="260px"))
+        self.save_path = w.Text(value="peek_factors.npz", layout=w.Layout(**field))
         self.save_button = _button("Save factors", "save")
         self.save_button.on_click(guard(lambda _: self._save()))
         self.download = w.HTML()
         self.download.add_class("peek-downloads")
 
-        wrap = w.Layout(flex_flow="row wrap", align_items="center", width="100%")
+        wrap = w.Layout(flex_flow="row wrap", align_items="center")
         blocks_row = w.HBox(list(self.block_boxes.values()), layout=wrap)
         super().__init__([
             w.HTML(title_html("Controls", "refit, rank, export")),
@@ -149,7 +149,7 @@ class Controls(w.VBox):
         smallest fit, with a note under the figure saying so.
         """
         fig = rank_profile_figure(profile)  # a new figure: restyling it changes no other
-        fig.layout = w.Layout(width="100%", height="260px")
+        fig.layout = w.Layout(width="auto", min_width="0", height="260px")
         fig.legend_location = "bottom-right"
         fig.fig_margin = {"top": 40, "bottom": 40, "left": 50, "right": 50}
         self._use_rank = max(profile.estimated_rank, 1)

@@ -102,13 +102,16 @@ class LayerResponse(View):
 
     def _body(self):
         self.add_class("peek-layer-response")
-        return w.VBox([self.caption, self.matrix_box, self.tensor_box, self.image_box])
+        self._shown = w.VBox([self.caption])
+        return self._shown
 
     def _show(self, mode: str):
+        """Show the box of ``mode`` alone: the others leave the page (a hidden bqplot figure is
+        laid out at zero size, with negative widths)."""
         if mode != self.mode:
-            for name, box in (("matrix", self.matrix_box), ("tensor", self.tensor_box),
-                              ("image", self.image_box)):
-                box.layout.display = None if name == mode else "none"
+            box = {"matrix": self.matrix_box, "tensor": self.tensor_box,
+                   "image": self.image_box}[mode]
+            self._shown.children = [self.caption, box]
             self.mode = mode
 
     def _fill_bars(self, bars, labels, values: np.ndarray, prefix: str):

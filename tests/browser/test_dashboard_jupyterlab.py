@@ -9,12 +9,7 @@ gallery and the layer response, with no page JavaScript errors. The screenshot g
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from helpers import (
@@ -26,40 +21,10 @@ from helpers import (
     local_page,
     skip_without_chromium,
 )
-from servers import serving
+from servers import serving, start_jupyter
 
 pytestmark = pytest.mark.browser
 skip_without_chromium()
-
-# no news or update checks (they would pop up a notification and ask the internet)
-SETTINGS = {
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings":
-        {"fetchNews": "false", "checkForUpdates": False},
-}
-
-
-def start_jupyterlab(root: Path, home: Path, port: int, **popen_kwargs) -> subprocess.Popen:
-    """Start JupyterLab on 127.0.0.1:``port`` serving ``root``, without a token.
-
-    Its configuration, runtime, settings and workspaces folders go under ``home``, with the
-    ``SETTINGS`` files. ``popen_kwargs`` go to :class:`subprocess.Popen` (for example ``stdout``).
-    """
-    env = dict(os.environ)
-    for variable, name in [("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_RUNTIME_DIR", "runtime"),
-                           ("JUPYTERLAB_SETTINGS_DIR", "settings"),
-                           ("JUPYTERLAB_WORKSPACES_DIR", "workspaces")]:
-        env[variable] = str(home / name)
-        (home / name).mkdir(parents=True, exist_ok=True)
-    for name, values in SETTINGS.items():
-        path = home / "settings" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(values))
-    command = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}",
-        "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0", "--ServerApp.allow_root=True",
-        "--IdentityProvider.token=", f"--ServerApp.root_dir={root}",
-    ]
-    return subprocess.Popen(command, env=env, **popen_kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +33,7 @@ def lab_url(tmp_path_factory):
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
     home = tmp_path_factory.mktemp("lab-home")
     # /api starts no kernel
-    with serving(lambda port, **kw: start_jupyterlab(root, home, port, **kw),
+    with serving(lambda port, **kw: start_jupyter(root, home, port, **kw),
                  home / "jupyterlab.log", "JupyterLab", "/api") as (url, _):
         yield url
 

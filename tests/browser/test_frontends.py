@@ -1,0 +1,166 @@
+"""The dashboard in real front ends (Chromium): nothing clipped at 900, 1366 and 1920 px in
+Voilà, in JupyterLab 4 with its side panel open (light and dark theme) and in Notebook 7;
+readable text in the dark theme; a click answered while a refit runs, and Cancel.
+
+The notebook is ``frontends.ipynb``: the dashboard of a small digits CNN whose later refits
+run until cancelled. Screenshots go to ``artifacts/browser/`` (``frontend_*.png``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers import (
+    ARTIFACTS,
+    component_cells,
+    expect,
+    layer_caption,
+    local_page,
+    skip_without_chromium,
+)
+from servers import serving, start_jupyter
+
+from peekwidgets.cli import start_voila
+
+pytestmark = pytest.mark.browser
+skip_without_chromium()
+
+NOTEBOOK = Path(__file__).with_name("frontends.ipynb")
+VIEWS = (".peek-component-map", ".peek-layer-response", ".peek-gallery", ".peek-sample-map",
+         ".peek-controls")
+RANK, N_BLOCKS = 6, 5
+
+#: Every dashboard part whose content is wider than its box (clipped or scrolled), with both
+#: widths; and the page's own horizontal overflow.
+OVERFLOW = """(selectors) => {
+  const parts = [document.querySelector('.peek-dashboard'),
+                 ...selectors.flatMap(s => [...document.querySelectorAll(s)])];
+  const wide = parts.filter(e => e && e.scrollWidth > e.clientWidth + 1)
+                    .map(e => `${e.className.split(' ').find(c => c.startsWith('peek-'))}: `
+                              + `${e.scrollWidth} > ${e.clientWidth}`);
+  const dash = document.querySelector('.peek-dashboard').getBoundingClientRect();
+  const outside = selectors.flatMap(s => [...document.querySelectorAll(s)])
+      .filter(e => e.getBoundingClientRect().right > dash.right + 1)
+      .map(e => `${e.className.split(' ').find(c => c.startsWith('peek-'))} ends outside`);
+  return wide.concat(outside);
+}"""
+
+#: WCAG contrast ratio of an element's text against the first opaque background behind it.
+CONTRAST = """(el) => {
+  const rgb = s => s.match(/[\\d.]+/g).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = c => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  let node = el, bg = null;
+  while (node && node.nodeType === 1) {
+    const c = getComputedStyle(node).backgroundColor;
+    const v = rgb(c);
+    if (v.length < 4 || v[3] > 0.5) { if (!c.includes('rgba(0, 0, 0, 0)')) { bg = v; break; } }
+    node = node.parentElement;
+  }
+  bg = bg || [255, 255, 255];
+  const [a, b] = [lum(rgb(getComputedStyle(el).color)), lum(bg)].sort((x, y) => y - x);
+  return (a + 0.05) / (b + 0.05);
+}"""
+
+
+def expect_dashboard(page, timeout: float = 300_000):
+    expect(component_cells(page).first).to_be_visible(timeout=timeout)
+    expect(component_cells(page)).to_have_count(RANK * N_BLOCKS)
+    expect(layer_caption(page)).to_contain_text("component")
+    for selector in VIEWS:
+        expect(page.locator(selector).first).to_be_visible()
+    page.wait_for_timeout(1500)  # figures laid out
+
+
+def assert_nothing_clipped(page, where: str):
+    wide = page.evaluate(OVERFLOW, list(VIEWS))
+    assert wide == [], f"{where}: {wide}"
+
+
+@pytest.fixture(scope="module")
+def voila_url(tmp_path_factory):
+    log = tmp_path_factory.mktemp("voila") / "voila.log"
+    with serving(lambda port, **kw: start_voila(NOTEBOOK, port, **kw), log, "Voilà",
+                 "/voila/static/favicon.ico") as (url, _):
+        yield url
+
+
+@pytest.mark.parametrize("width", [900, 1366, 1920])
+def test_voila_at_every_width_nothing_clipped_no_console_errors(voila_url, width):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with local_page(width=width, height=2400) as (page, errors):
+        console = []
+        page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+        page.goto(voila_url + "/", timeout=120_000)
+        expect_dashboard(page)
+        assert_nothing_clipped(page, f"Voilà at {width} px")
+        page.locator(".peek-dashboard").screenshot(
+            path=str(ARTIFACTS / f"frontend_voila_{width}.png"))
+    assert errors == [], f"JavaScript errors: {errors}"
+    svg = [c for c in console if "attribute" in c and "negative value" in c]
+    assert svg == [], f"SVG errors in the console: {svg}"
+
+
+def test_voila_click_answered_during_a_refit_then_cancel(voila_url):
+    with local_page(width=1366, height=2400) as (page, errors):
+        page.goto(voila_url + "/", timeout=120_000)
+        expect_dashboard(page)
+        status = page.locator(".peek-status")
+        page.locator(".peek-refit").click()
+        expect(status).to_contain_text("sweep", timeout=60_000)  # the refit runs
+        component_cells(page).nth(2 * RANK + 3).click()
+        expect(layer_caption(page)).to_contain_text("component 3")
+        expect(status).to_contain_text("sweep")  # answered while the refit still runs
+        page.locator(".peek-cancel").click()
+        expect(status).to_contain_text("interrupted after", timeout=60_000)
+        expect(page.locator(".peek-cancel")).to_be_hidden()
+    assert errors == [], f"JavaScript errors: {errors}"
+
+
+def _jupyter(tmp_path_factory, app: str, theme: str | None = None):
+    root = tmp_path_factory.mktemp(f"{app}-root")
+    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    home = tmp_path_factory.mktemp(f"{app}-home")
+    return serving(lambda port, **kw: start_jupyter(root, home, port, app, theme, **kw),
+                   home / f"{app}.log", app, "/api")
+
+
+def _run_all(page, url: str, path: str):
+    page.goto(f"{url}/{path}/{NOTEBOOK.name}?reset", timeout=120_000)
+    # "Run All Cells" sent before the kernel is idle is silently dropped
+    expect(page.get_by_title(f"Change kernel for {NOTEBOOK.name}").first).to_contain_text(
+        "Idle", timeout=180_000)
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_text("Run All Cells", exact=True).first.click()
+
+
+@pytest.mark.parametrize("theme", ["JupyterLab Light", "JupyterLab Dark"])
+def test_jupyterlab_with_side_panel_open_readable_in_both_themes(tmp_path_factory, theme):
+    name = theme.split()[-1].lower()
+    with _jupyter(tmp_path_factory, "jupyterlab", theme) as (url, _), \
+            local_page(width=1366, height=768) as (page, errors):
+        _run_all(page, url, "lab/tree")
+        expect(page.locator(".jp-FileBrowser")).to_be_visible()  # the side panel is open
+        expect_dashboard(page)
+        assert_nothing_clipped(page, f"JupyterLab {name} at 1366 px with the file browser")
+        for selector in (".peek-dashboard .widget-html-content div",
+                         ".peek-status div", ".peek-component-map .tick text"):
+            text = page.locator(selector).first
+            ratio = page.evaluate(CONTRAST, text.element_handle())
+            assert ratio >= 3.0, f"{selector} in {theme}: contrast {ratio:.2f}"
+        page.screenshot(path=str(ARTIFACTS / f"frontend_jupyterlab_{name}.png"))
+    assert errors == [], f"JavaScript errors: {errors}"
+
+
+def test_notebook7_nothing_clipped(tmp_path_factory):
+    with _jupyter(tmp_path_factory, "notebook") as (url, _), \
+            local_page(width=1366, height=1400) as (page, errors):
+        _run_all(page, url, "notebooks")
+        expect_dashboard(page)
+        assert_nothing_clipped(page, "Notebook 7 at 1366 px")
+        page.screenshot(path=str(ARTIFACTS / "frontend_notebook7.png"))
+    assert errors == [], f"JavaScript errors: {errors}"
