@@ -52,7 +52,8 @@ class Block:
     meta : dict
         Free metadata: ``module_type``, ``storage`` (``"device"``, ``"host"``
         or ``"memmap"``), ``memmap_path``, ``pooled_from`` (the ``(H, W)`` of a
-        map that was reduced to fit the memory budget), ``flattened_from``,
+        map that was reduced to fit the memory budget, or of an input image larger than
+        capture's ``max_positions``), ``flattened_from``,
         ``raw_shape`` (the per-sample output shape before pooling or flattening).
     sq_norm : float, optional
         Squared Frobenius norm, when the producer computed it while streaming;
@@ -191,9 +192,16 @@ class Blocks(Sequence):
     sample_shape : tuple of int, optional
         Shape of one raw model input, for example ``(1, 28, 28)``; views use
         it to draw the ``input`` block as images.
+    thumbnails : Block, optional
+        The inputs as the views draw them, when the ``input`` block was pooled
+        for the fit (capture keeps them for input images larger than its
+        ``max_positions``): ``(n_samples, C, h*w)``, or ``(n_samples, h*w)``
+        for one channel, with ``spatial_shape=(h, w)``; at most 64 x 64,
+        float16. Never fitted (it is not one of the blocks).
     """
 
-    def __init__(self, blocks: Iterable[Block], labels=None, sample_shape=None):
+    def __init__(self, blocks: Iterable[Block], labels=None, sample_shape=None,
+                 thumbnails: Block | None = None):
         self._blocks = list(blocks)
         if not self._blocks:
             raise ValueError("no blocks: pass at least one Block")
@@ -216,6 +224,14 @@ class Blocks(Sequence):
                 f"labels has {len(self.labels)} entries for {self.n_samples} samples"
             )
         self.sample_shape = None if sample_shape is None else tuple(sample_shape)
+        if thumbnails is not None and not isinstance(thumbnails, Block):
+            raise TypeError(f"thumbnails must be a Block, got {type(thumbnails).__name__}")
+        if thumbnails is not None and thumbnails.n_samples != self.n_samples:
+            raise ValueError(
+                f"thumbnails has {thumbnails.n_samples} samples, the blocks {self.n_samples}; "
+                "pass the thumbnails of the same inputs"
+            )
+        self.thumbnails = thumbnails
 
     @classmethod
     def from_arrays(
@@ -252,8 +268,9 @@ class Blocks(Sequence):
         return self._blocks[0].n_samples
 
     def select(self, names: Sequence[str]) -> Blocks:
-        """The named blocks, in the given order, with the same labels and sample shape."""
-        return Blocks([self[n] for n in names], self.labels, self.sample_shape)
+        """The named blocks, in the given order, with the same labels, sample shape and
+        thumbnails."""
+        return Blocks([self[n] for n in names], self.labels, self.sample_shape, self.thumbnails)
 
     def batches(
         self, batch_size: int | None = None, device=None, dtype: torch.dtype = torch.float32
@@ -282,6 +299,13 @@ class Blocks(Sequence):
             lines.append(
                 f"  {b.name:<{width}}  {b.kind:<6}  {shape:<20}  {b.storage:<6}  "
                 f"|X|={b.norm():.4g}  {', '.join(notes)}"
+            )
+        if self.thumbnails is not None:
+            t = self.thumbnails
+            channels = t.shape[1] if t.kind == "tensor" else 1
+            lines.append(
+                f"  drawn from {channels}x{'x'.join(map(str, t.spatial_shape))} thumbnails of "
+                f"the inputs ({t.storage}, not fitted)"
             )
         return "\n".join(lines)
 

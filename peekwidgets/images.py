@@ -32,14 +32,28 @@ def _diverging(values: np.ndarray) -> np.ndarray:
     return rgb.round().astype(np.uint8)
 
 
+def _chw(shape) -> tuple | None:
+    """``shape`` as a tuple of ints, ``(H, W)`` as ``(1, H, W)``; None stays None."""
+    if shape is None:
+        return None
+    shape = tuple(int(s) for s in shape)
+    return (1, *shape) if len(shape) == 2 else shape
+
+
+def _block_image_shape(block) -> tuple:
+    """``(C, h, w)`` of a block whose features form an image (its ``spatial_shape``)."""
+    channels = block.shape[1] if block.kind == "tensor" else 1
+    return (channels, *block.spatial_shape)
+
+
 class InputImages:
     """Draws raw model inputs and input-space component patterns as pixels.
 
     Parameters
     ----------
     sample_shape : tuple of int, optional
-        Shape of one input: ``(C, H, W)`` with C in (1, 3), or ``(H, W)`` for
-        images; anything else (or None) is not an image (``is_image`` is False).
+        Shape of one input as drawn: ``(C, H, W)`` with C in (1, 3), or ``(H, W)``
+        for images; anything else (or None) is not an image (``is_image`` is False).
     mean, std : float or sequence of float, optional
         The normalization applied to the inputs (per channel); the display
         shows ``x * std + mean`` clipped to [0, 1]. When both are None the
@@ -52,13 +66,15 @@ class InputImages:
     cache_size : int
         PNG encodings kept per sample index, so unchanged images are not
         re-encoded.
+    pattern_shape : tuple of int, optional
+        Shape of an input-space pattern, when it differs from ``sample_shape``:
+        a pooled input block's ``(C, h, w)``, drawn from thumbnails of another size.
     """
 
     def __init__(self, sample_shape=None, *, mean=None, std=None, vmin=None, vmax=None,
-                 size: int = 72, cache_size: int = 4096):
-        self.sample_shape = None if sample_shape is None else tuple(int(s) for s in sample_shape)
-        if self.sample_shape is not None and len(self.sample_shape) == 2:
-            self.sample_shape = (1, *self.sample_shape)
+                 size: int = 72, cache_size: int = 4096, pattern_shape=None):
+        self.sample_shape = _chw(sample_shape)
+        self.pattern_shape = _chw(pattern_shape) or self.sample_shape
         self.is_image = (
             self.sample_shape is not None and len(self.sample_shape) == 3
             and self.sample_shape[0] in (1, 3)
@@ -79,14 +95,21 @@ class InputImages:
 
     @classmethod
     def for_blocks(cls, blocks, **kwargs) -> InputImages:
-        """A renderer for the ``"input"`` block of ``blocks`` (its shape and value range)."""
+        """A renderer for the ``"input"`` block of ``blocks`` (its shape and value range).
+
+        When the input block was pooled, the inputs are drawn from ``blocks.thumbnails``
+        (their shape and range) and the patterns at the input block's grid.
+        """
         shape = blocks.sample_shape
         if "input" not in blocks.names:
             return cls(shape, **kwargs)
         block = blocks["input"]
-        if shape is None and block.spatial_shape is not None:
-            channels = block.shape[1] if block.kind == "tensor" else 1
-            shape = (channels, *block.spatial_shape)
+        if blocks.thumbnails is not None:
+            kwargs.setdefault("pattern_shape", _block_image_shape(block))
+            block = blocks.thumbnails
+            shape = _block_image_shape(block)
+        elif shape is None and block.spatial_shape is not None:
+            shape = _block_image_shape(block)
         if kwargs.get("mean") is None and kwargs.get("vmin") is None:
             rows = block.numpy(slice(0, min(block.n_samples, 2048)))
             kwargs["vmin"], kwargs["vmax"] = float(rows.min()), float(rows.max())
@@ -97,17 +120,20 @@ class InputImages:
     def params(self) -> dict:
         """The keyword parameters that draw like this one (``InputImages(shape, **params)``)."""
         return {"mean": self.mean, "std": self.std, "vmin": self.vmin, "vmax": self.vmax,
-                "size": self.size, "cache_size": self._cache_size}
+                "size": self.size, "cache_size": self._cache_size,
+                "pattern_shape": self.pattern_shape}
 
     # -- images ----------------------------------------------------------------------------
-    def _as_chw(self, x: np.ndarray) -> np.ndarray:
+    def _as_chw(self, x: np.ndarray, shape=None) -> np.ndarray:
+        shape = shape or self.sample_shape
         x = np.asarray(x, dtype=float)
-        if x.size != int(np.prod(self.sample_shape)):
+        if x.size != int(np.prod(shape)):
+            what = "sample_shape" if shape == self.sample_shape else "pattern_shape"
             raise ValueError(
-                f"an input of {x.size} values does not match sample_shape {self.sample_shape}; "
+                f"an input of {x.size} values does not match {what} {shape}; "
                 "pass the sample_shape of the model's inputs to the renderer"
             )
-        return x.reshape(self.sample_shape)
+        return x.reshape(shape)
 
     def to_uint8(self, x: np.ndarray) -> np.ndarray:
         """One input -> display pixels ``(H, W)`` or ``(H, W, 3)`` uint8."""
@@ -125,7 +151,7 @@ class InputImages:
         Grayscale patterns use the diverging palette (blue negative, red
         positive, white zero); RGB patterns map zero to mid-grey.
         """
-        img = self._as_chw(p)
+        img = self._as_chw(p, self.pattern_shape)
         scale = np.abs(img).max() or 1.0
         img = img / scale
         if img.shape[0] == 1:

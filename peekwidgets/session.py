@@ -233,7 +233,9 @@ class Analysis:
                     f"{view.names}"
                 )
             A_new = view.estimator.transform(new.select(names))
-            inputs = new["input"].numpy() if "input" in new.names else None
+            shown = new.thumbnails if new.thumbnails is not None else (
+                new["input"] if "input" in new.names else None)
+            inputs = None if shown is None else shown.numpy()
             view = view.with_folded(A_new, inputs)
         return view
 

@@ -154,7 +154,8 @@ class ViewModel:
     folded_A : (M, R) array, optional
         Sample loadings of folded-in inputs (from ``estimator.transform``).
     folded_inputs : (M, ...) array, optional
-        The raw folded-in inputs (rows of their ``"input"`` block).
+        The folded-in inputs as drawn (rows of their ``"input"`` block, or of their
+        thumbnails).
 
     Attributes
     ----------
@@ -295,12 +296,15 @@ class ViewModel:
         return self.names.index(name)
 
     def input_rows(self, index) -> np.ndarray:
-        """Raw input rows ``(len(index), ...)`` as float32 numpy (None without an input block)."""
+        """Input rows ``(len(index), ...)`` as drawn, float32 numpy: the raw inputs, or their
+        thumbnails when the input block was pooled (``blocks.thumbnails``); None without an
+        input block."""
         if self.input is None:
             return None
+        shown = self.input if self.blocks.thumbnails is None else self.blocks.thumbnails
         # index_select: torch's advanced indexing (what Block.rows does) is ~100x slower here
-        idx = torch.as_tensor(np.asarray(index, dtype=np.int64), device=self.input.device)
-        return self.input.data.index_select(0, idx).to("cpu", torch.float32).numpy()
+        idx = torch.as_tensor(np.asarray(index, dtype=np.int64), device=shown.device)
+        return shown.data.index_select(0, idx).to("cpu", torch.float32).numpy()
 
     def with_folded(self, A_new: np.ndarray, inputs: np.ndarray | None) -> ViewModel:
         """A copy with folded-in samples appended (no refit, orderings reused)."""

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 from torch.testing import assert_close
@@ -75,10 +76,13 @@ def test_resnet18_stages_equal_manual_forward():
     x = images(6)
     blocks = capture(model, x, batch_size=4, progress=False)
     assert blocks.names == ["input", "layer1", "layer2", "layer3", "layer4", "fc"]
-    assert blocks["input"].shape == (6, 3, 1024) and blocks["input"].spatial_shape == (32, 32)
+    # 32 x 32 inputs exceed max_positions (256): pooled to 16 x 16, drawn from thumbnails
+    assert blocks["input"].shape == (6, 3, 256) and blocks["input"].spatial_shape == (16, 16)
+    assert blocks["input"].meta["pooled_from"] == (32, 32)
+    assert_close(blocks.thumbnails.data.float(), x.reshape(6, 3, -1), rtol=1e-3, atol=1e-3)
     with torch.no_grad():
         h = model.maxpool(model.relu(model.bn1(model.conv1(x))))
-        close(blocks["input"], x)
+        close(blocks["input"], F.adaptive_avg_pool2d(x, 16))
         for i, size in zip(range(1, 5), (8, 4, 2, 1)):
             h = getattr(model, f"layer{i}")(h)
             close(blocks[f"layer{i}"], h)

@@ -200,7 +200,10 @@ def test_maps_too_large_for_the_budget_are_pooled(tmpdir_for_memmaps):
         pooled = F.adaptive_avg_pool2d(full, grid)
         assert_close(block.data, pooled.reshape(block.shape))
         assert block.sq_norm == pytest.approx(float(pooled.square().sum()), rel=1e-5)
-    assert blocks["input"].shape == (96, 64) and "pooled_from" not in blocks["input"].meta
+    # the input is pooled by the bound alone, and drawn from thumbnails: itself (8 x 8 is small)
+    assert blocks["input"].shape == (96, 4) and blocks["input"].meta["pooled_from"] == (8, 8)
+    assert_close(blocks["input"].data, F.adaptive_avg_pool2d(x, (2, 2)).reshape(96, 4))
+    assert_close(blocks.thumbnails.data.float(), x.reshape(96, 64), rtol=1e-3, atol=1e-3)
     roomy = capture(digits_cnn(), x, ["relu1"], progress=False, max_positions=6)
     assert roomy["relu1"].spatial_shape == (8, 8)  # fits in memory: not pooled
 

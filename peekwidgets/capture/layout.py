@@ -4,7 +4,7 @@
   ``(N, T, D)`` is a tensor block as is; a conv map ``(N, C, H, W)`` (or
   ``(N, C, D, H, W)``) is a tensor block ``(N, C, H*W)`` with
   ``spatial_shape=(H, W)``; ``(N,)`` becomes ``(N, 1)``. ``flatten=True``
-  makes every block a matrix. Everything is stored as float32.
+  makes every block a matrix. Every block is stored as float32.
 * **Outputs that are not a tensor** (:func:`pick`): of a tuple or list
   (``nn.LSTM``, ``nn.MultiheadAttention``) the first tensor is captured; of a
   dict, its only tensor value. A dict with several tensor values needs a
@@ -25,11 +25,20 @@
   more than ``max_positions`` spatial positions that does not fit in memory
   is first reduced by adaptive average pooling to the largest grid
   ``(h, w)`` with ``h * w <= max_positions`` and the map's aspect ratio
-  (``meta["pooled_from"]`` keeps the original ``(H, W)``); the input block is
-  never pooled. Each block is allocated once, for the number of samples the
-  inputs report (``len`` of a tensor, Dataset or DataLoader's sampler); when
-  that is unknown (a generator), for 16 batches, growing by doubling (a block
-  that outgrows its tier moves to the next one) and trimmed at the end.
+  (``meta["pooled_from"]`` keeps the original ``(H, W)``). Each block is
+  allocated once, for the number of samples the inputs report (``len`` of a
+  tensor, Dataset or DataLoader's sampler); when that is unknown (a
+  generator), for 16 batches, growing by doubling (a block that outgrows its
+  tier moves to the next one) and trimmed at the end.
+* **The input block** is reduced like the maps, but by the bound alone: an
+  input image or volume with more than ``max_positions`` positions (224 x 224
+  RGB photographs: 50,176 per channel) is always pooled to that grid (16 x 16
+  by default; ``meta["pooled_from"]``), whatever the budget, so that the raw
+  pixels neither dominate the fit nor its memory. The views draw the inputs
+  as they were: the target of a pooled image also keeps its thumbnails
+  (:func:`thumbnail_grid`: at most 64 x 64, the image itself when smaller),
+  float16, in the budget like a block, returned as ``Blocks.thumbnails``
+  (not fitted). ``max_positions=None`` keeps the raw inputs.
 * **Repeating a capture** (``like=``, for folding new inputs into a fit): the
   layout follows the earlier blocks, not the budget. Each block's meta keeps
   what that takes: ``raw_shape`` (the per-sample shape as it arrived),
@@ -54,11 +63,18 @@ from peekwidgets.capture.layers import resolve_layers
 from peekwidgets.capture.storage import Store
 
 __all__ = [
-    "Target", "Folder", "follow", "pick", "layer_shape", "channels_last", "DEFAULT_MAX_POSITIONS",
+    "Target", "Folder", "follow", "pick", "layer_shape", "channels_last", "thumbnail_grid",
+    "DEFAULT_MAX_POSITIONS", "THUMBNAIL_POSITIONS",
 ]
 
-#: Spatial positions (16 x 16) that a conv map is pooled to when it does not fit in memory.
+#: Spatial positions (16 x 16) that a conv map is pooled to when it does not fit in memory,
+#: and an input image with more positions always.
 DEFAULT_MAX_POSITIONS = 256
+
+#: Positions (64 x 64) of the thumbnails kept to draw a pooled input image.
+THUMBNAIL_POSITIONS = 64 * 64
+
+_FLOAT16_RANGE = (-65504.0, 65504.0)
 
 _LAYOUT_KEYS = ("raw_shape", "pooled_from", "flattened_from")
 
@@ -70,6 +86,15 @@ def _pooled_grid(spatial, max_positions: int) -> tuple[int, ...]:
     while math.prod(grid) > max_positions:  # rounding can overshoot only when a side hit 1
         grid[grid.index(max(grid))] -= 1
     return tuple(grid)
+
+
+def thumbnail_grid(spatial) -> tuple[int, ...]:
+    """The ``(h, w)`` of an input image's thumbnails: its own ``(H, W)`` when it has at most
+    :data:`THUMBNAIL_POSITIONS` positions, else the largest grid within them with its aspect
+    ratio."""
+    if math.prod(spatial) <= THUMBNAIL_POSITIONS:
+        return tuple(spatial)
+    return _pooled_grid(spatial, THUMBNAIL_POSITIONS)
 
 
 def _shape_or_none(value):
@@ -289,7 +314,9 @@ class Target:
     With ``like`` (the same block of an earlier capture) the layout repeats
     that block's: pooled to its grid when it was pooled, else never pooled;
     a different layout raises before anything is allocated. Called as a
-    forward hook, it writes the module's output at the current rows.
+    forward hook, it writes the module's output at the current rows. The
+    input's target, when it pools an image, also keeps its thumbnails
+    (:func:`thumbnail_grid`).
     """
 
     def __init__(self, name, shape, *, is_input, flatten, capacity, budget, folder,
@@ -306,13 +333,17 @@ class Target:
         if like is not None:
             pooled = "pooled_from" in like.meta and spatial is not None
             self.pool = _like_grid(like) if pooled else None
-        elif not is_input and max_positions is not None and spatial is not None:
-            full = 4 * capacity * math.prod(shape)
-            if len(spatial) in (2, 3) and math.prod(spatial) > max_positions \
-                    and not budget.fits(full):
+        elif max_positions is not None and spatial is not None and len(spatial) in (2, 3) \
+                and math.prod(spatial) > max_positions:
+            if is_input or not budget.fits(4 * capacity * math.prod(shape)):
                 self.pool = _pooled_grid(spatial, max_positions)
+        self.thumbs = self.thumb_grid = None
         if self.pool is not None:
             meta["pooled_from"] = tuple(spatial)
+            if is_input and len(spatial) == 2:
+                self.thumb_grid = thumbnail_grid(spatial)
+                self.thumbs = Store((shape[0], *self.thumb_grid), capacity, budget, folder,
+                                    dtype=torch.float16)
             spatial = self.pool
         stored = tuple(shape) if spatial is None else (shape[0], *spatial)
         self.spatial_shape = None
@@ -334,6 +365,19 @@ class Target:
         self.sq, self.checked, self.sq_overflow = 0.0, 0, False
         self.start = self.calls = 0
 
+    def begin(self, start: int, n: int):
+        """Make room for a batch of ``n`` rows at ``start`` (keeping the rows before it)."""
+        for store in (self.store, self.thumbs):
+            if store is not None:
+                store.reserve(start + n, start)
+        self.start, self.calls = start, 0
+
+    def discard(self):
+        """Drop what was stored (after an error)."""
+        for store in (self.store, self.thumbs):
+            if store is not None:
+                store.discard()
+
     def write(self, y: torch.Tensor):
         """Store ``y : (n, *shape)`` at the current rows and add its squared norm."""
         if y.shape[1:] != self.shape:
@@ -346,11 +390,11 @@ class Target:
             y = y.float()  # integers and float64 as stored, so the norm is the stored one's
         if self.last:
             y = y.permute(0, 3, 1, 2)
+        if self.thumbs is not None:
+            self.thumbs.write(self.start, _pooled(y, self.thumb_grid).clamp(*_FLOAT16_RANGE))
         if self.pool is not None:
-            pool = F.adaptive_avg_pool2d if len(self.pool) == 2 else F.adaptive_avg_pool3d
-            y = pool(y.float(), self.pool)
-        store = self.store
-        store.data[self.start:self.start + y.shape[0]].copy_(y, non_blocking=store.pinned)
+            y = _pooled(y, self.pool)
+        self.store.write(self.start, y)
         wide = None if y.dtype == torch.float32 else torch.float32
         self.norms.append(torch.linalg.vector_norm(y, dtype=wide))
 
@@ -392,11 +436,34 @@ class Target:
 
     def block(self, n_rows: int) -> Block:
         """The finished block of the first ``n_rows`` rows."""
-        meta = dict(self.meta, storage=self.store.tier)
-        if self.store.path is not None:
-            meta["memmap_path"] = self.store.path
         sq = None if self.sq_overflow else self.sq
-        return Block(self.name, self.store.finish(n_rows, self.row), self.spatial_shape, meta, sq)
+        return Block(self.name, self.store.finish(n_rows, self.row), self.spatial_shape,
+                     _stored(self.store, self.meta), sq)
+
+    def thumbnails(self, n_rows: int) -> Block | None:
+        """The input's thumbnails of the first ``n_rows`` rows, or None when none were kept."""
+        if self.thumbs is None:
+            return None
+        channels, size = self.thumbs.sample_shape[0], math.prod(self.thumb_grid)
+        row = (size,) if channels == 1 else (channels, size)
+        return Block("thumbnails", self.thumbs.finish(n_rows, row), self.thumb_grid,
+                     _stored(self.thumbs, {"thumbnail_of": self.name}))
+
+
+def _stored(store: Store, meta: dict) -> dict:
+    """``meta`` with where ``store`` keeps its rows (``storage``, ``memmap_path``)."""
+    meta = dict(meta, storage=store.tier)
+    if store.path is not None:
+        meta["memmap_path"] = store.path
+    return meta
+
+
+def _pooled(y: torch.Tensor, grid) -> torch.Tensor:
+    """``y : (n, C, *spatial)`` adaptive-average-pooled to ``grid`` (as it is when equal)."""
+    if tuple(y.shape[2:]) == tuple(grid):
+        return y
+    pool = F.adaptive_avg_pool2d if len(grid) == 2 else F.adaptive_avg_pool3d
+    return pool(y if y.dtype == torch.float32 else y.float(), grid)
 
 
 class Folder:

@@ -2,8 +2,8 @@
 
 A :class:`Budget` hands out room in the two in-memory tiers (the device tier
 exists only for CUDA models; a CPU model's blocks are "host"); a :class:`Store`
-is one preallocated float32 block in the tier it was given, filled a batch of
-rows at a time. Memory-mapped files go to a fresh folder under
+is one preallocated block (float32, or float16 for display thumbnails) in the
+tier it was given, filled a batch of rows at a time. Memory-mapped files go to a fresh folder under
 :func:`tempfile.gettempdir` (``$TMPDIR``); each file is deleted when the last
 tensor that views it is garbage-collected (or at interpreter exit).
 """
@@ -133,7 +133,7 @@ def _delete_file(path: str):
 
 
 class Store:
-    """One block's rows, preallocated as float32 ``(capacity, *sample_shape)`` in a tier.
+    """One block's rows, preallocated as ``(capacity, *sample_shape)`` in a tier.
 
     Parameters
     ----------
@@ -146,18 +146,22 @@ class Store:
         Gives the tier; room is returned when the store grows or is dropped.
     folder : callable
         Returns the folder for memory-mapped files (created on first use).
+    dtype : torch.dtype
+        float32 (blocks) or float16 (thumbnails).
     """
 
-    def __init__(self, sample_shape, capacity: int, budget: Budget, folder):
+    def __init__(self, sample_shape, capacity: int, budget: Budget, folder,
+                 dtype: torch.dtype = torch.float32):
         self.sample_shape = tuple(int(s) for s in sample_shape)
         self.budget = budget
         self.folder = folder
+        self.dtype = dtype
         self.path = self._delete = None
         self._allocate(capacity)
 
     @property
     def row_bytes(self) -> int:
-        return 4 * int(np.prod(self.sample_shape))
+        return self.dtype.itemsize * int(np.prod(self.sample_shape))
 
     def _allocate(self, capacity: int):
         shape = (capacity, *self.sample_shape)
@@ -166,7 +170,7 @@ class Store:
         self.pinned = False
         if self.tier == DEVICE:
             try:
-                self.data = torch.empty(shape, dtype=torch.float32, device=self.budget.device)
+                self.data = torch.empty(shape, dtype=self.dtype, device=self.budget.device)
             except torch.cuda.OutOfMemoryError:  # the device is fuller than it said
                 self.budget.give_back(DEVICE, nbytes)
                 self.budget.room[DEVICE] = 0
@@ -174,16 +178,16 @@ class Store:
         if self.tier == HOST:
             self.pinned = self.budget.device.type == "cuda"
             try:
-                self.data = torch.empty(shape, dtype=torch.float32, pin_memory=self.pinned)
+                self.data = torch.empty(shape, dtype=self.dtype, pin_memory=self.pinned)
             except RuntimeError:  # pinning can fail for large blocks: use pageable memory
                 self.pinned = False
-                self.data = torch.empty(shape, dtype=torch.float32)
+                self.data = torch.empty(shape, dtype=self.dtype)
         if self.tier == MEMMAP:
             self.data = self._memmap(shape)
 
     def _memmap(self, shape) -> torch.Tensor:
         folder = self.folder()
-        nbytes = 4 * int(np.prod(shape))
+        nbytes = shape[0] * self.row_bytes
         free = shutil.disk_usage(folder).free
         if nbytes > free:
             raise MemoryError(
@@ -191,9 +195,10 @@ class Store:
                 f"{folder} ({free / 1e9:.2f} GB free); capture fewer samples or layers, lower "
                 "max_positions, or point TMPDIR at a larger disk"
             )
-        fd, path = tempfile.mkstemp(suffix=".f32", dir=folder)
+        dtype = np.dtype(str(self.dtype).removeprefix("torch."))
+        fd, path = tempfile.mkstemp(suffix=f".f{8 * dtype.itemsize}", dir=folder)
         os.close(fd)
-        array = np.memmap(path, dtype=np.float32, mode="w+", shape=shape)
+        array = np.memmap(path, dtype=dtype, mode="w+", shape=shape)
         self._delete = weakref.finalize(array, _delete_file, path)
         self.path = path
         return torch.from_numpy(array)
@@ -220,6 +225,10 @@ class Store:
         self.budget.give_back(old_tier, old.shape[0] * self.row_bytes)
         self._allocate(max(stop, 2 * old.shape[0]))
         self.data[:filled].copy_(old[:filled])
+
+    def write(self, start: int, rows: torch.Tensor):
+        """Copy ``rows : (n, *sample_shape)`` into rows ``start:start + n``."""
+        self.data[start:start + rows.shape[0]].copy_(rows, non_blocking=self.pinned)
 
     def finish(self, n_rows: int, row_shape) -> torch.Tensor:
         """The filled rows as ``(n_rows, *row_shape)``; in memory, compacted if a quarter empty."""

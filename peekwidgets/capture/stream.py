@@ -124,7 +124,8 @@ def capture(
     include_input : bool, optional
         Default True. Whether the raw inputs become the first block, ``"input"``: images
         ``(N, C, H, W)`` as ``(N, C, H*W)`` with ``spatial_shape=(H, W)``, or
-        ``(N, H*W)`` when ``C == 1``; flat inputs ``(N, P)`` as a matrix.
+        ``(N, H*W)`` when ``C == 1``; flat inputs ``(N, P)`` as a matrix. Images
+        with more than ``max_positions`` pixels are pooled (see there).
     device : torch.device or str, optional
         Where the forward pass runs; the model's own device by default.
         Batches are moved there (and floating inputs cast to the model's
@@ -137,8 +138,12 @@ def capture(
         to memory-mapped files (``meta["storage"] == "memmap"``).
     max_positions : int or None
         Bound on the spatial positions of a conv map that does not fit in
-        memory: it is pooled to at most this many positions (default 256,
-        16 x 16). None never pools.
+        memory, and of the input block always: they are adaptive-average
+        pooled to the largest grid of at most this many positions with their
+        aspect ratio (default 256: 224 x 224 becomes 16 x 16), recorded in
+        ``meta["pooled_from"]``. A pooled input image is drawn from its
+        thumbnails (``Blocks.thumbnails``: at most 64 x 64, float16). None
+        never pools.
     flatten : bool, optional
         Default False. Make every block a matrix ``(N, features)``
         (``meta["flattened_from"]``).
@@ -160,7 +165,8 @@ def capture(
     -------
     Blocks
         The input block (when ``include_input``), then one block per layer in
-        forward order, with ``labels`` and ``sample_shape``. Each block knows
+        forward order, with ``labels``, ``sample_shape`` and ``thumbnails`` (None
+        unless the input was pooled). Each block knows
         its squared norm (``sq_norm``), its storage (``meta["storage"]``) and
         its per-sample shape before pooling and flattening (``meta["raw_shape"]``).
     """
@@ -227,12 +233,14 @@ def capture(
                                      include_input, progress)
         except BaseException:
             for target in targets:
-                target.store.discard()
+                target.discard()
             raise
     blocks = [t.block(n_rows) for t in targets]
     if like is not None:
         blocks.sort(key=lambda b: like.names.index(b.name))
-    return Blocks(blocks, labels=labels, sample_shape=tuple(first[0].shape[1:]))
+    thumbnails = targets[0].thumbnails(n_rows) if include_input else None
+    return Blocks(blocks, labels=labels, sample_shape=tuple(first[0].shape[1:]),
+                  thumbnails=thumbnails)
 
 
 def _output_keys(output_keys, prefixes) -> dict:
@@ -360,8 +368,7 @@ def _stream(net, first, batches, source, targets, device, dtype, include_input, 
             n = raw.shape[0]
             x = to_device(raw, device, dtype)
             for target in targets:
-                target.store.reserve(start + n, start)
-                target.start, target.calls = start, 0
+                target.begin(start, n)
             if include_input:
                 same = x.dtype == raw.dtype and x.device == targets[0].store.device
                 targets[0].write(x if same else raw)
