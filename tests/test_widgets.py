@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import types
 
-import bqplot as bq
 import numpy as np
 import pytest
 import torch
@@ -81,16 +80,16 @@ def click_cell(view, row, col):
 
 def test_gallery_shows_exactly_top_k_of_each_component(blocks, est):
     gallery = InputGallery.from_fitted(blocks, est, top_k=5)
-    renderer = gallery.renderer
+    renderer, grid = gallery.renderer, gallery.top_grid
     for r in range(RANK):
         gallery.component = r
         want = np.argsort(-est.A_[:, r])[:5]
         np.testing.assert_array_equal(gallery.shown, want)
-        for slot, (_, image, button) in enumerate(gallery.tiles):
-            i = want[slot]
-            assert button.description == f"#{i}  {est.A_[i, r]:+.3f}"
-            expected = renderer.png(renderer.to_uint8(blocks["input"].numpy([i])[0]))
-            assert image.value == expected
+        assert grid.kind == "gray" and len(grid.pixels) == 5 * 64  # one buffer, 5 tiles
+        for slot, i in enumerate(want):
+            assert grid.captions[slot] == f"#{i}  {est.A_[i, r]:+.3f}"
+            expected = renderer.to_uint8(blocks["input"].numpy([i])[0])
+            np.testing.assert_array_equal(grid.image(slot), expected)
 
 
 def test_component_map_click_selects_component_and_block_in_every_view(peek, est):
@@ -152,8 +151,7 @@ def test_brush_selection_highlights_gallery_and_sets_profile(peek, est):
     assert peek.selected == want and gallery.selected == want
     np.testing.assert_allclose(smap.profile.y, peek.fitted.selection_z(want))
     np.testing.assert_allclose(smap.highlight.x, est.A_[want, 0])
-    outlined = [int(gallery.shown[s]) for s, (box, _, _) in enumerate(gallery.tiles)
-                if "transparent" not in box.layout.border]
+    outlined = [int(i) for i, on in zip(gallery.shown, gallery.top_grid.outlined) if on]
     assert outlined and set(outlined) <= set(want)
     smap.clear_button.click()
     assert peek.selected == []
@@ -172,9 +170,12 @@ def test_lasso_selects_drawn_samples(peek):
 
 def test_gallery_click_selects_input(peek):
     gallery = peek.views["gallery"]
-    gallery.tiles[3][2].click()
+    gallery.top_grid.clicked = 3  # what the front end sends for a click on the fourth tile
     assert peek.selected == [int(gallery.shown[3])]
-    assert "transparent" not in gallery.tiles[3][0].layout.border
+    assert gallery.top_grid.outlined[3] and gallery.top_grid.clicked == -1
+    peek.selected = []
+    gallery.top_grid.clicked = 3  # a second click on the same tile counts too
+    assert peek.selected == [int(gallery.shown[3])]
 
 
 def test_profile_bar_click_selects_component(peek):
@@ -260,16 +261,17 @@ def test_fold_in_shows_new_inputs_without_refit(fitted_peek):
     assert peek.estimator is before
     smap, gallery = peek.views["sample_map"], peek.views["gallery"]
     assert len(smap.folded.x) == 4
-    assert len(gallery.new_grid.children) == 4
-    assert bytes(gallery.new_tiles[0][1].value).startswith(b"\x89PNG")
+    assert len(gallery.new_grid.captions) == 4
+    r = gallery.renderer
+    np.testing.assert_array_equal(gallery.new_grid.image(0), r.to_uint8(new["input"].numpy()[0]))
     peek.component = 1
     np.testing.assert_allclose(smap.folded.x, A_new[:, 1])
-    assert gallery.new_tiles[2][2].description == f"new 2  {A_new[2, 1]:+.3f}"
+    assert gallery.new_grid.captions[2] == f"new 2  {A_new[2, 1]:+.3f}"
     with pytest.raises(ValueError, match="no model"):
         peek.add_inputs(torch.zeros(2, 1, 8, 8))
     peek.refit(rank=2)  # folded-in inputs stay, projected onto the new fit
     np.testing.assert_allclose(peek.fitted.folded_A, peek.estimator.transform(new))
-    assert len(smap.folded.x) == 4 and len(gallery.new_grid.children) == 4
+    assert len(smap.folded.x) == 4 and len(gallery.new_grid.captions) == 4
 
 
 def test_save_offers_the_file_for_download(fitted_peek, tmp_path):
@@ -339,10 +341,6 @@ def test_renderer_denormalizes_and_caches():
 
 
 def test_rgb_inputs_and_patterns():
-    import io
-
-    from PIL import Image
-
     rng = np.random.default_rng(0)
     blocks = Blocks([Block("input", torch.from_numpy(rng.random((20, 3, 16), dtype=np.float32)),
                            (4, 4)),
@@ -350,7 +348,7 @@ def test_rgb_inputs_and_patterns():
                     sample_shape=(3, 4, 4))
     est = stand_in(blocks, rank=2)
     gallery = InputGallery.from_fitted(blocks, est, top_k=4)
-    assert Image.open(io.BytesIO(bytes(gallery.tiles[0][1].value))).mode == "RGB"
+    assert gallery.top_grid.kind == "rgb" and gallery.top_grid.image(0).shape == (4, 4, 3)
     layer = LayerResponse.from_fitted(blocks, est)
     layer.component = 1
     assert layer.mode == "image"
@@ -365,10 +363,9 @@ def test_non_image_inputs_draw_line_plots():
     blocks = Blocks([Block("input", torch.from_numpy(rng.random((30, 5), dtype=np.float32))),
                      Block("h", torch.from_numpy(rng.random((30, 6), dtype=np.float32)))])
     gallery = InputGallery.from_fitted(blocks, stand_in(blocks, rank=2), top_k=3)
-    assert not gallery.renderer.is_image
-    tile = gallery.tiles[0][1]
-    assert isinstance(tile, bq.Figure)
-    np.testing.assert_allclose(tile.marks[0].y, blocks["input"].numpy([gallery.shown[0]])[0])
+    assert not gallery.renderer.is_image and gallery.top_grid.kind == "line"
+    np.testing.assert_allclose(gallery.top_grid.image(0),
+                               blocks["input"].numpy([gallery.shown[0]])[0])
     layer = LayerResponse.from_fitted(blocks, stand_in(blocks, rank=2))
     layer.block = "input"
     assert layer.mode == "matrix"

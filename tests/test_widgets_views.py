@@ -140,7 +140,7 @@ def test_every_view_says_what_its_numbers_are(peek):
 
 # -- 3. fit health -----------------------------------------------------------------------------
 def visible_tiles(gallery) -> int:
-    return sum(box.layout.display != "none" for box, _, _ in gallery.tiles)
+    return len(gallery.top_grid.captions)
 
 
 def test_a_dead_component_is_marked_on_the_map_and_in_the_gallery(blocks):
@@ -206,7 +206,7 @@ def test_a_selection_of_planted_samples_shows_them_and_marks_their_component():
     peek.selected = np.arange(6)  # an integer array, as code would pass it
     gallery, cmap, smap = (peek.views[k] for k in ("gallery", "component_map", "sample_map"))
     assert sorted(gallery.selection_shown.tolist()) == list(range(6))
-    assert len(gallery.selection_grid.children) == 6
+    assert len(gallery.selection_grid.captions) == 6 and gallery.selection_grid.kind == "gray"
     assert f"they load on component <b>{planted}</b>" in gallery.selection_label.value
     assert cmap.heatmap.column[planted] == f"{planted} ▲" and "▲" not in cmap.heatmap.column[
         other]
@@ -216,7 +216,7 @@ def test_a_selection_of_planted_samples_shows_them_and_marks_their_component():
     assert z[planted] > 1 > z[other]
     assert smap.profile.colors[planted] != smap.profile.colors[other]
     peek.selected = []
-    assert gallery.selection_grid.children == () and "▲" not in "".join(cmap.heatmap.column)
+    assert gallery.selection_grid.captions == [] and "▲" not in "".join(cmap.heatmap.column)
     assert cmap.selection.value == ""
 
 
@@ -302,7 +302,7 @@ def test_clearing_the_selection_clears_the_brush_and_lasso_marks(peek, monkeypat
     smap.tool.value = "lasso"
     smap.scatter.selected = np.array([1, 2])
     assert len(peek.selected) == 2 and len(resets) == 4  # switching tools cleared the brush
-    peek.views["gallery"].tiles[0][2].click()  # a selection made elsewhere
+    peek.views["gallery"].top_grid.clicked = 0  # a selection made elsewhere (a tile click)
     assert peek.selected == [int(peek.views["gallery"].shown[0])] and len(resets) == 6
 
 
@@ -333,11 +333,13 @@ def test_the_gallery_draws_a_conv_components_spatial_map_over_its_inputs(peek, b
     V = est.factors_["conv"][1][:, 1].reshape(4, 4)
     i = int(gallery.shown[0])
     x = blocks["input"].numpy([i])[0]
-    want = r.png(overlay_map(r.to_uint8(x)[None], V)[0])
-    assert bytes(gallery.tiles[0][1].value) == want
+    assert gallery.top_grid.kind == "rgb"
+    np.testing.assert_array_equal(gallery.top_grid.image(0),
+                                  overlay_map(r.to_uint8(x)[None], V)[0])
     assert "component 1 in <b>conv</b> (4x4, upsampled to 8x8" in gallery.overlay_caption.value
     gallery.overlay_toggle.value = False
-    assert bytes(gallery.tiles[0][1].value) == r.png(r.to_uint8(x))
+    assert gallery.top_grid.kind == "gray"
+    np.testing.assert_array_equal(gallery.top_grid.image(0), r.to_uint8(x))
     peek.block = "fc"
     assert gallery.overlay_box.layout.display == "none"
 
@@ -402,3 +404,43 @@ def test_path_summary_says_where_a_component_is_born_and_fades():
     assert "peaks in <b>relu1</b> (30%)" in text and "from relu1 to relu2" in text
     assert "only in input" in path_summary(names, np.array([0.5, 0.1, 0.0, -0.2]))
     assert "explains no block" in path_summary(names, np.array([-0.1, 0.0, -0.2, 0.0]))
+
+
+# -- 7. the gallery as one widget ----------------------------------------------------------
+def test_the_gallery_is_a_few_widgets_whatever_its_size():
+    import ipywidgets
+
+    from peekwidgets.widgets import InputGallery
+
+    blocks = make_blocks(n=300)
+    est = stand_in(blocks)
+    made = {}
+    for top_k in (12, 100):
+        before = len(ipywidgets.Widget.widgets)
+        gallery = InputGallery.from_fitted(blocks, est, top_k=top_k)
+        made[top_k] = len(ipywidgets.Widget.widgets) - before
+    assert made[12] == made[100] < 50  # with ipywidgets tiles: 109 and 725
+    assert len(gallery.top_grid.captions) == 100
+    assert len(gallery.top_grid.pixels) == 100 * 64  # all 100 images in one buffer
+
+
+def test_tile_grid_ships_its_front_end_and_reports_hovers(peek):
+    from pathlib import Path
+
+    from peekwidgets.widgets.tiles import TileGrid
+
+    grid = peek.views["gallery"].top_grid
+    static = Path(__file__).parents[1] / "peekwidgets" / "widgets" / "static"
+    assert "export default { render }" in (static / "tiles.js").read_text()
+    assert ".peek-tiles" in (static / "tiles.css").read_text()
+    assert "export default" in str(grid._esm)  # the module's source, read at import
+    grid.hovered = 2  # the front end: the mouse entered the third tile
+    assert peek.views["gallery"].hovered == int(peek.views["gallery"].shown[2])
+    grid.hovered = -1
+    assert peek.views["gallery"].hovered == -1
+    with pytest.raises(ValueError, match="2 tiles of data for 3 captions"):
+        TileGrid().show(np.zeros((2, 4, 4), np.uint8), ["a", "b", "c"])
+    lines = TileGrid()
+    lines.show(np.arange(6.0).reshape(2, 3), ["a", "b"])
+    assert lines.kind == "line" and lines.tile_shape == [3]
+    np.testing.assert_array_equal(lines.image(1), [3.0, 4.0, 5.0])
