@@ -6,12 +6,14 @@ first scaled by ``block_scales_[b] = weight_b / ||X_b||`` (or by its weight alon
 ``normalize=False``); the loss is the sum over blocks of the squared residuals of the scaled
 blocks.
 
-One sweep reads every block once, sample batch by sample batch: for each batch it takes the
-batch's explicit residual (loss of the current state), solves the batch's rows of ``A`` from all
-blocks at once, and accumulates each block's compressed data ``Y_b = A^T X_b(0)`` and
-``A^T A``. After the pass, every block's factors are updated from ``Y_b`` alone (a matrix block
-``B``, a tensor block ``U`` then ``V``), which needs no further data pass. Least squares (ALS on
-the normal equations) and nonnegative (HALS) share this sweep and the stopping rule.
+One sweep reads every block once, sample batch by sample batch, with two products per batch:
+it solves the batch's rows of ``A`` from all blocks at once (``X_b F_b``), and accumulates each
+block's compressed data ``Y_b = A^T X_b(0)`` and ``A^T A``. After the pass, every block's factors
+are updated from ``Y_b`` alone (a matrix block ``B``, a tensor block ``U`` then ``V``), which
+needs no further data pass. The loss is tracked through the exact decrease of each update
+(factor-sized arithmetic); a third product, the explicit residual, anchors it now and then (see
+``CoupledCP._sweeps``). Least squares (ALS on the normal equations) and nonnegative (HALS) share
+this sweep and the stopping rule.
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ __all__ = ["BatchedData", "CoupledCP"]
 #: included) run single-threaded: with skinny (rank-wide) products a second BLAS thread gains
 #: little and, on a busy machine, its wake-ups cost up to 10x (measured on a 2-core VM).
 _SINGLE_THREAD_ELEMENTS = 1 << 22
+
+#: Sweeps between explicit residuals, which anchor the loss that the sweeps' decreases track.
+CHECK_EVERY = 10
+#: An explicit residual also comes as soon as the rounding that the tracked loss may have
+#: gathered since the last one (about ``eps * sqrt(||X||^2 * decrease)`` a sweep) exceeds this
+#: share of the loss.
+DRIFT = 1e-6
 
 
 class BatchedData:
@@ -186,7 +195,9 @@ class CoupledCP(Params):
     loss_ : float
         Sum over blocks of the squared residuals of the scaled blocks.
     loss_history_ : list of float
-        Loss after each sweep of the kept start.
+        Loss after each sweep of the kept start: explicit where the residual was formed (the
+        first and last entries included), else the last explicit loss minus the exact
+        decreases of the sweeps since (to about ``DRIFT`` relative).
     n_iter_ : int
     converged_, interrupted_ : bool
     """
@@ -342,97 +353,118 @@ class CoupledCP(Params):
     def _sweeps(self, data: BatchedData, factors, total_sq: float, bar, callback=None) -> dict:
         """ALS or HALS sweeps from the given block factors; stops on convergence or Ctrl-C.
 
+        Every update (rows of A, each block factor) solves a quadratic problem, whose decrease
+        the sweep computes exactly from factor-sized quantities (:func:`ops.decrease`), with a
+        rounding error that shrinks with the step. The loss of each state is the loss of the
+        one before minus that decrease, so the stopping rule (relative change below ``tol``)
+        needs no explicit residual and is not limited by the float32 cancellation of
+        ``||X||^2 - ||Xhat||^2``. Explicit residuals anchor the loss: in the second sweep
+        (the first state's loss), every ``CHECK_EVERY`` sweeps, whenever the rounding the
+        tracked loss may have gathered exceeds ``DRIFT`` of it (large steps towards a nearly
+        exact fit), at extrapolated points, and at the end.
+
         With ``extrapolate``, every second sweep starts from ``S + (j - 1) (S - S_prev)`` with
         ``j = sweep ** (1 / p)`` (TensorLy's line search schedule); the sweep is kept only if the
-        explicit loss of that point is below the estimated loss of ``S``, else it is redone from
-        ``S`` and after 4 failures ``p`` grows (smaller jumps).
+        explicit loss of that point is below the loss of ``S`` by more than its rounding, else
+        it is redone from ``S`` and after 4 failures ``p`` grows (smaller jumps).
         """
         a_cur, a_next, a_last = (
             torch.zeros(data.n, self.rank, dtype=data.dtype, device=data.home) for _ in range(3))
         a_ext = torch.empty_like(a_cur) if self.extrapolate else None
         have_a = False  # before the first sweep A holds no values
-        losses, converged, interrupted, n_iter = [], False, False, 0
-        last_factors, estimate, power, fails = None, np.inf, 2.0, 0
-        floor = (10 * torch.finfo(data.dtype).eps) ** 2 * total_sq  # an exact fit, to rounding
-        # The estimated loss of S cancels in the data dtype: an extrapolation must beat it by
-        # more than that rounding, so an accepted step never raises the explicit loss.
-        margin = 10 * torch.finfo(data.dtype).eps * total_sq
+        losses = []  # loss of the state after each sweep (None until the second sweep)
+        converged, interrupted, n_iter = False, False, 0
+        last_factors, power, fails = None, 2.0, 0
+        eps = torch.finfo(data.dtype).eps
+        floor = (10 * eps) ** 2 * total_sq  # an exact fit, to rounding
+        drift = 0.0  # rounding gathered by the tracked loss since the last explicit one
         try:
             for it in range(self.max_iter):
-                loss = None
+                accepted = False
                 if self.extrapolate and it >= 2 and it % 2 == 0:
                     jump = it ** (1.0 / power) - 1.0
                     torch.add(a_cur, a_cur - a_last, alpha=jump, out=a_ext)
                     ext = [[f + jump * (f - g) for f, g in zip(fs, gs)]
                            for fs, gs in zip(factors, last_factors)]
-                    loss, new_factors, new_estimate = self._sweep(data, ext, a_ext, a_next)
-                    if not loss < total_sq + estimate - margin:
-                        loss, fails = None, fails + 1
+                    loss, new_factors, drop = self._sweep(data, ext, a_ext, a_next, True)
+                    # beat the loss of S by more than the rounding of the explicit losses
+                    rounding = 10 * eps * math.sqrt(total_sq * max(losses[-1], 0.0))
+                    accepted = loss < losses[-1] - rounding
+                    if not accepted:
+                        loss = None
+                        fails += 1
                         if fails == 4:
                             power, fails = power + 1.0, 0
-                if loss is None:
-                    loss, new_factors, new_estimate = self._sweep(
-                        data, factors, a_cur if have_a else None, a_next)
+                if not accepted:
+                    measure = it == 1 or (it > 1 and (it % CHECK_EVERY == 0
+                                                      or drift > DRIFT * losses[-1]))
+                    loss, new_factors, drop = self._sweep(
+                        data, factors, a_cur if have_a else None, a_next, measure)
+                if loss is not None:  # explicit (also at an extrapolated point)
+                    losses[-1], drift = loss, 0.0
                 a_last, a_cur, a_next = a_cur, a_next, a_last
-                last_factors, factors, estimate, have_a = factors, new_factors, new_estimate, True
+                last_factors, factors, have_a = factors, new_factors, True
+                losses.append(None if it == 0 else losses[-1] - drop)
+                drift += eps * math.sqrt(total_sq * abs(drop))
                 n_iter += 1
                 bar.update()
                 if callback is not None:
-                    callback(n_iter, None if loss is None else loss / total_sq)
-                if loss is None:
+                    callback(n_iter, None if it == 0 else losses[-1] / total_sq)
+                if it == 0:
                     continue
-                losses.append(loss)
-                bar.set_postfix(loss=f"{loss / total_sq:.3e}", refresh=False)  # at tqdm's pace
-                if loss <= floor or (
-                    len(losses) > 1 and abs(losses[-2] - loss) <= self.tol * losses[-2]
-                ):
+                bar.set_postfix(loss=f"{losses[-1] / total_sq:.3e}", refresh=False)
+                if losses[-1] <= floor or abs(drop) <= self.tol * losses[-2]:
                     converged = True
                     break
         except KeyboardInterrupt:
             interrupted = True
         final = self._final_pass(data, factors, a_cur if have_a else None)
         if have_a:
-            losses.append(final["loss"])
+            losses[-1] = final["loss"]
         final.update(factors=factors, n_iter=n_iter, converged=converged,
                      interrupted=interrupted, losses=losses)
         return final
 
-    def _sweep(self, data, factors, a_prev, a_out):
-        """One pass: loss of the current state, new A rows (into ``a_out``), new block factors.
+    def _sweep(self, data, factors, a_prev, a_out, measure: bool = False):
+        """One pass: new A rows (into ``a_out``) and new block factors.
 
-        Returns ``(loss of the state before the sweep or None, new block factors, estimate)``:
-        the loss of the new state is about ``sum_b ||X_b||^2 + estimate`` with ``estimate =
-        sum_b <A^T A, G_b> - 2 <Y_b, F_b>`` from the Gram matrices and the compressed blocks
-        (no further data pass, but float32 cancellation near convergence).
+        ``a_prev`` (None before the first sweep) is the current A: the start of the nonnegative
+        solves; with ``measure``, the explicit residual of the current state is formed too.
+        Returns ``(loss of the current state or None, new block factors, decrease)``, the
+        decrease of the loss from the current state to the new one (without ``a_prev``, from
+        the state with the new A only).
         """
         work = _on_device(factors, data)
         work_s = _scaled(work, data)
         g_a = sum(ops.gram(fs) for fs in factors)
+        g_t = torch.from_numpy(g_a).to(data.device)
         ys = [torch.zeros(self.rank, math.prod(s), dtype=torch.float64, device=data.device)
               for s in data.mode_shapes]
         ata = torch.zeros(self.rank, self.rank, dtype=torch.float64, device=data.device)
-        loss = 0.0
+        loss = drop = 0.0
         for start, stop, xs in data.chunks():
             m = sum(ops.mttkrp_rows(x, fs).double() for x, fs in zip(xs, work_s))
             old = None
             if a_prev is not None:
                 old = a_prev[start:stop].to(data.device)
-                loss += sum(ops.residual_sq(x, old, fs, s)
-                            for x, fs, s in zip(xs, work, data.scales))
+                if measure:
+                    loss += sum(ops.residual_sq(x, old, fs, s)
+                                for x, fs, s in zip(xs, work, data.scales))
                 old = old.double()
-            a64 = ops.solve(g_a, m, old, self.nonnegative, n_inner=2)
-            a = a64.to(data.dtype)
+            start_a = None if old is None else old.clone()  # HALS updates its start in place
+            a = ops.solve(g_a, m, start_a, self.nonnegative, n_inner=2).to(data.dtype)
             for y, x, s in zip(ys, xs, data.scales):
                 y += ops.compress(x, a * s).double()
-            a_used = a.double()  # A as stored, so the estimate is the loss of that state
-            ata += a_used.T @ a_used
+            a64 = a.double()  # A as stored: the decreases are those of the stored states
+            ata += a64.T @ a64
+            if old is not None:
+                drop += ops.decrease(old, a64, g_t, m)
             a_out[start:stop] = a.to(data.home)
         ata = ata.cpu().numpy()
-        ys = [y.cpu().numpy() for y in ys]
-        new = [ops.update_block(fs, y, ata, self.nonnegative) for fs, y in zip(factors, ys)]
-        estimate = sum(
-            np.sum(ata * ops.gram(fs)) - 2.0 * ops.inner(y, fs) for y, fs in zip(ys, new))
-        return (loss if a_prev is not None else None), new, estimate
+        updates = [ops.update_block(fs, y.cpu().numpy(), ata, self.nonnegative)
+                   for fs, y in zip(factors, ys)]
+        drop += sum(d for _, d in updates)
+        return (loss if a_prev is not None and measure else None), [f for f, _ in updates], drop
 
     def _final_pass(self, data, factors, a_cur) -> dict:
         """Explicit residual and per-component inner products ``<X_b, Xhat_br>`` of the final state.
