@@ -441,7 +441,8 @@ class CoupledCP(Params):
         ys = [torch.zeros(self.rank, math.prod(s), dtype=torch.float64, device=data.device)
               for s in data.mode_shapes]
         ata = torch.zeros(self.rank, self.rank, dtype=torch.float64, device=data.device)
-        loss = drop = 0.0
+        loss = 0.0
+        drop = torch.zeros((), dtype=torch.float64, device=data.device)  # of the A update
         for start, stop, xs in data.chunks():
             m = sum(ops.mttkrp_rows(x, fs).double() for x, fs in zip(xs, work_s))
             old = None
@@ -451,7 +452,7 @@ class CoupledCP(Params):
                     loss += sum(ops.residual_sq(x, old, fs, s)
                                 for x, fs, s in zip(xs, work, data.scales))
                 old = old.double()
-            start_a = None if old is None else old.clone()  # HALS updates its start in place
+            start_a = old.clone() if self.nonnegative and old is not None else None  # in place
             a = ops.solve(g_a, m, start_a, self.nonnegative, n_inner=2).to(data.dtype)
             for y, x, s in zip(ys, xs, data.scales):
                 y += ops.compress(x, a * s).double()
@@ -463,7 +464,7 @@ class CoupledCP(Params):
         ata = ata.cpu().numpy()
         updates = [ops.update_block(fs, y.cpu().numpy(), ata, self.nonnegative)
                    for fs, y in zip(factors, ys)]
-        drop += sum(d for _, d in updates)
+        drop = float(drop) + sum(d for _, d in updates)
         return (loss if a_prev is not None and measure else None), [f for f, _ in updates], drop
 
     def _final_pass(self, data, factors, a_cur) -> dict:

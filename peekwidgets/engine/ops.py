@@ -120,16 +120,16 @@ def solve(g, m, start, nonnegative: bool, n_inner: int = HALS_INNER):
     return hals(start, g, m, n_inner)
 
 
-def decrease(old, new, h, rhs) -> float:
+def decrease(old, new, h, rhs):
     """``f(old) - f(new)`` of the quadratic ``f(x) = <x h, x> - 2 <x, rhs>`` as
     ``<d h, d> + 2 <d, new h - rhs>`` with ``d = old - new``.
 
     Exact for any ``new``, and free of the cancellation of subtracting two losses: its rounding
     error shrinks with ``d``. ``x : (m, rank)``, ``h : (rank, rank)``, ``rhs : (m, rank)``; numpy
-    arrays or torch tensors (all of one kind).
+    arrays or torch tensors (all of one kind), and a scalar of that kind (no device sync).
     """
     d = old - new
-    return float(((d @ h) * d).sum() + 2.0 * (d * (new @ h - rhs)).sum())
+    return ((d @ h) * d).sum() + 2.0 * (d * (new @ h - rhs)).sum()
 
 
 def update_block(factors: list[np.ndarray], y: np.ndarray, ata: np.ndarray,
@@ -143,7 +143,7 @@ def update_block(factors: list[np.ndarray], y: np.ndarray, ata: np.ndarray,
     if len(factors) == 1:
         b, rhs = factors[0], y.T
         new = solve(ata, rhs, b.copy(), nonnegative)
-        return [new], decrease(b, new, ata, rhs)
+        return [new], float(decrease(b, new, ata, rhs))
     u, v = factors
     y3 = y.reshape(-1, u.shape[0], v.shape[0])
     h, rhs = ata * (v.T @ v), np.einsum("rcs,sr->cr", y3, v)
@@ -151,4 +151,4 @@ def update_block(factors: list[np.ndarray], y: np.ndarray, ata: np.ndarray,
     drop = decrease(u, u_new, h, rhs)
     h, rhs = ata * (u_new.T @ u_new), np.einsum("rcs,cr->sr", y3, u_new)
     v_new = solve(h, rhs, v.copy(), nonnegative)
-    return [u_new, v_new], drop + decrease(v, v_new, h, rhs)
+    return [u_new, v_new], float(drop + decrease(v, v_new, h, rhs))
