@@ -1,205 +1,328 @@
-"""Reproduction: is the rank of the joint factorization a label-free training-quality indicator?
+"""Is the rank of the joint factorization a label-free training-quality indicator, out of sample?
 
-Builds a zoo of LeNet-5 checkpoints on MNIST (the official test split of
-``--data``: the first 8,000 images train, the last 2,000 are the held-out set
-that is captured, factorized and scored): clean runs for each ``--seeds`` seed
-(init, a few steps, 1/4, 1, 3 and 10 epochs) and degraded runs (50% label noise,
-random labels, tiny training subsets). For every checkpoint it computes the rank
-profile (package defaults) and prints the per-checkpoint table, the Spearman
-correlation of the indicator score with held-out accuracy (clean runs; whole
-zoo; each clean seed) and, in the same run, the same for the baselines (RankMe of
-the penultimate layer; components for 95% of the energy of the logits) and for
-the centering/scaling variants of the profile. Writes a PNG of the profiles.
-``--dataset digits`` runs the same protocol on a second, small zoo (DigitsCNN on
-scikit-learn's bundled digits).
+The protocol of issue 14, on the three checkpoint zoos of ``rank_zoos.py`` (LeNet-5 on MNIST,
+DigitsCNN on the bundled digits, a BatchNorm CNN on MNIST; each trained on one part of its
+dataset and captured on a held-out part):
 
-Trained checkpoints are cached (``--cache``, default ``.cache/rank_quality`` in
-the repository root), so a rerun only recomputes the analysis. Accuracy is
-computed for validation only; nothing in the indicator sees a label.
+1. Measure. Every checkpoint goes through :func:`peekwidgets.analysis.compare_checkpoints`
+   with the package's defaults (``max_rank=30``), which gives the paper's indicator ``score``
+   and the label-free baselines (components holding 95% of the logits' uncentered energy,
+   RankMe of the penultimate block, the first component's share). The same held-out capture
+   gives the candidates below. Held-out accuracy only validates; no criterion sees a label.
+2. Choose. Each candidate family has free settings (a threshold, a rank, centering, how the
+   blocks are summarized across depth, and the sign). They are chosen on the LeNet-5 zoo only,
+   by the mean of two Spearman correlations with held-out accuracy there: all clean checkpoints
+   pooled over seeds, and the trained ones (clean, at least one epoch) pooled.
+3. Score. The chosen settings, unchanged, on the digits and BatchNorm zoos, which played no
+   part in the choice. A candidate would replace the package's default only if it beats the
+   logits baseline there, on both the clean and the trained checkpoints.
 
-Usage: python benchmarks/rank_quality.py --data ../shared/data/mnist
+Candidates: the score at other thresholds; the integer rank; the score of centered blocks;
+each block's effective rank (RankMe of the block) summarized across depth, by its mean (log)
+or its trend (least-squares slope against depth); and each layer's own structure, the share
+of its best rank-R fit that the components it shares with the input do not explain,
+``1 - fit of the layer in the joint (input, layer) model / fit of the layer alone``, mean or
+trend across depth. Spearman figures are reported pooled and per seed, for the clean
+checkpoints, the trained ones and the whole zoo (degraded nets included).
+
+Measurements are cached next to the trained zoos (``.cache/rank_quality/<zoo>/``), so a rerun
+only prints; delete that folder to recompute. ``--quick`` runs smaller zoos (two seeds, up to
+3 epochs, fewer images) through the same protocol. The last four lines are
+``insample_clean_spearman=``, ``outofsample_clean_spearman=``,
+``outofsample_trained_spearman=`` (the default score) and ``outofsample_baseline_best=``
+(the best baseline against the default score, on the same checkpoints).
+
+Usage: python benchmarks/rank_quality.py [--data ../shared/data/mnist] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
+import itertools
 import json
 import time
-from dataclasses import dataclass
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import TensorDataset
+from rank_zoos import CACHE, DATA, FITTED, build, zoos
+from scipy.stats import spearmanr
 
-from peekwidgets.analysis import DEFAULT_THRESHOLD, estimate_rank, rank_profile
+from peekwidgets.analysis import (
+    DEFAULT_THRESHOLD,
+    ENERGY_SHARE,
+    compare_checkpoints,
+    estimate_rank,
+    rank_profile,
+    rankme,
+)
 from peekwidgets.capture import capture
-from peekwidgets.demo.datasets import load_digits, load_mnist
-from peekwidgets.demo.models import DigitsCNN, LeNet5, train_classifier
 
-ROOT = Path(__file__).resolve().parents[1]
-BATCH = 64
-
-
-@dataclass
-class Setup:
-    """One zoo: a dataset split, an architecture and the layers the baselines read."""
-
-    name: str
-    model: type
-    n_train: int
-    n_held: int
-    penultimate: str
-    logits: str
-    few_steps: int
-    degraded: list  # (run name, kind, seed, options)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return -(-self.n_train // BATCH)
-
-    @property
-    def clean_steps(self) -> dict:
-        """Clean trajectory checkpoints: init, a few steps, 1/4, 1, 3 and 10 epochs."""
-        e = self.steps_per_epoch
-        return {"init": 0, f"{self.few_steps} steps": self.few_steps, "1/4 ep": e // 4,
-                "1 ep": e, "3 ep": 3 * e, "10 ep": 10 * e}
-
-    def load(self, data):
-        """``(x, y)`` in the fixed order whose first ``n_train`` samples train."""
-        if self.name == "mnist":
-            return load_mnist(data).tensors
-        x, y = load_digits().tensors
-        perm = torch.from_numpy(np.random.default_rng(0).permutation(len(x)))
-        return x[perm], y[perm]
+#: Largest rank of the profiles (thresholds down to 0.5% need about 20).
+MAX_RANK = 30
+#: Largest rank of the (input, layer) and layer-alone fits of the own-structure candidate.
+PAIR_RANK = 20
+#: Bump when the measurements change, so cached ones are recomputed.
+MEASURES_VERSION = 1
+THRESHOLDS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.08)
+PAIR_RANKS = (2, 5, 10, 20)
+SUBSETS = ("clean", "trained", "zoo")
 
 
-SETUPS = {
-    # MNIST test split: images 0..7999 train, 8000..9999 are captured and scored.
-    "mnist": Setup("mnist", LeNet5, 8000, 2000, "relu4", "fc3", 10, [
-        ("noise50 s0", "label noise", 0, {"noise": 0.5, "epochs": 10}),
-        ("noise50 s1", "label noise", 1, {"noise": 0.5, "epochs": 10}),
-        ("random s0", "random labels", 0, {"noise": 1.0, "epochs": 20}),
-        ("subset100 s0", "tiny subset", 0, {"subset": 100, "epochs": 100}),
-        ("subset500 s0", "tiny subset", 0, {"subset": 500, "epochs": 30}),
-    ]),
-    # sklearn's 8x8 digits, shuffled once (seed 0): 1,400 train, 397 are captured and scored.
-    "digits": Setup("digits", DigitsCNN, 1400, 397, "relu3", "fc2", 3, [
-        ("noise50 s0", "label noise", 0, {"noise": 0.5, "epochs": 30}),
-        ("noise50 s1", "label noise", 1, {"noise": 0.5, "epochs": 30}),
-        ("random s0", "random labels", 0, {"noise": 1.0, "epochs": 60}),
-        ("subset100 s0", "tiny subset", 0, {"subset": 100, "epochs": 100}),
-    ]),
-}
+# --- measurements ------------------------------------------------------------------------------
 
-
-def _train_run(setup: Setup, kind, seed, opts, x, y):
-    """Train one run; returns ``[(checkpoint name, state_dict)]``."""
-    torch.manual_seed(seed)
-    model = setup.model()
-    gen = np.random.default_rng(1000 + seed)
-    xs, ys = x[: setup.n_train], y[: setup.n_train].clone()
-    if "subset" in opts:
-        idx = torch.from_numpy(gen.choice(setup.n_train, opts["subset"], replace=False))
-        xs, ys = xs[idx], ys[idx]
-    if "noise" in opts:
-        flip = torch.from_numpy(gen.random(len(ys)) < opts["noise"])
-        ys[flip] = torch.from_numpy(gen.integers(0, 10, int(flip.sum())))
-    data = TensorDataset(xs, ys)
-    if kind == "clean":
-        steps = setup.clean_steps
-        cps = train_classifier(model, data, epochs=10, seed=seed,
-                               checkpoint_steps=steps.values(), batch_size=BATCH)
-        by_step = {c.step: c.state_dict for c in cps}
-        return [(label, by_step[s]) for label, s in steps.items()]
-    train_classifier(model, data, epochs=opts["epochs"], seed=seed, batch_size=BATCH)
-    return [("end", {k: v.clone() for k, v in model.state_dict().items()})]
-
-
-def build_zoo(setup: Setup, seeds, x, y, cache: Path):
-    """The zoo as ``[dict(name, kind, seed, state_dict)]``, trained or read from the cache."""
-    cache = cache / setup.name
-    cache.mkdir(parents=True, exist_ok=True)
-    zoo = []
-    runs = [(f"clean s{s}", "clean", s, {}) for s in seeds] + setup.degraded
-    for run, kind, seed, opts in runs:
-        key = hashlib.sha1(json.dumps([kind, seed, opts, setup.clean_steps, setup.n_train])
-                           .encode())
-        path = cache / f"{run.replace(' ', '_')}-{key.hexdigest()[:10]}.pt"
-        if path.exists():
-            states = torch.load(path)
-        else:
-            t0 = time.perf_counter()
-            states = _train_run(setup, kind, seed, opts, x, y)
-            torch.save(states, path)
-            print(f"trained {run} in {time.perf_counter() - t0:.1f}s -> {path.name}", flush=True)
-        for label, state in states:
-            name = f"{run.split()[0]} {label} {run.split()[1]}" if kind == "clean" else run
-            zoo.append({"name": name, "kind": kind, "seed": seed, "state_dict": state})
-    return zoo
-
-
-def rankme(x: torch.Tensor) -> float:
-    """RankMe (Garrido et al. 2023): exp of the entropy of the normalized singular values."""
-    s = torch.linalg.svdvals(x.double())
-    p = s / s.sum() + 1e-12
-    return float(torch.exp(-(p * torch.log(p)).sum()))
-
-
-def energy_components(x: torch.Tensor, share=0.95, center=False) -> int:
-    """Number of principal components holding ``share`` of the energy of ``x``."""
-    x = x.double()
-    x = x - x.mean(0) if center else x
-    e = torch.linalg.svdvals(x) ** 2
-    return int((torch.cumsum(e, 0) / e.sum() < share).sum()) + 1
-
-
-#: The indicator (package defaults) and the variants that show the effect of centering/scaling.
-VARIANTS = {
-    "indicator (uncentered, unit-norm blocks)": dict(center=False, normalize=True),
-    "centered, unit-norm blocks": dict(center=True, normalize=True),
-    "uncentered, raw blocks": dict(center=False, normalize=False),
-    "centered, raw blocks": dict(center=True, normalize=False),
-}
-BASELINES = {
-    "RankMe of the penultimate layer": lambda b, s: rankme(b[s.penultimate].data),
-    "95%-energy comps of logits": lambda b, s: energy_components(b[s.logits].data),
-    "95%-variance comps of logits (centered)": lambda b, s: energy_components(
-        b[s.logits].data, center=True),
-}
-
-
-def analyse(setup: Setup, zoo, hx, hy, max_rank, progress=True):
-    """Capture every checkpoint on the held-out images; profiles, baselines and accuracy."""
-    from tqdm.auto import tqdm
-
+def measure(zoo, checkpoints, x, y, progress=True) -> list[dict]:
+    """One row per checkpoint: its metadata, held-out accuracy, the default criteria of
+    ``compare_checkpoints``, and (zoo members only) what the candidates are computed from."""
+    hx, hy = zoo.held_out(x, y)
+    comparison = compare_checkpoints(
+        zoo.model, [c["state_dict"] for c in checkpoints], hx, labels=hy,
+        names=[c["name"] for c in checkpoints], max_rank=MAX_RANK, progress=progress)
+    model = zoo.model()
+    layers = [n for n in comparison.layers if n != "input"]
     rows = []
-    model = setup.model()
-    for c in tqdm(zoo, desc="checkpoints", disable=not progress):
+    for c, record in zip(checkpoints, comparison.records()):
+        row = {k: v for k, v in c.items() if k != "state_dict"}
+        row.update({k: record[k] for k in ("accuracy", "score", "estimated_rank", "gain",
+                                           "logits_energy_rank", "rankme", "first_share")})
+        rows.append(row)
+        if not c["member"]:
+            continue  # a snapshot that traces a run: the default criteria are enough
         model.load_state_dict(c["state_dict"])
         model.eval()
-        blocks = capture(model, hx, progress=False)
-        row = {k: c[k] for k in ("name", "kind", "seed")}
-        row["accuracy"] = float(np.mean(blocks[setup.logits].data.argmax(1).numpy() == hy))
-        row["profiles"] = {v: rank_profile(blocks, max_rank, progress=False, random_state=0, **kw)
-                           for v, kw in VARIANTS.items()}
-        row["baselines"] = {name: fn(blocks, setup) for name, fn in BASELINES.items()}
-        rows.append(row)
+        blocks = capture(model, hx, layers, progress=False)
+        row["centered_gain"] = rank_profile(blocks, MAX_RANK, center=True, progress=False).gain
+        row["effective_rank"] = np.array([rankme(blocks[n]) for n in layers])
+        for center in (False, True):
+            own = [rank_profile(blocks.select([n]), PAIR_RANK, center=center,
+                                progress=False).fit for n in layers]
+            shared = [rank_profile(blocks.select(["input", n]), PAIR_RANK, center=center,
+                                   progress=False).block(n) for n in layers]
+            row[f"own {center}"], row[f"shared {center}"] = np.stack(own), np.stack(shared)
+        row["layers"] = layers
     return rows
 
 
-def identifiable(setup: Setup, zoo, inputs, max_rank=4):
-    """CP diagnostics (tensor blocks kept as CP) of the first and last clean checkpoint."""
-    first = [c for c in zoo if c["kind"] == "clean" and c["seed"] == zoo[0]["seed"]]
-    model = setup.model()
+def measured(zoo, data_root, cache: Path, progress=True, log=print) -> list[dict]:
+    """The rows of ``zoo``, measured or read from the cache."""
+    key = json.dumps([dataclasses.asdict(zoo), MAX_RANK, PAIR_RANK, MEASURES_VERSION],
+                     sort_keys=True, default=lambda v: getattr(v, "__name__", str(v)))
+    path = cache / zoo.name / f"measures-{hashlib.sha1(key.encode()).hexdigest()[:10]}.pt"
+    t0 = time.perf_counter()
+    checkpoints = build(zoo, data_root, cache, log=log)
+    if path.exists():
+        return torch.load(path, weights_only=False)
+    x, y = zoo.load(data_root)
+    t1 = time.perf_counter()
+    rows = measure(zoo, checkpoints, x, y, progress)
+    log(f"{zoo.name}: training/cache {t1 - t0:.0f} s, measured {len(rows)} checkpoints in "
+        f"{time.perf_counter() - t1:.0f} s")
+    torch.save(rows, path)
+    return rows
+
+
+# --- criteria ----------------------------------------------------------------------------------
+
+def across_depth(values: np.ndarray, how: str) -> float:
+    """``values`` of the layer blocks (in forward order) summarized: mean, or trend (slope)."""
+    if how == "mean":
+        return float(np.mean(values))
+    return float(np.polyfit(np.arange(len(values)), values, 1)[0])
+
+
+def score_at(row, threshold, center=False) -> float:
+    return estimate_rank(row["centered_gain" if center else "gain"], threshold)[1]
+
+
+def integer_rank(row, threshold) -> float:
+    return float(estimate_rank(row["gain"], threshold)[0])
+
+
+def effective_rank(row, how) -> float:
+    return across_depth(np.log(row["effective_rank"]), how)
+
+
+def own_structure(row, rank, center, how) -> float:
+    own, shared = row[f"own {center}"][:, rank - 1], row[f"shared {center}"][:, rank - 1]
+    return across_depth(1.0 - shared / own, how)
+
+
+#: Candidate families: (label, function of (row, *setting), settings, setting names).
+FAMILIES = [
+    ("score", score_at, [(t,) for t in THRESHOLDS], ("threshold",)),
+    ("integer rank", integer_rank, [(t,) for t in THRESHOLDS], ("threshold",)),
+    ("centered score", lambda r, t: score_at(r, t, True), [(t,) for t in THRESHOLDS],
+     ("threshold",)),
+    ("effective rank per block", effective_rank, [("mean",), ("trend",)], ("across depth",)),
+    ("own structure per layer", own_structure,
+     list(itertools.product(PAIR_RANKS, (False, True), ("mean", "trend"))),
+     ("R", "centered", "across depth")),
+]
+DEFAULT = f"score (package default, {DEFAULT_THRESHOLD:.0%})"
+BASELINES = {
+    f"logits: comps for {ENERGY_SHARE:.0%} energy": lambda r: r["logits_energy_rank"],
+    "RankMe of the penultimate block": lambda r: r["rankme"],
+    "minus first component's share": lambda r: -r["first_share"],
+}
+LOGITS, _, SHARE = BASELINES
+STEPS = "reference: training steps"
+
+
+def spearman(values, accuracy) -> float:
+    values, accuracy = np.asarray(values, float), np.asarray(accuracy, float)
+    if len(values) < 2 or np.isnan(values).any():
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a constant column: NaN, as it should be
+        return float(spearmanr(values, accuracy).statistic)
+
+
+class Zoo:
+    """A zoo's member rows (the trajectory snapshots left out) and their subsets."""
+
+    def __init__(self, zoo, rows):
+        self.zoo, self.all_rows = zoo, rows
+        self.rows = [r for r in rows if r["member"]]
+        self.accuracy = np.array([r["accuracy"] for r in self.rows])
+        clean = np.array([r["kind"] == "clean" for r in self.rows])
+        trained = clean & np.array([r["epoch"] >= 1 for r in self.rows])
+        seed = np.array([r["seed"] for r in self.rows])
+        self.seeds = sorted(set(seed[clean]))
+        self.masks = {"clean": clean, "trained": trained, "zoo": np.ones(len(clean), bool)}
+        for s in self.seeds:
+            self.masks[f"clean s{s}"] = clean & (seed == s)
+            self.masks[f"trained s{s}"] = trained & (seed == s)
+
+    def values(self, criterion) -> np.ndarray:
+        return np.array([criterion(r) for r in self.rows], dtype=float)
+
+    def figures(self, criterion) -> dict[str, float]:
+        """Spearman with held-out accuracy of every subset (``masks``)."""
+        v = self.values(criterion)
+        return {k: spearman(v[m], self.accuracy[m]) for k, m in self.masks.items()}
+
+
+def objective(figures) -> float:
+    """What the settings are chosen by: mean of the clean and the trained Spearman (a
+    criterion that is constant on a subset orders none of it: 0)."""
+    return float(np.nan_to_num(figures["clean"]) + np.nan_to_num(figures["trained"])) / 2
+
+
+def _mean(values) -> float:
+    """Mean over zoos, a constant criterion's NaN counted as 0; NaN where all are NaN."""
+    values = np.asarray(values, float)
+    return float("nan") if np.isnan(values).all() else float(np.mean(np.nan_to_num(values)))
+
+
+def choose(family, insample: Zoo):
+    """The setting and sign of ``family`` with the best in-sample objective (first on ties).
+    Returns ``(label, criterion)``."""
+    label, fn, settings, names = family
+    best = None
+    for setting, sign in itertools.product(settings, (1, -1)):
+        def criterion(r, setting=setting, sign=sign):
+            return sign * fn(r, *setting)
+        score = objective(insample.figures(criterion))
+        if best is None or score > best[0] + 1e-12:
+            text = ", ".join(f"{n} {v:g}" if isinstance(v, float) else f"{n} {v}"
+                             for n, v in zip(names, setting))
+            best = (score, f"{label} [{text}{', negated' if sign < 0 else ''}]", criterion)
+    return best[1], best[2]
+
+
+# --- report ------------------------------------------------------------------------------------
+
+def _f(v) -> str:
+    return "   nan" if np.isnan(v) else f"{v:+6.2f}"
+
+
+def table(criteria: dict, zoo_sets: list[Zoo]):
+    """Pooled Spearman per zoo; in-sample (the first zoo) and out-of-sample columns apart,
+    and the mean of the out-of-sample zoos. Returns ``{criterion: {zoo or "oos": figures}}``."""
+    results = {}
+    for name, criterion in criteria.items():
+        res = {z.zoo.name: z.figures(criterion) for z in zoo_sets}
+        if name == STEPS:
+            for figs in res.values():
+                figs["zoo"] = float("nan")  # steps of different recipes do not compare
+        res["oos"] = {k: _mean([res[z.zoo.name][k] for z in zoo_sets[1:]]) for k in SUBSETS}
+        results[name] = res
+    width = max(map(len, criteria)) + 1
+    groups = [f"IN-SAMPLE: {zoo_sets[0].zoo.name}"] + [f"OUT: {z.zoo.name}"
+                                                        for z in zoo_sets[1:]]
+    print(f"{'':<{width}}" + "".join(f"| {g[:20]:<20}" for g in groups) + "| out-of-sample mean")
+    print(f"{'criterion':<{width}}" + "| clean  train    zoo " * (len(zoo_sets) + 1))
+    for name, res in results.items():
+        cells = ["".join(_f(res[z][k]) + " " for k in SUBSETS)
+                 for z in [z.zoo.name for z in zoo_sets] + ["oos"]]
+        print(f"{name:<{width}}" + "".join(f"|{c}" for c in cells))
+    return results
+
+
+def per_seed(criteria: dict, results: dict, zoo_sets: list[Zoo]):
+    width = max(map(len, criteria)) + 1
+    print(f"{'criterion':<{width}}" + "".join(
+        f"| {z.zoo.name + ': clean / trained, per seed':<44}" for z in zoo_sets))
+    for name in criteria:
+        cells = []
+        for z in zoo_sets:
+            figs = results[name][z.zoo.name]
+            clean = " ".join(_f(figs[f"clean s{s}"]) for s in z.seeds)
+            trained = " ".join(_f(figs[f"trained s{s}"]) for s in z.seeds)
+            cells.append(f"{clean} / {trained}")
+        print(f"{name:<{width}}" + "".join(f"| {c:<44}" for c in cells))
+
+
+def checkpoint_table(z: Zoo, extra: tuple):
+    """Per checkpoint: accuracy, train accuracy (degraded nets), the default criteria and the
+    chosen candidate ``extra = (label, criterion)``."""
+    print(f"\n{z.zoo.title}: trained on samples 0..{z.zoo.n_train - 1}, captured and scored on "
+          f"samples {z.zoo.n_train}..{z.zoo.n_train + z.zoo.n_held - 1}; blocks "
+          f"{z.rows[0]['layers']} and the input")
+    print(f"{'checkpoint':<16} {'kind':<13} {'acc':>5} {'train':>5} {'rank':>4} {'score':>5} "
+          f"{'log95':>5} {'RankMe':>6} {'share1':>6} {'c-score':>7} {'chosen':>7}")
+    for r in z.rows:
+        train = "" if r["train_accuracy"] is None else f"{r['train_accuracy']:.2f}"
+        print(f"{r['name']:<16} {r['kind']:<13} {r['accuracy']:5.3f} {train:>5} "
+              f"{r['estimated_rank']:>4} {r['score']:5.2f} {r['logits_energy_rank']:>5.0f} "
+              f"{r['rankme']:6.2f} {r['first_share']:6.3f} "
+              f"{score_at(r, DEFAULT_THRESHOLD, True):7.2f} {extra[1](r):7.3f}")
+    print(f"(c-score: score of centered blocks at {DEFAULT_THRESHOLD:.0%}; chosen: {extra[0]})")
+
+
+def memorization(z: Zoo):
+    """The random-label run along its training, and where its fitted net stands."""
+    trace = [r for r in z.all_rows if r["kind"] == "random labels"]
+    clean = [r for r in z.rows if r["kind"] == "clean"]
+    print(f"\n{z.zoo.title}, random labels ({trace[0]['run']}; the zoo member is the first "
+          f"state with train accuracy >= {FITTED:.0%}, marked *):")
+    print(f"{'epoch':>6} {'train':>5} {'acc':>5} {'score':>5} {'log95':>5} {'RankMe':>6}")
+    for r in trace:
+        print(f"{r['epoch']:6.0f} {r['train_accuracy']:5.2f} {r['accuracy']:5.3f} "
+              f"{r['score']:5.2f} {r['logits_energy_rank']:5.0f} {r['rankme']:6.2f}"
+              f"{' *' if r['member'] else ''}")
+    fitted = next(r for r in trace if r["member"])
+    for key, what in (("score", "score"), ("logits_energy_rank", "log95"), ("rankme", "RankMe")):
+        higher = sum(c[key] > fitted[key] for c in clean)
+        print(f"  {what}: {higher} of {len(clean)} clean checkpoints above the fitted "
+              f"random-label net (clean max {max(c[key] for c in clean):.2f})")
+
+
+def identifiable(zoo, checkpoints, x, y, n_samples, max_rank=4):
+    """CP diagnostics (tensor blocks kept as CP) of the first and last clean checkpoint of the
+    first seed, on the first ``n_samples`` held-out images."""
+    inputs = zoo.held_out(x, y)[0][:n_samples]
+    first = [c for c in checkpoints if c["run"] == zoo.runs[0].name]
+    model = zoo.model()
     for c in (first[0], first[-1]):
         model.load_state_dict(c["state_dict"])
         model.eval()
-        blocks = capture(model, inputs, progress=False)
-        p = rank_profile(blocks, max_rank, model="cp", n_restarts=2, max_iter=300, tol=1e-6,
-                         progress=False)
-        print(f"\nCP diagnostics, {c['name']}, {len(inputs)} samples (2 restarts per R)")
+        p = rank_profile(capture(model, inputs, progress=False), max_rank, model="cp",
+                         n_restarts=2, max_iter=300, tol=1e-6, progress=False)
+        print(f"\nCP diagnostics, {zoo.title} {c['name']}, {n_samples} samples (2 restarts per R)")
         print(f"{'R':>3} {'cp fit':>7} {'stability':>9} {'split-half':>10} {'converged':>9} "
               + " ".join(f"{'CC ' + n:>12}" for n in p.core_consistency))
         for i in range(max_rank):
@@ -208,173 +331,85 @@ def identifiable(setup: Setup, zoo, inputs, max_rank=4):
                   + " ".join(f"{v[i]:12.1f}" for v in p.core_consistency.values()))
 
 
-def spearman(values, accuracy) -> float:
-    from scipy.stats import spearmanr
-
-    values, accuracy = np.asarray(values, float), np.asarray(accuracy, float)
-    if np.ptp(values) == 0 or np.ptp(accuracy) == 0:
-        return float("nan")
-    return float(spearmanr(values, accuracy)[0])
-
-
-def correlations(rows, values):
-    """Spearman with accuracy: clean runs pooled, whole zoo, and each clean seed alone."""
-    acc = np.array([r["accuracy"] for r in rows])
-    values = np.asarray(values, float)
-    clean = np.array([r["kind"] == "clean" for r in rows])
-    seeds = sorted({r["seed"] for r in rows if r["kind"] == "clean"})
-    per_seed = [spearman(values[clean & (np.array([r["seed"] for r in rows]) == s)],
-                         acc[clean & (np.array([r["seed"] for r in rows]) == s)]) for s in seeds]
-    return spearman(values[clean], acc[clean]), spearman(values, acc), per_seed
-
-
-def draw_png(rows, path: Path, max_rank: int, clean_steps: list):
-    """Two panels drawn with Pillow: marginal-gain profiles (log scale) by checkpoint, and the
-    indicator score against held-out accuracy."""
-    from PIL import Image, ImageDraw
-
-    key = next(iter(VARIANTS))
-    w, h, pad = 1400, 620, 70
-    img = Image.new("RGB", (w, h), "white")
-    d = ImageDraw.Draw(img)
-    panel_w = (w - 3 * pad) // 2
-    lo, hi = -3.0, 0.0  # log10 gain range
-
-    def gx(r):
-        return pad + (r - 1) / (max_rank - 1) * panel_w
-
-    def gy(g):
-        return pad + (hi - np.clip(np.log10(max(g, 1e-9)), lo, hi)) / (hi - lo) * (h - 2 * pad)
-
-    ramp = ["#440154", "#3b528b", "#21918c", "#5ec962", "#a8c520", "#fde725"]
-    degraded = {"label noise": "#d62728", "random labels": "#000000", "tiny subset": "#ff7f0e"}
-
-    def colour(r):
-        if r["kind"] == "clean":
-            return ramp[clean_steps.index(r["name"].split(" ", 1)[1].rsplit(" ", 1)[0])]
-        return degraded[r["kind"]]
-
-    d.rectangle([pad, pad, pad + panel_w, h - pad], outline="black")
-    for e in range(int(lo), int(hi) + 1):
-        y = gy(10.0**e)
-        d.line([pad - 5, y, pad, y], fill="black")
-        d.text((pad - 45, y - 6), f"1e{e}", fill="black")
-    for r in range(1, max_rank + 1, max(1, max_rank // 10)):
-        d.text((gx(r) - 4, h - pad + 6), str(r), fill="black")
-    yt = gy(DEFAULT_THRESHOLD)
-    d.line([pad, yt, pad + panel_w, yt], fill="#999999")
-    d.text((pad + panel_w - 120, yt - 14), f"threshold {DEFAULT_THRESHOLD:g}", fill="#666666")
-    for r in rows:
-        gain = r["profiles"][key].gain
-        pts = [(gx(i + 1), gy(g)) for i, g in enumerate(gain)]
-        d.line(pts, fill=colour(r), width=2 if r["kind"] == "clean" else 3)
-    d.text((pad, pad - 40), "marginal gain in joint fit vs component R (log scale)", fill="black")
-    d.text((pad, h - pad + 24), "component R", fill="black")
-    legend = [(f"clean: {s}", c) for s, c in zip(clean_steps, ramp)] + list(degraded.items())
-    for i, (label, c) in enumerate(legend):
-        y = pad + 10 + 16 * i
-        d.line([pad + panel_w - 170, y + 6, pad + panel_w - 150, y + 6], fill=c, width=3)
-        d.text((pad + panel_w - 145, y), label, fill="black")
-
-    x0 = 2 * pad + panel_w
-    d.rectangle([x0, pad, x0 + panel_w, h - pad], outline="black")
-    scores = np.array([r["profiles"][key].score for r in rows])
-    s_lo, s_hi = float(scores.min()) - 0.5, float(scores.max()) + 0.5
-    for r, s in zip(rows, scores):
-        x = x0 + r["accuracy"] * panel_w
-        y = pad + (s_hi - s) / (s_hi - s_lo) * (h - 2 * pad)
-        d.ellipse([x - 5, y - 5, x + 5, y + 5], fill=colour(r), outline="black")
-    for a in np.linspace(0, 1, 6):
-        d.text((x0 + a * panel_w - 8, h - pad + 6), f"{a:.1f}", fill="black")
-    for s in np.arange(np.ceil(s_lo), s_hi, max(1, round((s_hi - s_lo) / 8))):
-        y = pad + (s_hi - s) / (s_hi - s_lo) * (h - 2 * pad)
-        d.text((x0 - 30, y - 6), f"{s:.0f}", fill="black")
-    d.text((x0, pad - 40), "rank score (label-free) vs held-out accuracy", fill="black")
-    d.text((x0, h - pad + 24), "held-out accuracy (validation only)", fill="black")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mnist"),
-                   help="folder of the MNIST IDX files")
-    p.add_argument("--dataset", choices=list(SETUPS), default="mnist",
-                   help="mnist (the reproduction) or digits (a second, small zoo)")
-    p.add_argument("--cache", default=str(ROOT / ".cache" / "rank_quality"))
-    p.add_argument("--png", help="output PNG (default artifacts/rank_quality_<dataset>.png)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--max-rank", type=int, default=30)
-    p.add_argument("--identifiable", type=int, default=0, metavar="N",
-                   help="also run the CP diagnostics (restarts, split-half, core consistency) "
-                        "up to R=4 on N held-out samples of the first and last clean checkpoint "
-                        "of the first seed (about a minute each for N=500)")
+    p.add_argument("--data", default=str(DATA), help="folder of the MNIST IDX files")
+    p.add_argument("--cache", default=str(CACHE))
+    p.add_argument("--quick", action="store_true",
+                   help="smaller zoos (two seeds, up to 3 epochs, fewer images)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1 is fastest on a shared 2-core machine)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--identifiable", type=int, default=0, metavar="N",
+                   help="also run the CP diagnostics (restarts, split-half, core consistency) "
+                        "up to R=4 on N held-out images of the first and last clean checkpoint "
+                        "of the first LeNet-5 seed (about a minute each for N=500)")
     args = p.parse_args(argv)
-    if len(args.seeds) < 2:
-        p.error("pass at least two --seeds: a single trajectory cannot show seed robustness")
     t0 = time.perf_counter()
     torch.set_num_threads(args.threads)
-    setup = SETUPS[args.dataset]
-    png = Path(args.png or ROOT / "artifacts" / f"rank_quality_{setup.name}.png")
-    x, y = setup.load(args.data)
-    zoo = build_zoo(setup, args.seeds, x, y, Path(args.cache))
-    t_train = time.perf_counter() - t0
-    held = slice(setup.n_train, setup.n_train + setup.n_held)
-    rows = analyse(setup, zoo, x[held], y[held].numpy(), args.max_rank)
-    key = next(iter(VARIANTS))
-    print(f"\n{setup.model.__name__} zoo on {setup.name}: trained on samples "
-          f"0..{setup.n_train - 1}, captured and scored on samples {held.start}..{held.stop - 1}; "
-          f"blocks = input + auto layers; max_rank={args.max_rank}")
-    names = list(BASELINES)
-    head = (f"{'checkpoint':<22} {'kind':<14} {'acc':>6} {'rank':>5} {'score':>6} "
-            f"{'RankMe':>7} {'E95':>4} {'V95':>4} {'fit@1':>6}")
-    print(head)
-    for r in rows:
-        pr = r["profiles"][key]
-        b = [r["baselines"][n] for n in names]
-        print(f"{r['name']:<22} {r['kind']:<14} {r['accuracy']:6.3f} "
-              f"{pr.estimated_rank:>4}{'+' if pr.saturated else ' '} {pr.score:6.2f} "
-              f"{b[0]:7.2f} {b[1]:4d} {b[2]:4d} {pr.fit[0]:6.3f}")
+    zoo_sets = [Zoo(zoo, measured(zoo, args.data, Path(args.cache), not args.no_progress))
+                for zoo in zoos(args.quick)]
+    insample = zoo_sets[0]
 
-    print("\nSpearman with held-out accuracy (positive = the paper's direction)")
-    print(f"{'criterion':<44} {'clean':>7} {'zoo':>7}  per clean seed")
-    results = {}
-    for v in VARIANTS:
-        results[v] = correlations(rows, [r["profiles"][v].score for r in rows])
-    results["fit at R=1, negated (mean share)"] = correlations(
-        rows, [-r["profiles"][key].fit[0] for r in rows])
-    results["estimated rank (integer)"] = correlations(
-        rows, [r["profiles"][key].estimated_rank for r in rows])
-    for n in names:
-        results[n] = correlations(rows, [r["baselines"][n] for r in rows])
-    for t in (0.01, 0.02, 0.05):  # sensitivity of the indicator to its threshold
-        results[f"indicator with threshold {t:g}"] = correlations(
-            rows, [estimate_rank(r["profiles"][key].gain, t)[1] for r in rows])
-    for n, (c, z, ps) in results.items():
-        print(f"{n:<44} {c:+7.3f} {z:+7.3f}  {' '.join(f'{v:+.2f}' for v in ps)}")
+    chosen = {}
+    for family in FAMILIES:
+        label, criterion = choose(family, insample)
+        chosen[label] = criterion
+    criteria = {DEFAULT: lambda r: r["score"], **chosen, **BASELINES,
+                STEPS: lambda r: r["step"]}
+    print("\nZoos: " + "; ".join(f"{z.zoo.name} = {z.zoo.title}, {len(z.rows)} checkpoints "
+                                 f"({z.masks['clean'].sum()} clean, {z.masks['trained'].sum()} "
+                                 f"trained)" for z in zoo_sets))
+    print(f"Spearman with held-out accuracy (positive: the criterion ranks like accuracy). "
+          f"Settings in [ ] were chosen on {insample.zoo.name} only, by the mean of its clean "
+          f"and trained figures; the other zoos played no part. clean: every clean "
+          f"checkpoint, seeds pooled; train: clean checkpoints of >= 1 epoch; zoo: all, "
+          f"degraded nets included. nan: the criterion is constant there (it orders none of "
+          f"them; 0 in the means).")
+    results = table(criteria, zoo_sets)
+    print("\nPer seed:")
+    per_seed(criteria, results, zoo_sets)
 
-    scores = [r["profiles"][key].score for r in rows]
-    mean_share = [-r["profiles"][key].fit[0] for r in rows]
-    print(f"\nmean effect: Spearman(score, -fit at R=1) over the zoo = "
-          f"{spearman(scores, mean_share):+.3f}")
-    clean_rows = [r for r in rows if r["kind"] == "clean"]
-    for r in (r for r in rows if r["kind"] == "random labels"):
-        for t in (DEFAULT_THRESHOLD, 0.01):
-            score = estimate_rank(r["profiles"][key].gain, t)[1]
-            clean = [estimate_rank(c["profiles"][key].gain, t)[1] for c in clean_rows]
-            print(f"memorization (threshold {t:g}): {r['name']} (accuracy {r['accuracy']:.3f}) "
-                  f"scores {score:.2f}; {sum(c > score for c in clean)} of {len(clean)} clean "
-                  f"checkpoints score higher (clean max {max(clean):.2f})")
+    print("\nThe score's threshold (not chosen; every threshold, for the record):")
+    table({f"score, threshold {t:g}": lambda r, t=t: score_at(r, t) for t in THRESHOLDS},
+          zoo_sets)
+
+    best = max(chosen, key=lambda n: objective(results[n][insample.zoo.name]))
+    oos = results[best]["oos"]
+    beats = all(oos[k] > results[LOGITS]["oos"][k] for k in ("clean", "trained"))
+    print(f"\nBest candidate in sample: {best}: out of sample clean {_f(oos['clean'])}, "
+          f"trained {_f(oos['trained'])}, against the logits baseline "
+          f"{_f(results[LOGITS]['oos']['clean'])}, {_f(results[LOGITS]['oos']['trained'])}: "
+          + ("it beats the baseline." if beats else "it does not beat the baseline."))
+
+    for z in zoo_sets:
+        checkpoint_table(z, (best, chosen[best]))
+    for z in zoo_sets:
+        memorization(z)
     if args.identifiable:
-        identifiable(setup, zoo, x[held][: args.identifiable])
-    draw_png(rows, png, args.max_rank, list(setup.clean_steps))
-    print(f"\nwrote {png}; training/cache {t_train:.0f}s, total "
-          f"{time.perf_counter() - t0:.0f}s")
-    clean, zoo_rho, _ = results[key]
-    best = max(results[n][0] for n in names)
-    print(f"clean_spearman={clean:.3f} zoo_spearman={zoo_rho:.3f} baseline_best_clean={best:.3f}")
+        zoo = insample.zoo
+        identifiable(zoo, build(zoo, args.data, Path(args.cache)), *zoo.load(args.data),
+                     args.identifiable)
+    mean_effect = [spearman(z.values(BASELINES[SHARE]), z.values(criteria[DEFAULT]))
+                   for z in zoo_sets]
+    print("\nMean effect: Spearman(score, minus first share) over each zoo: " + ", ".join(
+        f"{z.zoo.name} {rho:+.3f}" for z, rho in zip(zoo_sets, mean_effect)))
+    print(f"total {time.perf_counter() - t0:.0f} s")
+
+    default = results[DEFAULT]
+    best_baseline = max(BASELINES, key=lambda n: objective(results[n]["oos"]))
+    bb = results[best_baseline]["oos"]
+    names = ", ".join(f"{z.zoo.name} {_f(default[z.zoo.name]['clean']).strip()}"
+                      for z in zoo_sets[1:])
+    print(f"insample_clean_spearman={default[insample.zoo.name]['clean']:+.3f} "
+          f"({DEFAULT}, {insample.zoo.title}, {insample.masks['clean'].sum()} checkpoints)")
+    print(f"outofsample_clean_spearman={default['oos']['clean']:+.3f} (mean of {names})")
+    print(f"outofsample_trained_spearman={default['oos']['trained']:+.3f} (mean of " + ", ".join(
+        f"{z.zoo.name} {_f(default[z.zoo.name]['trained']).strip()}" for z in zoo_sets[1:])
+        + ")")
+    print(f"outofsample_baseline_best=clean {bb['clean']:+.3f} trained {bb['trained']:+.3f} "
+          f"({best_baseline}; the default score on the same checkpoints: clean "
+          f"{default['oos']['clean']:+.3f} trained {default['oos']['trained']:+.3f})")
 
 
 if __name__ == "__main__":
