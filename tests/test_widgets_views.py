@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from peekwidgets.blocks import Block, Blocks
+from peekwidgets.session import Analysis
 from peekwidgets.widgets import Peek
 
 N, RANK = 60, 3
@@ -126,7 +127,8 @@ def test_columns_are_by_weight_and_the_caption_states_it():
         f = peek.fitted
         assert np.all(np.diff(f.weights) <= 0)  # the order the axis states holds after a refit
         assert "by weight, largest first" in cmap.column_axis.label
-        assert list(cmap.heatmap.column) == [str(r) for r in range(rank)]
+        numbers = [c.split()[0] for c in cmap.heatmap.column]  # marks (μ, ✕, ...) follow
+        assert numbers == [str(r) for r in range(rank)]
         peek.component = rank - 1
         assert f"weight {f.weights[rank - 1]:.3g} ({rank}" in cmap.caption.value
         assert f"explains {100 * f.total_share[rank - 1]:.0f}% of all blocks" in (
@@ -444,3 +446,78 @@ def test_tile_grid_ships_its_front_end_and_reports_hovers(peek):
     lines.show(np.arange(6.0).reshape(2, 3), ["a", "b"])
     assert lines.kind == "line" and lines.tile_shape == [3]
     np.testing.assert_array_equal(lines.image(1), [3.0, 4.0, 5.0])
+
+
+# -- 8. opening view and readable charts ---------------------------------------------------
+def test_the_dashboard_opens_past_the_mean_like_component_and_says_so(blocks):
+    est = stand_in(blocks)
+    est.A_[:, 0] = 1 / np.sqrt(len(est.A_))  # the same loading for every sample
+    peek = Peek.from_fitted(blocks, est)
+    cmap = peek.views["component_map"]
+    assert peek.component == 1 and all(v.component == 1 for v in peek.views.values())
+    assert cmap.heatmap.column[0] == "0 μ"
+    assert "component 0: mean-like" in cmap.legend.value.replace("μ ", "")
+    assert "<b>share</b>" in cmap.legend.value and "<b>weight</b>" in cmap.legend.value
+    assert Peek.from_fitted(blocks, stand_in(blocks)).component == 0
+
+
+def test_nice_ticks_are_round_even_and_inside_the_data():
+    from peekwidgets.widgets.ticks import nice_ticks, tick_format
+
+    for lo, hi in ((-0.013, 0.22), (0.0, 63.0), (0.031, 0.061), (-1.52, 2.31), (0.0, 9.0)):
+        ticks = nice_ticks(lo, hi, 4)
+        assert lo <= ticks.min() and ticks.max() <= hi and 3 <= len(ticks) <= 9
+        np.testing.assert_allclose(np.diff(ticks), np.diff(ticks)[0])  # even
+        labels = [format(t, tick_format(ticks)[1:]) for t in ticks]
+        assert len(set(labels)) == len(labels)  # no repeated labels
+    np.testing.assert_allclose(nice_ticks(0, 9, 5, integer=True), [0, 2, 4, 6, 8])
+    assert tick_format(np.array([0.0, 0.1, 0.2]), percent=True) == ".0%"
+
+
+def test_bars_keep_their_labels_inside_and_wide_layers_show_the_strongest():
+    from peekwidgets.widgets.layer_response import TOP_BARS, LoadingBars
+
+    bars = LoadingBars("unit")
+    values = np.array([0.5, -0.4, 0.1, 0.0, 0.2])
+    bars.draw(values, [str(i) for i in range(5)], 2)
+    scale, labels = bars.scale, bars.labels
+    assert scale.min < -0.4 and scale.max > 0.5  # room for the labels above and below
+    assert all(scale.min <= y <= scale.max for y in labels.y)
+    assert list(labels.text) == ["0", "1"] and labels.y[1] < -0.4 < 0.5 < labels.y[0]
+    assert bars.x_scale.domain == ["0", "1", "2", "3", "4"]  # in unit order, labels or not
+    ticks = bars.y_axis.tick_values
+    assert -0.4 <= ticks.min() and ticks.max() <= 0.5
+    rng = np.random.default_rng(0)
+    wide = rng.standard_normal(256)
+    bars.draw(wide, [str(i) for i in range(256)], 5)
+    order = np.argsort(-np.abs(wide))[:TOP_BARS]
+    assert list(bars.bars.x) == [str(i) for i in order]  # sorted, strongest first
+    rest = np.sum(wide[np.argsort(-np.abs(wide))[TOP_BARS:]] ** 2) / np.sum(wide ** 2)
+    assert f"the other {256 - TOP_BARS} hold {rest:.0%}" in bars.note.value
+    assert "strongest, sorted" in bars.x_axis.label
+    assert set(bars.x_axis.tick_values) <= set(bars.bars.x)
+
+
+def test_class_names_name_the_logits_units_and_the_categories(blocks, est):
+    names = [f"class {k}" for k in range(10)]
+    peek = Peek(Analysis.from_fitted(blocks, est), class_names=names)
+    layer, smap = peek.views["layer_response"], peek.views["sample_map"]
+    peek.block = "fc"  # the prediction block (10 units)
+    assert list(layer.unit_bars.x) == names
+    assert "class 0" in smap.legend.value and "class 2" in smap.legend.value
+    smap.show_hover(4)
+    assert f"label class {blocks.labels[4]}" in smap.hover_text.value
+    peek.block = "conv"
+    assert list(layer.channel_bars.x) == ["c0", "c1", "c2", "c3"]
+
+
+def test_sample_map_axes_have_round_ticks_inside_the_points(peek, est):
+    smap = peek.views["sample_map"]
+    for axis, scale, r in ((smap.x_axis, smap._xs, smap.x_component),
+                           (smap.y_axis, smap._ys, smap.y_component)):
+        values = est.A_[smap.shown, r]
+        ticks = axis.tick_values
+        assert values.min() <= ticks.min() and ticks.max() <= values.max()
+        assert scale.min < values.min() and scale.max > values.max()
+        labels = [format(t, axis.tick_format[1:]) for t in ticks]
+        assert len(set(labels)) == len(labels)

@@ -15,7 +15,7 @@ from .theme import BORDER, FONT, MUTED_TEXT, caption_html
 __all__ = ["ComponentMap", "color_bar_html", "health_html", "set_grid"]
 
 #: Marks after a component's number on the map's column axis.
-MARKS = {"dead": "✕", "duplicate": "≈", "cancelling": "±", "selection": "▲"}
+MARKS = {"mean": "μ", "dead": "✕", "duplicate": "≈", "cancelling": "±", "selection": "▲"}
 #: Text colour of warnings.
 WARN = "var(--jp-error-color1, #c92a2a)"
 
@@ -124,10 +124,13 @@ class ComponentMap(View):
         self.health.add_class("peek-fit-health")
         self.selection = w.HTML()
         self.selection.add_class("peek-map-selection")
+        self.legend = w.HTML()
+        self.legend.add_class("peek-map-legend")
 
     def _body(self):
         self.add_class("peek-component-map")
-        return w.VBox([self.figure, self.color_bar, self.caption, self.selection, self.health])
+        return w.VBox([self.figure, self.color_bar, self.caption, self.selection, self.health,
+                       self.legend])
 
     def _selection_html(self) -> str:
         if not self.selected:
@@ -154,6 +157,15 @@ class ComponentMap(View):
         self.color_bar.value = color_bar_html(-lim, lim, "signed share")
         self.figure.layout.height = f"{max(200, 60 + 34 * len(f.names))}px"
         self.health.value = health_html(f)
+        mean = np.flatnonzero(f.mean_like)
+        self.legend.value = caption_html(
+            "<b>component</b>: one pattern shared by every block (a column of A and of each "
+            "block's factors) · <b>share</b>: the part of a block's variance it explains, "
+            "signed · <b>weight</b>: its size over all scaled blocks"
+            + ("" if not len(mean) else
+               f"<br>{MARKS['mean']} component{'s' if len(mean) > 1 else ''} "
+               f"{', '.join(map(str, mean))}: mean-like (nearly the same loading for every "
+               "sample: the mean activation of an uncentered fit)"))
 
     def column_labels(self) -> np.ndarray:
         """The column names: each component's number and its marks (:data:`MARKS`: dead,
@@ -164,7 +176,8 @@ class ComponentMap(View):
         loaded = set(f.loads_on(self.selected).tolist()) if self.selected else set()
         labels = []
         for r in range(f.rank):
-            marks = MARKS["dead"] if r in h.dead else ""
+            marks = MARKS["mean"] if f.mean_like[r] else ""
+            marks += MARKS["dead"] if r in h.dead else ""
             marks += "".join(MARKS[kind] for kind, ps in pairs.items()
                              if any(r in p[:2] for p in ps))
             marks += MARKS["selection"] if r in loaded else ""

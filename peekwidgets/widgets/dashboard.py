@@ -116,6 +116,8 @@ class Peek(w.VBox, StateTraits):
         Inputs shown in the gallery.
     renderer : InputRenderer, optional
         Draws inputs (default: the analysis' image scaling, :attr:`Analysis.images`).
+    class_names : sequence of str, optional
+        Names of the classes: the logits block's units and the label and prediction colours.
 
     Attributes
     ----------
@@ -136,7 +138,8 @@ class Peek(w.VBox, StateTraits):
     def __init__(self, analysis, inputs=None, rank: int = 5, layers="auto",
                  nonnegative: bool = False, *, top_k: int = 12, mean=None, std=None,
                  renderer: InputRenderer | None = None, random_state: int = 0,
-                 progress: bool = True, capture_kwargs=None, engine_kwargs=None):
+                 progress: bool = True, capture_kwargs=None, engine_kwargs=None,
+                 class_names=None):
         if not isinstance(analysis, Analysis):
             analysis = Analysis(analysis, inputs, rank, layers, nonnegative,
                                 random_state=random_state, progress=progress,
@@ -157,13 +160,16 @@ class Peek(w.VBox, StateTraits):
         self._last_progress = 0.0
         self.fitted = fitted
         self.block = fitted.names[0]
+        self.component = fitted.opening_component  # not the mean-like one
         self.rank = fitted.rank
         common = {"errors": self.errors}
         self.views = {
             "component_map": ComponentMap(fitted, **common),
-            "layer_response": LayerResponse(fitted, renderer=self.renderer, **common),
+            "layer_response": LayerResponse(fitted, renderer=self.renderer,
+                                            class_names=class_names, **common),
             "gallery": InputGallery(fitted, top_k=top_k, renderer=self.renderer, **common),
-            "sample_map": SampleMap(fitted, top_k=top_k, renderer=self.renderer, **common),
+            "sample_map": SampleMap(fitted, top_k=top_k, renderer=self.renderer,
+                                    class_names=class_names, **common),
             "traversal": Traversal(fitted, **common),
         }
         self._links = [T.link((self, name), (view, name))

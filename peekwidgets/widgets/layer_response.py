@@ -6,35 +6,100 @@ import bqplot as bq
 import ipywidgets as w
 import numpy as np
 
-from peekwidgets.palette import ACCENT, DIVERGING_HEX, INK, MUTED
+from peekwidgets.palette import ACCENT, DIVERGING_HEX, INK, NEGATIVE
 
 from .base import View
 from .component_map import color_bar_html, set_grid
 from .render import InputRenderer
 from .theme import caption_html
+from .ticks import nice_step, nice_ticks, tick_format
 
-__all__ = ["LayerResponse"]
+__all__ = ["LayerResponse", "LoadingBars"]
 
 #: Display size of the input-space pattern, pixels.
 PATTERN_SIZE = 200
+#: A block with more units than this is drawn as its ``TOP_BARS`` strongest units, sorted.
+MAX_BARS = 64
+TOP_BARS = 32
 
 
-def _bar_figure(x_label: str, width: str, height: str):
-    xs, ys = bq.LinearScale(), bq.LinearScale()
-    bars = bq.Bars(x=np.zeros(1), y=np.zeros(1), scales={"x": xs, "y": ys}, padding=0.15,
-                   colors=[INK],
-                   tooltip=bq.Tooltip(fields=["x", "y"], labels=["unit", "loading"],
-                                      formats=["", ".3f"]))
-    labels = bq.Label(x=np.zeros(0), y=np.zeros(0), text=[], scales={"x": xs, "y": ys},
-                      colors=[ACCENT], default_size=11, align="middle", y_offset=-6,
-                      font_weight="bold")
-    axes = [bq.Axis(scale=xs, label=x_label, grid_lines="none", num_ticks=6, tick_format="d"),
-            bq.Axis(scale=ys, side="left", grid_lines="dashed", num_ticks=4,
-                    tick_format=".2f")]
-    fig = bq.Figure(marks=[bars, labels], axes=axes, display_toolbar=False,
-                    fig_margin=dict(top=16, bottom=40, left=50, right=10),
-                    layout=w.Layout(width=width, height=height))
-    return fig, bars, labels
+def _index_ticks(names: list, n: int = 8) -> list:
+    """About ``n`` evenly spaced names of an ordinal axis (all of them when few)."""
+    step = max(1, int(nice_step(len(names), n)))
+    return names[::step]
+
+
+class LoadingBars:
+    """Signed loadings as bars (blue positive, red negative), the strongest labelled.
+
+    Narrow blocks show every unit in order; wider ones (more than :data:`MAX_BARS` units)
+    their :data:`TOP_BARS` strongest by magnitude, sorted, and ``note`` sums up the rest. The
+    y axis gets round ticks inside the data and room for the labels above and below the bars.
+
+    Parameters
+    ----------
+    x_label : str
+        What the bars are (``"unit"``, ``"channel"``).
+    """
+
+    def __init__(self, x_label: str):
+        self.x_label = x_label
+        xs, ys = bq.OrdinalScale(), bq.LinearScale()
+        self.x_scale, self.scale = xs, ys
+        self.bars = bq.Bars(x=np.array([""]), y=np.zeros(1), scales={"x": xs, "y": ys},
+                            padding=0.15, colors=[INK],
+                            tooltip=bq.Tooltip(fields=["x", "y"], labels=[x_label, "loading"],
+                                               formats=["", ".3f"]))
+        self.labels = bq.Label(x=np.array([""]), y=np.zeros(1), text=[""],
+                               scales={"x": xs, "y": ys}, colors=[ACCENT], default_size=11,
+                               align="middle", font_weight="bold")
+        self.x_axis = bq.Axis(scale=xs, label=x_label, grid_lines="none")
+        self.y_axis = bq.Axis(scale=ys, side="left", grid_lines="dashed", label="loading")
+        self.figure = bq.Figure(marks=[self.bars, self.labels], axes=[self.x_axis, self.y_axis],
+                                display_toolbar=False,
+                                fig_margin=dict(top=10, bottom=40, left=60, right=10),
+                                layout=w.Layout(width="100%", min_width="240px",
+                                                height="260px"))
+        self.note = w.HTML()
+
+    def draw(self, values: np.ndarray, names: list, n_labels: int):
+        """Show ``values (n_units,)`` named ``names`` with the ``n_labels`` strongest labelled."""
+        values = np.asarray(values, dtype=float)
+        n = len(values)
+        by_size = np.argsort(-np.abs(values), kind="stable")
+        order = by_size[:TOP_BARS] if n > MAX_BARS else np.arange(n)
+        shown = values[order]
+        x = np.array([names[i] for i in order])
+        strongest = by_size[: min(n_labels, n)]
+        lo, hi = min(float(shown.min()), 0.0), max(float(shown.max()), 0.0)
+        span = (hi - lo) or 1.0
+        pad = 0.05 * span  # the labels sit this far beyond their bar's end
+        self.x_scale.domain = list(x)  # the bars' order, not the labels' (strongest first)
+        with self.bars.hold_sync():
+            self.bars.x, self.bars.y = x, shown
+            self.bars.colors = np.where(shown >= 0, INK, NEGATIVE).tolist()
+        with self.labels.hold_sync():
+            self.labels.x = np.array([names[i] for i in strongest])
+            self.labels.y = values[strongest] + np.where(values[strongest] >= 0, pad,
+                                                         -3.2 * pad)
+            self.labels.text = [str(names[i]) for i in strongest]
+        with self.scale.hold_sync():
+            self.scale.min = lo - (4.5 * pad if lo < 0 else 0.0)
+            self.scale.max = hi + (3.0 * pad if hi > 0 else 0.0)
+        ticks = nice_ticks(lo, hi, 4)
+        self.y_axis.tick_values, self.y_axis.tick_format = ticks, tick_format(ticks)
+        self.x_axis.tick_values = np.array(_index_ticks(list(x)))
+        if n > MAX_BARS:
+            rest = by_size[TOP_BARS:]
+            energy = float(np.sum(values ** 2)) or 1.0
+            self.x_axis.label = f"{self.x_label} (the {TOP_BARS} strongest, sorted)"
+            self.note.value = caption_html(
+                f"the {TOP_BARS} strongest of {n} {self.x_label}s by |loading|; the other "
+                f"{len(rest)} hold {np.sum(values[rest] ** 2) / energy:.0%} of the squared "
+                f"loadings (largest |loading| {np.abs(values[rest]).max():.3f})")
+        else:
+            self.x_axis.label = self.x_label
+            self.note.value = ""
 
 
 class LayerResponse(View):
@@ -52,6 +117,9 @@ class LayerResponse(View):
         Draws input-space patterns; :meth:`InputRenderer.for_blocks` by default.
     n_labels : int
         How many of the strongest units are labelled.
+    class_names : sequence of str, optional
+        Names of the units of the prediction block (the logits,
+        :attr:`~peekwidgets.viewmodel.ViewModel.prediction_block`), one per class.
     errors : ErrorArea, optional
     """
 
@@ -60,38 +128,46 @@ class LayerResponse(View):
                 "spatial map, or its pattern in input space")
 
     def __init__(self, fitted, *, renderer: InputRenderer | None = None, n_labels: int = 5,
-                 **kwargs):
+                 class_names=None, **kwargs):
         self.renderer = renderer if renderer is not None else InputRenderer.for_blocks(
             fitted.blocks)
         self.n_labels = int(n_labels)
+        self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.mode = ""
         super().__init__(fitted, **kwargs)
 
     def _build(self):
-        self.unit_figure, self.unit_bars, self.unit_labels = _bar_figure(
-            "unit", "560px", "260px")
-        self.channel_figure, self.channel_bars, self.channel_labels = _bar_figure(
-            "channel", "300px", "260px")
+        self.units, self.channels = LoadingBars("unit"), LoadingBars("channel")
+        self.unit_figure, self.unit_bars, self.unit_labels = (
+            self.units.figure, self.units.bars, self.units.labels)
+        self.channel_figure, self.channel_bars, self.channel_labels = (
+            self.channels.figure, self.channels.bars, self.channels.labels)
         rs, cs = bq.OrdinalScale(reverse=True), bq.OrdinalScale()
         self._map_colors = bq.ColorScale(colors=DIVERGING_HEX, min=-1.0, max=1.0)
         self.spatial_map = bq.GridHeatMap(
             row=np.arange(2), column=np.arange(2), color=np.zeros((2, 2)),
             scales={"row": rs, "column": cs, "color": self._map_colors}, stroke="white",
             tooltip=bq.Tooltip(fields=["row", "column", "color"], formats=["", "", ".3f"]))
+        self.map_axes = (bq.Axis(scale=cs, grid_lines="none", label="W (position)"),
+                         bq.Axis(scale=rs, side="left", grid_lines="none", label="H"))
         self.map_figure = bq.Figure(
-            marks=[self.spatial_map],
-            axes=[bq.Axis(scale=cs, grid_lines="none", num_ticks=4, label="W"),
-                  bq.Axis(scale=rs, side="left", grid_lines="none", label="H",
-                          num_ticks=4)],
-            fig_margin=dict(top=34, bottom=40, left=40, right=10), padding_y=0.0,
-            display_toolbar=False,
-            layout=w.Layout(width="260px", height="260px"), title="spatial map")
+            marks=[self.spatial_map], axes=list(self.map_axes),
+            fig_margin=dict(top=10, bottom=40, left=40, right=10), padding_y=0.0,
+            display_toolbar=False, min_aspect_ratio=1, max_aspect_ratio=1,
+            layout=w.Layout(width="100%", min_width="180px", max_width="300px",
+                            height="240px"))
         self.pattern_image = w.Image(format="png", layout=w.Layout(
             width=f"{PATTERN_SIZE}px", height="auto"))
         self.pattern_image.add_class("peek-pattern")
-        self.matrix_box = w.VBox([self.unit_figure])
+        self.matrix_box = w.VBox([self.unit_figure, self.units.note],
+                                 layout=w.Layout(width="100%"))
         self.map_bar = w.HTML()
-        self.tensor_box = w.HBox([self.channel_figure, w.VBox([self.map_figure, self.map_bar])])
+        channels = w.VBox([w.HTML(caption_html("channel loadings (U)")), self.channel_figure,
+                           self.channels.note], layout=w.Layout(flex="1 1 260px", min_width="0"))
+        spatial = w.VBox([w.HTML(caption_html("spatial map (V)")), self.map_figure,
+                          self.map_bar], layout=w.Layout(flex="1 1 200px", min_width="0"))
+        self.tensor_box = w.HBox([channels, spatial], layout=w.Layout(flex_flow="row wrap",
+                                                                      width="100%"))
         self.pattern_caption = w.HTML()
         self.image_box = w.HBox([self.pattern_image, self.pattern_caption],
                                 layout=w.Layout(align_items="center"))
@@ -114,19 +190,13 @@ class LayerResponse(View):
             self._shown.children = [self.caption, box]
             self.mode = mode
 
-    def _fill_bars(self, bars, labels, values: np.ndarray, prefix: str):
-        k = min(self.n_labels, len(values))
-        strongest = np.argsort(-np.abs(values), kind="stable")[:k]
-        colors = np.full(len(values), MUTED if len(values) > k else INK, dtype=object)
-        colors[strongest] = INK
-        with bars.hold_sync():
-            bars.x = np.arange(len(values))
-            bars.y = values
-            bars.colors = colors.tolist()
-        with labels.hold_sync():
-            labels.x = strongest.astype(float)
-            labels.y = values[strongest]
-            labels.text = [f"{prefix}{i}" for i in strongest]
+    def unit_names(self, name: str, n: int) -> list[str]:
+        """Names of the ``n`` units of block ``name``: the class names on the prediction block
+        (when given, one per unit), else the unit numbers."""
+        names = self.class_names
+        if names is not None and name == self.fitted.prediction_block and len(names) == n:
+            return names
+        return [str(i) for i in range(n)]
 
     def _pattern_legend(self, factors, r: int) -> str:
         """What the input-space pattern's colours mean: diverging for one channel; for RGB,
@@ -159,14 +229,17 @@ class LayerResponse(View):
             self.pattern_caption.value = caption_html(self._pattern_legend(factors, r))
             self._show("image")
         elif len(factors) == 1:
-            self._fill_bars(self.unit_bars, self.unit_labels, factors[0][:, r], "")
+            values = factors[0][:, r]
+            self.units.draw(values, self.unit_names(name, len(values)), self.n_labels)
             self._show("matrix")
         else:
             u, v = factors[0][:, r], factors[1][:, r]
-            self._fill_bars(self.channel_bars, self.channel_labels, u, "c")
+            self.channels.draw(u, [f"c{i}" for i in range(len(u))], self.n_labels)
             hw = block.spatial_shape or (1, len(v))
             m = float(np.abs(v).max()) or 1.0
             set_grid(self.spatial_map, np.arange(hw[0]), np.arange(hw[1]), v.reshape(hw))
+            for axis, size in zip(self.map_axes, (hw[1], hw[0])):
+                axis.tick_values = nice_ticks(0, size - 1, 4, integer=True).astype(int)
             with self._map_colors.hold_sync():
                 self._map_colors.min, self._map_colors.max = -m, m
             self.map_bar.value = color_bar_html(-m, m, "loading", "{:+.2f}")

@@ -17,6 +17,7 @@ from .base import View
 from .component_map import color_bar_html
 from .render import InputRenderer
 from .theme import caption_html
+from .ticks import nice_limits, nice_ticks, tick_format
 
 __all__ = ["CATEGORY", "SELECTION_STROKE", "SampleMap"]
 
@@ -28,6 +29,14 @@ CATEGORY = ["#1c7ed6", "#7048e8", "#c2255c", "#0c8599", "#5c940d", "#862e9c", "#
 SELECTION_STROKE = "#212529"
 #: Tooltip thumbnail size, pixels.
 THUMB = 96
+
+
+def _nice_axis(scale: bq.LinearScale, axis: bq.Axis, lo: float, hi: float):
+    """Limit ``scale`` to ``[lo, hi]`` plus a margin, with round ticks inside ``[lo, hi]``."""
+    ticks = nice_ticks(lo, hi, 4)
+    with scale.hold_sync():
+        scale.min, scale.max = nice_limits(lo, hi, 0.06)
+    axis.tick_values, axis.tick_format = ticks, tick_format(ticks)
 
 
 class SampleMap(View):
@@ -111,10 +120,8 @@ class SampleMap(View):
         self.tool = w.ToggleButtons(options=["hover", "brush", "lasso"], value="hover",
                                     style={"button_width": "60px"})
         self.tool.observe(self.errors.guard(self._on_tool), "value")
-        self.x_axis = bq.Axis(scale=xs, label="component 0", grid_lines="dashed", num_ticks=5,
-                              tick_format=".2f")
-        self.y_axis = bq.Axis(scale=ys, side="left", label="component 1",
-                              grid_lines="dashed", num_ticks=5, tick_format=".2f")
+        self.x_axis = bq.Axis(scale=xs, label="component 0", grid_lines="dashed")
+        self.y_axis = bq.Axis(scale=ys, side="left", label="component 1", grid_lines="dashed")
         self.figure = bq.Figure(marks=[self.scatter, self.highlight, self.folded],
                                 axes=[self.x_axis, self.y_axis], interaction=None,
                                 display_toolbar=False,
@@ -135,17 +142,18 @@ class SampleMap(View):
                                      layout=w.Layout(width="140px"))
         self.clear_button.on_click(self.errors.guard(lambda _: setattr(self, "selected", [])))
         ps, py = bq.OrdinalScale(), bq.LinearScale()
+        self._profile_scale = py
         self.profile = bq.Bars(x=np.zeros(1), y=np.zeros(1), scales={"x": ps, "y": py},
                                colors=[INK], padding=0.2)
         self.profile.on_element_click(self.errors.guard(self._on_profile_click))
+        self.profile_axis = bq.Axis(scale=py, side="left", grid_lines="dashed", label="z")
         self.profile_figure = bq.Figure(
             marks=[self.profile],
-            axes=[bq.Axis(scale=ps, label="component"),
-                  bq.Axis(scale=py, side="left", tick_format=".1f", num_ticks=4,
-                          grid_lines="dashed", label="z")],
-            fig_margin=dict(top=34, bottom=40, left=50, right=10), display_toolbar=False,
-            layout=w.Layout(width="100%", min_width="220px", height="220px"),
-            title="selection vs all samples")
+            axes=[bq.Axis(scale=ps, label="component"), self.profile_axis],
+            fig_margin=dict(top=10, bottom=40, left=50, right=10), display_toolbar=False,
+            layout=w.Layout(width="100%", min_width="220px", height="220px"))
+        self.profile_title = w.HTML(caption_html(
+            "<b>selection vs all samples</b> (z, per component)"))
         self.caption = w.HTML()
         self.legend = w.HTML()
         self.legend.add_class("peek-legend")
@@ -156,7 +164,7 @@ class SampleMap(View):
                            self.clear_button], layout=w.Layout(flex_flow="row wrap"))
         left = w.VBox([self.figure, self.legend], layout=w.Layout(flex="1 1 300px",
                                                                   min_width="0"))
-        right = w.VBox([self.profile_figure, self.caption],
+        right = w.VBox([self.profile_title, self.profile_figure, self.caption],
                        layout=w.Layout(flex="1 1 240px", min_width="0"))
         return w.VBox([controls, w.HBox([left, right], layout=w.Layout(
             flex_flow="row wrap", width="100%"))])
@@ -319,6 +327,9 @@ class SampleMap(View):
                     mark.y = rows[:, j]
         self._drawn_x, self._drawn_y = (key, i), (key, j)
         self.x_axis.label, self.y_axis.label = f"component {i}", f"component {j}"
+        for scale, axis, r in ((self._xs, self.x_axis, i), (self._ys, self.y_axis, j)):
+            values = np.concatenate([f.A[self.shown, r], f.folded_A[:, r]])
+            _nice_axis(scale, axis, float(values.min()), float(values.max()))
         self._draw_colors()
         self._draw_selection()
 
@@ -344,6 +355,8 @@ class SampleMap(View):
             self.profile.x = np.arange(f.rank)
             self.profile.y = z
             self.profile.colors = colors.tolist()
+        _nice_axis(self._profile_scale, self.profile_axis, min(float(z.min()), 0.0),
+                   max(float(z.max()), 0.0))
         loads = (f"they load on component{'s' if len(hits) > 1 else ''} "
                  f"{', '.join(map(str, hits))} (z &ge; {LOADS_ON_Z:g}, blue)" if len(hits)
                  else f"no component stands out (all z &lt; {LOADS_ON_Z:g})")

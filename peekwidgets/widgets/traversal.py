@@ -10,6 +10,7 @@ from peekwidgets.palette import ACCENT, MUTED
 
 from .base import View
 from .theme import caption_html
+from .ticks import nice_limits, nice_ticks, tick_format
 
 __all__ = ["Traversal", "path_summary"]
 
@@ -64,7 +65,7 @@ class Traversal(View):
                                formats=["", ".1%"]))
         self.points.on_element_click(self.errors.guard(self._on_click))
         self.y_axis = bq.Axis(scale=ys, side="left", tick_format=".0%", grid_lines="dashed",
-                              label="share of the block's variance", num_ticks=5)
+                              label="share of the block's variance")
         self.figure = bq.Figure(
             marks=[self.lines, self.selected_line, self.points],
             axes=[bq.Axis(scale=xs, grid_lines="none", label="block (forward order)"),
@@ -88,9 +89,11 @@ class Traversal(View):
             self.points.x = np.tile(names, rank)
             self.points.y = f.shares.T.reshape(-1)
         lo, hi = float(min(f.shares.min(), 0.0)), float(max(f.shares.max(), 0.0))
-        pad = 0.05 * (hi - lo or 1.0)
+        ticks = nice_ticks(lo, hi, 5)
         with self._ys.hold_sync():
-            self._ys.min, self._ys.max = lo - pad, hi + pad
+            self._ys.min, self._ys.max = nice_limits(lo, hi, 0.05)
+        self.y_axis.tick_values = ticks
+        self.y_axis.tick_format = tick_format(ticks, percent=True)
         self._n_blocks = n
 
     def _on_click(self, mark, event):
