@@ -10,6 +10,7 @@ or the engine itself. No widget library is imported here.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +149,8 @@ class Analysis:
         if unknown:
             raise ValueError(f"unknown blocks {unknown}; blocks are {self.blocks.names}")
         names = [n for n in self.blocks.names if n in names]
+        if isinstance(self.estimator.init, Mapping) and "init" not in changes:
+            changes["init"] = "svd"  # initial factors fit only the model they were made for
         estimator = clone(self.estimator).set_params(**changes)
         with self._timed("fit"):
             estimator.fit(self.blocks.select(names), callback=callback)
@@ -218,9 +221,7 @@ class Analysis:
 
     def save(self, path) -> Path:
         """Save the fitted factors (:meth:`CoupledCP.save`); returns the path written."""
-        self.estimator.save(path)
-        path = Path(path)
-        return path if path.suffix == ".npz" else Path(f"{path}.npz")
+        return self.estimator.save(path)
 
     # -- helpers ---------------------------------------------------------------------------
     def _project(self, view: ViewModel, folded: list) -> ViewModel:

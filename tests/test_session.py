@@ -113,3 +113,13 @@ def test_compare_checkpoints_reuses_the_model_profile():
     assert comparison.names == ["other", "final"]
     assert comparison.profiles[1] is profile
     assert comparison.profiles[0] is not profile
+
+
+def test_refit_of_a_fit_from_initial_factors_starts_from_svd():
+    model, x = planted_model()
+    a = Analysis(model, x, rank=2, progress=False)
+    init = {n: [f.copy() for f in fs] for n, fs in a.estimator.factors_.items()}
+    a.refit(init=init, max_iter=5)
+    assert isinstance(a.estimator.init, dict)
+    a.refit(rank=3)  # the rank-2 factors cannot start a rank-3 fit
+    assert a.estimator.init == "svd" and a.view.rank == 3
