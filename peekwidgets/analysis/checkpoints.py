@@ -153,9 +153,14 @@ class CheckpointComparison:
             lines.append("Spearman with accuracy: " + ", ".join(
                 f"{_COLUMNS[k]} {v:+.3f}" for k, v in rho.items()))
         lines.append(
-            f"score: the paper's rank indicator; logits95: {CRITERIA['logits_energy_rank']} "
+            f"score: the rank indicator the paper proposed (components above the threshold of "
+            f"the joint energy; it mostly follows how much energy has left the mean-like first "
+            f"component, share1); logits95: {CRITERIA['logits_energy_rank']} "
             f"({self.logits_block!r}); RankMe: of the penultimate block "
-            f"({self.penultimate_block!r}); share1: {CRITERIA['first_share']}"
+            f"({self.penultimate_block!r}); share1: {CRITERIA['first_share']}.\n"
+            "To rank checkpoints without labels use logits95: out of sample "
+            "(benchmarks/rank_quality.py) it ordered trained checkpoints at +0.62, the score at "
+            "+0.26."
         )
         return "\n".join(lines)
 

@@ -301,8 +301,9 @@ def rank_profile(
         profile describes the model :class:`~peekwidgets.engine.CoupledCP` fits (uncentered);
         the first component then carries the blocks' mean vector, and a larger mean share
         leaves less for the other components. The README section "What the rank tells you
-        and what it does not" shows what centering does to the indicator (it reverses its
-        relation with accuracy on the zoos measured).
+        and what it does not" shows what centering does to the indicator (out of sample its
+        relation with accuracy is mixed: negative on the digits zoo, positive on a BatchNorm
+        CNN zoo).
     normalize : bool
         Scale each block to unit Frobenius norm (after centering) before weighting, as
         :class:`~peekwidgets.engine.CoupledCP` does, so a wide layer does not drown a narrow one.
