@@ -216,8 +216,10 @@ class InputGallery(View):
             return
         h, w_ = self.fitted.blocks[self.block].spatial_shape
         H, W = self.renderer.sample_shape[1:]
+        size = ("the input's size" if (h, w_) == (H, W) else
+                f"upsampled to {H}x{W}: positions stretched, not traced through receptive "
+                "fields")
         self.overlay_caption.value = caption_html(
             f"spatial map of component {self.component} in <b>{self.block}</b> ({h}x{w_}, "
-            f"upsampled to {H}x{W}: positions stretched, not traced through receptive fields)"
-            " over each input: <span style='color:#c92a2a'>red</span> positive, "
+            f"{size}) over each input: <span style='color:#c92a2a'>red</span> positive, "
             "<span style='color:#1864ab'>blue</span> negative, clear where it is 0")

@@ -52,6 +52,21 @@ def test_every_component_map_cell_selects_its_component(voila_url):
         assert page.locator(".peek-error").is_hidden()
         page.mouse.move(2, 2)
         page.screenshot(path=str(ARTIFACTS / "views_every_cell.png"), full_page=True)
+        cells.nth(1 * RANK + 2).click()  # relu1, a conv block: its map is drawn on the inputs
+        expect(caption).to_contain_text(re.compile(r"^relu1 · .* component 2 "))
+        expect(page.locator(".peek-gallery .peek-overlay")).to_contain_text("spatial map")
+        expect(page.locator(".peek-layer-tensor svg.svg-figure")).to_have_count(2)
+        page.wait_for_timeout(500)  # the tiles redraw on the next animation frame
+        # every RGB tile fills its canvas (a digit reaches the bottom half too)
+        lit = page.evaluate("""() => [...document.querySelectorAll(
+            '.peek-gallery .peek-tile canvas')].map(c => {
+              const d = c.getContext('2d').getImageData(0, c.height / 2, c.width,
+                                                          c.height / 2).data;
+              let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i] + d[i + 1] + d[i + 2];
+              return s > 0; })""")
+        assert len(lit) == 12 and all(lit), lit
+        page.mouse.move(2, 2)
+        page.screenshot(path=str(ARTIFACTS / "views_conv.png"), full_page=True)
     assert errors == [], f"JavaScript errors on the page: {errors}"
 
 

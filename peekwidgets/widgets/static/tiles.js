@@ -84,7 +84,7 @@ function render({ model, el }) {
     while (el.children.length > n) el.lastChild.remove();
     while (el.children.length < n) el.appendChild(makeTile(el.children.length));
     const data = view(model);
-    const per = shape.reduce((a, b) => a * b, 1);
+    const per = shape.reduce((a, b) => a * b, 1) * (kind === "rgb" ? 3 : 1);  // per tile
     for (let i = 0; i < n; i++) {
       const tile = el.children[i];
       const [canvas, button] = tile.children;
