@@ -172,3 +172,17 @@ def test_analysis_is_the_one_behind_the_dashboard():
     assert peek.analysis is analysis and peek.fitted is analysis.view
     with pytest.raises(ValueError, match="pass new inputs to peek.add_inputs"):
         Peek(analysis, torch.rand(3, 10))
+
+
+def test_checkpoint_comparison_shows_the_indicator_and_the_baselines():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(10, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    peek = Peek(model, torch.rand(60, 10), rank=2, progress=False)
+    other = torch.nn.Sequential(torch.nn.Linear(10, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    comparison = peek.compare_checkpoints({"other": other, "final": model}, max_rank=3,
+                                          progress=False)
+    fig, note = peek.controls.profile_box.children
+    labels = {label for mark in fig.marks for label in (mark.labels or [])}
+    assert any("score" in label for label in labels)
+    assert any("95% of the logits" in label for label in labels), labels
+    assert "logits95" in note.value and comparison.names == ["other", "final"]

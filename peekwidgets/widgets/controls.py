@@ -8,7 +8,7 @@ import html
 
 import ipywidgets as w
 
-from .rank_figures import rank_profile_figure
+from .rank_figures import checkpoint_scores_figure, rank_profile_figure
 from .theme import caption_html, title_html
 
 __all__ = ["Controls", "download_link"]
@@ -163,6 +163,17 @@ class Controls(w.VBox):
         self.profile_box.children = children
         self.use_rank_button.description = f"use rank {self._use_rank}"
         self.use_rank_button.layout.display = None
+
+    def show_comparison(self, comparison):
+        """Show a :class:`~peekwidgets.analysis.CheckpointComparison`: the paper's indicator
+        and the label-free baselines of every checkpoint side by side, with the advice of the
+        comparison's table."""
+        fig = checkpoint_scores_figure(comparison)
+        fig.layout = w.Layout(width="auto", min_width="0", height="300px")
+        advice = comparison.table().splitlines()[-1]
+        note = w.HTML(caption_html(html.escape(advice)))
+        note.add_class("peek-comparison-note")
+        self.profile_box.children = [fig, note]
 
     def _use_estimated_rank(self):
         self.rank_slider.value = self._use_rank

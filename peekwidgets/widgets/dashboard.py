@@ -428,6 +428,15 @@ class Peek(w.VBox, StateTraits):
         """Show a precomputed :class:`~peekwidgets.analysis.RankProfile` in the controls."""
         self.controls.show_profile(profile)
 
+    def compare_checkpoints(self, checkpoints, **kwargs):
+        """Compare checkpoints of the analysed model (:meth:`Analysis.compare_checkpoints`) and
+        show every criterion side by side in the controls; returns the comparison."""
+        with self._working(f"comparing {len(checkpoints)} checkpoints…"):
+            comparison = self.analysis.compare_checkpoints(checkpoints, **kwargs)
+        self.controls.show_comparison(comparison)
+        self.controls.show_status(f"compared {len(comparison.names)} checkpoints")
+        return comparison
+
     # -- export ----------------------------------------------------------------------------
     @property
     def figures(self) -> dict:
