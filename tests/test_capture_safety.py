@@ -2,6 +2,8 @@
 
 import gc
 import os
+import sys
+import weakref
 
 import numpy as np
 import pytest
@@ -184,6 +186,44 @@ def test_host_and_memmap_storage_give_the_same_values(tmpdir_for_memmaps):
     gc.collect()
     assert not any(os.path.exists(p) for p in paths)
     assert list(tmpdir_for_memmaps.iterdir()) == []  # the folder goes with its last file
+
+
+def resident_kb(path) -> int:
+    """Resident kB of this process' mappings of the file ``path`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            if not line[0].isupper():  # a mapping's header: its address range
+                inside = line.rstrip().endswith(path)
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_rows_written_to_disk_do_not_stay_in_memory(tmpdir_for_memmaps):
+    torch.manual_seed(0)
+    model, x = nn.Sequential(nn.Linear(64, 4096)).eval(), torch.randn(64, 64)
+    blocks = capture(model, x, ["0"], memory_budget=0, batch_size=16, progress=False)
+    block = blocks["0"]  # 1 MiB on disk
+    assert block.meta["storage"] == "memmap" and resident_kb(block.meta["memmap_path"]) == 0
+    with torch.no_grad():
+        assert_close(block.data, model(x), rtol=0, atol=0)  # reading maps the rows again
+    assert resident_kb(block.meta["memmap_path"]) >= 1024
+
+
+def test_capture_holds_no_batch_it_has_written():
+    refs = []
+
+    def batches():
+        for i in range(4):
+            if i >= 2:  # the batch before the last one is let go, the first one too
+                assert refs[i - 2]() is None, f"batch {i - 2} is still referenced"
+            x = torch.rand(8, 1, 8, 8)
+            refs.append(weakref.ref(x))
+            yield x
+
+    assert capture(digits_cnn(), batches(), progress=False).n_samples == 32
 
 
 def test_maps_too_large_for_the_budget_are_pooled(tmpdir_for_memmaps):

@@ -3,16 +3,21 @@
 A :class:`Budget` hands out room in the two in-memory tiers (the device tier
 exists only for CUDA models; a CPU model's blocks are "host"); a :class:`Store`
 is one preallocated block (float32, or float16 for display thumbnails) in the
-tier it was given, filled a batch of rows at a time. Memory-mapped files go to a fresh folder under
-:func:`tempfile.gettempdir` (``$TMPDIR``); each file is deleted when the last
-tensor that views it is garbage-collected (or at interpreter exit).
+tier it was given, filled a batch of rows at a time, in place. Memory-mapped
+files go to a fresh folder under :func:`tempfile.gettempdir` (``$TMPDIR``);
+rows written there are unmapped from the process at once (on Linux), so that
+they count against the disk, not the process' resident memory; each file is
+deleted when the last tensor that views it is garbage-collected (or at
+interpreter exit).
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import shutil
+import sys
 import tempfile
 import weakref
 
@@ -23,6 +28,10 @@ DEVICE, HOST, MEMMAP = "device", "host", "memmap"
 
 #: Share of the free memory that an automatic budget may fill.
 AUTO_SHARE = 0.5
+
+#: Whether rows written to a memory-mapped store are unmapped at once (``MADV_DONTNEED`` keeps
+#: a shared file mapping's data only on Linux).
+_RELEASE = sys.platform.startswith("linux") and hasattr(mmap, "MADV_DONTNEED")
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -156,7 +165,7 @@ class Store:
         self.budget = budget
         self.folder = folder
         self.dtype = dtype
-        self.path = self._delete = None
+        self.path = self._delete = self._map = None
         self._allocate(capacity)
 
     @property
@@ -197,11 +206,25 @@ class Store:
             )
         dtype = np.dtype(str(self.dtype).removeprefix("torch."))
         fd, path = tempfile.mkstemp(suffix=f".f{8 * dtype.itemsize}", dir=folder)
-        os.close(fd)
-        array = np.memmap(path, dtype=dtype, mode="w+", shape=shape)
-        self._delete = weakref.finalize(array, _delete_file, path)
+        try:
+            os.ftruncate(fd, nbytes)
+            self._map = mmap.mmap(fd, nbytes)
+        finally:
+            os.close(fd)
+        self._delete = weakref.finalize(self._map, _delete_file, path)
         self.path = path
-        return torch.from_numpy(array)
+        return torch.from_numpy(np.frombuffer(self._map, dtype=dtype).reshape(shape))
+
+    def _release(self, start: int, stop: int):
+        """Unmap rows ``start:stop`` of a memory-mapped store from this process (Linux).
+
+        Their values stay in the file (the page cache writes them back); a later read maps
+        them again. So rows written to disk do not count in the process' resident memory.
+        """
+        if self.tier != MEMMAP or not _RELEASE:
+            return
+        begin = start * self.row_bytes // mmap.PAGESIZE * mmap.PAGESIZE
+        self._map.madvise(mmap.MADV_DONTNEED, begin, stop * self.row_bytes - begin)
 
     @property
     def device(self) -> torch.device:
@@ -209,7 +232,7 @@ class Store:
 
     def discard(self):
         """Drop the data now; a memory-mapped file is deleted at once."""
-        self.data = None
+        self.data = self._map = None
         if self._delete is not None:
             self._delete()
 
@@ -225,10 +248,12 @@ class Store:
         self.budget.give_back(old_tier, old.shape[0] * self.row_bytes)
         self._allocate(max(stop, 2 * old.shape[0]))
         self.data[:filled].copy_(old[:filled])
+        self._release(0, filled)
 
     def write(self, start: int, rows: torch.Tensor):
         """Copy ``rows : (n, *sample_shape)`` into rows ``start:start + n``."""
         self.data[start:start + rows.shape[0]].copy_(rows, non_blocking=self.pinned)
+        self._release(start, start + rows.shape[0])
 
     def finish(self, n_rows: int, row_shape) -> torch.Tensor:
         """The filled rows as ``(n_rows, *row_shape)``; in memory, compacted if a quarter empty."""

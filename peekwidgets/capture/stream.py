@@ -19,7 +19,6 @@ gets a warning: capture takes the first dimension as the samples.
 from __future__ import annotations
 
 import copy
-import itertools
 import warnings
 from collections.abc import Mapping
 
@@ -195,9 +194,10 @@ def capture(
         raise ValueError(
             f"inputs ({type(inputs).__name__}) yielded no batches; pass at least one sample"
         )
-    if like is not None and like.sample_shape not in (None, tuple(first[0].shape[1:])):
+    sample_shape = tuple(first[0].shape[1:])
+    if like is not None and like.sample_shape not in (None, sample_shape):
         raise ValueError(
-            f"the inputs have per-sample shape {tuple(first[0].shape[1:])}, the earlier capture "
+            f"the inputs have per-sample shape {sample_shape}, the earlier capture "
             f"(like=) had {like.sample_shape}; resize or crop them to {like.sample_shape}"
         )
     own_device = module_device(model)
@@ -229,7 +229,9 @@ def capture(
                                       meta={"module_type": type(module).__name__},
                                       like=old.get(name), key=key, last=last, **common))
                 handles.append(module.register_forward_hook(targets[-1]))
-            n_rows, labels = _stream(net, first, batches, source, targets, device, dtype,
+            batches = _chained([first], batches)
+            del first  # the stream holds each batch only until the next one comes
+            n_rows, labels = _stream(net, batches, source, targets, device, dtype,
                                      include_input, progress)
         except BaseException:
             for target in targets:
@@ -239,8 +241,7 @@ def capture(
     if like is not None:
         blocks.sort(key=lambda b: like.names.index(b.name))
     thumbnails = targets[0].thumbnails(n_rows) if include_input else None
-    return Blocks(blocks, labels=labels, sample_shape=tuple(first[0].shape[1:]),
-                  thumbnails=thumbnails)
+    return Blocks(blocks, labels=labels, sample_shape=sample_shape, thumbnails=thumbnails)
 
 
 def _output_keys(output_keys, prefixes) -> dict:
@@ -358,13 +359,23 @@ def _self_and_ancestors(name: str) -> list[str]:
     return [".".join(parts[:cut]) for cut in range(len(parts), 0, -1)]
 
 
-def _stream(net, first, batches, source, targets, device, dtype, include_input, progress):
-    """Run every batch through ``net``, writing into ``targets``; returns ``(n_rows, labels)``."""
+def _chained(first: list, rest):
+    """Yield the batch in the list ``first`` (emptied, so that nothing else holds it), then
+    the batches of ``rest``."""
+    yield first.pop()
+    yield from rest
+
+
+def _stream(net, batches, source, targets, device, dtype, include_input, progress):
+    """Run every batch through ``net``, writing into ``targets``; returns ``(n_rows, labels)``.
+
+    Holds one batch at a time: ``batches`` is an iterator.
+    """
     layers = targets[1:] if include_input else targets
     start = 0
     labels = []
     with tqdm(total=source.n_batches, desc="capture", unit="batch", disable=not progress) as bar:
-        for i, (raw, label) in enumerate(itertools.chain([first], batches)):
+        for i, (raw, label) in enumerate(batches):
             n = raw.shape[0]
             x = to_device(raw, device, dtype)
             for target in targets:
