@@ -81,12 +81,24 @@ def all_figures(peek) -> list:
     return out
 
 
-def test_no_figure_carries_the_hover_toolbar(peek):
+def test_nothing_sits_over_the_marks_to_catch_their_clicks(peek):
     """bqplot's toolbar (pan/zoom, reset, save) sits over the top-right cells of a figure and
-    catches their clicks; no view shows it."""
+    catches their clicks; no view shows it, and no tooltip catches the mouse."""
     figures = all_figures(peek)
     assert len(figures) >= 6
     assert [f for f in figures if f.display_toolbar] == []
+    # a tooltip pops up under the pointer: it must not catch the click meant for the cell
+    tipped = [m for f in figures for m in f.marks if m.tooltip is not None]
+    assert len(tipped) >= 5
+    assert all(m.tooltip_style.get("pointer-events") == "none" for m in tipped)
+    for name in ("component_map", "layer_response", "sample_map", "traversal"):
+        guards, stack = [], [peek.views[name]]
+        while stack:  # the figure's own tooltip container lets clicks through too
+            widget = stack.pop()
+            if "peek-tooltip-guard" in getattr(widget, "_dom_classes", ()):
+                guards.append(widget.value)
+            stack.extend(getattr(widget, "children", ()))
+        assert guards and ".bqplot_tooltip_div { pointer-events: none" in guards[0], name
 
 
 # -- 2. honest numbers -------------------------------------------------------------------------
@@ -495,7 +507,9 @@ def test_bars_keep_their_labels_inside_and_wide_layers_show_the_strongest():
     rest = np.sum(wide[np.argsort(-np.abs(wide))[TOP_BARS:]] ** 2) / np.sum(wide ** 2)
     assert f"the other {256 - TOP_BARS} hold {rest:.0%}" in bars.note.value
     assert "strongest, sorted" in bars.x_axis.label
-    assert set(bars.x_axis.tick_values) <= set(bars.bars.x)
+    assert bars.x_axis.num_ticks == 9  # 32 names: about 9 of them, evenly spaced
+    bars.draw(values, [str(i) for i in range(5)], 2)
+    assert bars.x_axis.num_ticks is None  # few bars: every name
 
 
 def test_class_names_name_the_logits_units_and_the_categories(blocks, est):
@@ -521,3 +535,27 @@ def test_sample_map_axes_have_round_ticks_inside_the_points(peek, est):
         assert scale.min < values.min() and scale.max > values.max()
         labels = [format(t, axis.tick_format[1:]) for t in ticks]
         assert len(set(labels)) == len(labels)
+
+
+def test_set_ticks_sends_the_format_before_the_values_and_the_limits_last():
+    """The front end redraws an axis when its scale's limits change; a format sent after the
+    values stayed unused (ticks of 0.5 read "1" under the earlier ".0f")."""
+    from contextlib import nullcontext
+
+    from peekwidgets.widgets.ticks import set_ticks
+
+    sent = []
+
+    class Recorder:
+        def __setattr__(self, name, value):
+            sent.append(name)
+            object.__setattr__(self, name, value)
+
+        def hold_sync(self):
+            return nullcontext()
+
+    axis, scale = Recorder(), Recorder()
+    set_ticks(axis, scale, -0.65, 0.76)
+    assert sent == ["tick_format", "tick_values", "min", "max"]
+    assert axis.tick_format == ".1f" and list(axis.tick_values) == [-0.5, 0.0, 0.5]
+    assert scale.min < -0.65 and scale.max > 0.76

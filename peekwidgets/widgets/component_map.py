@@ -12,12 +12,25 @@ from peekwidgets.viewmodel import LOADS_ON_Z
 from .base import View
 from .theme import BORDER, FONT, MUTED_TEXT, caption_html
 
-__all__ = ["ComponentMap", "color_bar_html", "health_html", "set_grid"]
+__all__ = ["ComponentMap", "color_bar_html", "health_html", "set_grid", "tooltip_guard"]
 
 #: Marks after a component's number on the map's column axis.
 MARKS = {"mean": "μ", "dead": "✕", "duplicate": "≈", "cancelling": "±", "selection": "▲"}
 #: Text colour of warnings.
 WARN = "var(--jp-error-color1, #c92a2a)"
+#: Style of every tooltip of the views: it never catches the mouse (it pops up under the
+#: pointer, and a click meant for the cell beneath would land on it).
+TOOLTIP_STYLE = {"opacity": 0.9, "pointer-events": "none"}
+
+
+def tooltip_guard() -> w.HTML:
+    """A style sheet, as an invisible widget, that keeps bqplot's tooltip container (one per
+    figure, around each mark's tooltip) from catching the mouse: it pops up under the pointer
+    and took the clicks meant for the cell beneath."""
+    guard = w.HTML("<style>.bqplot_tooltip_div { pointer-events: none !important; }</style>",
+                   layout=w.Layout(height="0px", margin="0"))
+    guard.add_class("peek-tooltip-guard")
+    return guard
 
 
 def set_grid(heatmap: bq.GridHeatMap, rows: np.ndarray, columns: np.ndarray,
@@ -108,6 +121,7 @@ class ComponentMap(View):
             unselected_style={}, tooltip=bq.Tooltip(fields=["row", "column", "color"],
                                                    labels=["block", "component", "share"],
                                                    formats=["", "", ".1%"]),
+            tooltip_style=TOOLTIP_STYLE,
         )
         self.heatmap.on_element_click(self.errors.guard(self._on_click))
         self.column_axis = bq.Axis(scale=self._col_scale, grid_lines="none",
@@ -129,8 +143,8 @@ class ComponentMap(View):
 
     def _body(self):
         self.add_class("peek-component-map")
-        return w.VBox([self.figure, self.color_bar, self.caption, self.selection, self.health,
-                       self.legend])
+        return w.VBox([tooltip_guard(), self.figure, self.color_bar, self.caption,
+                       self.selection, self.health, self.legend])
 
     def _selection_html(self) -> str:
         if not self.selected:

@@ -9,10 +9,10 @@ import numpy as np
 from peekwidgets.palette import ACCENT, DIVERGING_HEX, INK, NEGATIVE
 
 from .base import View
-from .component_map import color_bar_html, set_grid
+from .component_map import TOOLTIP_STYLE, color_bar_html, set_grid, tooltip_guard
 from .render import InputRenderer
 from .theme import caption_html
-from .ticks import nice_step, nice_ticks, tick_format
+from .ticks import set_ticks
 
 __all__ = ["LayerResponse", "LoadingBars"]
 
@@ -23,10 +23,10 @@ MAX_BARS = 64
 TOP_BARS = 32
 
 
-def _index_ticks(names: list, n: int = 8) -> list:
-    """About ``n`` evenly spaced names of an ordinal axis (all of them when few)."""
-    step = max(1, int(nice_step(len(names), n)))
-    return names[::step]
+def _ordinal_ticks(n_values: int, most: int = 12) -> int | None:
+    """``num_ticks`` of an ordinal axis of ``n_values``: all of them when few, else about 9
+    evenly spaced (bqplot's ordinal axes take ``num_ticks``, not ``tick_values``)."""
+    return None if n_values <= most else 9
 
 
 class LoadingBars:
@@ -49,7 +49,8 @@ class LoadingBars:
         self.bars = bq.Bars(x=np.array([""]), y=np.zeros(1), scales={"x": xs, "y": ys},
                             padding=0.15, colors=[INK],
                             tooltip=bq.Tooltip(fields=["x", "y"], labels=[x_label, "loading"],
-                                               formats=["", ".3f"]))
+                                               formats=["", ".3f"]),
+                            tooltip_style=TOOLTIP_STYLE)
         self.labels = bq.Label(x=np.array([""]), y=np.zeros(1), text=[""],
                                scales={"x": xs, "y": ys}, colors=[ACCENT], default_size=11,
                                align="middle", font_weight="bold")
@@ -83,12 +84,9 @@ class LoadingBars:
             self.labels.y = values[strongest] + np.where(values[strongest] >= 0, pad,
                                                          -3.2 * pad)
             self.labels.text = [str(names[i]) for i in strongest]
-        with self.scale.hold_sync():
-            self.scale.min = lo - (4.5 * pad if lo < 0 else 0.0)
-            self.scale.max = hi + (3.0 * pad if hi > 0 else 0.0)
-        ticks = nice_ticks(lo, hi, 4)
-        self.y_axis.tick_values, self.y_axis.tick_format = ticks, tick_format(ticks)
-        self.x_axis.tick_values = np.array(_index_ticks(list(x)))
+        set_ticks(self.y_axis, self.scale, lo, hi, limits=(lo - (4.5 * pad if lo < 0 else 0.0),
+                                                           hi + (3.0 * pad if hi > 0 else 0.0)))
+        self.x_axis.num_ticks = _ordinal_ticks(len(x))
         if n > MAX_BARS:
             rest = by_size[TOP_BARS:]
             energy = float(np.sum(values ** 2)) or 1.0
@@ -147,7 +145,8 @@ class LayerResponse(View):
         self.spatial_map = bq.GridHeatMap(
             row=np.arange(2), column=np.arange(2), color=np.zeros((2, 2)),
             scales={"row": rs, "column": cs, "color": self._map_colors}, stroke="white",
-            tooltip=bq.Tooltip(fields=["row", "column", "color"], formats=["", "", ".3f"]))
+            tooltip=bq.Tooltip(fields=["row", "column", "color"], formats=["", "", ".3f"]),
+            tooltip_style=TOOLTIP_STYLE)
         self.map_axes = (bq.Axis(scale=cs, grid_lines="none", label="W (position)"),
                          bq.Axis(scale=rs, side="left", grid_lines="none", label="H"))
         self.map_figure = bq.Figure(
@@ -178,7 +177,7 @@ class LayerResponse(View):
 
     def _body(self):
         self.add_class("peek-layer-response")
-        self._shown = w.VBox([self.caption])
+        self._shown = w.VBox([tooltip_guard(), self.caption])
         return self._shown
 
     def _show(self, mode: str):
@@ -187,7 +186,7 @@ class LayerResponse(View):
         if mode != self.mode:
             box = {"matrix": self.matrix_box, "tensor": self.tensor_box,
                    "image": self.image_box}[mode]
-            self._shown.children = [self.caption, box]
+            self._shown.children = [self._shown.children[0], self.caption, box]
             self.mode = mode
 
     def unit_names(self, name: str, n: int) -> list[str]:
@@ -239,7 +238,7 @@ class LayerResponse(View):
             m = float(np.abs(v).max()) or 1.0
             set_grid(self.spatial_map, np.arange(hw[0]), np.arange(hw[1]), v.reshape(hw))
             for axis, size in zip(self.map_axes, (hw[1], hw[0])):
-                axis.tick_values = nice_ticks(0, size - 1, 4, integer=True).astype(int)
+                axis.num_ticks = _ordinal_ticks(size)
             with self._map_colors.hold_sync():
                 self._map_colors.min, self._map_colors.max = -m, m
             self.map_bar.value = color_bar_html(-m, m, "loading", "{:+.2f}")

@@ -14,10 +14,10 @@ from peekwidgets.palette import ACCENT, INK, MUTED, NEW, SEQUENTIAL
 from peekwidgets.viewmodel import LOADS_ON_Z
 
 from .base import View
-from .component_map import color_bar_html
+from .component_map import TOOLTIP_STYLE, color_bar_html, tooltip_guard
 from .render import InputRenderer
 from .theme import caption_html
-from .ticks import nice_limits, nice_ticks, tick_format
+from .ticks import set_ticks
 
 __all__ = ["CATEGORY", "SELECTION_STROKE", "SampleMap"]
 
@@ -29,14 +29,6 @@ CATEGORY = ["#1c7ed6", "#7048e8", "#c2255c", "#0c8599", "#5c940d", "#862e9c", "#
 SELECTION_STROKE = "#212529"
 #: Tooltip thumbnail size, pixels.
 THUMB = 96
-
-
-def _nice_axis(scale: bq.LinearScale, axis: bq.Axis, lo: float, hi: float):
-    """Limit ``scale`` to ``[lo, hi]`` plus a margin, with round ticks inside ``[lo, hi]``."""
-    ticks = nice_ticks(lo, hi, 4)
-    with scale.hold_sync():
-        scale.min, scale.max = nice_limits(lo, hi, 0.06)
-    axis.tick_values, axis.tick_format = ticks, tick_format(ticks)
 
 
 class SampleMap(View):
@@ -102,7 +94,7 @@ class SampleMap(View):
         self.scatter = bq.Scatter(x=np.zeros(1), y=np.zeros(1),
                                   scales={"x": xs, "y": ys, "color": self._loading_scale},
                                   colors=[INK], default_size=14, opacities=[0.6],
-                                  tooltip=self.hover_box,
+                                  tooltip=self.hover_box, tooltip_style=TOOLTIP_STYLE,
                                   interactions={"hover": "tooltip", "click": "select"})
         self.scatter.on_hover(self.errors.guard(self._on_hover))
         self.highlight = bq.Scatter(x=np.zeros(0), y=np.zeros(0), scales={"x": xs, "y": ys},
@@ -166,7 +158,7 @@ class SampleMap(View):
                                                                   min_width="0"))
         right = w.VBox([self.profile_title, self.profile_figure, self.caption],
                        layout=w.Layout(flex="1 1 240px", min_width="0"))
-        return w.VBox([controls, w.HBox([left, right], layout=w.Layout(
+        return w.VBox([tooltip_guard(), controls, w.HBox([left, right], layout=w.Layout(
             flex_flow="row wrap", width="100%"))])
 
     # -- a new fit -------------------------------------------------------------------------
@@ -329,7 +321,7 @@ class SampleMap(View):
         self.x_axis.label, self.y_axis.label = f"component {i}", f"component {j}"
         for scale, axis, r in ((self._xs, self.x_axis, i), (self._ys, self.y_axis, j)):
             values = np.concatenate([f.A[self.shown, r], f.folded_A[:, r]])
-            _nice_axis(scale, axis, float(values.min()), float(values.max()))
+            set_ticks(axis, scale, float(values.min()), float(values.max()))
         self._draw_colors()
         self._draw_selection()
 
@@ -355,8 +347,8 @@ class SampleMap(View):
             self.profile.x = np.arange(f.rank)
             self.profile.y = z
             self.profile.colors = colors.tolist()
-        _nice_axis(self._profile_scale, self.profile_axis, min(float(z.min()), 0.0),
-                   max(float(z.max()), 0.0))
+        set_ticks(self.profile_axis, self._profile_scale, min(float(z.min()), 0.0),
+                  max(float(z.max()), 0.0))
         loads = (f"they load on component{'s' if len(hits) > 1 else ''} "
                  f"{', '.join(map(str, hits))} (z &ge; {LOADS_ON_Z:g}, blue)" if len(hits)
                  else f"no component stands out (all z &lt; {LOADS_ON_Z:g})")

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-__all__ = ["nice_limits", "nice_step", "nice_ticks", "tick_format"]
+__all__ = ["nice_limits", "nice_step", "nice_ticks", "set_ticks", "tick_format"]
 
 
 def nice_step(span: float, n: int = 5) -> float:
@@ -59,3 +59,20 @@ def tick_format(ticks: np.ndarray, percent: bool = False) -> str:
                                            rtol=0, atol=1e-9):
         decimals += 1
     return f".{decimals}{'%' if percent else 'f'}"
+
+
+def set_ticks(axis, scale, lo: float, hi: float, limits: tuple[float, float] | None = None,
+              n: int = 4, percent: bool = False):
+    """Give a bqplot ``axis`` round ticks inside ``[lo, hi]`` and its ``scale`` the limits
+    ``limits`` (``[lo, hi]`` plus 6% by default).
+
+    The format goes first, then the tick values, then the limits: the front end redraws the
+    axis when the limits change, and a format changed after the values was left unused (ticks
+    of 0.5 read "1" under the earlier ".0f").
+    """
+    ticks = nice_ticks(lo, hi, n)
+    axis.tick_format = tick_format(ticks, percent)
+    axis.tick_values = ticks
+    limits = nice_limits(lo, hi, 0.06) if limits is None else limits
+    with scale.hold_sync():
+        scale.min, scale.max = limits

@@ -9,8 +9,9 @@ import numpy as np
 from peekwidgets.palette import ACCENT, MUTED
 
 from .base import View
+from .component_map import TOOLTIP_STYLE, tooltip_guard
 from .theme import caption_html
-from .ticks import nice_limits, nice_ticks, tick_format
+from .ticks import set_ticks
 
 __all__ = ["Traversal", "path_summary"]
 
@@ -62,7 +63,7 @@ class Traversal(View):
             x=np.array([""]), y=np.zeros(1), scales={"x": xs, "y": ys}, colors=[MUTED],
             default_size=36, opacities=[0.0],
             tooltip=bq.Tooltip(fields=["x", "y"], labels=["block", "share"],
-                               formats=["", ".1%"]))
+                               formats=["", ".1%"]), tooltip_style=TOOLTIP_STYLE)
         self.points.on_element_click(self.errors.guard(self._on_click))
         self.y_axis = bq.Axis(scale=ys, side="left", tick_format=".0%", grid_lines="dashed",
                               label="share of the block's variance")
@@ -76,7 +77,7 @@ class Traversal(View):
 
     def _body(self):
         self.add_class("peek-traversal")
-        return w.VBox([self.figure, self.caption])
+        return w.VBox([tooltip_guard(), self.figure, self.caption])
 
     def _refit(self):
         f = self.fitted
@@ -89,11 +90,7 @@ class Traversal(View):
             self.points.x = np.tile(names, rank)
             self.points.y = f.shares.T.reshape(-1)
         lo, hi = float(min(f.shares.min(), 0.0)), float(max(f.shares.max(), 0.0))
-        ticks = nice_ticks(lo, hi, 5)
-        with self._ys.hold_sync():
-            self._ys.min, self._ys.max = nice_limits(lo, hi, 0.05)
-        self.y_axis.tick_values = ticks
-        self.y_axis.tick_format = tick_format(ticks, percent=True)
+        set_ticks(self.y_axis, self._ys, lo, hi, n=5, percent=True)
         self._n_blocks = n
 
     def _on_click(self, mark, event):

@@ -1,7 +1,10 @@
 """The linked views in a real browser (Voilà serves dashboard.ipynb, Playwright drives Chromium).
 
 Every cell of the component map selects its component and block, the top-right ones too (no
-hover toolbar in the way); no page JavaScript errors. Screenshots go to ``artifacts/browser/``.
+hover toolbar in the way); a conv block's spatial map is drawn on the gallery's inputs; hovering
+a sample-map point shows its input; a brush shows the selection gallery and the components it
+loads on, and clearing removes the brush; no page JavaScript errors. Screenshots go to
+``artifacts/browser/`` (``views_*.png``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ from peekwidgets.cli import start_voila
 pytestmark = pytest.mark.browser
 skip_without_chromium()
 
+TALL = 2600  # the whole dashboard in the viewport: its screenshots need no scrolling
+
+
+def dashboard(page):
+    return page.locator(".peek-dashboard")
+
 
 @pytest.fixture(scope="module")
 def voila_url(tmp_path_factory):
@@ -39,9 +48,11 @@ def voila_url(tmp_path_factory):
 
 def test_every_component_map_cell_selects_its_component(voila_url):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with local_page() as (page, errors):
+    with local_page(height=TALL) as (page, errors):
         page.goto(voila_url + "/", timeout=60_000)
         expect_dashboard_ready(page)
+        page.wait_for_timeout(500)
+        dashboard(page).screenshot(path=str(ARTIFACTS / "views_opening.png"))
         cells = component_cells(page)
         caption = layer_caption(page)
         for row, name in enumerate(BLOCK_NAMES):
@@ -51,7 +62,7 @@ def test_every_component_map_cell_selects_its_component(voila_url):
                     re.compile(rf"^{re.escape(name)} · .* component {col} "), timeout=20_000)
         assert page.locator(".peek-error").is_hidden()
         page.mouse.move(2, 2)
-        page.screenshot(path=str(ARTIFACTS / "views_every_cell.png"), full_page=True)
+        dashboard(page).screenshot(path=str(ARTIFACTS / "views_every_cell.png"))
         cells.nth(1 * RANK + 2).click()  # relu1, a conv block: its map is drawn on the inputs
         expect(caption).to_contain_text(re.compile(r"^relu1 · .* component 2 "))
         expect(page.locator(".peek-gallery .peek-overlay")).to_contain_text("spatial map")
@@ -66,13 +77,13 @@ def test_every_component_map_cell_selects_its_component(voila_url):
               return s > 0; })""")
         assert len(lit) == 12 and all(lit), lit
         page.mouse.move(2, 2)
-        page.screenshot(path=str(ARTIFACTS / "views_conv.png"), full_page=True)
+        dashboard(page).screenshot(path=str(ARTIFACTS / "views_conv.png"))
     assert errors == [], f"JavaScript errors on the page: {errors}"
 
 
 def test_brush_shows_the_selection_and_hover_shows_the_input(voila_url):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with local_page() as (page, errors):
+    with local_page(height=TALL) as (page, errors):
         page.goto(voila_url + "/", timeout=60_000)
         expect_dashboard_ready(page)
         dot = page.locator(".peek-sample-map .dot").nth(5)  # the hover tool is on
@@ -82,7 +93,8 @@ def test_brush_shows_the_selection_and_hover_shows_the_input(voila_url):
         hover = page.locator(".peek-hover")
         expect(hover).to_contain_text("label", timeout=20_000)
         expect(hover.locator("img")).to_be_visible()
-        page.screenshot(path=str(ARTIFACTS / "views_hover.png"), full_page=True)
+        box = page.locator(".peek-sample-map").bounding_box()
+        page.screenshot(path=str(ARTIFACTS / "views_hover.png"), clip=box)
 
         page.locator(".peek-sample-map").get_by_role("button", name="brush").click()
         overlay = page.locator(".peek-sample-map rect.overlay").first  # the brush's area
@@ -100,7 +112,7 @@ def test_brush_shows_the_selection_and_hover_shows_the_input(voila_url):
         brush = page.locator(".peek-sample-map rect.selection").first
         expect(brush).to_be_visible()
         page.mouse.move(2, 2)
-        page.screenshot(path=str(ARTIFACTS / "views_selection.png"), full_page=True)
+        dashboard(page).screenshot(path=str(ARTIFACTS / "views_selection.png"))
 
         page.get_by_role("button", name="clear selection").click()
         expect(page.locator(".peek-gallery .peek-selection-tile")).to_have_count(0)
