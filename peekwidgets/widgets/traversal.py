@@ -66,12 +66,12 @@ class Traversal(View):
                                formats=["", ".1%"]), tooltip_style=TOOLTIP_STYLE)
         self.points.on_element_click(self.errors.guard(self._on_click))
         self.y_axis = bq.Axis(scale=ys, side="left", tick_format=".0%", grid_lines="dashed",
-                              label="share of the block's variance")
+                              label="share of the block's variance", label_offset="58px")
         self.figure = bq.Figure(
             marks=[self.lines, self.selected_line, self.points],
             axes=[bq.Axis(scale=xs, grid_lines="none", label="block (forward order)"),
                   self.y_axis],
-            display_toolbar=False, fig_margin=dict(top=14, bottom=45, left=60, right=20),
+            display_toolbar=False, fig_margin=dict(top=14, bottom=45, left=80, right=20),
             layout=w.Layout(width="100%", min_width="300px", height="260px"))
         self.caption = w.HTML()
 
