@@ -129,6 +129,7 @@ def outputs_of(model, names, x):
     return out
 
 
+@pytest.mark.slow  # 17 torchvision networks: up to 16 s each
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_auto_takes_the_stages_of_every_torchvision_family(family):
     make, side, stages, rest = FAMILIES[family]

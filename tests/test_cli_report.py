@@ -18,6 +18,8 @@ from peekwidgets.report import plot_layer_response, write_report
 
 RANK, SAMPLES, MAX_RANK = 3, 120, 4
 
+pytestmark = pytest.mark.slow  # the report fixture runs the whole demo (30 s)
+
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
