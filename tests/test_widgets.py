@@ -6,12 +6,11 @@ click handlers, clicking buttons, and setting brush traits.
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
 import pytest
 import torch
 import traitlets
+from widget_fakes import RANK, N, make_blocks, stand_in
 
 from peekwidgets.blocks import Block, Blocks
 from peekwidgets.engine import CoupledCP
@@ -24,38 +23,6 @@ from peekwidgets.widgets import (
     Peek,
     SampleMap,
 )
-
-N, RANK = 60, 3
-
-
-def make_blocks(n=N, seed=0):
-    """An 8x8 grayscale input, a conv-like tensor block (4 ch, 4x4) and a matrix block."""
-    rng = np.random.default_rng(seed)
-    return Blocks(
-        [
-            Block("input", torch.from_numpy(rng.random((n, 64), dtype=np.float32)), (8, 8)),
-            Block("conv", torch.from_numpy(rng.random((n, 4, 16), dtype=np.float32)), (4, 4)),
-            Block("fc", torch.from_numpy(rng.standard_normal((n, 10), dtype=np.float32))),
-        ],
-        labels=rng.integers(0, 3, n), sample_shape=(1, 8, 8),
-    )
-
-
-def stand_in(blocks, rank=RANK, seed=1):
-    """An object with CoupledCP's fitted attributes, from synthetic arrays."""
-    rng = np.random.default_rng(seed)
-    A = rng.standard_normal((blocks.n_samples, rank))
-    A /= np.linalg.norm(A, axis=0)
-    factors = {}
-    for b in blocks:
-        factors[b.name] = [rng.standard_normal((d, rank)) for d in b.mode_shape]
-    names = blocks.names
-    return types.SimpleNamespace(
-        weights_=np.sort(rng.random(rank))[::-1] + 1, A_=A, factors_=factors,
-        block_names_=names, block_kinds_=[b.kind for b in blocks],
-        explained_variance_=rng.random((len(names), rank)) / rank,
-        fit_={n: 0.5 for n in names}, nonnegative=False,
-    )
 
 
 @pytest.fixture

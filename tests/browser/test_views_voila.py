@@ -15,7 +15,6 @@ import pytest
 from helpers import (
     ARTIFACTS,
     BLOCK_NAMES,
-    NOTEBOOK,
     RANK,
     component_cells,
     expect,
@@ -24,9 +23,6 @@ from helpers import (
     local_page,
     skip_without_chromium,
 )
-from servers import serving
-
-from peekwidgets.cli import start_voila
 
 pytestmark = pytest.mark.browser
 skip_without_chromium()
@@ -36,14 +32,6 @@ TALL = 2600  # the whole dashboard in the viewport: its screenshots need no scro
 
 def dashboard(page):
     return page.locator(".peek-dashboard")
-
-
-@pytest.fixture(scope="module")
-def voila_url(tmp_path_factory):
-    log = tmp_path_factory.mktemp("voila") / "voila.log"
-    with serving(lambda port, **kw: start_voila(NOTEBOOK, port, **kw), log, "Voilà",
-                 "/voila/static/favicon.ico") as (url, _):
-        yield url
 
 
 def test_every_component_map_cell_selects_its_component(voila_url):
