@@ -148,7 +148,9 @@ class Controls(w.VBox):
         An estimated rank of 0 (no component passes the threshold) is offered as rank 1, the
         smallest fit, with a note under the figure saying so.
         """
-        fig = rank_profile_figure(profile)  # a new figure: restyling it changes no other
+        # a new figure (restyling it changes no other), joint fit and gain only: the panel is
+        # too small for a legend entry per block
+        fig = rank_profile_figure(profile, blocks=False)
         fig.layout = w.Layout(width="auto", min_width="0", height="260px")
         fig.legend_location = "bottom-right"
         fig.fig_margin = {"top": 40, "bottom": 40, "left": 50, "right": 50}

@@ -13,6 +13,7 @@ from matplotlib import colormaps
 from matplotlib.colors import to_hex
 
 from peekwidgets.analysis import CRITERIA
+from peekwidgets.palette import INK
 
 __all__ = ["CRITERION_COLORS", "checkpoint_colors", "checkpoint_gains_figure",
            "checkpoint_scores_figure", "rank_profile_figure"]
@@ -37,7 +38,7 @@ def rank_profile_figure(profile, blocks: bool = True) -> bq.Figure:
     g_sc = bq.LogScale()
     r = profile.ranks.astype(float)
     marks = [
-        bq.Lines(x=r, y=profile.fit, scales={"x": x_sc, "y": y_sc}, colors=["black"],
+        bq.Lines(x=r, y=profile.fit, scales={"x": x_sc, "y": y_sc}, colors=[INK],
                  stroke_width=3, marker="circle", labels=["joint fit"], display_legend=True),
         bq.Lines(x=r, y=np.maximum(profile.gain, 1e-6), scales={"x": x_sc, "y": g_sc},
                  colors=["#d62728"], line_style="dashed", marker="square",

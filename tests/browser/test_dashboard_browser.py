@@ -56,7 +56,7 @@ def test_click_component_cell_updates_gallery_and_layer_response(voila_url):
         page.screenshot(path=str(ARTIFACTS / "dashboard_selected.png"), full_page=True)
 
         page.locator(".peek-refit").click()  # refit (same settings), progress in the panel
-        expect(page.locator(".peek-controls")).to_contain_text("fitted in", timeout=120_000)
+        expect(page.locator(".peek-controls")).to_contain_text("converged in", timeout=120_000)
         expect(layer_caption(page)).to_contain_text("component 3")  # the state survives a refit
         expect(tiles).to_have_count(N_TILES)
         assert page.locator(".peek-error").is_hidden()
