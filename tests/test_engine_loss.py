@@ -29,13 +29,13 @@ def planted(noise, n=200, rank=4, seed=0):
 def residuals(monkeypatch):
     """Counts the sweeps (and final passes) that form the explicit residual of a block batch."""
     calls = []
-    residual_sq = ops.residual_sq
+    residual_norms = ops.residual_norms
 
     def counting(*args):
         calls.append(1)
-        return residual_sq(*args)
+        return residual_norms(*args)
 
-    monkeypatch.setattr(coupled_module.ops, "residual_sq", counting)
+    monkeypatch.setattr(coupled_module.ops, "residual_norms", counting)
     return calls
 
 

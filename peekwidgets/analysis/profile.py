@@ -28,13 +28,8 @@ import numpy as np
 import torch
 
 from peekwidgets.analysis.stability import identifiable_diagnostics
-from peekwidgets.blocks import (
-    Blocks,
-    as_blocks,
-    batch_rows,
-    check_finite,
-    resolve_block_weights,
-)
+from peekwidgets.blocks import Blocks, as_blocks, check_finite, resolve_block_weights
+from peekwidgets.engine.batches import sweep_rows
 from peekwidgets.engine.svd import randomized_svd
 
 __all__ = ["DEFAULT_THRESHOLD", "RankProfile", "estimate_rank", "rank_profile"]
@@ -327,8 +322,8 @@ def rank_profile(
     oversample, n_iter : int
         Extra columns and power iterations of the randomized SVD.
     batch_size : int, optional
-        Sample rows of all blocks read at once; by default about ``BATCH_BYTES`` of the device
-        type (16 MiB on CPU, 256 MiB on CUDA).
+        Sample rows of all blocks read at once; by default the engine's rule for products of
+        ``max_rank + oversample`` columns (:func:`peekwidgets.engine.batches.sweep_rows`).
     device : torch.device or str, optional
         Where to compute; each block's own device by default.
     dtype : torch.dtype
@@ -358,7 +353,7 @@ def rank_profile(
             "pass device=... to compute on one"
         )
     dev = dev or blocks[0].device
-    step = batch_rows(blocks, batch_size, device=dev, dtype=dtype)
+    step = sweep_rows(blocks, max_rank + oversample, batch_size, device=dev, dtype=dtype)
     means, sq_norms = _energies(blocks, center, step, dev, dtype)
     scales = [w / math.sqrt(sq) if normalize else w for w, sq in zip(weights, sq_norms)]
     svd = randomized_svd(blocks, scales, max_rank, means=means, oversample=oversample,

@@ -7,13 +7,16 @@ first scaled by ``block_scales_[b] = weight_b / ||X_b||`` (or by its weight alon
 blocks.
 
 One sweep reads every block once, sample batch by sample batch, with two products per batch:
-it solves the batch's rows of ``A`` from all blocks at once (``X_b F_b``), and accumulates each
-block's compressed data ``Y_b = A^T X_b(0)`` and ``A^T A``. After the pass, every block's factors
-are updated from ``Y_b`` alone (a matrix block ``B``, a tensor block ``U`` then ``V``), which
-needs no further data pass. The loss is tracked through the exact decrease of each update
-(factor-sized arithmetic); a third product, the explicit residual, anchors it now and then (see
-``CoupledCP._sweeps``). Least squares (ALS on the normal equations) and nonnegative (HALS) share
-this sweep and the stopping rule.
+it solves the batch's rows of ``A`` from all blocks at once (``X_b F_b``, ``F_b`` the block's
+factor or the Khatri-Rao product of its two), and accumulates each block's compressed data
+``Y_b = A^T X_b(0)``; on CPU the batch is sized to stay in cache between the two products
+(:mod:`peekwidgets.engine.batches`). Nonnegative fits solve the rows of ``A`` by HALS for all
+samples at once between two passes (one per product). After the pass, every block's factors
+are updated from ``Y_b`` and ``A^T A`` alone (a matrix block ``B``, a tensor block ``U`` then
+``V``), which needs no further data pass. The loss is tracked through the exact decrease of
+each update (factor-sized arithmetic); a third product, the explicit residual, anchors it now
+and then (see ``CoupledCP._sweeps``). Least squares (ALS on the normal equations) and
+nonnegative (HALS) share this sweep and the stopping rule.
 """
 
 from __future__ import annotations
@@ -22,31 +25,23 @@ import math
 import numbers
 import warnings
 from collections.abc import Mapping
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from peekwidgets.blocks import (
-    Blocks,
-    as_blocks,
-    batch_rows,
-    check_finite,
-    resolve_block_weights,
-)
+from peekwidgets.blocks import Blocks, as_blocks, check_finite, resolve_block_weights
 from peekwidgets.engine import init as _init
 from peekwidgets.engine import io as _io
 from peekwidgets.engine import ops
+from peekwidgets.engine.batches import Accumulator, BatchedData
 from peekwidgets.engine.params import Params
 from peekwidgets.progress import complete
 
-__all__ = ["BatchedData", "CoupledCP"]
+__all__ = ["CoupledCP"]
 
-#: On CPU, fits whose batches hold at most this many elements (default-sized float32 batches
-#: included) run single-threaded: with skinny (rank-wide) products a second BLAS thread gains
-#: little and, on a busy machine, its wake-ups cost up to 10x (measured on a 2-core VM).
-_SINGLE_THREAD_ELEMENTS = 1 << 22
+#: Elements of the buffer in which explicit residuals are formed, a few rows at a time.
+RESIDUAL_ELEMENTS = 1 << 18
 
 #: Sweeps between explicit residuals, which anchor the loss that the sweeps' decreases track.
 CHECK_EVERY = 10
@@ -56,56 +51,18 @@ CHECK_EVERY = 10
 DRIFT = 1e-6
 
 
-class BatchedData:
-    """Blocks read in sample batches on the compute device, with their scales.
-
-    ``home`` is where ``A (n_samples, rank)`` lives: the device of the block data (the host for
-    host or memory-mapped blocks), so the compute device holds only one batch at a time.
-    """
-
-    def __init__(self, blocks: Blocks, scales, device, dtype, batch_size):
-        self.blocks = blocks
-        self.scales = [float(s) for s in scales]
-        self.device = torch.device(device)
-        self.dtype = dtype
-        self.n = blocks.n_samples
-        homes = {b.device for b in self.blocks}
-        self.home = homes.pop() if len(homes) == 1 else torch.device("cpu")
-        self.batch_size = batch_rows(blocks, batch_size, device=self.device, dtype=dtype,
-                                     min_rows=16)
-        self.batch_elements = self.batch_size * sum(math.prod(s) for s in self.mode_shapes)
-
-    @contextmanager
-    def threads(self):
-        """Run small CPU work single-threaded (see ``_SINGLE_THREAD_ELEMENTS``)."""
-        before = torch.get_num_threads()
-        small = self.device.type == "cpu" and self.batch_elements <= _SINGLE_THREAD_ELEMENTS
-        if small:
-            torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            if small:
-                torch.set_num_threads(before)
-
-    @property
-    def mode_shapes(self) -> list[tuple[int, ...]]:
-        return [b.mode_shape for b in self.blocks]
-
-    def chunks(self):
-        """Yield ``(start, stop, [rows of each block])`` on the compute device."""
-        return self.blocks.batches(self.batch_size, self.device, self.dtype)
-
-
-def _on_device(factors, data: BatchedData) -> list[list[torch.Tensor]]:
-    """Block factors (float64 numpy) as tensors on the compute device in the data dtype."""
-    return [[torch.from_numpy(f).to(data.device, data.dtype) for f in fs] for fs in factors]
-
-
-def _scaled(work, data: BatchedData) -> list[list[torch.Tensor]]:
-    """Block factors with each block's scale folded into the last one: products of the raw
-    rows with them come out in the units of the scaled block, and never overflow."""
-    return [fs[:-1] + [fs[-1] * s] for fs, s in zip(work, data.scales)]
+def _unfolded(factors, data: BatchedData) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Each block's ``F_b : (features, rank)`` (:func:`ops.khatri_rao` of its float64 numpy
+    factors) on the compute device in the data dtype: transposed (``(rank, features)``,
+    contiguous, for :func:`ops.residual_norms`), and with the block's scale folded in, so that
+    products of the raw rows with it come out in the units of the scaled block and never
+    overflow."""
+    plain_t, scaled = [], []
+    for fs, s in zip(factors, data.scales):
+        f = ops.khatri_rao([torch.from_numpy(g).to(data.device) for g in fs])
+        plain_t.append(f.T.to(data.dtype).contiguous())
+        scaled.append((f * s).to(data.dtype))
+    return plain_t, scaled
 
 
 def _signs(f: np.ndarray) -> np.ndarray:
@@ -156,8 +113,11 @@ class CoupledCP(Params):
         Scale each block to unit Frobenius norm before weighting.
     batch_size : int, optional
         Samples read at once. Blocks in host memory or memory-mapped files are moved to the
-        device one batch at a time, so device memory is bounded by the batch. By default a
-        batch of about 16 MiB on CPU (then the fit runs single-threaded) or 256 MiB on CUDA.
+        device one batch at a time, so device memory is bounded by the batch. By default
+        :func:`~peekwidgets.engine.batches.sweep_rows`: on CPU about 1 MiB a thread (in cache
+        between the two products of a batch), at least ``16 * rank`` rows for wide blocks;
+        256 MiB on CUDA. CPU fits with less than 256 MiB of data run on one thread (torch and
+        numpy's BLAS), larger ones on all of torch's threads.
     device : str or torch.device, optional
         Compute device; the blocks' device by default.
     dtype : torch.dtype
@@ -294,7 +254,7 @@ class CoupledCP(Params):
         weights = resolve_block_weights(self.block_weights, blocks.names)
         scales = [w / nrm if self.normalize else w for w, nrm in zip(weights, norms)]
         device = torch.device(self.device) if self.device is not None else blocks[0].device
-        data = BatchedData(blocks, scales, device, self.dtype, self.batch_size)
+        data = self._batched(blocks, scales, device)
         generator = torch.Generator()
         if self.random_state is None:
             generator.seed()
@@ -342,6 +302,10 @@ class CoupledCP(Params):
             )
         self._finish(blocks, scales, sq_norms, best)
         return self
+
+    def _batched(self, blocks: Blocks, scales, device) -> BatchedData:
+        """The blocks as this fit reads them."""
+        return BatchedData(blocks, scales, device, self.dtype, self.batch_size, self.rank)
 
     def _initial_factors(self, data, names, start, generator):
         if isinstance(self.init, Mapping):
@@ -434,38 +398,73 @@ class CoupledCP(Params):
         decrease of the loss from the current state to the new one (without ``a_prev``, from
         the state with the new A only).
         """
-        work = _on_device(factors, data)
-        work_s = _scaled(work, data)
+        rank, dev = self.rank, data.device
+        plain_t, scaled = _unfolded(factors, data)
         g_a = sum(ops.gram(fs) for fs in factors)
-        g_t = torch.from_numpy(g_a).to(data.device)
-        ys = [torch.zeros(self.rank, math.prod(s), dtype=torch.float64, device=data.device)
-              for s in data.mode_shapes]
-        ata = torch.zeros(self.rank, self.rank, dtype=torch.float64, device=data.device)
-        loss = 0.0
-        drop = torch.zeros((), dtype=torch.float64, device=data.device)  # of the A update
+        g_t = torch.from_numpy(g_a).to(dev)
+        inv = torch.from_numpy(ops.spd_inverse(g_a)).to(dev)
+        accs = self._accumulators(data)
+        m_all = data.buffer("m", (data.n, rank), torch.float64)  # X F of every row
+        m32, a32, a_s = (data.buffer(k, (data.batch_size, rank)) for k in ("m32", "a32", "as"))
+        measure = measure and a_prev is not None
+        if measure:
+            work, norms = self._residual_buffers(data)
+        on_home = data.home == dev
         for start, stop, xs in data.chunks():
-            m = sum(ops.mttkrp_rows(x, fs).double() for x, fs in zip(xs, work_s))
-            old = None
-            if a_prev is not None:
-                old = a_prev[start:stop].to(data.device)
-                if measure:
-                    loss += sum(ops.residual_sq(x, old, fs, s)
-                                for x, fs, s in zip(xs, work, data.scales))
-                old = old.double()
-            start_a = old.clone() if self.nonnegative and old is not None else None  # in place
-            a = ops.solve(g_a, m, start_a, self.nonnegative, n_inner=2).to(data.dtype)
-            for y, x, s in zip(ys, xs, data.scales):
-                y += ops.compress(x, a * s).double()
-            a64 = a.double()  # A as stored: the decreases are those of the stored states
-            ata += a64.T @ a64
-            if old is not None:
-                drop += ops.decrease(old, a64, g_t, m)
-            a_out[start:stop] = a.to(data.home)
-        ata = ata.cpu().numpy()
-        updates = [ops.update_block(fs, y.cpu().numpy(), ata, self.nonnegative)
-                   for fs, y in zip(factors, ys)]
-        drop = float(drop) + sum(d for _, d in updates)
-        return (loss if a_prev is not None and measure else None), [f for f, _ in updates], drop
+            n = stop - start
+            m = m32[:n]
+            torch.mm(xs[0], scaled[0], out=m)
+            for x, f in zip(xs[1:], scaled[1:]):
+                torch.addmm(m, x, f, out=m)
+            m = m_all[start:stop].copy_(m)
+            if measure:
+                old = a_prev[start:stop].to(dev)
+                for x, f_t, s, out in zip(xs, plain_t, data.scales, norms):
+                    ops.residual_norms(x, old, f_t, s, work, out[start:stop])
+            if not self.nonnegative:  # the batch's rows of A, then its Y_b while in cache
+                stored = a_out[start:stop] if on_home else a32[:n]
+                stored.copy_(torch.mm(m, inv))  # A as stored: the decreases are of the stored
+                self._compress(xs, stored, data, accs, a_s[:n])
+                if not on_home:
+                    a_out[start:stop] = stored.to(data.home)
+        if self.nonnegative:  # HALS on all rows at once (per batch, its steps would dominate)
+            start_a = None if a_prev is None else a_prev.to(dev, torch.float64)
+            a_out.copy_(ops.solve(g_t, m_all, start_a, True, n_inner=2, inv=inv))
+            for start, stop, xs in data.chunks():
+                self._compress(xs, a_out[start:stop].to(dev), data, accs, a_s[: stop - start])
+        loss = sum(float(r.double().square().sum()) for r in norms) if measure else None
+        a64 = a_out.to(dev, torch.float64)
+        ata = (a64.T @ a64).cpu().numpy()
+        drop = 0.0
+        if a_prev is not None:
+            drop = float(ops.decrease(a_prev.to(dev, torch.float64), a64, g_t, m_all))
+        updates = [ops.update_block(fs, acc.result().cpu().numpy(), ata, self.nonnegative)
+                   for fs, acc in zip(factors, accs)]
+        drop += sum(d for _, d in updates)
+        return loss, [f for f, _ in updates], drop
+
+    @staticmethod
+    def _compress(xs, a, data, accs, a_s) -> None:
+        """Add each block's ``s_b a^T x_b`` to its accumulator (``a`` scaled first, into
+        ``a_s``: no overflow)."""
+        for x, acc, s in zip(xs, accs, data.scales):
+            acc.add(a if s == 1.0 else torch.mul(a, s, out=a_s), x)
+
+    @staticmethod
+    def _residual_buffers(data) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The work buffer of explicit residuals and each block's row norms ``(n_samples,)``."""
+        work = data.buffer("residual", (max(RESIDUAL_ELEMENTS, *data.sizes),))
+        return work, [data.buffer(("norms", i), (data.n,)) for i in range(len(data.sizes))]
+
+    def _accumulators(self, data) -> list[Accumulator]:
+        """The fit's accumulators of ``A^T X_b(0)``, one per block, zeroed."""
+        accs = data.cache.get("accumulators")
+        if accs is None:
+            accs = data.cache["accumulators"] = [
+                Accumulator(self.rank, d, data.device, data.dtype) for d in data.sizes]
+        for acc in accs:
+            acc.reset()
+        return accs
 
     def _final_pass(self, data, factors, a_cur) -> dict:
         """Explicit residual and per-component inner products ``<X_b, Xhat_br>`` of the final state.
@@ -475,16 +474,16 @@ class CoupledCP(Params):
         if a_cur is None:
             a_cur = torch.empty(data.n, self.rank, dtype=data.dtype, device=data.home)
             self._sweep(data, factors, None, a_cur)
-        work = _on_device(factors, data)
-        work_s = _scaled(work, data)
-        res = [0.0] * len(factors)
+        plain_t, scaled = _unfolded(factors, data)
+        work, norms = self._residual_buffers(data)
         ips = [torch.zeros(self.rank, dtype=torch.float64, device=data.device) for _ in factors]
         for start, stop, xs in data.chunks():
             a = a_cur[start:stop].to(data.device)
             a64 = a.double()
-            for i, (x, fs, fs_s, s) in enumerate(zip(xs, work, work_s, data.scales)):
-                res[i] += ops.residual_sq(x, a, fs, s)
-                ips[i] += (ops.mttkrp_rows(x, fs_s).double() * a64).sum(0)
+            for x, f_t, f_s, s, out, ip in zip(xs, plain_t, scaled, data.scales, norms, ips):
+                ops.residual_norms(x, a, f_t, s, work, out[start:stop])
+                ip += ((x @ f_s).double() * a64).sum(0)
+        res = [float(r.double().square().sum()) for r in norms]
         return {"loss": sum(res), "residuals": res, "A": a_cur,
                 "ips": [ip.cpu().numpy() for ip in ips]}
 
@@ -582,17 +581,17 @@ class CoupledCP(Params):
                 )
         check_finite(blocks)
         device = torch.device(self.device) if self.device is not None else blocks[0].device
-        data = BatchedData(blocks, [self.block_scales_[n] for n in blocks.names], device,
-                           self.dtype, self.batch_size)
+        data = self._batched(blocks, [self.block_scales_[n] for n in blocks.names], device)
         factors = [self.factors_[n][:-1] + [self.factors_[n][-1] * self.weights_]
                    for n in blocks.names]
-        work_s = _scaled(_on_device(factors, data), data)
+        _, scaled = _unfolded(factors, data)
         g = sum(ops.gram(fs) for fs in factors)
+        g_t, inv = (torch.from_numpy(h).to(data.device) for h in (g, ops.spd_inverse(g)))
         out = np.empty((blocks.n_samples, len(self.weights_)))
         with data.threads():
             for start, stop, xs in data.chunks():
-                m = sum(ops.mttkrp_rows(x, fs).double() for x, fs in zip(xs, work_s))
-                a = ops.solve(g, m, None, self.nonnegative, n_inner=n_iter)
+                m = sum((x @ f).double() for x, f in zip(xs, scaled))
+                a = ops.solve(g_t, m, None, self.nonnegative, n_inner=n_iter, inv=inv)
                 out[start:stop] = a.cpu().numpy()
         return out
 

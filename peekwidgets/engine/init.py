@@ -35,7 +35,7 @@ def svd_factors(data, rank: int, generator: torch.Generator,
     Absolute values when ``nonnegative``. Passes over the data: ``2 + 2 * N_POWER``.
     """
     result = randomized_svd(data.blocks, data.scales, rank, oversample=OVERSAMPLE,
-                            n_iter=N_POWER, batch_size=data.batch_size, device=data.device,
+                            n_iter=N_POWER, batch_size=data.user_batch_size, device=data.device,
                             dtype=data.dtype, generator=generator)
     factors = []
     for y, shape in zip(result.right, data.mode_shapes):

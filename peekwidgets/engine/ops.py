@@ -5,11 +5,11 @@ block, ``U : (n_channels, rank)``, ``V : (n_positions, rank)``); the block's mod
 ``sum_r a_r (x) b_r`` or ``sum_r a_r (x) u_r (x) v_r`` with ``a_r`` the columns of the shared
 sample factor ``A : (n_samples, rank)``.
 
-Data-sized work (a batch of rows times factors) is plain matrix products on reshaped views of
-the batch in the data dtype; no Khatri-Rao product and no unfolding is ever copied. Factor-sized
-work (Gram matrices, R x R solves, block factor updates from the compressed block
-``Y = A^T X_(0)``) runs in float64 numpy on the host: tiny BLAS calls through torch pay a
-thread wake-up each, which dominates small problems on CPU.
+Data-sized work (a batch of rows times factors) is plain matrix products of the batch's
+unfolding (a view) with a factor-sized matrix (:func:`khatri_rao`) in the data dtype; no
+unfolding is ever copied. Factor-sized work (Gram matrices, R x R solves, block factor
+updates from the compressed block ``Y = A^T X_(0)``) runs in float64 numpy on the host: tiny
+BLAS calls through torch pay a thread wake-up each, which dominates small problems on CPU.
 """
 
 from __future__ import annotations
@@ -25,43 +25,49 @@ RIDGE = 1e-12
 HALS_INNER = 10
 
 
+def khatri_rao(factors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The factor that multiplies a block's unfolding ``X_(0) : (n, prod(mode_shape))``.
+
+    ``[B]`` gives ``B``; ``[U, V]`` gives their Khatri-Rao product ``(C * S, rank)``, row
+    ``c * S + s`` holding ``U[c] * V[s]``. Factor-sized (as large as ``A^T X_(0)``), so a tensor
+    block's products are single matrix products, without intermediates.
+    """
+    if len(factors) == 1:
+        return factors[0]
+    u, v = factors
+    return (u[:, None, :] * v[None, :, :]).reshape(-1, u.shape[1])
+
+
 def mttkrp_rows(x: torch.Tensor, factors: Sequence[torch.Tensor]) -> torch.Tensor:
     """Sample-mode MTTKRP of a batch, ``(n, rank)``.
 
     ``x : (n, D)`` with ``factors = [B]`` gives ``x @ B``; ``x : (n, C, S)`` with ``[U, V]``
-    gives ``sum_{c,s} x[n, c, s] U[c, r] V[s, r]``. The products are taken as
-    ``(rank, k) @ (k, m)``: BLAS runs a narrow ``(m, k) @ (k, rank)`` up to 2x slower.
+    gives ``sum_{c,s} x[n, c, s] U[c, r] V[s, r]``.
     """
-    if x.ndim == 2:
-        return (factors[0].T @ x.T).T
-    n, c, s = x.shape
-    u, v = factors
-    z = (v.T @ x.reshape(n * c, s).T).reshape(-1, n, c)  # (rank, n, C)
-    return (z * u.T[:, None, :]).sum(2).T
+    return x.reshape(x.shape[0], -1) @ khatri_rao(factors)
 
 
-def compress(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """``a^T x_(0)``: the batch contracted with its rows of A, ``(rank, prod(x.shape[1:]))``."""
-    return a.T @ x.reshape(x.shape[0], -1)
+def residual_norms(x: torch.Tensor, a: torch.Tensor, f_t: torch.Tensor, scale: float,
+                   work: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Row norms ``||scale * x_i - a_i f_t||`` of a batch's explicit residual, into ``out``.
 
-
-def residual_sq(x: torch.Tensor, a: torch.Tensor, factors: Sequence[torch.Tensor],
-                scale: float) -> float:
-    """``||scale * x - model(a, factors)||^2`` computed from the explicit residual of the batch.
-
-    The product scales ``x`` (``beta`` of the GEMM), so raw values far beyond the square root
-    of the dtype's range (activations of 1e18 in float32) do not overflow.
+    ``x : (n, D)`` (a batch of an unfolded block), ``a : (n, rank)``, ``f_t : (rank, D)`` (the
+    transposed :func:`khatri_rao` of the block factors, contiguous: BLAS runs the product with
+    a transposed view 1.3x slower), ``out : (n,)`` in x's dtype. The residual is formed in row
+    chunks in ``work``, a flat buffer of at least ``D`` elements of x's dtype, so it stays in
+    cache and nothing is allocated per batch. The product scales ``x`` (``beta`` of the
+    GEMM), so raw values far beyond the square root of the dtype's range (activations of 1e18
+    in float32) do not overflow. Sum the squares in float64: one float32 sum of millions of
+    squares runs about 2e-5 (relative) low.
     """
-    if x.ndim == 2:
-        e = torch.addmm(x, a, factors[0].T, beta=scale, alpha=-1.0)
-    else:
-        n, c, s = x.shape
-        u, v = factors
-        p = (a[:, None, :] * u).reshape(n * c, -1)
-        e = torch.addmm(x.reshape(n * c, s), p, v.T, beta=scale, alpha=-1.0)
-    # per-row sums in the data dtype, their total in float64: one float32 sum of millions of
-    # squares runs about 2e-5 (relative) low
-    return float(torch.linalg.vector_norm(e, dim=1).double().square().sum())
+    n, d = x.shape
+    step = max(1, work.numel() // d)
+    for i in range(0, n, step):
+        j = min(i + step, n)
+        e = torch.addmm(x[i:j], a[i:j], f_t, beta=scale, alpha=-1.0,
+                        out=work[: (j - i) * d].view(j - i, d))
+        torch.linalg.vector_norm(e, dim=1, out=out[i:j])
+    return out
 
 
 def spd_inverse(g: np.ndarray) -> np.ndarray:
@@ -96,23 +102,30 @@ def hals(x, g, m, n_inner: int):
     ``m = target @ F : (n, rank)`` and ``g = F^T F : (rank, rank)`` describe the problem;
     ``x : (n, rank)``, the start, is updated in place and returned. Each column update is an
     exact minimization, so the loss never increases. Works on numpy arrays and on torch
-    tensors alike (elementwise products and sums, no BLAS call per column).
+    tensors alike (three operations a column on torch tensors).
     """
-    diag = [max(float(g[r, r]), np.finfo(np.float64).tiny) for r in range(g.shape[0])]
+    diag = [max(float(d), np.finfo(np.float64).tiny) for d in g.diagonal().tolist()]
     for _ in range(n_inner):
         for r in range(g.shape[0]):
-            col = x[:, r] + (m[:, r] - (x * g[r]).sum(1)) / diag[r]
-            x[:, r] = col.clip(0.0, None)
+            if isinstance(x, torch.Tensor):
+                step = torch.addmv(m[:, r], x, g[:, r], alpha=-1.0)  # m_r - x g_r
+                col = x[:, r]
+                col.add_(step, alpha=1.0 / diag[r]).clamp_(min=0.0)
+            else:
+                col = x[:, r] + (m[:, r] - x @ g[:, r]) / diag[r]
+                x[:, r] = col.clip(0.0, None)
     return x
 
 
-def solve(g, m, start, nonnegative: bool, n_inner: int = HALS_INNER):
+def solve(g, m, start, nonnegative: bool, n_inner: int = HALS_INNER, inv=None):
     """Least squares ``m @ inv(g)`` or nonnegative (HALS from ``start``, else from the
-    clipped least squares solution); numpy arrays or torch tensors for ``m`` and ``start``."""
-    inv = spd_inverse(g)
-    if isinstance(m, torch.Tensor):
-        g = torch.from_numpy(g).to(m.device)
-        inv = torch.from_numpy(inv).to(m.device)
+    clipped least squares solution).
+
+    ``g``, ``m``, ``start`` and ``inv`` (the inverse of ``g``, :func:`spd_inverse` of it when
+    None) are all numpy arrays or all torch tensors; with torch tensors ``inv`` is required.
+    """
+    if inv is None:
+        inv = spd_inverse(g)
     if not nonnegative:
         return m @ inv
     if start is None:

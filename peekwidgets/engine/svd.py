@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from peekwidgets.blocks import Blocks
+from peekwidgets.engine.batches import Accumulator, BatchedData
 
 __all__ = ["StreamedSVD", "randomized_svd"]
 
@@ -42,17 +43,11 @@ class StreamedSVD:
 class _Unfolding:
     """``Z`` as an operator: products with it, streamed over sample batches of all blocks."""
 
-    def __init__(self, blocks: Blocks, scales, means, batch_size: int, device, dtype):
-        self.blocks, self.batch_size, self.device, self.dtype = blocks, batch_size, device, dtype
-        self.scales = [float(s) for s in scales]
+    def __init__(self, blocks: Blocks, scales, means, batch_size, device, dtype, width: int):
+        data = BatchedData(blocks, scales, device, dtype, batch_size, width)
+        self.blocks, self.device, self.dtype, self.home = blocks, data.device, dtype, data.home
+        self.scales, self.sizes, self._chunks = data.scales, data.sizes, data.chunks
         self.means = means if means is not None else [None] * len(blocks)
-        self.sizes = [math.prod(b.mode_shape) for b in blocks]
-        homes = {b.device for b in blocks}
-        self.home = homes.pop() if len(homes) == 1 else torch.device("cpu")
-
-    def _chunks(self):
-        for start, stop, xs in self.blocks.batches(self.batch_size, self.device, self.dtype):
-            yield start, stop, [x.reshape(stop - start, -1) for x in xs]
 
     def matmul(self, w: list[torch.Tensor]) -> torch.Tensor:
         """``Z W : (n_samples, k)`` float64 for ``W`` given by block, ``w[b] : (D_b, k)``."""
@@ -66,26 +61,50 @@ class _Unfolding:
         return out - shift.to(self.home) if torch.is_tensor(shift) else out
 
     def rmatmul(self, q: torch.Tensor) -> list[torch.Tensor]:
-        """``[Z_b^T q] : list of (D_b, k)`` float64 on the compute device, ``q : (n, k)``."""
-        out = [torch.zeros(d, q.shape[1], dtype=torch.float64, device=self.device)
-               for d in self.sizes]
+        """``[Z_b^T q] : list of (D_b, k)`` float64 on the compute device, ``q : (n, k)``.
+
+        Accumulated in float32 per batch and in float64 across batches
+        (:class:`~peekwidgets.engine.batches.Accumulator`), into new arrays each call.
+        """
+        accs = [Accumulator(q.shape[1], d, self.device, self.dtype) for d in self.sizes]
         for start, stop, xs in self._chunks():
             qb = q[start:stop].to(self.device, self.dtype)
-            for y, x, s in zip(out, xs, self.scales):
-                y += (x.T @ (qb * s)).double()  # scaled before the product: no overflow
+            for acc, x, s in zip(accs, xs, self.scales):
+                acc.add(qb * s, x)  # scaled before the product: no overflow
         colsum = q.sum(0).to(self.device, torch.float64)
-        for y, mu, s in zip(out, self.means, self.scales):
+        out = []
+        for acc, mu, s in zip(accs, self.means, self.scales):
+            y = acc.result().T
             if mu is not None:
                 y -= torch.outer(mu.to(self.device), colsum * s)
+            out.append(y)
         return out
 
 
 def _orthonormal(h: torch.Tensor) -> torch.Tensor:
+    """An orthonormal basis ``(n, k)`` of the columns of ``h : (n, k)``.
+
+    Cholesky QR twice (``h R^-1`` from the Cholesky factor of the ``k x k`` Gram matrix, then
+    once more for orthogonality to rounding): on tall matrices (the features of all blocks) a
+    few times faster than Householder QR, which serves where the Gram matrix is too
+    ill-conditioned (nearly dependent columns, blocks of lower rank than ``k``).
+    """
+    q, eye = h, torch.eye(h.shape[1], dtype=h.dtype, device=h.device)
+    for step in range(2):
+        gram = q.T @ q
+        if step and float((gram - eye).abs().max()) > 0.1:
+            break  # the first step lost orthogonality
+        chol, info = torch.linalg.cholesky_ex(gram)
+        if int(info) or not bool(torch.isfinite(chol).all()):
+            break
+        q = q @ torch.linalg.solve_triangular(chol.mH, eye, upper=True)  # a product, not trsm
+    else:
+        return q
     return torch.linalg.qr(h).Q
 
 
 def randomized_svd(blocks: Blocks, scales, rank: int, *, means=None, oversample: int = 10,
-                   n_iter: int = 1, batch_size: int, device, dtype: torch.dtype,
+                   n_iter: int = 1, batch_size: int | None = None, device, dtype: torch.dtype,
                    generator: torch.Generator, progress: bool = False) -> StreamedSVD:
     """The leading ``k = min(rank, n_samples, sum_b D_b)`` singular triplets of ``Z``.
 
@@ -101,20 +120,23 @@ def randomized_svd(blocks: Blocks, scales, rank: int, *, means=None, oversample:
     oversample, n_iter : int
         Extra columns of the random test matrix, and power iterations; the data is read
         ``2 + 2 * n_iter`` times.
-    batch_size : int
-        Sample rows of all blocks read at once.
+    batch_size : int, optional
+        Sample rows of all blocks read at once (by default
+        :func:`~peekwidgets.engine.batches.sweep_rows` for the ``rank + oversample`` columns).
     device, dtype
         Where and in which dtype the data-sized products run; the small problems are float64.
     generator : torch.Generator
-        Source of the Gaussian test matrix (drawn on the CPU, so results are reproducible).
+        Source of the Gaussian test matrix (drawn on the CPU in ``dtype``, so results are
+        reproducible).
     progress : bool
         Show a progress bar over the passes.
     """
     from tqdm.auto import tqdm
 
-    op = _Unfolding(blocks, scales, means, batch_size, torch.device(device), dtype)
-    width = min(rank + oversample, blocks.n_samples, sum(op.sizes))
-    omega = [torch.randn(d, width, generator=generator, dtype=torch.float64) for d in op.sizes]
+    width = min(rank + oversample, blocks.n_samples,
+                sum(math.prod(b.mode_shape) for b in blocks))
+    op = _Unfolding(blocks, scales, means, batch_size, device, dtype, width)
+    omega = [torch.randn(d, width, generator=generator, dtype=dtype) for d in op.sizes]
     with tqdm(total=2 * n_iter + 2, desc="randomized SVD", disable=not progress,
               leave=False) as bar:
         q = _orthonormal(op.matmul(omega))
