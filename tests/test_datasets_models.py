@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from peekwidgets.demo.datasets import load_digits, load_mnist
+from peekwidgets.demo.datasets import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    load_digits,
+    load_mnist,
+    load_photo_crops,
+)
 from peekwidgets.demo.models import DigitsCNN, LeNet5, accuracy, train_classifier
 
 
@@ -38,6 +44,34 @@ def test_load_mnist_reads_idx_files(tmp_path):
 def test_load_mnist_missing_files_names_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="download=True"):
         load_mnist(tmp_path)
+
+
+def test_photo_crops_are_pixels_of_the_photographs():
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images().images
+    x, y = load_photo_crops(6, size=427, normalize=False).tensors  # side 427: no resizing
+    assert x.shape == (6, 3, 427, 427) and x.dtype == torch.float32
+    for crop, label in zip(x, y.tolist()):
+        photo = torch.tensor(photos[label]).permute(2, 0, 1).float() / 255
+        lefts = [i for i in range(640 - 427 + 1) if torch.equal(photo[:, 0, i:i + 427],
+                                                                  crop[:, 0])]
+        assert lefts and torch.equal(photo[:, :, lefts[0]:lefts[0] + 427], crop)
+
+
+def test_photo_crops_are_seeded_normalized_and_checked():
+    x, y = load_photo_crops(40, size=32).tensors
+    raw, y_raw = load_photo_crops(40, size=32, normalize=False).tensors
+    assert x.shape == (40, 3, 32, 32) and set(y.tolist()) == {0, 1}
+    assert torch.equal(y, y_raw) and float(raw.min()) >= 0 and float(raw.max()) <= 1
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+    torch.testing.assert_close(x, (raw - mean) / std)
+    assert torch.equal(load_photo_crops(40, size=32).tensors[0], x)
+    assert not torch.equal(load_photo_crops(40, size=32, seed=1).tensors[0], x)
+    assert len({c.numpy().tobytes() for c in raw}) == 40  # no two crops alike
+    for bad in ({"n": 0}, {"size": 428}, {"size": 22.5}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))}="):
+            load_photo_crops(**bad)
 
 
 def test_training_is_deterministic_and_keeps_checkpoints():

@@ -22,6 +22,7 @@ def test_notebook_executes(path, tmp_path_factory, monkeypatch):
     # one demo cache for the whole session (the CLI tests share it), never the user's own
     monkeypatch.setenv("PEEKWIDGETS_CACHE",
                        str(tmp_path_factory.getbasetemp() / "peekwidgets-demo-cache"))
+    monkeypatch.setenv("PEEKWIDGETS_OFFLINE", "1")  # torchvision_models: no weight downloads
     book = nbformat.read(path, as_version=4)
     client = NotebookClient(book, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
