@@ -30,8 +30,20 @@ sweep_bound_fraction=...``. The issue asks for N = 1,000 (``--n 1000``); on a sh
 machine a plain forward over 1,000 images takes about 70 s (resnet18) and 300 s (vit_b_32), and
 the fits more, so the default is N = 128, which takes about 8 minutes there.
 
+``--dashboard`` measures the dashboard at that size instead (Python side): ``Peek`` on a
+resnet18 analysis of ``--dashboard-n`` samples (default 10,000), built from a capture at
+32 x 32 (a forward at 224 x 224 over 10,000 inputs would take 10 minutes here) whose thumbnails
+are replaced by 64 x 64 ones, the size capture keeps for 224 x 224 inputs, and a 30-sweep
+``CoupledCP(rank=10)`` fit. It prints the seconds to build the dashboard from the fit (the
+analysis' view model and ``Peek``; goal <= 5) and the
+milliseconds of a component switch (goal <= 50: from setting ``peek.component`` until every
+view's data is updated; median over switches with the input, a conv and the logits block
+selected, cold (first PNG encodings) and warm), last line ``dashboard_build_s=...
+component_switch_ms=...``.
+
 Usage: python benchmarks/real_models.py [--device cpu|cuda] [--n 128] [--repeats 3]
        [--batch-size 64] [--models resnet18,vit_b_32] [--threads T]
+       python benchmarks/real_models.py --dashboard [--dashboard-n 10000]
 """
 
 from __future__ import annotations
@@ -46,13 +58,18 @@ import sys
 import time
 import warnings
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch.utils.data import DataLoader, TensorDataset
 
 from peekwidgets.analysis import rank_profile
+from peekwidgets.blocks import Block, Blocks
 from peekwidgets.capture import capture
 from peekwidgets.engine import CoupledCP
+from peekwidgets.session import Analysis
+from peekwidgets.widgets import Peek
 
 RANK, MAX_RANK, SIZE = 10, 15, 224
 GOALS = {"capture_ratio": 1.3, "fit_ratio": 1.0, "profile_ratio": 0.3, "peak_rss_ratio": 1.5,
@@ -209,6 +226,47 @@ def measure(args, model: str) -> dict:
     return ratios
 
 
+def dashboard(args):
+    """Seconds to build ``Peek`` on a resnet18 analysis of ``--dashboard-n`` samples, and the
+    milliseconds of its component switches."""
+    n, device = args.dashboard_n, torch.device(args.device)
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval().to(device)
+    x = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    small = capture(model, x, device=device, progress=False)
+    thumbs = F.interpolate(x, size=(64, 64), mode="bilinear").to(torch.float16)
+    blocks = Blocks(list(small), sample_shape=(3, SIZE, SIZE), thumbnails=Block(
+        "thumbnails", thumbs.flatten(2), (64, 64), {"thumbnail_of": "input"}))
+    est = CoupledCP(RANK, max_iter=30, random_state=0, device=device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 30 sweeps: the fit need not converge here
+        est.fit(blocks)
+    start = time.perf_counter()
+    analysis = Analysis.from_fitted(blocks, est)  # its view model: orderings, shares, health
+    derived = time.perf_counter() - start
+    peek = Peek(analysis)
+    built = time.perf_counter() - start
+    print(f"dashboard: N={n}, blocks {[b.name for b in blocks]}, rank {RANK}: built in "
+          f"{built:.2f} s (goal 5; the analysis' view model {derived:.2f} s of it)")
+    switches = []
+    for block in ("input", "layer1", "fc"):
+        peek.block = block
+        peek.views["gallery"].renderer.clear_cache()
+        for kind, order in (("cold", list(range(1, RANK)) + [0]),
+                            ("warm", np.tile(np.arange(RANK), 5))):
+            times = []
+            for r in order:
+                start = time.perf_counter()
+                peek.component = int(r)
+                times.append((time.perf_counter() - start) * 1e3)
+            switches += times
+            print(f"  block {block:<6} {kind} switch median {np.median(times):6.2f} ms, "
+                  f"p90 {np.percentile(times, 90):6.2f} ms")
+    median = float(np.median(switches))
+    print(f"  all switches: median {median:.2f} ms (goal 50)")
+    print(f"dashboard_build_s={built:.3f} component_switch_ms={median:.2f}")
+
+
 def meets(key: str, value: float) -> bool:
     return value >= GOALS[key] if key == "sweep_bound_fraction" else value <= GOALS[key]
 
@@ -221,6 +279,9 @@ def main():
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--models", default="resnet18,vit_b_32")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--dashboard", action="store_true",
+                        help="measure the dashboard at --dashboard-n samples instead")
+    parser.add_argument("--dashboard-n", type=int, default=10_000)
     parser.add_argument("--child", choices=("forward", "capture"), help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--analyse", action="store_true", help=argparse.SUPPRESS)
@@ -229,6 +290,9 @@ def main():
         torch.set_num_threads(args.threads)
     if args.child:
         print(json.dumps(child(args)))
+        return
+    if args.dashboard:
+        dashboard(args)
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
           f"N={args.n}, batch {args.batch_size}, {args.repeats} interleaved repeats, medians")
