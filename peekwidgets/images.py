@@ -104,8 +104,9 @@ class InputImages:
         if "input" not in blocks.names:
             return cls(shape, **kwargs)
         block = blocks["input"]
-        if blocks.thumbnails is not None:
-            kwargs.setdefault("pattern_shape", _block_image_shape(block))
+        if blocks.thumbnails is not None:  # a flattened input keeps its grid in its meta
+            kwargs.setdefault("pattern_shape", _block_image_shape(block) if block.spatial_shape
+                              else block.meta.get("flattened_from"))
             block = blocks.thumbnails
             shape = _block_image_shape(block)
         elif shape is None and block.spatial_shape is not None:

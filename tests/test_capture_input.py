@@ -138,3 +138,11 @@ def test_folded_inputs_are_drawn_from_their_thumbnails():
     assert_close(torch.from_numpy(folded), F.adaptive_avg_pool2d(new, (70, 58)).flatten(2),
                  rtol=2e-3, atol=2e-3)
     assert analysis.images.to_uint8(folded[0]).shape == (70, 58, 3)
+
+
+def test_a_flattened_pooled_input_still_draws_its_patterns():
+    blocks = capture(conv_net(), photos(6), flatten=True, progress=False)
+    assert blocks["input"].shape == (6, 3 * 17 * 14) and blocks.thumbnails is not None
+    images = InputImages.for_blocks(blocks)
+    assert images.pattern_shape == (3, 17, 14) and images.sample_shape == (3, 70, 58)
+    assert images.pattern_uint8(np.ones(3 * 17 * 14)).shape == (17, 14, 3)
