@@ -45,6 +45,14 @@ RESIDUAL_ELEMENTS = 1 << 18
 
 #: Sweeps between explicit residuals, which anchor the loss that the sweeps' decreases track.
 CHECK_EVERY = 10
+#: The loss of an extrapolated point estimated from the sweep's products is taken to be
+#: within ``ESTIMATE * eps * ||X||^2`` (measured within 0.3: float32 rounding of ``X F``).
+ESTIMATE = 2.0
+#: Below this share of the energy the loss of an extrapolated point is measured explicitly
+#: (the estimate's uncertainty would exceed 4 times the explicit residual's rounding).
+FINE_FIT = 2.5e-3
+#: Most sweeps between two tries of an extrapolation.
+MAX_INTERVAL = 32
 #: An explicit residual also comes as soon as the rounding that the tracked loss may have
 #: gathered since the last one (about ``eps * sqrt(||X||^2 * decrease)`` a sweep) exceeds this
 #: share of the loss.
@@ -128,8 +136,11 @@ class CoupledCP(Params):
     progress : bool
         Show a tqdm progress bar over sweeps.
     extrapolate : bool
-        Every second sweep, try a step beyond the last one (line search), kept only when its
-        loss is lower; a rejected try costs one extra pass over the data.
+        Accelerate: now and then a sweep starts from a point extrapolated along the last step;
+        it is kept only when it ends below the current state by more than the uncertainty of
+        the losses (else it is redone from the current state), so the loss never rises. On by
+        default: on the digits demo it cuts the sweeps to converge about 3x, at equal or lower
+        loss.
 
     Attributes
     ----------
@@ -157,7 +168,9 @@ class CoupledCP(Params):
     loss_history_ : list of float
         Loss after each sweep of the kept start: explicit where the residual was formed (the
         first and last entries included), else the last explicit loss minus the exact
-        decreases of the sweeps since (to about ``DRIFT`` relative).
+        decreases of the sweeps since (to about ``DRIFT`` relative), or after an extrapolated
+        sweep its estimated start loss minus its decrease (to about ``ESTIMATE * eps`` of the
+        energy).
     n_iter_ : int
     converged_, interrupted_ : bool
     """
@@ -166,7 +179,7 @@ class CoupledCP(Params):
                  max_iter: int = 1000, tol: float = 1e-6, block_weights=None,
                  normalize: bool = True, batch_size: int | None = None, device=None,
                  dtype: torch.dtype = torch.float32, random_state: int | None = None,
-                 progress: bool = False, extrapolate: bool = False):
+                 progress: bool = False, extrapolate: bool = True):
         self.rank = rank
         self.nonnegative = nonnegative
         self.init = init
@@ -327,10 +340,17 @@ class CoupledCP(Params):
         tracked loss may have gathered exceeds ``DRIFT`` of it (large steps towards a nearly
         exact fit), at extrapolated points, and at the end.
 
-        With ``extrapolate``, every second sweep starts from ``S + (j - 1) (S - S_prev)`` with
-        ``j = sweep ** (1 / p)`` (TensorLy's line search schedule); the sweep is kept only if the
-        explicit loss of that point is below the loss of ``S`` by more than its rounding, else
-        it is redone from ``S`` and after 4 failures ``p`` grows (smaller jumps).
+        With ``extrapolate``, a sweep now and then starts from the extrapolated point
+        ``S_ext = S + (j - 1) (S - S_prev)`` with ``j = sweep ** (1 / p)`` (the line search
+        schedule of TensorLy and Bro 1998) and is kept when its result has a lower loss than
+        ``S`` by more than the uncertainty of the two losses: the loss of ``S_ext`` comes from
+        the sweep's own products (``||X||^2 - 2 <X F_ext, A_ext> + <A_ext^T A_ext, G_ext>``,
+        to about ``ESTIMATE * eps * ||X||^2``), or from its explicit residual when the fit is so
+        close that this estimate is too coarse (loss below ``FINE_FIT`` of the energy), minus
+        the exact decrease of the sweep. A kept sweep that does not also beat the decrease of
+        the last plain sweep, or a sweep that is not kept (it is redone from ``S``), counts as
+        a failure: after 4, ``p`` grows (smaller jumps). Tries come every second sweep, and
+        after a sweep that is not kept twice as far apart (at most ``MAX_INTERVAL``).
         """
         a_cur, a_next, a_last = (
             torch.zeros(data.n, self.rank, dtype=data.dtype, device=data.home) for _ in range(3))
@@ -338,37 +358,49 @@ class CoupledCP(Params):
         have_a = False  # before the first sweep A holds no values
         losses = []  # loss of the state after each sweep (None until the second sweep)
         converged, interrupted, n_iter = False, False, 0
-        last_factors, power, fails = None, 2.0, 0
+        last_factors, power, fails, interval, next_try = None, 2.0, 0, 2, 2
+        last_drop = 0.0  # decrease of the last plain sweep
         eps = torch.finfo(data.dtype).eps
         floor = (10 * eps) ** 2 * total_sq  # an exact fit, to rounding
         drift = 0.0  # rounding gathered by the tracked loss since the last explicit one
+        guess = 0.0  # uncertainty of an estimated loss since the last explicit one
         try:
             for it in range(self.max_iter):
-                accepted = False
-                if self.extrapolate and it >= 2 and it % 2 == 0:
+                after = None  # loss after a kept extrapolated sweep
+                if self.extrapolate and it >= next_try:
                     jump = it ** (1.0 / power) - 1.0
                     torch.add(a_cur, a_cur - a_last, alpha=jump, out=a_ext)
                     ext = [[f + jump * (f - g) for f, g in zip(fs, gs)]
                            for fs, gs in zip(factors, last_factors)]
-                    loss, new_factors, drop = self._sweep(data, ext, a_ext, a_next, True)
-                    # beat the loss of S by more than the rounding of the explicit losses
-                    rounding = 10 * eps * math.sqrt(total_sq * max(losses[-1], 0.0))
-                    accepted = loss < losses[-1] - rounding
-                    if not accepted:
-                        loss = None
+                    explicit = losses[-1] < FINE_FIT * total_sq
+                    loss, new_factors, drop = self._sweep(
+                        data, ext, a_ext, a_next, measure=explicit,
+                        energy=None if explicit else total_sq)
+                    margin = 10 * eps * math.sqrt(total_sq * max(losses[-1], 0.0)) if explicit \
+                        else ESTIMATE * eps * total_sq
+                    if loss - drop < losses[-1] - margin - guess - drift:
+                        after = loss - drop
+                        guess = 0.0 if explicit else margin
+                        interval = 2
+                        fails += after > losses[-1] - last_drop
+                    else:
+                        interval = min(2 * interval, MAX_INTERVAL)
                         fails += 1
-                        if fails == 4:
-                            power, fails = power + 1.0, 0
-                if not accepted:
+                    if fails >= 4:
+                        power, fails = power + 1.0, 0
+                    next_try = it + interval
+                if after is None:
                     measure = it == 1 or (it > 1 and (it % CHECK_EVERY == 0
                                                       or drift > DRIFT * losses[-1]))
                     loss, new_factors, drop = self._sweep(
                         data, factors, a_cur if have_a else None, a_next, measure)
-                if loss is not None:  # explicit (also at an extrapolated point)
-                    losses[-1], drift = loss, 0.0
+                    if loss is not None:  # explicit
+                        losses[-1], drift, guess = loss, 0.0, 0.0
+                    last_drop = drop
                 a_last, a_cur, a_next = a_cur, a_next, a_last
                 last_factors, factors, have_a = factors, new_factors, True
-                losses.append(None if it == 0 else losses[-1] - drop)
+                losses.append(None if it == 0 else after if after is not None
+                              else losses[-1] - drop)
                 drift += eps * math.sqrt(total_sq * abs(drop))
                 n_iter += 1
                 bar.update()
@@ -377,7 +409,8 @@ class CoupledCP(Params):
                 if it == 0:
                     continue
                 bar.set_postfix(loss=f"{losses[-1] / total_sq:.3e}", refresh=False)
-                if losses[-1] <= floor or abs(drop) <= self.tol * losses[-2]:
+                change = losses[-2] - losses[-1]
+                if losses[-1] <= floor or abs(change) <= self.tol * losses[-2]:
                     converged = True
                     break
         except KeyboardInterrupt:
@@ -389,11 +422,14 @@ class CoupledCP(Params):
                      interrupted=interrupted, losses=losses)
         return final
 
-    def _sweep(self, data, factors, a_prev, a_out, measure: bool = False):
+    def _sweep(self, data, factors, a_prev, a_out, measure: bool = False,
+               energy: float | None = None):
         """One pass: new A rows (into ``a_out``) and new block factors.
 
         ``a_prev`` (None before the first sweep) is the current A: the start of the nonnegative
-        solves; with ``measure``, the explicit residual of the current state is formed too.
+        solves; with ``measure``, the explicit residual of the current state is formed too;
+        with ``energy`` (``||X||^2`` of the scaled blocks) instead, the loss of the current
+        state is estimated from the pass's products, ``energy - 2 <X F, A> + <A^T A, G>``.
         Returns ``(loss of the current state or None, new block factors, decrease)``, the
         decrease of the loss from the current state to the new one (without ``a_prev``, from
         the state with the new A only).
@@ -437,7 +473,11 @@ class CoupledCP(Params):
         ata = (a64.T @ a64).cpu().numpy()
         drop = 0.0
         if a_prev is not None:
-            drop = float(ops.decrease(a_prev.to(dev, torch.float64), a64, g_t, m_all))
+            old = a_prev.to(dev, torch.float64)
+            drop = float(ops.decrease(old, a64, g_t, m_all))
+            if energy is not None:
+                loss = energy - 2.0 * float((m_all * old).sum()) \
+                    + float(((old.T @ old) * g_t).sum())
         updates = [ops.update_block(fs, acc.result().cpu().numpy(), ata, self.nonnegative)
                    for fs, acc in zip(factors, accs)]
         drop += sum(d for _, d in updates)
