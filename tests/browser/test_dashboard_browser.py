@@ -37,7 +37,7 @@ def voila_url(tmp_path_factory):
         yield url
 
 
-def test_click_component_cell_updates_gallery_and_layer_response(voila_url):
+def test_click_component_cell_updates_gallery_and_layer_response(voila_url, tmp_path):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with local_page() as (page, errors):
         page.goto(voila_url + "/", timeout=60_000)
@@ -62,8 +62,16 @@ def test_click_component_cell_updates_gallery_and_layer_response(voila_url):
         assert page.locator(".peek-error").is_hidden()
         page.screenshot(path=str(ARTIFACTS / "dashboard_refit.png"), full_page=True)
 
-        with page.expect_download() as download:  # bqplot's save_png in the browser
-            page.get_by_role("button", name="Export figures").click()
-        assert download.value.suggested_filename.endswith(".png")
-        download.value.save_as(ARTIFACTS / download.value.suggested_filename)
+        # Export writes the folder on the kernel's side and offers it to the browser as a zip
+        folder = page.locator(".peek-controls .widget-text input").first
+        folder.fill(str(tmp_path / "exported"))
+        folder.press("Enter")
+        page.locator(".peek-export").click()
+        link = page.locator(".peek-downloads a")
+        expect(link).to_contain_text("exported.zip", timeout=60_000)
+        with page.expect_download() as download:
+            link.click()
+        assert download.value.suggested_filename == "exported.zip"
+        download.value.save_as(ARTIFACTS / "exported.zip")
+        assert (tmp_path / "exported" / "dashboard.html").is_file()
     assert errors == [], f"JavaScript errors on the page: {errors}"

@@ -8,10 +8,7 @@ run until cancelled. Screenshots go to ``artifacts/browser/`` (``frontend_*.png`
 
 from __future__ import annotations
 
-import json
 import shutil
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -133,21 +130,11 @@ def _jupyter(tmp_path_factory, app: str, theme: str | None = None):
                    home / f"{app}.log", app, "/api")
 
 
-def _kernel_idle(url: str) -> bool:
-    """Whether the server's one session has a kernel that is idle (its REST API says)."""
-    with urllib.request.urlopen(f"{url}/api/sessions", timeout=10) as r:
-        sessions = json.load(r)
-    return bool(sessions) and sessions[0]["kernel"]["execution_state"] == "idle"
-
-
 def _run_all(page, url: str, path: str):
     page.goto(f"{url}/{path}/{NOTEBOOK.name}?reset", timeout=120_000)
     # "Run All Cells" sent before the kernel is idle is silently dropped
-    deadline = time.monotonic() + 180
-    while not _kernel_idle(url):
-        assert time.monotonic() < deadline, "the notebook's kernel did not become idle"
-        time.sleep(0.5)
-    page.wait_for_timeout(1000)
+    expect(page.get_by_title(f"Change kernel for {NOTEBOOK.name}").first).to_contain_text(
+        "Idle", timeout=180_000)
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_text("Run All Cells", exact=True).first.click()
 
