@@ -43,8 +43,9 @@ __all__ = ["CoupledCP"]
 #: Elements of the buffer in which explicit residuals are formed, a few rows at a time.
 RESIDUAL_ELEMENTS = 1 << 18
 
-#: Sweeps between explicit residuals, which anchor the loss that the sweeps' decreases track.
-CHECK_EVERY = 10
+#: Most sweeps between explicit residuals, which anchor the loss that the sweeps' decreases
+#: track (each costs about one product more).
+CHECK_EVERY = 50
 #: The loss of an extrapolated point estimated from the sweep's products is taken to be
 #: within ``ESTIMATE * eps * ||X||^2`` (measured within 0.3: float32 rounding of ``X F``).
 ESTIMATE = 2.0
@@ -54,8 +55,11 @@ FINE_FIT = 2.5e-3
 #: Most sweeps between two tries of an extrapolation.
 MAX_INTERVAL = 32
 #: An explicit residual also comes as soon as the rounding that the tracked loss may have
-#: gathered since the last one (about ``eps * sqrt(||X||^2 * decrease)`` a sweep) exceeds this
-#: share of the loss.
+#: gathered since the last one exceeds this share of the loss. A sweep's decrease carries the
+#: rounding of the float32 products in it, independent over the ``rank * m`` entries of each
+#: update (``m`` the smallest factor's rows), so about ``eps * sqrt(||X||^2 * decrease /
+#: (rank * m))``; measured without anchors, the tracked loss stayed within 2.3e-7 of the
+#: explicit one over 100 sweeps (CMTF problem) and 1e-7 over 400 (digits demo).
 DRIFT = 1e-6
 
 
@@ -364,6 +368,7 @@ class CoupledCP(Params):
         floor = (10 * eps) ** 2 * total_sq  # an exact fit, to rounding
         drift = 0.0  # rounding gathered by the tracked loss since the last explicit one
         guess = 0.0  # uncertainty of an estimated loss since the last explicit one
+        entries = self.rank * min(data.n, *(d for shape in data.mode_shapes for d in shape))
         try:
             for it in range(self.max_iter):
                 after = None  # loss after a kept extrapolated sweep
@@ -401,7 +406,7 @@ class CoupledCP(Params):
                 last_factors, factors, have_a = factors, new_factors, True
                 losses.append(None if it == 0 else after if after is not None
                               else losses[-1] - drop)
-                drift += eps * math.sqrt(total_sq * abs(drop))
+                drift += eps * math.sqrt(total_sq * abs(drop) / entries)
                 n_iter += 1
                 bar.update()
                 if callback is not None:
