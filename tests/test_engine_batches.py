@@ -135,3 +135,21 @@ def test_a_small_fit_pins_torch_and_blas_to_one_thread():
     assert torch.get_num_threads() == before
     assert [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"] \
         == blas_before
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # fixed counts
+def test_non_contiguous_blocks_are_copied_batch_by_batch():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(100, 7, 3, generator=gen).transpose(1, 2)  # (100, 3, 7), not contiguous
+    blocks = Blocks([Block("t", x), Block("m", torch.rand(100, 5, generator=gen))])
+    data = BatchedData(blocks, [1.0, 1.0], "cpu", torch.float32, 16, 3)
+    pointers = set()
+    for start, stop, (t, m) in data.chunks():
+        torch.testing.assert_close(t, x[start:stop].reshape(stop - start, -1))
+        assert m.data_ptr() == blocks["m"].data[start].data_ptr()  # the contiguous one: views
+        pointers.add(t.data_ptr())
+    assert len(pointers) == 1
+    params = dict(rank=3, tol=-1, max_iter=5, random_state=0, batch_size=16)
+    strided = CoupledCP(**params).fit(blocks)
+    dense = CoupledCP(**params).fit(Blocks([Block("t", x.contiguous()), blocks["m"]]))
+    np.testing.assert_array_equal(strided.A_, dense.A_)

@@ -173,20 +173,30 @@ class BatchedData:
         return buf
 
     def chunks(self):
-        """Yield ``(start, stop, [rows of each block as (n, features)])`` on the compute device
-        in the data dtype (views where possible, else copies into work buffers)."""
-        flat = [b.data.view(self.n, -1) if b.data.is_contiguous() else b.data
-                for b in self.blocks]
-        copies = [x.device != self.device or x.dtype != self.dtype for x in flat]
-        for start in range(0, self.n, self.batch_size):
-            stop = min(start + self.batch_size, self.n)
+        """``(start, stop, [rows of each block as (n, features)])`` on the compute device in the
+        data dtype: views of the blocks (listed once per fit), or copies into work buffers
+        (another device or dtype, or a block that is not contiguous)."""
+        views = self.cache.get("views")
+        if views is None:
+            flat = [b.data.view(self.n, -1) if b.data.is_contiguous() else b.data
+                    for b in self.blocks]
+            copies = [x.ndim > 2 or x.device != self.device or x.dtype != self.dtype
+                      for x in flat]
+            views = self.cache["views"] = [
+                (start, min(start + self.batch_size, self.n),
+                 [x[start:start + self.batch_size] for x in flat])
+                for start in range(0, self.n, self.batch_size)]
+            self.cache["copies"] = copies if any(copies) else None
+        copies = self.cache["copies"]
+        return views if copies is None else self._copied(views, copies)
+
+    def _copied(self, views, copies):
+        for start, stop, parts in views:
             rows = []
-            for i, (x, copy) in enumerate(zip(flat, copies)):
-                part = x[start:stop]
-                if part.ndim > 2:
-                    part = part.reshape(stop - start, -1)
+            for i, (part, copy) in enumerate(zip(parts, copies)):
                 if copy:
-                    buf = self.buffer(("rows", i), (self.batch_size, part.shape[1]))
-                    part = buf[: stop - start].copy_(part, non_blocking=part.is_pinned())
+                    buf = self.buffer(("rows", i), (self.batch_size, math.prod(part.shape[1:])))
+                    part = buf[: stop - start]
+                    part.view(parts[i].shape).copy_(parts[i], non_blocking=parts[i].is_pinned())
                 rows.append(part)
             yield start, stop, rows
