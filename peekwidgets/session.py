@@ -10,6 +10,7 @@ or the engine itself. No widget library is imported here.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -104,7 +105,7 @@ class Analysis:
             estimator = CoupledCP(rank, nonnegative=nonnegative, random_state=random_state,
                                   progress=progress, **(engine_kwargs or {}))
             with self._timed("fit"):
-                estimator.fit(blocks)
+                estimator.fit(blocks.select(_fittable(blocks)))
         self.images = InputImages.for_blocks(blocks, mean=mean, std=std)
         self.estimator = estimator
         self.view = ViewModel(blocks, estimator)
@@ -249,6 +250,21 @@ class Analysis:
         model = "" if self.model is None else f"{type(self.model).__name__}, "
         return (f"Analysis({model}{v.n_samples} samples, blocks {v.names}, rank {v.rank}, "
                 f"{kind})")
+
+
+def _fittable(blocks: Blocks) -> list[str]:
+    """The names of the blocks that hold any signal; an all-zero block (an untrained layer
+    initialized at zero, such as torchvision's ViT head) is left out of the fit, with a
+    warning, and stays in the blocks."""
+    zero = [b.name for b in blocks if b.norm() == 0]
+    if zero:
+        if len(zero) == len(blocks):
+            raise ValueError(f"every block is all zeros ({zero}); there is nothing to fit; "
+                             "check the model's weights and the inputs")
+        warnings.warn(f"blocks {zero} are all zeros (for example an untrained layer "
+                      "initialized at zero) and are left out of the fit", RuntimeWarning,
+                      stacklevel=3)
+    return [b.name for b in blocks if b.name not in zero]
 
 
 class _Timer:

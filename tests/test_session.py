@@ -123,3 +123,13 @@ def test_refit_of_a_fit_from_initial_factors_starts_from_svd():
     assert isinstance(a.estimator.init, dict)
     a.refit(rank=3)  # the rank-2 factors cannot start a rank-3 fit
     assert a.estimator.init == "svd" and a.view.rank == 3
+
+
+def test_an_all_zero_block_is_left_out_of_the_fit_with_a_warning():
+    """An untrained head initialized at zero (torchvision's ViT) gives an all-zero block."""
+    model, x = planted_model()
+    torch.nn.init.zeros_(model[2].weight)
+    torch.nn.init.zeros_(model[2].bias)
+    with pytest.warns(RuntimeWarning, match=r"blocks \['2'\] are all zeros"):
+        a = Analysis(model, x, rank=2, progress=False)
+    assert a.view.names == ["input", "1"] and "2" in a.blocks.names
