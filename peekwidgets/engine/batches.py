@@ -172,6 +172,21 @@ class BatchedData:
                                                             device=self.device)
         return buf
 
+    def split(self, buf: torch.Tensor) -> list[torch.Tensor]:
+        """Views of ``buf`` by batch (``buf[start:stop]`` when it holds a row per sample, else
+        ``buf[:stop - start]``, a batch-sized buffer), listed once per buffer: slicing costs as
+        much as a small kernel. (The views keep ``buf``'s memory alive, so no later buffer can
+        take its address.)"""
+        key = ("split", buf.data_ptr(), tuple(buf.shape), buf.dtype)
+        views = self.cache.get(key)
+        if views is None:
+            whole = buf.shape[0] == self.n
+            views = self.cache[key] = [
+                buf[start:min(start + self.batch_size, self.n)] if whole
+                else buf[: min(start + self.batch_size, self.n) - start]
+                for start in range(0, self.n, self.batch_size)]
+        return views
+
     def chunks(self):
         """``(start, stop, [rows of each block as (n, features)])`` on the compute device in the
         data dtype: views of the blocks (listed once per fit), or copies into work buffers

@@ -25,6 +25,7 @@ import math
 import numbers
 import warnings
 from collections.abc import Mapping
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -451,28 +452,28 @@ class CoupledCP(Params):
         if measure:
             work, norms = self._residual_buffers(data)
         on_home = data.home == dev
-        for start, stop, xs in data.chunks():
-            n = stop - start
-            m = m32[:n]
+        split = data.split
+        rows = zip(data.chunks(), split(m32), split(m_all), split(a_out) if on_home
+                   else split(a32), split(a_prev) if measure else repeat(None), split(a_s))
+        for (start, stop, xs), m, m64, stored, old, a_s_rows in rows:
             torch.mm(xs[0], scaled[0], out=m)
             for x, f in zip(xs[1:], scaled[1:]):
                 torch.addmm(m, x, f, out=m)
-            m = m_all[start:stop].copy_(m)
+            m64.copy_(m)
             if measure:
-                old = a_prev[start:stop].to(dev)
+                old = old.to(dev)
                 for x, f_t, s, out in zip(xs, plain_t, data.scales, norms):
                     ops.residual_norms(x, old, f_t, s, work, out[start:stop])
             if not self.nonnegative:  # the batch's rows of A, then its Y_b while in cache
-                stored = a_out[start:stop] if on_home else a32[:n]
-                stored.copy_(torch.mm(m, inv))  # A as stored: the decreases are of the stored
-                self._compress(xs, stored, data, accs, a_s[:n])
+                stored.copy_(torch.mm(m64, inv))  # A as stored: the decreases are of the stored
+                self._compress(xs, stored, data, accs, a_s_rows)
                 if not on_home:
                     a_out[start:stop] = stored.to(data.home)
         if self.nonnegative:  # HALS on all rows at once (per batch, its steps would dominate)
             start_a = None if a_prev is None else a_prev.to(dev, torch.float64)
             a_out.copy_(ops.solve(g_t, m_all, start_a, True, n_inner=2, inv=inv))
-            for start, stop, xs in data.chunks():
-                self._compress(xs, a_out[start:stop].to(dev), data, accs, a_s[: stop - start])
+            for (_, _, xs), a, a_s_rows in zip(data.chunks(), split(a_out), split(a_s)):
+                self._compress(xs, a.to(dev), data, accs, a_s_rows)
         loss = sum(float(r.double().square().sum()) for r in norms) if measure else None
         a64 = a_out.to(dev, torch.float64)
         ata = (a64.T @ a64).cpu().numpy()
