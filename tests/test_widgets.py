@@ -25,21 +25,6 @@ from peekwidgets.widgets import (
 )
 
 
-@pytest.fixture
-def blocks():
-    return make_blocks()
-
-
-@pytest.fixture
-def est(blocks):
-    return stand_in(blocks)
-
-
-@pytest.fixture
-def peek(blocks, est):
-    return Peek.from_fitted(blocks, est)
-
-
 def click_cell(view, row, col):
     view.heatmap._element_click_handlers(
         view.heatmap, {"event": "element_click", "data": {"rowNum": row, "columnNum": col}})

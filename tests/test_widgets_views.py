@@ -19,21 +19,6 @@ from peekwidgets.session import Analysis
 from peekwidgets.widgets import Peek
 
 
-@pytest.fixture
-def blocks():
-    return make_blocks()
-
-
-@pytest.fixture
-def est(blocks):
-    return stand_in(blocks)
-
-
-@pytest.fixture
-def peek(blocks, est):
-    return Peek.from_fitted(blocks, est)
-
-
 def all_figures(peek) -> list:
     """Every bqplot Figure inside the dashboard's views (the layer response's boxes not on
     show included)."""

@@ -11,7 +11,6 @@ import pytest
 from helpers import (
     ARTIFACTS,
     N_TILES,
-    NOTEBOOK,
     click_component_and_expect_update,
     expect,
     expect_dashboard_ready,
@@ -20,21 +19,9 @@ from helpers import (
     local_page,
     skip_without_chromium,
 )
-from servers import serving
-
-from peekwidgets.cli import start_voila
 
 pytestmark = pytest.mark.browser
 skip_without_chromium()
-
-
-@pytest.fixture(scope="module")
-def voila_url(tmp_path_factory):
-    log = tmp_path_factory.mktemp("voila") / "voila.log"
-    # the favicon, not "/": every GET of "/" starts a kernel
-    with serving(lambda port, **kw: start_voila(NOTEBOOK, port, **kw), log, "Voilà",
-                 "/voila/static/favicon.ico") as (url, _):
-        yield url
 
 
 def test_click_component_cell_updates_gallery_and_layer_response(voila_url, tmp_path):

@@ -22,12 +22,10 @@ from helpers import (
 )
 from servers import serving, start_jupyter
 
-from peekwidgets.cli import start_voila
-
 pytestmark = pytest.mark.browser
 skip_without_chromium()
 
-NOTEBOOK = Path(__file__).with_name("frontends.ipynb")
+NOTEBOOK = VOILA_NOTEBOOK = Path(__file__).with_name("frontends.ipynb")
 VIEWS = (".peek-component-map", ".peek-layer-response", ".peek-gallery", ".peek-sample-map",
          ".peek-controls")
 RANK, N_BLOCKS = 6, 5
@@ -79,14 +77,6 @@ def expect_dashboard(page, timeout: float = 300_000):
 def assert_nothing_clipped(page, where: str):
     wide = page.evaluate(OVERFLOW, list(VIEWS))
     assert wide == [], f"{where}: {wide}"
-
-
-@pytest.fixture(scope="module")
-def voila_url(tmp_path_factory):
-    log = tmp_path_factory.mktemp("voila") / "voila.log"
-    with serving(lambda port, **kw: start_voila(NOTEBOOK, port, **kw), log, "Voilà",
-                 "/voila/static/favicon.ico") as (url, _):
-        yield url
 
 
 @pytest.mark.parametrize("width", [900, 1366, 1920])
