@@ -18,6 +18,7 @@ def planted(n=200, rank=3, seed=0):
     return Blocks([Block("x", x)])
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # fixed counts
 def test_callback_sees_every_sweep_and_a_falling_loss():
     seen = []
     cp = CoupledCP(3, tol=-1, max_iter=15, random_state=0).fit(
