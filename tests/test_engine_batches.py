@@ -11,6 +11,7 @@ from peekwidgets.engine import CoupledCP
 from peekwidgets.engine import batches as batches_module
 from peekwidgets.engine.batches import (
     CACHE_BYTES,
+    FLUSH_ROWS,
     LARGE_FIT_BYTES,
     MIN_ROWS_PER_COLUMN,
     Accumulator,
@@ -54,18 +55,22 @@ def test_given_batch_size_and_other_devices():
 
 
 def test_accumulator_sums_float32_products_to_float64_accuracy():
+    # Many parts of FLUSH_ROWS rows: the float32 rounding inside one part depends on the GEMM
+    # kernel (on an AMD EPYC, MKL's beta=1 GEMM rounds a 1,024-row part about as coarsely as a
+    # plain float32 sum of 3,000 rows), so the gain shows over a sum much longer than a part.
+    n = 30 * FLUSH_ROWS
     gen = torch.Generator().manual_seed(0)
-    a = torch.rand(3000, 6, generator=gen)
-    x = torch.rand(3000, 300, generator=gen)
+    a = torch.rand(n, 6, generator=gen)
+    x = torch.rand(n, 300, generator=gen)
     exact = a.double().T @ x.double()
     acc = Accumulator(6, 300, "cpu", torch.float32)
     part = acc.part.data_ptr()
-    for start in range(0, 3000, 37):
+    for start in range(0, n, 37):
         acc.add(a[start:start + 37], x[start:start + 37])
     assert acc.part.data_ptr() == part  # summed in place by the GEMM, no temporaries
     err = float((acc.result() - exact).abs().max() / exact.abs().max())
     plain = torch.zeros(6, 300)  # all rows summed in float32
-    for start in range(0, 3000, 37):
+    for start in range(0, n, 37):
         plain += a[start:start + 37].T @ x[start:start + 37]
     err32 = float((plain.double() - exact).abs().max() / exact.abs().max())
     assert err < 1e-6 and err < err32 / 2, (err, err32)
