@@ -22,6 +22,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from peekwidgets import distributed
 from peekwidgets.blocks import Block, Blocks
 from peekwidgets.engine import CoupledCP, svd
 
@@ -85,6 +86,7 @@ def job_fits(rank: int) -> dict:
         model = models[name] = CoupledCP(RANK, random_state=0, **params).fit(blocks(rank))
         out[name] = fitted(model)
         out[name]["transform"] = model.transform(blocks(rank))
+        out[name]["gathered"] = distributed.gather_rows(model.A_)
     out["diagnostics"] = diagnostics(models["ls64"], models["nn64"], blocks(rank))
     failed = []  # Cholesky QR that fell back (a rank-2 block, 8 columns in float64)
     qr2 = svd._cholesky_qr2
@@ -250,6 +252,8 @@ def test_two_processes_fit_as_one(two, name):
     assert first["n_samples_"] == second["n_samples_"] == one.n_samples_ == 100
     a = np.concatenate([first["A_"], second["A_"]])
     close(a, one.A_, rtol)
+    np.testing.assert_equal(first["gathered"], a)
+    np.testing.assert_equal(second["gathered"], a)
     transform = np.concatenate([first["transform"], second["transform"]])
     close(transform, one.transform(blocks()), rtol)
     close(transform, one.A_, 10 * rtol)  # the training rows give back their rows of A
@@ -335,3 +339,17 @@ def test_rank_deficient_profile_orthonormalizes_by_shifted_cholesky_qr(two):
         close(got["fit"], one.fit, 1e-9)
         np.testing.assert_allclose(got["fit"][1:], 1.0, atol=1e-12)
         close(got["singular_values"][:2], one.singular_values[:2], 1e-9)
+
+
+def test_without_a_group_the_collectives_are_the_identity():
+    x, t = np.arange(6.0).reshape(3, 2), torch.arange(4.0)
+    assert not distributed.is_active() and distributed.world_size() == 1
+    assert distributed.all_reduce_(t) is t and distributed.gather_rows(x) is x
+    assert distributed.row_offset(7) == (0, 7) and distributed.comm_bytes() == 0
+    with distributed.deferred_interrupts() as request:
+        assert request is None  # Ctrl-C raises as usual
+    norms = distributed.block_norms(blocks())
+    assert norms == [b.norm() for b in blocks()]
+    with pytest.raises(ValueError, match="NaN or Inf values in 1 of 100 samples, first in "
+                       "sample 40"):
+        distributed.block_norms(blocks(x=data()["x"].index_fill(0, torch.tensor([40]), np.nan)))
