@@ -87,6 +87,7 @@ def job_fits(rank: int) -> dict:
         out[name] = fitted(model)
         out[name]["transform"] = model.transform(blocks(rank))
         out[name]["gathered"] = distributed.gather_rows(model.A_)
+    out["seedless"] = fitted(CoupledCP(RANK, random_state=None, **PLAIN).fit(blocks(rank)))
     out["diagnostics"] = diagnostics(models["ls64"], models["nn64"], blocks(rank))
     failed = []  # Cholesky QR that fell back (a rank-2 block, 8 columns in float64)
     qr2 = svd._cholesky_qr2
@@ -267,6 +268,12 @@ def test_bytes_per_sweep_are_the_reduction_and_do_not_grow_with_the_samples(two)
         assert two[r]["plain40"]["comm_bytes_per_sweep_"] == expected
         assert two[r]["plain80"]["comm_bytes_per_sweep_"] == expected
     assert CoupledCP(RANK, **PLAIN).fit(blocks()).comm_bytes_per_sweep_ == 0
+
+
+def test_an_unseeded_fit_starts_alike_on_every_process(two):
+    first, second = two[0]["seedless"], two[1]["seedless"]
+    np.testing.assert_equal(first["factors_"], second["factors_"])
+    assert first["loss_"] == second["loss_"] and first["fit_"]["x"] > 0.9
 
 
 @pytest.mark.parametrize("center", [False, True])

@@ -346,7 +346,7 @@ def rank_profile(
     random_state : int, optional
         Seed of the random projection, restarts and the split; same seed, same profile.
     progress : bool
-        Show progress bars.
+        Show progress bars (on process 0 of a group).
 
     Returns
     -------
@@ -373,7 +373,7 @@ def rank_profile(
     scales = [w / math.sqrt(sq) if normalize else w for w, sq in zip(weights, sq_norms)]
     svd = randomized_svd(blocks, scales, max_rank, means=means, oversample=oversample,
                          n_iter=n_iter, batch_size=step, device=dev, dtype=dtype,
-                         generator=generator, progress=progress)
+                         generator=generator, progress=progress and distributed.rank() == 0)
     sigma = svd.S.cpu().numpy()
     energy = torch.stack([y.square().sum(0) for y in svd.right]).cpu().numpy()
     if len(sigma) < max_rank:  # fewer features than max_rank: the rest explain nothing

@@ -157,7 +157,7 @@ class CoupledCP(Params):
     random_state : int, optional
         Seed; fits are deterministic on CPU for a given seed.
     progress : bool
-        Show a tqdm progress bar over sweeps.
+        Show a tqdm progress bar over sweeps (on process 0 of a group).
     extrapolate : bool
         Accelerate: now and then a sweep starts from a point extrapolated along the last step;
         it is kept only when it ends below the current state by more than the uncertainty of
@@ -345,7 +345,8 @@ class CoupledCP(Params):
         from tqdm.auto import tqdm
 
         best = None
-        bar = tqdm(total=self.max_iter * self.n_init, disable=not self.progress, unit="sweep",
+        bar = tqdm(total=self.max_iter * self.n_init, unit="sweep",
+                   disable=not self.progress or distributed.rank() != 0,  # one bar a group
                    desc=f"CoupledCP rank {self.rank}")
         with data.threads(), bar, distributed.deferred_interrupts() as stop:
             for start in range(self.n_init):
