@@ -12,7 +12,8 @@ negative tol), after a warm-up of each, the two counts in turns and the one-proc
 two-process fits interleaved (the worker processes wait on a queue while the parent fits, so
 the two never run at once); the two-process time is rank 0's wall time of ``fit`` (the ranks
 finish together: every sweep ends in an all-reduce). Bytes per sweep:
-``comm_bytes_per_sweep_`` of rank 0 (what it hands to the all-reduce), at N and at N / 2.
+``comm_bytes_per_sweep_`` of rank 0 (what it hands to the all-reduce), at N and at N / 2,
+and the time of one all-reduce of that size (median of 20).
 
 The machine's own parallel headroom, measured in turns with the fits: the two products of a
 sweep (``X W`` and ``W^T X`` of every block, whole rows, one thread) over all rows in the parent
@@ -45,6 +46,7 @@ import torch
 import torch.distributed as dist
 from engine_scale import R, lenet_blocks  # the benchmark next to this one
 
+from peekwidgets import distributed
 from peekwidgets.blocks import Block, Blocks
 from peekwidgets.engine import CoupledCP
 
@@ -104,6 +106,15 @@ def worker(rank: int, port: int, folder: str, names, n: int, backend: str, devic
         if sweeps == 0:  # the products alone, at once in both workers
             results.put((rank, products(blocks), 0.0, 0.0))
             continue
+        if sweeps < 0:  # an all-reduce of -sweeps bytes, median of 20
+            buf = torch.zeros(-sweeps // 8, dtype=torch.float64, device=device)
+            took = []
+            for _ in range(20):
+                start = time.perf_counter()
+                distributed.all_reduce_(buf)
+                took.append(time.perf_counter() - start)
+            results.put((rank, statistics.median(took), 0.0, 0.0))
+            continue
         seconds, model = timed_fit(blocks, sweeps, device)
         results.put((rank, seconds, model.comm_bytes_per_sweep_, model.loss_))
     dist.destroy_process_group()
@@ -129,11 +140,11 @@ class Group:
     def fit(self, sweeps: int, rows: int | None = None) -> tuple[float, float, float]:
         """``(rank 0's seconds, its bytes per sweep, the loss)`` of a fit of ``rows`` rows a
         process (all of its half by default); ``sweeps=0``: the slower worker's seconds of
-        :func:`products` instead."""
+        :func:`products` instead; ``sweeps=-b``: of an all-reduce of ``b`` bytes."""
         for q in self.commands:
             q.put((sweeps, rows or self.half))
         got = sorted((self.results.get(timeout=600) for _ in range(WORLD)), key=lambda r: r[0])
-        if sweeps == 0:
+        if sweeps <= 0:
             return max(g[1] for g in got), 0.0, 0.0
         return got[0][1], got[0][2], got[0][3]
 
@@ -183,6 +194,7 @@ def main():
                     times[k, WORLD].append(seconds)
                     losses[k] = (model.loss_, loss)
             _, sent_half, _ = group.fit(SHORT, rows=args.n // (2 * WORLD))
+            reduce_seconds = group.fit(-int(sent))[0]
         finally:
             group.close()
     per_sweep = {w: (statistics.median(times[LONG, w]) - statistics.median(times[SHORT, w]))
@@ -196,6 +208,9 @@ def main():
           f"{loss_two:.8g} (relative difference {abs(loss_one - loss_two) / loss_one:.1e})")
     print(f"bytes sent a sweep by rank 0: {sent:.0f} at N={args.n}, {sent_half:.0f} at "
           f"N={args.n // 2} (R * sum of block features + R^2 + 5 float64)")
+    print(f"one all-reduce of those bytes: {reduce_seconds * 1e3:.2f} ms (median of 20, the "
+          f"slower worker), {reduce_seconds / per_sweep[WORLD] * 100:.1f}% of a "
+          f"{WORLD}-process sweep")
     headroom = statistics.median(times[0, 1]) / statistics.median(times[0, WORLD])
     print(f"machine's parallel headroom now (a sweep's products, all rows in one process / "
           f"each half in {WORLD} at once): {headroom:.2f}")
