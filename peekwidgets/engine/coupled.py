@@ -390,8 +390,9 @@ class CoupledCP(Params):
                            n_total=n_total)
 
     def _initial_factors(self, data, names, start, generator):
-        if isinstance(self.init, Mapping):
-            return _init.check_user_factors(self.init, names, data.mode_shapes, self.rank)
+        if isinstance(self.init, Mapping):  # process 0's on every process
+            return distributed.broadcast_object(
+                _init.check_user_factors(self.init, names, data.mode_shapes, self.rank))
         if self.init == "svd" and start == 0:
             return _init.svd_factors(data, self.rank, generator, self.nonnegative)
         return _init.random_factors(data.mode_shapes, self.rank, generator)
