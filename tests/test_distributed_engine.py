@@ -107,6 +107,7 @@ def job_fits(rank: int) -> dict:
         ("nan", lambda: CoupledCP(RANK, **PLAIN).fit(
             blocks(rank, x=data()["x"].clone().index_fill_(0, torch.tensor([40]), np.nan)))),
         ("model", lambda: rank_profile(blocks(rank), 3, model="nonnegative", progress=False)),
+        ("profile", lambda: rank_profile(blocks(rank), 3 + rank, progress=False)),
     ):
         try:
             call()
@@ -291,8 +292,10 @@ def test_rank_profile_on_two_processes_equals_one(two, center):
 
 def test_mismatched_processes_raise_clear_errors_everywhere(two):
     first, second = two[0]["errors"], two[1]["errors"]
-    assert "process 1 calls fit with other ['rank']" in first["rank"]
-    assert "calls fit with other ['rank']" in second["rank"]
+    assert "process 1 passes other ['rank'] than process 0 ({'rank': '4'} against {'rank': " \
+        "'3'})" in first["rank"]
+    assert "process 0 passes other ['rank']" in second["rank"]
+    assert "process 1 passes other ['max_rank']" in first["profile"]
     assert "NaN or Inf values in 1 of 63 samples, first in sample 3" in second["nan"]
     assert "in the rows of another process" in first["nan"]
     assert "model='nonnegative' is not available under a torch.distributed" in first["model"]

@@ -354,7 +354,11 @@ def rank_profile(
     """
     blocks = as_blocks(blocks)
     max_rank = check_max_rank(max_rank)
-    n_total = int(distributed.total(blocks.n_samples))
+    n_total = sum(distributed.agree(blocks.n_samples, {
+        "blocks": blocks.names, "shapes": [b.mode_shape for b in blocks], "max_rank": max_rank,
+        "center": center, "normalize": normalize, "block_weights": block_weights,
+        "model": model, "oversample": oversample, "n_iter": n_iter, "dtype": dtype,
+        "random_state": random_state}))
     _check_settings(blocks, max_rank, threshold, model, center, n_restarts, split_half, n_total)
     weights = resolve_block_weights(block_weights, blocks.names, unknown_error=KeyError)
     dev = None if device is None else torch.device(device)

@@ -284,30 +284,12 @@ class CoupledCP(Params):
     def _check_processes(self, blocks: Blocks) -> tuple[int, int]:
         """``(first global row of this process, samples of all processes)``; under a process
         group, every process must fit the same blocks (names, feature shapes) with the same
-        parameters and hold at least one sample, else every process raises ValueError."""
-        if not distributed.is_active():
-            return 0, blocks.n_samples
-        setup = {"blocks": list(blocks.names), "shapes": [b.mode_shape for b in blocks],
-                 "init": self.init if isinstance(self.init, str) else "dict",
-                 **{k: v for k, v in self.get_params().items()
-                    if k not in ("init", "device", "progress", "batch_size")}}
-        setup = {k: repr(v) for k, v in setup.items()}  # comparable (arrays, dtypes)
-        seen = distributed.all_gather_object((blocks.n_samples, setup))
-        for r, (_, other) in enumerate(seen):
-            if other != setup:
-                diff = sorted(k for k in setup if other.get(k) != setup[k])
-                raise ValueError(
-                    f"process {r} calls fit with other {diff} than process "
-                    f"{distributed.rank()} ({ {k: other.get(k) for k in diff} } against "
-                    f"{ {k: setup[k] for k in diff} }); every process of the group must fit "
-                    "the same blocks with the same parameters, each with its own rows"
-                )
-        counts = [n for n, _ in seen]
-        if min(counts) < 1:
-            raise ValueError(
-                f"process {counts.index(min(counts))} holds no samples (rows per process: "
-                f"{counts}); give every process at least one row"
-            )
+        parameters and hold at least one sample (:func:`~peekwidgets.distributed.agree`)."""
+        params = {k: v for k, v in self.get_params().items()
+                  if k not in ("init", "device", "progress", "batch_size")}
+        counts = distributed.agree(blocks.n_samples, {
+            "blocks": blocks.names, "shapes": [b.mode_shape for b in blocks],
+            "init": self.init if isinstance(self.init, str) else "dict", **params})
         return sum(counts[:distributed.rank()]), sum(counts)
 
     # ---------------------------------------------------------------------------- fit
