@@ -210,8 +210,11 @@ class CoupledCP(Params):
     ``fit`` on every process with the same parameters and that process's rows of every block
     (contiguous, the processes in rank order making up all samples). Every fitted attribute
     but ``A_`` (and ``row_offset_``) is then the same on every process and equals a fit of
-    all samples on one process, to rounding. Ctrl-C or a KeyboardInterrupt in ``callback`` on
-    any process stops all of them after the same sweep.
+    all samples on one process, to rounding (in float32 the products' rounding differs with
+    the rows of a batch, so a fit that stops on ``tol`` may stop a sweep earlier or later).
+    Ctrl-C or a KeyboardInterrupt in ``callback`` on any process stops all of them after the
+    same sweep; an exception on one process ends the others' fits in their next collective
+    (give ``init_process_group`` a ``timeout``, see :mod:`peekwidgets.distributed`).
     """
 
     def __init__(self, rank: int = 5, *, nonnegative: bool = False, init="svd", n_init: int = 1,
