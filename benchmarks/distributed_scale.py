@@ -95,11 +95,11 @@ def worker(rank: int, port: int, folder: str, names, n: int, backend: str, devic
     """One process of the group: fits its half of the rows on command, reports the time."""
     warnings.simplefilter("ignore")  # fixed sweep counts warn of non-convergence
     torch.set_num_threads(1)
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=WORLD, timeout=timedelta(minutes=5))
-    if device == "cuda":
+    if device == "cuda":  # one GPU a process, chosen before NCCL starts
         torch.cuda.set_device(rank)
         device = f"cuda:{rank}"
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=WORLD, timeout=timedelta(minutes=5))
     half = n // WORLD
     mine = load(Path(folder), names, slice(rank * half, (rank + 1) * half), device)
     while (command := commands.get()) is not None:
