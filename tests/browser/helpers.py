@@ -39,7 +39,8 @@ def skip_without_chromium() -> None:
 
 @contextmanager
 def local_page(width: int = 1240, height: int = 1300, known_errors=()):
-    """Yield ``(page, errors)``: a headless Chromium page whose requests beyond 127.0.0.1 abort.
+    """Yield ``(page, errors)``: a headless Chromium page whose requests beyond 127.0.0.1 and
+    local files abort.
 
     ``errors`` collects the page's uncaught JavaScript errors; assert it is empty at the end.
     ``known_errors`` holds ``(message, script)`` pairs of front-end bugs outside this project: an
@@ -56,7 +57,7 @@ def local_page(width: int = 1240, height: int = 1300, known_errors=()):
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         try:
             context = browser.new_context(viewport={"width": width, "height": height})
-            context.route(lambda url: not url.startswith("http://127.0.0.1"),
+            context.route(lambda url: not url.startswith(("http://127.0.0.1", "file://")),
                           lambda route: route.abort())
             page = context.new_page()
             page.on("pageerror", on_error)
