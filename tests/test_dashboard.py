@@ -75,6 +75,12 @@ def test_progress_is_throttled_and_ends_at_the_sweeps_done(peek, monkeypatch):
     assert peek.estimator.n_iter_ == 400 and "stopped at max_iter=400" in (
         peek.controls.status.value)
     assert 1 <= len(drawn) < 100  # a few updates a second, not one per sweep
+    bar = peek.controls.progress_bar
+    assert bar.value == bar.max == 400
+    peek.refit(rank=2, background=True, tol=1e-4, max_iter=5000)  # converges early
+    assert peek.wait(120)
+    assert peek.estimator.converged_ and peek.estimator.n_iter_ < 5000
+    assert bar.value == bar.max == 5000
 
 
 def test_a_refit_asked_for_while_one_runs_waits_and_the_latest_wins(peek):

@@ -310,7 +310,7 @@ class Peek(w.VBox, StateTraits):
                 self.analysis.refit(blocks, progress=self.analysis.progress, **changes)
             self._show_fit(time.perf_counter() - start)
             return self
-        max_iter = self.estimator.get_params().get("max_iter", 1)
+        max_iter = changes.get("max_iter", self.estimator.get_params().get("max_iter", 1))
 
         def run():
             start = time.perf_counter()
@@ -346,6 +346,7 @@ class Peek(w.VBox, StateTraits):
         finally:
             self._refitting = False
         self.controls.sync(self.fitted)
+        self.controls.fill_progress()
         self.controls.show_status(fit_status(self.estimator, seconds))
 
     def _work_failed(self, exc: BaseException):

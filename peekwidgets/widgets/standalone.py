@@ -10,6 +10,7 @@ anywidget), read from the installed packages. The page opens anywhere, online or
 
 from __future__ import annotations
 
+import html
 import json
 import warnings
 from importlib import metadata
@@ -91,7 +92,7 @@ def write_page(path, views, title: str) -> Path:
         return path
     data = embed_data(views, state=state)
     path.write_text(_PAGE.format(
-        title=title,
+        title=html.escape(title),
         css=(_STATIC / "embed-manager.css").read_text("utf-8"),
         manager=escape_script((_STATIC / "embed-manager.js").read_text("utf-8")),
         bundles="\n".join(_BUNDLE.format(name=m, code=escape_script(b.read_text("utf-8")))
