@@ -1,6 +1,7 @@
 """The dashboard in real front ends (Chromium): nothing clipped at 900, 1366 and 1920 px in
-Voilà and Notebook 7, and in JupyterLab 4 with its side panel open (light and dark theme);
-readable text in the dark theme; a click answered while a refit runs, and Cancel.
+Voilà, Notebook 7 and JupyterLab 4 with its side panel open (light and dark theme), and no
+page or SVG errors; readable text in both themes; a click answered while a refit runs, and
+Cancel.
 
 The notebook is ``frontends.ipynb``: the dashboard of a small digits CNN whose later refits
 run until cancelled. Screenshots go to ``artifacts/browser/`` (``frontend_*.png``).
@@ -88,6 +89,14 @@ def expect_dashboard(page, timeout: float = 300_000):
 def assert_nothing_clipped(page, where: str):
     wide = page.evaluate(OVERFLOW, [*VIEWS, ".peek-tiles button"])  # and the tiles' captions
     assert wide == [], f"{where}: {wide}"
+
+
+def at_every_width(page, height: int):
+    """Give the window each of ``WIDTHS`` in turn; yield the width once the views reflowed."""
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": height})
+        page.wait_for_timeout(1500)  # figures laid out again
+        yield width
 
 
 def svg_errors(page) -> list[str]:
@@ -179,6 +188,7 @@ def test_jupyterlab_with_side_panel_open_readable_in_both_themes(tmp_path_factor
     name = theme.split()[-1].lower()
     with _jupyter(tmp_path_factory, "jupyterlab", theme) as (url, _), \
             local_page(width=1366, height=768) as (page, errors):
+        svg = svg_errors(page)
         _run_all(page, url, "jupyterlab")
         expect(page.locator(".jp-FileBrowser")).to_be_visible()  # the side panel is open
         expect_dashboard(page)
@@ -189,7 +199,10 @@ def test_jupyterlab_with_side_panel_open_readable_in_both_themes(tmp_path_factor
             ratio = page.evaluate(CONTRAST, text.element_handle())
             assert ratio >= 3.0, f"{selector} in {theme}: contrast {ratio:.2f}"
         page.screenshot(path=str(ARTIFACTS / f"frontend_jupyterlab_{name}.png"))
+        for width in at_every_width(page, 768):
+            assert_nothing_clipped(page, f"JupyterLab {name} at {width} px with the file browser")
     assert errors == [], f"JavaScript errors: {errors}"
+    assert svg == [], f"SVG errors in the console: {svg}"
 
 
 def test_notebook7_at_every_width_nothing_clipped(tmp_path_factory):
@@ -201,9 +214,7 @@ def test_notebook7_at_every_width_nothing_clipped(tmp_path_factory):
         svg = svg_errors(page)
         _run_all(page, url, "notebook")
         expect_dashboard(page)
-        for width in WIDTHS:
-            page.set_viewport_size({"width": width, "height": 1400})
-            page.wait_for_timeout(1500)  # figures laid out again
+        for width in at_every_width(page, 1400):
             assert_nothing_clipped(page, f"Notebook 7 at {width} px")
             page.locator(".peek-dashboard").evaluate("e => e.scrollIntoView()")
             page.mouse.move(2, 2)  # no tooltip in the picture
