@@ -17,7 +17,7 @@ import torch
 from peekwidgets import Analysis
 from peekwidgets.blocks import Block, Blocks
 from peekwidgets.engine import CoupledCP
-from peekwidgets.widgets import Peek
+from peekwidgets.widgets import Peek, standalone
 from peekwidgets.widgets import dashboard as dashboard_module
 
 
@@ -75,6 +75,12 @@ def test_progress_is_throttled_and_ends_at_the_sweeps_done(peek, monkeypatch):
     assert peek.estimator.n_iter_ == 400 and "stopped at max_iter=400" in (
         peek.controls.status.value)
     assert 1 <= len(drawn) < 100  # a few updates a second, not one per sweep
+    bar = peek.controls.progress_bar
+    assert bar.value == bar.max == 400
+    peek.refit(rank=2, background=True, tol=1e-4, max_iter=5000)  # converges early
+    assert peek.wait(120)
+    assert peek.estimator.converged_ and peek.estimator.n_iter_ < 5000
+    assert bar.value == bar.max == 5000
 
 
 def test_a_refit_asked_for_while_one_runs_waits_and_the_latest_wins(peek):
@@ -150,9 +156,27 @@ def test_export_writes_every_promised_file(peek, tmp_path):
     assert "application/vnd.jupyter.widget-state+json" in page and peek.model_id in page
     for view in peek.views.values():
         assert view.model_id in page
+    # every script is in the page (tests/browser/test_export_browser.py opens it offline)
+    assert "<script src" not in page
+    for module in ("bqplot", "bqscales", "anywidget"):
+        assert f'peekEmbed.definer("{module}")' in page
     with zipfile.ZipFile(archive) as z:
         assert set(z.namelist()) == expected
     np.testing.assert_allclose(CoupledCP.load(folder / "factors.npz").A_, peek.estimator.A_)
+
+
+def test_export_page_loads_from_the_cdn_when_a_library_ships_no_local_bundle(
+        peek, tmp_path, monkeypatch):
+    installed = standalone.amd_bundle
+    assert 'define(["@jupyter-widgets/base"]' in installed("bqplot").read_text()[:200]
+    assert installed("no-such-widget-library") is None
+    monkeypatch.setattr(standalone, "amd_bundle",
+                        lambda module: None if module == "bqplot" else installed(module))
+    with pytest.warns(UserWarning, match="loads the scripts of bqplot from the internet"):
+        folder = peek.export(tmp_path / "out")
+    page = (folder / "dashboard.html").read_text()
+    assert "@jupyter-widgets/html-manager" in page and peek.model_id in page
+    assert "peekEmbed" not in page
 
 
 def test_export_button_offers_the_archive_for_download(peek, tmp_path):

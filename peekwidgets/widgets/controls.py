@@ -142,6 +142,11 @@ class Controls(w.VBox):
             self.progress_bar.value = min(value, self.progress_bar.max)
         self.show_status(text)
 
+    def fill_progress(self):
+        """Fill the progress bar: the work is done (throttled drawing may have skipped the
+        last sweeps, and a converged fit stops before ``max_iter``)."""
+        self.progress_bar.value = self.progress_bar.max
+
     def show_profile(self, profile):
         """Show a :class:`~peekwidgets.analysis.RankProfile` and offer its estimated rank.
 

@@ -24,6 +24,7 @@ from .gallery import InputGallery
 from .layer_response import LayerResponse
 from .render import InputRenderer
 from .sample_map import SampleMap
+from .standalone import write_page
 from .theme import BORDER, FONT, MUTED_TEXT
 from .traversal import Traversal
 from .work import Job, Worker
@@ -309,7 +310,7 @@ class Peek(w.VBox, StateTraits):
                 self.analysis.refit(blocks, progress=self.analysis.progress, **changes)
             self._show_fit(time.perf_counter() - start)
             return self
-        max_iter = self.estimator.get_params().get("max_iter", 1)
+        max_iter = changes.get("max_iter", self.estimator.get_params().get("max_iter", 1))
 
         def run():
             start = time.perf_counter()
@@ -345,6 +346,7 @@ class Peek(w.VBox, StateTraits):
         finally:
             self._refitting = False
         self.controls.sync(self.fitted)
+        self.controls.fill_progress()
         self.controls.show_status(fit_status(self.estimator, seconds))
 
     def _work_failed(self, exc: BaseException):
@@ -450,9 +452,9 @@ class Peek(w.VBox, StateTraits):
         """Write the dashboard as files a person can keep, into ``folder`` (on the kernel's
         side; created when missing).
 
-        - ``dashboard.html``: the whole dashboard as a standalone page
-          (:func:`ipywidgets.embed.embed_minimal_html`; it loads the widget libraries' scripts
-          from their public CDN when opened);
+        - ``dashboard.html``: the whole dashboard as one standalone page that holds its
+          scripts and opens in a browser with no kernel and no network
+          (:func:`peekwidgets.widgets.standalone.write_page`);
         - ``component_map.png|svg``, ``top_inputs.png``, ``layer_response.png|svg`` (the
           component on show) and ``rank_profile.png`` (when computed): the views drawn by the
           report's figures from the same view model;
@@ -463,8 +465,6 @@ class Peek(w.VBox, StateTraits):
         With ``archive=True`` also ``folder.zip`` (what the Export button offers to download).
         Returns the folder, or ``(folder, zip path)``.
         """
-        from ipywidgets.embed import dependency_state, embed_minimal_html
-
         from peekwidgets import report
 
         out = Path(folder)
@@ -476,8 +476,7 @@ class Peek(w.VBox, StateTraits):
                 fig.savefig(out / f"{name}.{fmt}")
                 files.append(f"{name}.{fmt}")
 
-        embed_minimal_html(out / "dashboard.html", views=[self], state=dependency_state([self]),
-                           title="peekwidgets dashboard")
+        write_page(out / "dashboard.html", [self], title="peekwidgets dashboard")
         files.append("dashboard.html")
         save(report.plot_component_map(view), "component_map", ("png", "svg"))
         if view.input is not None:

@@ -1,6 +1,7 @@
 """The dashboard in real front ends (Chromium): nothing clipped at 900, 1366 and 1920 px in
-Voilà and in JupyterLab 4 with its side panel open (light and dark theme); readable text in the
-dark theme; a click answered while a refit runs, and Cancel.
+Voilà, Notebook 7 and JupyterLab 4 with its side panel open (light and dark theme), and no
+page or SVG errors; readable text in both themes; a click answered while a refit runs, and
+Cancel.
 
 The notebook is ``frontends.ipynb``: the dashboard of a small digits CNN whose later refits
 run until cancelled. Screenshots go to ``artifacts/browser/`` (``frontend_*.png``).
@@ -8,7 +9,11 @@ run until cancelled. Screenshots go to ``artifacts/browser/`` (``frontend_*.png`
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -29,19 +34,26 @@ NOTEBOOK = VOILA_NOTEBOOK = Path(__file__).with_name("frontends.ipynb")
 VIEWS = (".peek-component-map", ".peek-layer-response", ".peek-gallery", ".peek-sample-map",
          ".peek-controls")
 RANK, N_BLOCKS = 6, 5
+WIDTHS = [900, 1366, 1920]
+
+#: Notebook 7.6 throws this once as it opens a notebook: its keyboard-shortcut settings race the
+#: document manager's (jupyter/notebook issue 7862); the page works on.
+NOTEBOOK7_SHORTCUTS_RACE = ("Cannot read properties of undefined (reading 'schema')",
+                            "/static/notebook/notebook_core.")
 
 #: Every dashboard part whose content is wider than its box (clipped or scrolled), with both
 #: widths; and the page's own horizontal overflow.
 OVERFLOW = """(selectors) => {
+  const name = e => e.className.split(' ').find(c => c.startsWith('peek-'))
+                    || `${e.tagName.toLowerCase()} "${e.textContent.trim()}"`;
   const parts = [document.querySelector('.peek-dashboard'),
                  ...selectors.flatMap(s => [...document.querySelectorAll(s)])];
   const wide = parts.filter(e => e && e.scrollWidth > e.clientWidth + 1)
-                    .map(e => `${e.className.split(' ').find(c => c.startsWith('peek-'))}: `
-                              + `${e.scrollWidth} > ${e.clientWidth}`);
+                    .map(e => `${name(e)}: ${e.scrollWidth} > ${e.clientWidth}`);
   const dash = document.querySelector('.peek-dashboard').getBoundingClientRect();
   const outside = selectors.flatMap(s => [...document.querySelectorAll(s)])
       .filter(e => e.getBoundingClientRect().right > dash.right + 1)
-      .map(e => `${e.className.split(' ').find(c => c.startsWith('peek-'))} ends outside`);
+      .map(e => `${name(e)} ends outside`);
   return wide.concat(outside);
 }"""
 
@@ -75,23 +87,39 @@ def expect_dashboard(page, timeout: float = 300_000):
 
 
 def assert_nothing_clipped(page, where: str):
-    wide = page.evaluate(OVERFLOW, list(VIEWS))
+    wide = page.evaluate(OVERFLOW, [*VIEWS, ".peek-tiles button"])  # and the tiles' captions
     assert wide == [], f"{where}: {wide}"
 
 
-@pytest.mark.parametrize("width", [900, 1366, 1920])
+def at_every_width(page, height: int):
+    """Give the window each of ``WIDTHS`` in turn; yield the width once the views reflowed."""
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": height})
+        page.wait_for_timeout(1500)  # figures laid out again
+        yield width
+
+
+def svg_errors(page) -> list[str]:
+    """A list that collects the page's console errors about SVG attributes (bqplot drawing a
+    hidden figure gives rects a negative width)."""
+    found = []
+    page.on("console", lambda m: found.append(m.text)
+            if m.type == "error" and "attribute" in m.text and "negative value" in m.text
+            else None)
+    return found
+
+
+@pytest.mark.parametrize("width", WIDTHS)
 def test_voila_at_every_width_nothing_clipped_no_console_errors(voila_url, width):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with local_page(width=width, height=2400) as (page, errors):
-        console = []
-        page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+        svg = svg_errors(page)
         page.goto(voila_url + "/", timeout=120_000)
         expect_dashboard(page)
         assert_nothing_clipped(page, f"Voilà at {width} px")
         page.locator(".peek-dashboard").screenshot(
             path=str(ARTIFACTS / f"frontend_voila_{width}.png"))
     assert errors == [], f"JavaScript errors: {errors}"
-    svg = [c for c in console if "attribute" in c and "negative value" in c]
     assert svg == [], f"SVG errors in the console: {svg}"
 
 
@@ -112,7 +140,8 @@ def test_voila_click_answered_during_a_refit_then_cancel(voila_url):
 
 
 def _jupyter(tmp_path_factory, app: str, theme: str | None = None):
-    """Serve a copy of the notebook with JupyterLab (``app="jupyterlab"``)."""
+    """Serve a copy of the notebook with JupyterLab (``app="jupyterlab"``) or Notebook 7
+    (``"notebook"``)."""
     root = tmp_path_factory.mktemp(f"{app}-root")
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
     home = tmp_path_factory.mktemp(f"{app}-home")
@@ -120,13 +149,38 @@ def _jupyter(tmp_path_factory, app: str, theme: str | None = None):
                    home / f"{app}.log", app, "/api")
 
 
-def _run_all(page, url: str, path: str):
+def _kernel_idle(url: str) -> bool:
+    """Whether the server's one session has a kernel, and it is idle (the REST API says)."""
+    with urllib.request.urlopen(f"{url}/api/sessions", timeout=10) as answer:
+        sessions = json.load(answer)
+    return bool(sessions) and sessions[0]["kernel"]["execution_state"] == "idle"
+
+
+def _run_all(page, url: str, app: str):
+    """Open the notebook in ``app`` and run all its cells once its kernel is idle.
+
+    "Run All Cells" sent before the page holds a kernel is dropped (or asks for one), and the
+    front ends' kernel status may read "Idle" before any kernel is there (Notebook 7's does):
+    the server is asked instead, and the command is sent again until a cell shows it queued or
+    run (``[*]:``, ``[1]:``).
+    """
+    path = "lab/tree" if app == "jupyterlab" else "notebooks"
     page.goto(f"{url}/{path}/{NOTEBOOK.name}?reset", timeout=120_000)
-    # "Run All Cells" sent before the kernel is idle is silently dropped
-    expect(page.get_by_title(f"Change kernel for {NOTEBOOK.name}").first).to_contain_text(
-        "Idle", timeout=180_000)
-    page.get_by_role("menuitem", name="Run", exact=True).click()
-    page.get_by_text("Run All Cells", exact=True).first.click()
+    deadline = time.monotonic() + 180
+    while not _kernel_idle(url):
+        assert time.monotonic() < deadline, f"{app}: the notebook's kernel did not become idle"
+        page.wait_for_timeout(500)
+    started = page.locator(".jp-InputArea-prompt").filter(has_text=re.compile(r"\[(\*|\d+)\]"))
+    for attempt in range(3):
+        page.keyboard.press("Escape")  # a kernel dialog the last try opened, if any
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_text("Run All Cells", exact=True).first.click()
+        try:
+            expect(started.first).to_be_visible(timeout=10_000)
+            return
+        except AssertionError:
+            if attempt == 2:
+                raise
 
 
 @pytest.mark.parametrize("theme", ["JupyterLab Light", "JupyterLab Dark"])
@@ -134,7 +188,8 @@ def test_jupyterlab_with_side_panel_open_readable_in_both_themes(tmp_path_factor
     name = theme.split()[-1].lower()
     with _jupyter(tmp_path_factory, "jupyterlab", theme) as (url, _), \
             local_page(width=1366, height=768) as (page, errors):
-        _run_all(page, url, "lab/tree")
+        svg = svg_errors(page)
+        _run_all(page, url, "jupyterlab")
         expect(page.locator(".jp-FileBrowser")).to_be_visible()  # the side panel is open
         expect_dashboard(page)
         assert_nothing_clipped(page, f"JupyterLab {name} at 1366 px with the file browser")
@@ -144,4 +199,25 @@ def test_jupyterlab_with_side_panel_open_readable_in_both_themes(tmp_path_factor
             ratio = page.evaluate(CONTRAST, text.element_handle())
             assert ratio >= 3.0, f"{selector} in {theme}: contrast {ratio:.2f}"
         page.screenshot(path=str(ARTIFACTS / f"frontend_jupyterlab_{name}.png"))
+        for width in at_every_width(page, 768):
+            assert_nothing_clipped(page, f"JupyterLab {name} at {width} px with the file browser")
     assert errors == [], f"JavaScript errors: {errors}"
+    assert svg == [], f"SVG errors in the console: {svg}"
+
+
+def test_notebook7_at_every_width_nothing_clipped(tmp_path_factory):
+    """One run of the notebook; the window takes each width in turn and the views reflow."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with _jupyter(tmp_path_factory, "notebook") as (url, _), \
+            local_page(width=WIDTHS[0], height=1400,
+                       known_errors=[NOTEBOOK7_SHORTCUTS_RACE]) as (page, errors):
+        svg = svg_errors(page)
+        _run_all(page, url, "notebook")
+        expect_dashboard(page)
+        for width in at_every_width(page, 1400):
+            assert_nothing_clipped(page, f"Notebook 7 at {width} px")
+            page.locator(".peek-dashboard").evaluate("e => e.scrollIntoView()")
+            page.mouse.move(2, 2)  # no tooltip in the picture
+            page.screenshot(path=str(ARTIFACTS / f"frontend_notebook7_{width}.png"))
+    assert errors == [], f"JavaScript errors: {errors}"
+    assert svg == [], f"SVG errors in the console: {svg}"

@@ -99,14 +99,14 @@ function render({ model, el }) {
         drawImage(canvas, bytes, shape[0], shape[1], channels);
         canvas.style.width = `${size}px`;
         canvas.style.height = `${Math.round((size * shape[0]) / shape[1])}px`;
-        button.style.width = `${size}px`;
+        button.style.minWidth = `${size}px`;  // wider for a long caption
       } else if (kind === "line") {
         const values = new Float32Array(data.buffer.slice(data.offset + 4 * i * per,
                                                           data.offset + 4 * (i + 1) * per));
         drawLine(canvas, values, model.get("ink"));
         canvas.style.width = `${size + 24}px`;
         canvas.style.height = `${size}px`;
-        button.style.width = `${size + 24}px`;
+        button.style.minWidth = `${size + 24}px`;
       }
     }
   }
