@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["all_gather_object", "all_reduce", "broadcast_object", "comm_device", "is_active",
-           "rank", "row_offset", "total", "world_size"]
+__all__ = ["all_gather_object", "all_reduce", "broadcast_object", "comm_device", "gather_object",
+           "is_active", "rank", "row_offset", "total", "world_size"]
 
 
 def is_active() -> bool:
@@ -92,3 +92,12 @@ def row_offset(n_local: int) -> tuple[int, int]:
     processes hold their rows in rank order, and the rows of all processes together."""
     counts = all_gather_object(int(n_local))
     return sum(counts[:rank()]), sum(counts)
+
+
+def gather_object(obj, dst: int = 0) -> list | None:
+    """``[obj of process 0, obj of process 1, ...]`` on process ``dst``, None elsewhere."""
+    if not is_active():
+        return [obj]
+    out = [None] * dist.get_world_size() if dist.get_rank() == dst else None
+    dist.gather_object(obj, out, dst=dst)
+    return out
