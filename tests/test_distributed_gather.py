@@ -1,0 +1,97 @@
+"""Gathering for display on two gloo processes: rank 0's view equals one process's."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch.distributed as dist
+from dist_helpers import run_group, tiny_inputs, tiny_model
+from torch.utils.data import TensorDataset
+
+from peekwidgets import distributed
+from peekwidgets.capture import capture
+from peekwidgets.engine import CoupledCP
+from peekwidgets.gather import NOT_GATHERED, gather_shown
+from peekwidgets.images import InputImages
+from peekwidgets.viewmodel import ViewModel
+
+pytestmark = pytest.mark.slow  # each test starts two processes
+
+RANK, TOP_K, N_RANDOM = 3, 5, 20
+
+
+def _blocks():
+    x, y = tiny_inputs()
+    return capture(tiny_model(), TensorDataset(x, y), ["relu", "fc"], max_positions=16,
+                   batch_size=16, progress=False)
+
+
+@pytest.fixture(scope="module")
+def one():
+    """One process: the blocks and a fit of them."""
+    blocks = _blocks()
+    return blocks, CoupledCP(RANK, random_state=0).fit(blocks)
+
+
+def _plain(shown):
+    if shown is None:
+        return None
+    view = ViewModel(shown.blocks, shown.estimator)
+    images = InputImages.for_blocks(shown.blocks)
+    return {"A": view.A, "order": view.order, "total_share": view.total_share,
+            "predictions": view.predictions, "labels": shown.blocks.labels,
+            "rows": view.input_rows(np.arange(view.n_samples)), "index": shown.index,
+            "n_samples": shown.n_samples, "range": (images.vmin, images.vmax),
+            "values": {b.name: b.meta.get("values") for b in shown.blocks},
+            "mean_like": view.mean_like}
+
+
+def _gathered(estimator):
+    """This process's shard with its rows of the one-process fit, gathered three ways."""
+    blocks = _blocks()
+    offset, _ = distributed.row_offset(blocks.n_samples)
+    local = copy.copy(estimator)
+    local.A_ = estimator.A_[offset:offset + blocks.n_samples]
+    return {"rank0": _plain(gather_shown(blocks, local)),
+            "everywhere": _plain(gather_shown(blocks, local, everywhere=True)),
+            "sampled": _plain(gather_shown(blocks, local, max_bytes=0, top_k=TOP_K,
+                                           n_random=N_RANDOM)),
+            "rank": dist.get_rank()}
+
+
+def test_rank0_gathers_the_view_of_one_process(one):
+    blocks, cp = one
+    ranks = run_group(_gathered, cp)
+    assert ranks[1]["rank0"] is None and ranks[1]["sampled"] is None
+    expected = _plain(gather_shown(blocks, cp))  # one process: the blocks as they are
+    for got in (ranks[0]["rank0"], ranks[0]["everywhere"], ranks[1]["everywhere"]):
+        assert got["index"] is None and got["n_samples"] == 101
+        np.testing.assert_array_equal(got["A"], expected["A"])
+        np.testing.assert_array_equal(got["order"], expected["order"])
+        np.testing.assert_array_equal(got["predictions"], expected["predictions"])
+        np.testing.assert_array_equal(got["labels"], expected["labels"])
+        np.testing.assert_array_equal(got["rows"], expected["rows"])  # the thumbnails
+        np.testing.assert_allclose(got["total_share"], expected["total_share"], rtol=1e-6)
+        np.testing.assert_array_equal(got["mean_like"], expected["mean_like"])
+        assert got["range"] == expected["range"]
+        assert got["values"] == {"input": NOT_GATHERED, "relu": NOT_GATHERED, "fc": None}
+
+
+def test_beyond_the_bound_rank0_gathers_top_inputs_and_a_sample(one):
+    blocks, cp = one
+    got = run_group(_gathered, cp)[0]["sampled"]
+    expected = ViewModel(blocks, cp)
+    index = got["index"]
+    assert got["n_samples"] == 101 and np.all(np.diff(index) > 0)
+    top = np.unique(expected.order[:, :TOP_K])
+    assert set(top) <= set(index)
+    assert len(top) <= len(index) <= len(top) + N_RANDOM
+    for r in range(RANK):  # the gathered samples' own order starts with the global top inputs
+        np.testing.assert_array_equal(index[got["order"][r, :TOP_K]],
+                                      expected.order[r, :TOP_K])
+    np.testing.assert_array_equal(got["A"], expected.A[index])
+    np.testing.assert_array_equal(got["predictions"], expected.predictions[index])
+    np.testing.assert_array_equal(got["rows"], expected.input_rows(index))
+    np.testing.assert_array_equal(got["labels"], blocks.labels[index])
