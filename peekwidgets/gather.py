@@ -54,10 +54,12 @@ class Shown:
 
     Attributes
     ----------
-    blocks : Blocks
-        The analysed blocks, or (gathered) blocks of the gathered samples.
-    estimator : CoupledCP
-        The fitted estimator, or a shallow copy with the gathered ``A_``.
+    blocks : Blocks or None
+        The analysed blocks, or (gathered) blocks of the gathered samples; None on a process
+        that does not receive them.
+    estimator : CoupledCP or None
+        The fitted estimator, or a shallow copy with the gathered ``A_``; None with
+        ``blocks``.
     index : (M,) int array or None
         Global indices of the gathered samples; None when they are all ``N`` in order.
     n_samples : int
@@ -110,9 +112,10 @@ def _chosen(A: np.ndarray, offset: int, n: int, top_k: int, n_random: int,
 
 def gather_shown(blocks: Blocks, estimator, *, everywhere: bool = False,
                  max_bytes: int = MAX_GATHER_BYTES, top_k: int = TOP_K,
-                 n_random: int = N_RANDOM, seed: int = 0) -> Shown | None:
+                 n_random: int = N_RANDOM, seed: int = 0) -> Shown:
     """The :class:`Shown` of a fit; under a group, gathered on rank 0 (on every process with
-    ``everywhere=True``; None on the others). A collective: every process calls it.
+    ``everywhere=True``; the others get ``n_samples`` only). A collective: every process calls
+    it.
 
     Parameters
     ----------
@@ -142,7 +145,7 @@ def gather_shown(blocks: Blocks, estimator, *, everywhere: bool = False,
     parts = (distributed.all_gather_object(part) if everywhere
              else distributed.gather_object(part))
     if parts is None:
-        return None
+        return Shown(None, None, None, n)
     index = np.concatenate([p["index"] for p in parts])
     rows = {name: np.concatenate([p["rows"][name] for p in parts]) for name in kept}
     m = len(index)

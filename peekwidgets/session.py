@@ -272,14 +272,14 @@ class Analysis:
         """The view model of ``estimator`` over the samples this process draws (all of its
         blocks without a group; :func:`~peekwidgets.gather.gather_shown` under one)."""
         shown = gather_shown(self.blocks, estimator, everywhere=self.gather)
-        if shown is None:
+        self.n_samples = shown.n_samples
+        if shown.blocks is None:
             self.images, self.sample_index = None, None
-            self.n_samples = distributed.row_offset(self.blocks.n_samples)[1]
             return None
         if self.images is None or shown.blocks is not self.blocks:
             mean, std = self._mean_std
             self.images = InputImages.for_blocks(shown.blocks, mean=mean, std=std)
-        self.sample_index, self.n_samples = shown.index, shown.n_samples
+        self.sample_index = shown.index
         return ViewModel(shown.blocks, shown.estimator)
 
     def _view_or_raise(self, what: str) -> ViewModel:
