@@ -8,17 +8,43 @@ collectives below. Without a group, or with a group of one, every function here 
 identity, so one code path serves one process and several.
 
 Collectives run on the backend's device (CUDA for NCCL, the CPU for gloo) and hand results
-back where the argument lives.
+back where the argument lives. :func:`comm_bytes` counts what this process handed to them.
+
+A process that raises ends its part; its peers' next collective then fails (gloo: the
+connection closes when the process exits) or times out: pass a ``timeout`` to
+``init_process_group`` (for example ``datetime.timedelta(minutes=5)``) so that a peer that
+raised but stays alive cannot hold the others for the default 30 minutes. Ctrl-C is the
+exception: under a group, :func:`deferred_interrupts` turns it into a request that the stages
+act on together (a second Ctrl-C raises at once).
 """
 
 from __future__ import annotations
+
+import pickle
+import signal
+import threading
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["all_gather_object", "all_reduce", "broadcast_object", "comm_device", "gather_object",
-           "is_active", "rank", "row_offset", "total", "world_size"]
+__all__ = ["StopRequest", "all_gather_object", "all_reduce", "all_reduce_", "block_norms",
+           "broadcast_object", "comm_bytes", "comm_device", "deferred_interrupts",
+           "gather_object", "is_active", "rank", "row_offset", "total", "world_size"]
+
+_sent = 0  # bytes this process handed to collectives
+
+
+def comm_bytes() -> int:
+    """Bytes this process has handed to collectives so far (tensor payloads, and pickled
+    objects); take differences around a piece of work. 0 without a group."""
+    return _sent
+
+
+def _count(n: int) -> None:
+    global _sent
+    _sent += int(n)
 
 
 def is_active() -> bool:
@@ -57,9 +83,20 @@ def all_reduce(value, op: str = "sum"):
         return all_reduce(torch.from_numpy(np.asarray(value, dtype=np.float64)), op).numpy()
     if not is_active():
         return value
-    out = value.detach().to(comm_device(), copy=True)
-    dist.all_reduce(out, op=getattr(dist.ReduceOp, _OPS[op]))
-    return out.to(value.device)
+    return all_reduce_(value.detach().to(comm_device(), copy=True), op).to(value.device)
+
+
+def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """``tensor`` reduced over all processes in place (through a copy on the backend's device
+    when it lives elsewhere); returns it. Nothing is done without a group."""
+    if not is_active():
+        return tensor
+    _count(tensor.numel() * tensor.element_size())
+    work = tensor if tensor.device == comm_device() else tensor.to(comm_device())
+    dist.all_reduce(work, op=getattr(dist.ReduceOp, _OPS[op]))
+    if work is not tensor:
+        tensor.copy_(work)
+    return tensor
 
 
 def total(x: float, op: str = "sum") -> float:
@@ -73,6 +110,8 @@ def broadcast_object(obj, src: int = 0):
     """``obj`` of process ``src`` on every process (picklable objects)."""
     if not is_active():
         return obj
+    if rank() == src:
+        _count(len(pickle.dumps(obj)))
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
@@ -82,6 +121,7 @@ def all_gather_object(obj) -> list:
     """``[obj of process 0, obj of process 1, ...]`` on every process."""
     if not is_active():
         return [obj]
+    _count(len(pickle.dumps(obj)))
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
@@ -94,10 +134,80 @@ def row_offset(n_local: int) -> tuple[int, int]:
     return sum(counts[:rank()]), sum(counts)
 
 
+def block_norms(blocks) -> list[float]:
+    """Each block's Frobenius norm over the rows of all processes (the local squared norms,
+    ``Block.sq_norm``, summed in float64).
+
+    Raises ``ValueError`` on every process when a block holds NaN or Inf values (or is too
+    large to square) anywhere: :func:`peekwidgets.blocks.check_finite`'s error, naming the
+    sample, on the process that holds them, and an error that points there on the others, so
+    no process is left waiting in a collective.
+    """
+    from peekwidgets.blocks import check_finite
+
+    for b in blocks:
+        b.norm()  # computes and caches this process's b.sq_norm
+    sq = all_reduce(np.array([b.sq_norm for b in blocks], dtype=np.float64))
+    if not np.all(np.isfinite(sq)):
+        check_finite(blocks)
+        bad = [b.name for b, v in zip(blocks, sq) if not np.isfinite(v)]
+        raise ValueError(
+            f"blocks {bad} hold NaN or Inf values (or values too large to square) in the rows "
+            "of another process; see that process's error, clean those samples and pass the "
+            "cleaned blocks"
+        )
+    return [float(np.sqrt(v)) for v in sq]
+
+
+class StopRequest:
+    """A request to stop, set by Ctrl-C or by the caller and honoured at the next collective
+    (``raised``: whether it is pending)."""
+
+    def __init__(self):
+        self.raised = False
+
+    def set(self) -> None:
+        self.raised = True
+
+    def clear(self) -> None:
+        self.raised = False
+
+
+@contextmanager
+def deferred_interrupts():
+    """Under a group, yield a :class:`StopRequest` that Ctrl-C sets instead of raising
+    (in the main thread; a second Ctrl-C raises KeyboardInterrupt as usual); None without one.
+
+    A KeyboardInterrupt in the middle of a pass would leave the other processes waiting in a
+    collective; the request rides instead on the next reduction the work makes, so all
+    processes stop at the same point.
+    """
+    if not is_active():
+        yield None
+        return
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def handler(signum, frame):
+        if request.raised:  # asked twice: stop now
+            signal.signal(signal.SIGINT, previous)
+            raise KeyboardInterrupt
+        request.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield request
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def gather_object(obj, dst: int = 0) -> list | None:
     """``[obj of process 0, obj of process 1, ...]`` on process ``dst``, None elsewhere."""
     if not is_active():
         return [obj]
     out = [None] * dist.get_world_size() if dist.get_rank() == dst else None
+    _count(len(pickle.dumps(obj)))
     dist.gather_object(obj, out, dst=dst)
     return out

@@ -129,7 +129,7 @@ def gather_shown(blocks: Blocks, estimator, *, everywhere: bool = False,
         return Shown(blocks, estimator, None, blocks.n_samples)
     A = np.asarray(estimator.A_, dtype=np.float64)
     offset, n = distributed.row_offset(len(A))
-    sq = distributed.all_reduce(np.array([b.norm() ** 2 for b in blocks]))
+    norms = distributed.block_norms(blocks)
     has_labels = distributed.total(blocks.labels is None, "max") == 0
     if n * _row_bytes(blocks, A.shape[1]) <= max_bytes:
         local = np.arange(len(A))
@@ -150,11 +150,11 @@ def gather_shown(blocks: Blocks, estimator, *, everywhere: bool = False,
     rows = {name: np.concatenate([p["rows"][name] for p in parts]) for name in kept}
     m = len(index)
     shown = []
-    for b, b_sq in zip(blocks, sq):
+    for b, norm in zip(blocks, norms):
         meta = {k: v for k, v in b.meta.items() if k != "memmap_path"}
-        shown.append(Block(b.name, rows[b.name], b.spatial_shape, meta, float(b_sq))
+        shown.append(Block(b.name, rows[b.name], b.spatial_shape, meta, norm ** 2)
                      if b.name in rows else
-                     placeholder(b.name, m, b.mode_shape, b.spatial_shape, meta, float(b_sq)))
+                     placeholder(b.name, m, b.mode_shape, b.spatial_shape, meta, norm ** 2))
     thumbnails = None
     if blocks.thumbnails is not None:
         t = blocks.thumbnails

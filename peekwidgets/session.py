@@ -330,8 +330,8 @@ def _fittable(blocks: Blocks) -> list[str]:
     """The names of the blocks that hold any signal; an all-zero block (an untrained layer
     initialized at zero, such as torchvision's ViT head) is left out of the fit, with a
     warning, and stays in the blocks."""
-    sq = distributed.all_reduce(np.array([b.norm() ** 2 for b in blocks]))  # of all shards
-    zero = [b.name for b, b_sq in zip(blocks, sq) if b_sq == 0]
+    norms = distributed.block_norms(blocks)  # of all processes' rows
+    zero = [b.name for b, norm in zip(blocks, norms) if norm == 0]
     if zero:
         if len(zero) == len(blocks):
             raise ValueError(f"every block is all zeros ({zero}); there is nothing to fit; "

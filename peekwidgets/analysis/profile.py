@@ -16,6 +16,11 @@ interpolated linearly in log-gain between consecutive R, first falls to the thre
 (``estimated_rank <= score <= estimated_rank + 1``). Labels never enter either. How the
 threshold and the centering were chosen, with the measurements, is in the README
 section "What the rank tells you and what it does not".
+
+Under a process group (:mod:`peekwidgets.distributed`) each process passes its rows of the
+samples; the energies, means and the SVD's products over samples are all-reduced, so the
+profile is the same on every process (``model="ls"`` only: the identifiable diagnostics split
+and refit the samples, which a group does not do yet).
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from peekwidgets import distributed
 from peekwidgets.analysis.stability import identifiable_diagnostics
-from peekwidgets.blocks import Blocks, as_blocks, check_finite, resolve_block_weights
+from peekwidgets.blocks import Blocks, as_blocks, resolve_block_weights
 from peekwidgets.engine.batches import sweep_rows
 from peekwidgets.engine.svd import randomized_svd
 
@@ -167,22 +173,25 @@ def estimate_rank(gain: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> tup
     return k, k + float(np.clip(t, 0.0, 1.0))
 
 
-def _energies(blocks: Blocks, center: bool, batch_size: int, device, dtype):
-    """Each block's squared norm (about its feature means when ``center``) and those means.
+def _energies(blocks: Blocks, center: bool, batch_size: int, device, dtype, n_total: int):
+    """Each block's squared norm (about its feature means when ``center``) and those means,
+    over the ``n_total`` samples of all processes.
 
     Returns ``(means, sq_norms)``: ``means`` is None without centering (no data pass: the norms
     are cached on the blocks), else a list of ``(D_b,)`` float64 tensors on ``device``.
     """
-    sq_norms = [b.norm() ** 2 for b in blocks]
+    sq_norms = [nrm ** 2 for nrm in distributed.block_norms(blocks)]
     means = None
     if center:
-        totals = [torch.zeros(math.prod(b.mode_shape), dtype=torch.float64, device=device)
-                  for b in blocks]
+        sizes = [math.prod(b.mode_shape) for b in blocks]
+        flat = torch.zeros(sum(sizes), dtype=torch.float64, device=device)
+        totals = flat.split(sizes)
         for start, stop, xs in blocks.batches(batch_size, device, dtype):
             for total, x in zip(totals, xs):
                 total += x.reshape(stop - start, -1).sum(0, dtype=torch.float64)
-        means = [total / blocks.n_samples for total in totals]
-        sq_norms = [sq - blocks.n_samples * float(mu.square().sum())
+        distributed.all_reduce_(flat)
+        means = [total / n_total for total in totals]
+        sq_norms = [sq - n_total * float(mu.square().sum())
                     for sq, mu in zip(sq_norms, means)]
     for b, sq in zip(blocks, sq_norms):
         if sq <= 0.0:
@@ -219,9 +228,9 @@ def _check_threshold(threshold) -> None:
 
 
 def _check_settings(blocks: Blocks, max_rank: int, threshold, model, center, n_restarts,
-                    split_half) -> None:
-    """Raise a clear error, before any work, for settings the profile cannot honour."""
-    n = blocks.n_samples
+                    split_half, n: int) -> None:
+    """Raise a clear error, before any work, for settings the profile cannot honour (``n``:
+    the samples of all processes)."""
     if n < max_rank:
         raise ValueError(
             f"max_rank={max_rank} is larger than the number of samples ({n}); "
@@ -232,6 +241,12 @@ def _check_settings(blocks: Blocks, max_rank: int, threshold, model, center, n_r
     _check_threshold(threshold)
     if model == "ls":
         return
+    if distributed.is_active():
+        raise ValueError(
+            f"model={model!r} is not available under a torch.distributed process group (its "
+            "split-half and restart fits would need every process's samples); use model='ls' "
+            "there, or profile the identifiable model in one process"
+        )
     if model == "cp" and not any(b.kind == "tensor" for b in blocks):
         raise ValueError(
             "model='cp' needs at least one tensor block (N x C x S): with matrix blocks only, the "
@@ -339,8 +354,8 @@ def rank_profile(
     """
     blocks = as_blocks(blocks)
     max_rank = check_max_rank(max_rank)
-    _check_settings(blocks, max_rank, threshold, model, center, n_restarts, split_half)
-    check_finite(blocks)
+    n_total = int(distributed.total(blocks.n_samples))
+    _check_settings(blocks, max_rank, threshold, model, center, n_restarts, split_half, n_total)
     weights = resolve_block_weights(block_weights, blocks.names, unknown_error=KeyError)
     dev = None if device is None else torch.device(device)
     generator = torch.Generator().manual_seed(0 if random_state is None else int(random_state))
@@ -354,7 +369,7 @@ def rank_profile(
         )
     dev = dev or blocks[0].device
     step = sweep_rows(blocks, max_rank + oversample, batch_size, device=dev, dtype=dtype)
-    means, sq_norms = _energies(blocks, center, step, dev, dtype)
+    means, sq_norms = _energies(blocks, center, step, dev, dtype, n_total)
     scales = [w / math.sqrt(sq) if normalize else w for w, sq in zip(weights, sq_norms)]
     svd = randomized_svd(blocks, scales, max_rank, means=means, oversample=oversample,
                          n_iter=n_iter, batch_size=step, device=dev, dtype=dtype,
@@ -390,5 +405,5 @@ def rank_profile(
         singular_values=sigma, estimated_rank=est, score=score,
         saturated=bool(np.all(gain >= threshold)), block_names=list(blocks.names),
         block_weights=weights, center=center, normalize=normalize, threshold=threshold,
-        n_samples=blocks.n_samples, model=model, **diagnostics,
+        n_samples=n_total, model=model, **diagnostics,
     )

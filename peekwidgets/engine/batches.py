@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from peekwidgets.blocks import Blocks, batch_rows
 
-__all__ = ["Accumulator", "BatchedData", "sweep_rows"]
+__all__ = ["Accumulator", "BatchedData", "accumulators", "sweep_rows"]
 
 #: Bytes of one CPU batch of all blocks together, per thread: half of a 2 MiB per-core L2.
 CACHE_BYTES = 1 << 20
@@ -36,13 +36,16 @@ LARGE_FIT_BYTES = 256 << 20
 FLUSH_ROWS = 1024
 
 
-def fit_threads(blocks: Blocks, device, dtype: torch.dtype) -> int:
+def fit_threads(blocks: Blocks, device, dtype: torch.dtype,
+                n_samples: int | None = None) -> int:
     """Threads of a fit: all of torch's threads for large CPU fits, else 1 (see
-    ``LARGE_FIT_BYTES``); on other devices, torch's setting."""
+    ``LARGE_FIT_BYTES``); on other devices, torch's setting. ``n_samples`` (the blocks' rows
+    by default) sizes the fit: the rows of all processes, so they decide alike."""
     n_threads = torch.get_num_threads()
     if torch.device(device).type != "cpu":
         return n_threads
-    size = blocks.n_samples * sum(math.prod(b.mode_shape) for b in blocks) * dtype.itemsize
+    n_samples = blocks.n_samples if n_samples is None else n_samples
+    size = n_samples * sum(math.prod(b.mode_shape) for b in blocks) * dtype.itemsize
     return n_threads if size >= LARGE_FIT_BYTES else 1
 
 
@@ -73,11 +76,12 @@ class Accumulator:
     Products in float32 are summed into a float32 part by the GEMM itself (``beta = 1``, no
     temporary; the first product of a part overwrites it, so nothing is zeroed), which is folded
     into the float64 total after at most ``FLUSH_ROWS`` rows; in float64 the products go to the
-    total directly.
+    total directly. ``out`` (float64, ``(width, size)``, contiguous) holds the total when given.
     """
 
-    def __init__(self, width: int, size: int, device, dtype: torch.dtype):
-        self.total = torch.empty(width, size, dtype=torch.float64, device=device)
+    def __init__(self, width: int, size: int, device, dtype: torch.dtype, out=None):
+        self.total = torch.empty(width, size, dtype=torch.float64, device=device) \
+            if out is None else out
         self.part = self.total if dtype == torch.float64 else torch.empty(
             width, size, dtype=dtype, device=device)
         self.reset()
@@ -117,6 +121,21 @@ class Accumulator:
         return self.total
 
 
+def accumulators(width: int, sizes, device, dtype: torch.dtype,
+                 extra: int = 0) -> tuple[torch.Tensor, list[Accumulator], torch.Tensor]:
+    """One :class:`Accumulator` of ``(width, size)`` per size whose totals are consecutive
+    views of one flat float64 buffer, followed by ``extra`` float64 slots (the tail), so one
+    all-reduce of the buffer sums everything over processes. Returns ``(buffer, accumulators,
+    tail)``."""
+    buf = torch.empty(width * sum(sizes) + extra, dtype=torch.float64, device=device)
+    accs, at = [], 0
+    for d in sizes:
+        total = buf[at:at + width * d].view(width, d)
+        accs.append(Accumulator(width, d, device, dtype, out=total))
+        at += width * d
+    return buf, accs, buf[at:]
+
+
 class BatchedData:
     """Blocks read in sample batches on the compute device, with their scales.
 
@@ -124,19 +143,21 @@ class BatchedData:
     host or memory-mapped blocks), so the compute device holds only one batch at a time.
     Batches are views of the blocks where no move or cast is needed, else copies into work
     buffers allocated once (see :meth:`buffer`). ``width`` is the number of columns of the
-    products (the rank), for :func:`sweep_rows`.
+    products (the rank), for :func:`sweep_rows`. ``n`` is this process's rows, ``n_total`` the
+    rows of all processes (``n`` without a process group).
     """
 
     def __init__(self, blocks: Blocks, scales, device, dtype, batch_size, width: int, *,
-                 bytes_per_thread: int = CACHE_BYTES):
+                 bytes_per_thread: int = CACHE_BYTES, n_total: int | None = None):
         self.blocks = blocks
         self.scales = [float(s) for s in scales]
         self.device = torch.device(device)
         self.dtype = dtype
         self.n = blocks.n_samples
+        self.n_total = self.n if n_total is None else n_total
         homes = {b.device for b in self.blocks}
         self.home = homes.pop() if len(homes) == 1 else torch.device("cpu")
-        self.n_threads = fit_threads(blocks, self.device, dtype)
+        self.n_threads = fit_threads(blocks, self.device, dtype, self.n_total)
         self.user_batch_size = batch_size
         self.batch_size = sweep_rows(blocks, width, batch_size, device=self.device, dtype=dtype,
                                      n_threads=self.n_threads, bytes_per_thread=bytes_per_thread)

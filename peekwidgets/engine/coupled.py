@@ -17,6 +17,13 @@ are updated from ``Y_b`` and ``A^T A`` alone (a matrix block ``B``, a tensor blo
 each update (factor-sized arithmetic); a third product, the explicit residual, anchors it now
 and then (see ``CoupledCP._sweeps``). Least squares (ALS on the normal equations) and
 nonnegative (HALS) share this sweep and the stopping rule.
+
+Under a process group of more than one process (:mod:`peekwidgets.distributed`), each
+process passes its own rows of the samples and holds its rows of ``A``; the sums a sweep
+makes over samples (each ``Y_b``, ``A^T A``, the decrease of A's rows, the loss) go into one
+float64 buffer that a single all-reduce sums, so the block factor updates, computed from it
+alike on every process, the stopping rule and every decision of the fit are the same
+everywhere, and the bytes communicated per sweep do not grow with the samples.
 """
 
 from __future__ import annotations
@@ -31,11 +38,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from peekwidgets import distributed
 from peekwidgets.blocks import Blocks, as_blocks, check_finite, resolve_block_weights
 from peekwidgets.engine import init as _init
 from peekwidgets.engine import io as _io
 from peekwidgets.engine import ops
-from peekwidgets.engine.batches import Accumulator, BatchedData
+from peekwidgets.engine.batches import BatchedData, accumulators
 from peekwidgets.engine.params import Params
 from peekwidgets.progress import complete
 
@@ -78,11 +86,21 @@ def _unfolded(factors, data: BatchedData) -> tuple[list[torch.Tensor], list[torc
     return plain_t, scaled
 
 
-def _signs(f: np.ndarray) -> np.ndarray:
-    """``(rank,)`` sign of the largest-magnitude entry of each column of ``f`` (+1 for zero)."""
-    sign = np.sign(f[np.argmax(np.abs(f), axis=0), np.arange(f.shape[1])])
+def _signs(f: np.ndarray, split_rows: bool = False) -> np.ndarray:
+    """``(rank,)`` sign of the largest-magnitude entry of each column of ``f`` (+1 for zero);
+    with ``split_rows``, of the rows of all processes together (the first such entry in rank
+    order, as in the whole matrix)."""
+    top = f[np.argmax(np.abs(f), axis=0), np.arange(f.shape[1])]
+    if split_rows and distributed.is_active():
+        tops = np.stack(distributed.all_gather_object(top))
+        top = tops[np.argmax(np.abs(tops), axis=0), np.arange(f.shape[1])]
+    sign = np.sign(top)
     sign[sign == 0] = 1.0
     return sign
+
+
+class _Stop(Exception):
+    """All processes of a group stop together: a stop request reached a reduction."""
 
 
 def _check_count(name: str, value, what: str, example: int) -> None:
@@ -152,14 +170,19 @@ class CoupledCP(Params):
     weights_ : (rank,)
         Component weights, descending.
     A_ : (n_samples, rank)
-        Shared sample factor, unit-norm columns.
+        Shared sample factor, unit-norm columns. Under a process group: this process's rows
+        only, global rows ``row_offset_`` to ``row_offset_ + len(A_)`` (the columns have unit
+        norm over all processes' rows).
+    n_samples_, row_offset_ : int
+        Samples of all processes, and the global index of this process's first row (0
+        without a process group).
     factors_ : dict
         Block name -> ``[B (n_features, rank)]`` or ``[U (n_channels, rank), V (n_positions,
         rank)]`` (``U`` unit-norm columns); the scaled block is ``A_ diag(weights_) B^T`` or
         ``[[weights_; A_, U, V]]``.
     block_names_, block_kinds_ : list of str
     block_shapes_ : dict
-        Block name -> shape of the block.
+        Block name -> shape of the block (all processes' samples).
     block_scales_ : dict
         Block name -> factor applied to the raw block (``weight / norm``).
     fit_ : dict
@@ -178,6 +201,17 @@ class CoupledCP(Params):
         energy).
     n_iter_ : int
     converged_, interrupted_ : bool
+    comm_bytes_per_sweep_ : float
+        Bytes this process handed to collectives per sweep (0 without a process group).
+
+    Notes
+    -----
+    Under an initialized ``torch.distributed`` process group of more than one process, call
+    ``fit`` on every process with the same parameters and that process's rows of every block
+    (contiguous, the processes in rank order making up all samples). Every fitted attribute
+    but ``A_`` (and ``row_offset_``) is then the same on every process and equals a fit of
+    all samples on one process, to rounding. Ctrl-C or a KeyboardInterrupt in ``callback`` on
+    any process stops all of them after the same sweep.
     """
 
     def __init__(self, rank: int = 5, *, nonnegative: bool = False, init="svd", n_init: int = 1,
@@ -221,17 +255,19 @@ class CoupledCP(Params):
                 f"init={self.init!r}: expected 'svd', 'random' or a dict of block factors"
             )
 
-    def _check_blocks(self, blocks: Blocks) -> list[float]:
-        """Validate rank against the blocks; return their norms (finite, nonzero).
+    def _check_blocks(self, blocks: Blocks) -> tuple[list[float], int, int]:
+        """Validate rank against the blocks; return their norms (finite, nonzero), this
+        process's first global row and the samples of all processes.
 
         The rank may not exceed the number of samples nor the features of all blocks together
         (the rank of the joint sample-mode unfolding); a single block narrower than the rank
         (for example 10 logits at rank 20) is allowed, its factor columns are then dependent.
         """
-        if self.rank > blocks.n_samples:
+        offset, n_total = self._check_processes(blocks)
+        if self.rank > n_total:
             raise ValueError(
-                f"rank={self.rank} is larger than the {blocks.n_samples} samples allow; "
-                f"use rank <= {blocks.n_samples}"
+                f"rank={self.rank} is larger than the {n_total} samples allow; "
+                f"use rank <= {n_total}"
             )
         sizes = {b.name: math.prod(b.mode_shape) for b in blocks}
         if self.rank > sum(sizes.values()):
@@ -239,14 +275,40 @@ class CoupledCP(Params):
                 f"rank={self.rank} is larger than the blocks allow: {sum(sizes.values())} "
                 f"features per sample in all ({sizes}); use rank <= {sum(sizes.values())}"
             )
-        check_finite(blocks)
-        norms = []
-        for b in blocks:
-            norm = b.norm()
+        norms = distributed.block_norms(blocks)
+        for b, norm in zip(blocks, norms):
             if norm == 0.0:
                 raise ValueError(f"block {b.name!r} is all zeros; leave it out")
-            norms.append(norm)
-        return norms
+        return norms, offset, n_total
+
+    def _check_processes(self, blocks: Blocks) -> tuple[int, int]:
+        """``(first global row of this process, samples of all processes)``; under a process
+        group, every process must fit the same blocks (names, feature shapes) with the same
+        parameters and hold at least one sample, else every process raises ValueError."""
+        if not distributed.is_active():
+            return 0, blocks.n_samples
+        setup = {"blocks": list(blocks.names), "shapes": [b.mode_shape for b in blocks],
+                 "init": self.init if isinstance(self.init, str) else "dict",
+                 **{k: v for k, v in self.get_params().items()
+                    if k not in ("init", "device", "progress", "batch_size")}}
+        setup["dtype"] = str(self.dtype)
+        seen = distributed.all_gather_object((blocks.n_samples, setup))
+        for r, (_, other) in enumerate(seen):
+            if other != setup:
+                diff = sorted(k for k in setup if other.get(k) != setup[k])
+                raise ValueError(
+                    f"process {r} calls fit with other {diff} than process "
+                    f"{distributed.rank()} ({ {k: other.get(k) for k in diff} } against "
+                    f"{ {k: setup[k] for k in diff} }); every process of the group must fit "
+                    "the same blocks with the same parameters, each with its own rows"
+                )
+        counts = [n for n, _ in seen]
+        if min(counts) < 1:
+            raise ValueError(
+                f"process {counts.index(min(counts))} holds no samples (rows per process: "
+                f"{counts}); give every process at least one row"
+            )
+        return sum(counts[:distributed.rank()]), sum(counts)
 
     # ---------------------------------------------------------------------------- fit
     def fit(self, blocks, callback=None) -> CoupledCP:
@@ -268,14 +330,14 @@ class CoupledCP(Params):
         """
         self._check_params()
         blocks = as_blocks(blocks)
-        norms = self._check_blocks(blocks)
+        norms, offset, n_total = self._check_blocks(blocks)
         weights = resolve_block_weights(self.block_weights, blocks.names)
         scales = [w / nrm if self.normalize else w for w, nrm in zip(weights, norms)]
         device = torch.device(self.device) if self.device is not None else blocks[0].device
-        data = self._batched(blocks, scales, device)
+        data = self._batched(blocks, scales, device, n_total)
         generator = torch.Generator()
-        if self.random_state is None:
-            generator.seed()
+        if self.random_state is None:  # the same seed on every process
+            generator.manual_seed(distributed.broadcast_object(generator.seed()))
         else:
             generator.manual_seed(int(self.random_state))
         sq_norms = [(s * nrm) ** 2 for s, nrm in zip(scales, norms)]
@@ -285,16 +347,16 @@ class CoupledCP(Params):
         best = None
         bar = tqdm(total=self.max_iter * self.n_init, disable=not self.progress, unit="sweep",
                    desc=f"CoupledCP rank {self.rank}")
-        with data.threads(), bar:
+        with data.threads(), bar, distributed.deferred_interrupts() as stop:
             for start in range(self.n_init):
                 try:
                     factors = self._initial_factors(data, blocks.names, start, generator)
                 except KeyboardInterrupt:  # while initializing a further start
-                    if best is None:
+                    if best is None or stop is not None:
                         raise
                     best["interrupted"] = True
                     break
-                run = self._sweeps(data, factors, sum(sq_norms), bar, callback)
+                run = self._sweeps(data, factors, sum(sq_norms), bar, callback, stop)
                 if best is None or run["loss"] < best["loss"]:
                     best = run
                 if run["interrupted"]:
@@ -318,12 +380,13 @@ class CoupledCP(Params):
                 "max_iter, loosen tol, or fit in dtype=torch.float64", ConvergenceWarning,
                 stacklevel=2,
             )
-        self._finish(blocks, scales, sq_norms, best)
+        self._finish(blocks, scales, sq_norms, best, offset, n_total)
         return self
 
-    def _batched(self, blocks: Blocks, scales, device) -> BatchedData:
-        """The blocks as this fit reads them."""
-        return BatchedData(blocks, scales, device, self.dtype, self.batch_size, self.rank)
+    def _batched(self, blocks: Blocks, scales, device, n_total=None) -> BatchedData:
+        """The blocks as this fit reads them (``n_total``: the samples of all processes)."""
+        return BatchedData(blocks, scales, device, self.dtype, self.batch_size, self.rank,
+                           n_total=n_total)
 
     def _initial_factors(self, data, names, start, generator):
         if isinstance(self.init, Mapping):
@@ -332,8 +395,11 @@ class CoupledCP(Params):
             return _init.svd_factors(data, self.rank, generator, self.nonnegative)
         return _init.random_factors(data.mode_shapes, self.rank, generator)
 
-    def _sweeps(self, data: BatchedData, factors, total_sq: float, bar, callback=None) -> dict:
-        """ALS or HALS sweeps from the given block factors; stops on convergence or Ctrl-C.
+    def _sweeps(self, data: BatchedData, factors, total_sq: float, bar, callback=None,
+                stop=None) -> dict:
+        """ALS or HALS sweeps from the given block factors; stops on convergence or Ctrl-C
+        (under a process group: when ``stop``, a :class:`~peekwidgets.distributed.StopRequest`,
+        is raised on any process at a sweep's reduction; that sweep is not kept).
 
         Every update (rows of A, each block factor) solves a quadratic problem, whose decrease
         the sweep computes exactly from factor-sized quantities (:func:`ops.decrease`), with a
@@ -369,7 +435,9 @@ class CoupledCP(Params):
         floor = (10 * eps) ** 2 * total_sq  # an exact fit, to rounding
         drift = 0.0  # rounding gathered by the tracked loss since the last explicit one
         guess = 0.0  # uncertainty of an estimated loss since the last explicit one
-        entries = self.rank * min(data.n, *(d for shape in data.mode_shapes for d in shape))
+        entries = self.rank * min(data.n_total, *(d for shape in data.mode_shapes for d in shape))
+        sent = distributed.comm_bytes()
+        request = {} if stop is None else {"stop": stop}
         try:
             for it in range(self.max_iter):
                 after = None  # loss after a kept extrapolated sweep
@@ -381,7 +449,7 @@ class CoupledCP(Params):
                     explicit = losses[-1] < FINE_FIT * total_sq
                     loss, new_factors, drop = self._sweep(
                         data, ext, a_ext, a_next, measure=explicit,
-                        energy=None if explicit else total_sq)
+                        energy=None if explicit else total_sq, **request)
                     margin = 10 * eps * math.sqrt(total_sq * max(losses[-1], 0.0)) if explicit \
                         else ESTIMATE * eps * total_sq
                     if loss - drop < losses[-1] - margin - guess - drift:
@@ -399,7 +467,7 @@ class CoupledCP(Params):
                     measure = it == 1 or (it > 1 and (it % CHECK_EVERY == 0
                                                       or drift > DRIFT * losses[-1]))
                     loss, new_factors, drop = self._sweep(
-                        data, factors, a_cur if have_a else None, a_next, measure)
+                        data, factors, a_cur if have_a else None, a_next, measure, **request)
                     if loss is not None:  # explicit
                         losses[-1], drift, guess = loss, 0.0, 0.0
                     last_drop = drop
@@ -411,7 +479,12 @@ class CoupledCP(Params):
                 n_iter += 1
                 bar.update()
                 if callback is not None:
-                    callback(n_iter, None if it == 0 else losses[-1] / total_sq)
+                    try:
+                        callback(n_iter, None if it == 0 else losses[-1] / total_sq)
+                    except KeyboardInterrupt:
+                        if stop is None:
+                            raise
+                        stop.set()  # every process stops at the next sweep's reduction
                 if it == 0:
                     continue
                 bar.set_postfix(loss=f"{losses[-1] / total_sq:.3e}", refresh=False)
@@ -419,17 +492,22 @@ class CoupledCP(Params):
                 if losses[-1] <= floor or abs(change) <= self.tol * losses[-2]:
                     converged = True
                     break
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, _Stop) as e:
+            if stop is not None and isinstance(e, KeyboardInterrupt):
+                raise  # a second Ctrl-C under a group: out at once
             interrupted = True
-        final = self._final_pass(data, factors, a_cur if have_a else None)
+        comm = (distributed.comm_bytes() - sent) / max(n_iter, 1)
+        final = self._final_pass(data, factors, a_cur if have_a else None, stop)
+        if final.pop("stopped"):  # asked for after the last sweep's reduction
+            interrupted, converged = True, False
         if have_a:
             losses[-1] = final["loss"]
         final.update(factors=factors, n_iter=n_iter, converged=converged,
-                     interrupted=interrupted, losses=losses)
+                     interrupted=interrupted, losses=losses, comm=comm)
         return final
 
     def _sweep(self, data, factors, a_prev, a_out, measure: bool = False,
-               energy: float | None = None):
+               energy: float | None = None, stop=None):
         """One pass: new A rows (into ``a_out``) and new block factors.
 
         ``a_prev`` (None before the first sweep) is the current A: the start of the nonnegative
@@ -438,14 +516,16 @@ class CoupledCP(Params):
         state is estimated from the pass's products, ``energy - 2 <X F, A> + <A^T A, G>``.
         Returns ``(loss of the current state or None, new block factors, decrease)``, the
         decrease of the loss from the current state to the new one (without ``a_prev``, from
-        the state with the new A only).
+        the state with the new A only). The sums over samples are reduced over processes in
+        one all-reduce; raises ``_Stop`` (before any state changes) when ``stop`` is raised on
+        any process.
         """
         rank, dev = self.rank, data.device
         plain_t, scaled = _unfolded(factors, data)
         g_a = sum(ops.gram(fs) for fs in factors)
         g_t = torch.from_numpy(g_a).to(dev)
         inv = torch.from_numpy(ops.spd_inverse(g_a)).to(dev)
-        accs = self._accumulators(data)
+        buf, accs, tail = self._reduction(data)
         m_all = data.buffer("m", (data.n, rank), torch.float64)  # X F of every row
         m32, a32, a_s = (data.buffer(k, (data.batch_size, rank)) for k in ("m32", "a32", "as"))
         measure = measure and a_prev is not None
@@ -455,7 +535,7 @@ class CoupledCP(Params):
         split = data.split
         rows = zip(data.chunks(), split(m32), split(m_all), split(a_out) if on_home
                    else split(a32), split(a_prev) if measure else repeat(None), split(a_s))
-        for (start, stop, xs), m, m64, stored, old, a_s_rows in rows:
+        for (start, end, xs), m, m64, stored, old, a_s_rows in rows:
             torch.mm(xs[0], scaled[0], out=m)
             for x, f in zip(xs[1:], scaled[1:]):
                 torch.addmm(m, x, f, out=m)
@@ -463,28 +543,42 @@ class CoupledCP(Params):
             if measure:
                 old = old.to(dev)
                 for x, f_t, s, out in zip(xs, plain_t, data.scales, norms):
-                    ops.residual_norms(x, old, f_t, s, work, out[start:stop])
+                    ops.residual_norms(x, old, f_t, s, work, out[start:end])
             if not self.nonnegative:  # the batch's rows of A, then its Y_b while in cache
                 stored.copy_(torch.mm(m64, inv))  # A as stored: the decreases are of the stored
                 self._compress(xs, stored, data, accs, a_s_rows)
                 if not on_home:
-                    a_out[start:stop] = stored.to(data.home)
+                    a_out[start:end] = stored.to(data.home)
         if self.nonnegative:  # HALS on all rows at once (per batch, its steps would dominate)
             start_a = None if a_prev is None else a_prev.to(dev, torch.float64)
             a_out.copy_(ops.solve(g_t, m_all, start_a, True, n_inner=2, inv=inv))
             for (_, _, xs), a, a_s_rows in zip(data.chunks(), split(a_out), split(a_s)):
                 self._compress(xs, a.to(dev), data, accs, a_s_rows)
-        loss = sum(float(r.double().square().sum()) for r in norms) if measure else None
         a64 = a_out.to(dev, torch.float64)
-        ata = (a64.T @ a64).cpu().numpy()
-        drop = 0.0
+        ata, sums = tail[:rank * rank].view(rank, rank), tail[rank * rank:]
+        torch.mm(a64.T, a64, out=ata)
+        sums.zero_()  # residual, decrease of A, <X F, A_prev>, <A_prev^T A_prev, G>, stop
+        if measure:
+            sums[0] = sum(r.double().square().sum() for r in norms)
         if a_prev is not None:
             old = a_prev.to(dev, torch.float64)
-            drop = float(ops.decrease(old, a64, g_t, m_all))
+            sums[1] = ops.decrease(old, a64, g_t, m_all)
             if energy is not None:
-                loss = energy - 2.0 * float((m_all * old).sum()) \
-                    + float(((old.T @ old) * g_t).sum())
-        updates = [ops.update_block(fs, acc.result().cpu().numpy(), ata, self.nonnegative)
+                sums[2], sums[3] = (m_all * old).sum(), ((old.T @ old) * g_t).sum()
+        if stop is not None:
+            sums[4] = float(stop.raised)
+        for acc in accs:
+            acc.result()  # into the buffer
+        distributed.all_reduce_(buf)
+        residual, drop, cross, model, stopped = sums.tolist()
+        if stopped:
+            stop.clear()
+            raise _Stop
+        loss = residual if measure else None
+        if a_prev is not None and energy is not None:
+            loss = energy - 2.0 * cross + model
+        ata = ata.cpu().numpy()
+        updates = [ops.update_block(fs, acc.total.cpu().numpy(), ata, self.nonnegative)
                    for fs, acc in zip(factors, accs)]
         drop += sum(d for _, d in updates)
         return loss, [f for f, _ in updates], drop
@@ -502,42 +596,54 @@ class CoupledCP(Params):
         work = data.buffer("residual", (max(RESIDUAL_ELEMENTS, *data.sizes),))
         return work, [data.buffer(("norms", i), (data.n,)) for i in range(len(data.sizes))]
 
-    def _accumulators(self, data) -> list[Accumulator]:
-        """The fit's accumulators of ``A^T X_b(0)``, one per block, zeroed."""
-        accs = data.cache.get("accumulators")
-        if accs is None:
-            accs = data.cache["accumulators"] = [
-                Accumulator(self.rank, d, data.device, data.dtype) for d in data.sizes]
-        for acc in accs:
+    def _reduction(self, data) -> tuple[torch.Tensor, list, torch.Tensor]:
+        """The fit's buffer of a sweep's sums over samples: the accumulators of ``A^T X_b(0)``
+        (one per block, reset), then ``A^T A`` and five scalars (the tail)."""
+        red = data.cache.get("reduction")
+        if red is None:
+            red = data.cache["reduction"] = accumulators(
+                self.rank, data.sizes, data.device, data.dtype, extra=self.rank ** 2 + 5)
+        for acc in red[1]:
             acc.reset()
-        return accs
+        return red
 
-    def _final_pass(self, data, factors, a_cur) -> dict:
+    def _final_pass(self, data, factors, a_cur, stop=None) -> dict:
         """Explicit residual and per-component inner products ``<X_b, Xhat_br>`` of the final state.
 
-        Solves ``A`` from the block factors first when no sweep completed.
+        Solves ``A`` from the block factors first when no sweep completed. ``stopped``: a stop
+        was requested on some process since the last sweep's reduction.
         """
         if a_cur is None:
             a_cur = torch.empty(data.n, self.rank, dtype=data.dtype, device=data.home)
             self._sweep(data, factors, None, a_cur)
         plain_t, scaled = _unfolded(factors, data)
         work, norms = self._residual_buffers(data)
-        ips = [torch.zeros(self.rank, dtype=torch.float64, device=data.device) for _ in factors]
-        for start, stop, xs in data.chunks():
-            a = a_cur[start:stop].to(data.device)
+        n_blocks = len(factors)
+        sums = torch.zeros(n_blocks * (self.rank + 1) + 1, dtype=torch.float64,
+                           device=data.device)  # residuals, inner products, stop
+        ips = sums[n_blocks:-1].view(n_blocks, self.rank)
+        for start, end, xs in data.chunks():
+            a = a_cur[start:end].to(data.device)
             a64 = a.double()
             for x, f_t, f_s, s, out, ip in zip(xs, plain_t, scaled, data.scales, norms, ips):
-                ops.residual_norms(x, a, f_t, s, work, out[start:stop])
+                ops.residual_norms(x, a, f_t, s, work, out[start:end])
                 ip += ((x @ f_s).double() * a64).sum(0)
-        res = [float(r.double().square().sum()) for r in norms]
+        for i, r in enumerate(norms):
+            sums[i] = r.double().square().sum()
+        if stop is not None:
+            sums[-1] = float(stop.raised)
+            stop.clear()
+        distributed.all_reduce_(sums)
+        res = sums[:n_blocks].tolist()
         return {"loss": sum(res), "residuals": res, "A": a_cur,
-                "ips": [ip.cpu().numpy() for ip in ips]}
+                "ips": list(ips.cpu().numpy()), "stopped": bool(sums[-1] > 0)}
 
-    def _finish(self, blocks: Blocks, scales, sq_norms, run: dict):
-        """Normalize, order by weight, fix signs and store the fitted attributes (numpy)."""
+    def _finish(self, blocks: Blocks, scales, sq_norms, run: dict, offset: int, n_total: int):
+        """Normalize, order by weight, fix signs and store the fitted attributes (numpy);
+        ``A``'s column norms and signs over the rows of all processes."""
         a = run["A"].double().cpu().numpy()
         factors = [list(fs) for fs in run["factors"]]
-        a_norm = np.linalg.norm(a, axis=0)
+        a_norm = np.sqrt(distributed.all_reduce(np.sum(a * a, axis=0)))
         a_norm[a_norm == 0] = 1.0
         a = a / a_norm
         block_norm = []
@@ -557,7 +663,7 @@ class CoupledCP(Params):
             fs[-1] = fs[-1] / safe
             fs[:] = [f[:, order] for f in fs]
         # sign convention: the largest |entry| of each A column (and of each U column) is > 0
-        flip = _signs(a)
+        flip = _signs(a, split_rows=True)
         a = a * flip
         for fs in factors:
             fs[-1] = fs[-1] * flip
@@ -572,7 +678,7 @@ class CoupledCP(Params):
         self.factors_ = dict(zip(names, factors))
         self.block_names_ = list(names)
         self.block_kinds_ = [b.kind for b in blocks]
-        self.block_shapes_ = {b.name: tuple(b.shape) for b in blocks}
+        self.block_shapes_ = {b.name: (n_total, *b.mode_shape) for b in blocks}
         self.block_scales_ = dict(zip(names, [float(s) for s in scales]))
         self.fit_ = {n: float(1.0 - r / sq) for n, r, sq in zip(names, run["residuals"], sq_norms)}
         self.explained_variance_ = ev
@@ -581,6 +687,8 @@ class CoupledCP(Params):
         self.n_iter_ = int(run["n_iter"])
         self.converged_ = bool(run["converged"])
         self.interrupted_ = bool(run["interrupted"])
+        self.n_samples_, self.row_offset_ = int(n_total), int(offset)
+        self.comm_bytes_per_sweep_ = float(run["comm"])
 
     # ---------------------------------------------------------------------------- use
     def _check_fitted(self):

@@ -6,6 +6,11 @@ product with it is taken block by block and sample batch by sample batch, so no 
 concatenated or copied. The range finder is Halko, Martinsson & Tropp (2011), Algorithm 4.4
 (power iterations with re-orthonormalization); only factor-sized matrices are concatenated.
 Both the engine's ``"svd"`` initialization and :func:`peekwidgets.analysis.rank_profile` use it.
+
+Under a process group (:mod:`peekwidgets.distributed`) each process holds its rows of ``Z``:
+the test matrix and every feature-side matrix are the same on every process, ``Z W`` and
+``U`` stay row-local, ``Z^T Q`` and the Gram matrices of the row-local orthonormalizations
+are all-reduced.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
+from peekwidgets import distributed
 from peekwidgets.blocks import Blocks
-from peekwidgets.engine.batches import Accumulator, BatchedData
+from peekwidgets.engine.batches import BatchedData, accumulators
 
 __all__ = ["StreamedSVD", "randomized_svd"]
 
@@ -28,7 +34,8 @@ class StreamedSVD:
     Attributes
     ----------
     U : (n_samples, k)
-        Left singular vectors (float64, where the blocks live or on the host).
+        Left singular vectors (float64, where the blocks live or on the host); under a process
+        group, this process's rows.
     S : (k,)
         Singular values, descending (float64).
     right : list of (D_b, k)
@@ -64,14 +71,19 @@ class _Unfolding:
         """``[Z_b^T q] : list of (D_b, k)`` float64 on the compute device, ``q : (n, k)``.
 
         Accumulated in float32 per batch and in float64 across batches
-        (:class:`~peekwidgets.engine.batches.Accumulator`), into new arrays each call.
+        (:class:`~peekwidgets.engine.batches.Accumulator`), into new arrays each call, and
+        summed over processes.
         """
-        accs = [Accumulator(q.shape[1], d, self.device, self.dtype) for d in self.sizes]
+        k = q.shape[1]
+        buf, accs, colsum = accumulators(k, self.sizes, self.device, self.dtype, extra=k)
         for start, stop, xs in self._chunks():
             qb = q[start:stop].to(self.device, self.dtype)
             for acc, x, s in zip(accs, xs, self.scales):
                 acc.add(qb * s, x)  # scaled before the product: no overflow
-        colsum = q.sum(0).to(self.device, torch.float64)
+        for acc in accs:
+            acc.result()  # into the buffer
+        colsum.copy_(q.sum(0))
+        distributed.all_reduce_(buf)
         out = []
         for acc, mu, s in zip(accs, self.means, self.scales):
             y = acc.result().T
@@ -81,26 +93,54 @@ class _Unfolding:
         return out
 
 
-def _orthonormal(h: torch.Tensor) -> torch.Tensor:
-    """An orthonormal basis ``(n, k)`` of the columns of ``h : (n, k)``.
-
-    Cholesky QR twice (``h R^-1`` from the Cholesky factor of the ``k x k`` Gram matrix, then
-    once more for orthogonality to rounding): on tall matrices (the features of all blocks) a
-    few times faster than Householder QR, which serves where the Gram matrix is too
-    ill-conditioned (nearly dependent columns, blocks of lower rank than ``k``).
-    """
+def _cholesky_qr2(h: torch.Tensor, reduce) -> torch.Tensor | None:
+    """Cholesky QR twice (``h R^-1`` from the Cholesky factor of the ``k x k`` Gram matrix
+    ``reduce(h^T h)``, then once more for orthogonality to rounding); None where the Gram
+    matrix is too ill-conditioned."""
     q, eye = h, torch.eye(h.shape[1], dtype=h.dtype, device=h.device)
     for step in range(2):
-        gram = q.T @ q
+        gram = reduce(q.T @ q)
         if step and float((gram - eye).abs().max()) > 0.1:
-            break  # the first step lost orthogonality
+            return None  # the first step lost orthogonality
         chol, info = torch.linalg.cholesky_ex(gram)
         if int(info) or not bool(torch.isfinite(chol).all()):
-            break
+            return None
         q = q @ torch.linalg.solve_triangular(chol.mH, eye, upper=True)  # a product, not trsm
-    else:
+    return q
+
+
+def _orthonormal(h: torch.Tensor, split_rows: bool = False) -> torch.Tensor:
+    """An orthonormal basis ``(n, k)`` of the columns of ``h : (n, k)``.
+
+    Cholesky QR twice: on tall matrices (the features of all blocks) a few times faster than
+    Householder QR, which serves where the Gram matrix is too ill-conditioned (nearly
+    dependent columns, blocks of lower rank than ``k``). With ``split_rows`` the rows of ``h``
+    are split over the processes of a group (the Gram matrices are all-reduced), and shifted
+    Cholesky QR (Fukaya et al. 2020: the Gram matrix plus ``11 (n k + k (k + 1)) eps
+    trace``, which makes the factorization succeed, then Cholesky QR twice) serves instead.
+    """
+    split = split_rows and distributed.is_active()
+    reduce = distributed.all_reduce if split else (lambda g: g)
+    q = _cholesky_qr2(h, reduce)
+    if q is not None:
         return q
-    return torch.linalg.qr(h).Q
+    if not split:
+        return torch.linalg.qr(h).Q
+    n, k = distributed.total(h.shape[0]), h.shape[1]
+    eye = torch.eye(k, dtype=h.dtype, device=h.device)
+    for _ in range(3):
+        gram = reduce(h.T @ h)
+        shift = 11 * (n * k + k * (k + 1)) * torch.finfo(h.dtype).eps \
+            * max(float(gram.diagonal().sum()), torch.finfo(h.dtype).tiny)
+        chol, info = torch.linalg.cholesky_ex(gram + shift * eye)
+        while int(info):
+            shift *= 10
+            chol, info = torch.linalg.cholesky_ex(gram + shift * eye)
+        h = h @ torch.linalg.solve_triangular(chol.mH, eye, upper=True)
+        q = _cholesky_qr2(h, reduce)
+        if q is not None:
+            return q
+    return h
 
 
 def randomized_svd(blocks: Blocks, scales, rank: int, *, means=None, oversample: int = 10,
@@ -133,18 +173,19 @@ def randomized_svd(blocks: Blocks, scales, rank: int, *, means=None, oversample:
     """
     from tqdm.auto import tqdm
 
-    width = min(rank + oversample, blocks.n_samples,
+    width = min(rank + oversample, distributed.total(blocks.n_samples),
                 sum(math.prod(b.mode_shape) for b in blocks))
+    width = int(width)
     op = _Unfolding(blocks, scales, means, batch_size, device, dtype, width)
     omega = [torch.randn(d, width, generator=generator, dtype=dtype) for d in op.sizes]
     with tqdm(total=2 * n_iter + 2, desc="randomized SVD", disable=not progress,
               leave=False) as bar:
-        q = _orthonormal(op.matmul(omega))
+        q = _orthonormal(op.matmul(omega), split_rows=True)
         bar.update()
         for _ in range(n_iter):
             z = _orthonormal(torch.cat(op.rmatmul(q)))
             bar.update()
-            q = _orthonormal(op.matmul(list(z.split(op.sizes))))
+            q = _orthonormal(op.matmul(list(z.split(op.sizes))), split_rows=True)
             bar.update()
         small = op.rmatmul(q)  # block rows of (Q^T Z)^T
         bar.update()
