@@ -203,7 +203,7 @@ def run(args) -> dict | None:
     out = Path(args.out)
     summary = write_report(
         out, analysis, max_rank=args.max_rank, progress=True,
-        extra={"model": args.model, "weights": None if args.weights is None else
+        extra={"model": args.model, "weights_file": None if args.weights is None else
                str(args.weights), "data": str(args.data),
                "processes": distributed.world_size(), "analysis": "analysis",
                "gathered_samples": None if analysis.sample_index is None else

@@ -172,7 +172,9 @@ def _add_analyze(commands):
 
 
 def _analyze(args) -> int:
-    # record: under torchrun, an error's traceback goes to the agent, which reports the first
+    if "RANK" not in os.environ:
+        return _run_analyze(args)
+    # under torchrun: an error's traceback goes to the agent, which reports the first one
     from torch.distributed.elastic.multiprocessing.errors import record
 
     return record(_run_analyze)(args)

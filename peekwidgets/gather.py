@@ -163,6 +163,8 @@ def gather_shown(blocks: Blocks, estimator, *, everywhere: bool = False,
     labels = np.concatenate([p["labels"] for p in parts]) if has_labels else None
     gathered = copy.copy(estimator)
     gathered.A_ = np.concatenate([p["A"] for p in parts])
+    if hasattr(estimator, "row_offset_"):
+        gathered.row_offset_ = 0  # its rows start at the first sample
     if hasattr(estimator, "block_shapes_"):
         gathered.block_shapes_ = {name: (m, *shape[1:])
                                   for name, shape in estimator.block_shapes_.items()}

@@ -12,6 +12,7 @@ import os
 import pickle
 import socket
 import tempfile
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -80,3 +81,20 @@ def failing_on_rank_1() -> nn.Module:
     if os.environ.get("RANK") == "1":
         raise RuntimeError("the model factory failed on rank 1 on purpose")
     return tiny_model()
+
+
+class SlowNet(TinyNet):
+    """:class:`TinyNet` that takes half a second a batch."""
+
+    def forward(self, x):
+        time.sleep(0.5)
+        return super().forward(x)
+
+
+def slow_model() -> nn.Module:
+    """A slow :class:`TinyNet` that writes this process's pid into ``$PEEK_TEST_PIDS`` (a
+    folder) as ``<RANK>.pid`` when it is built."""
+    Path(os.environ["PEEK_TEST_PIDS"], f"{os.environ.get('RANK', 0)}.pid").write_text(
+        str(os.getpid()))
+    torch.manual_seed(0)
+    return SlowNet()
