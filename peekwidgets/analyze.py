@@ -10,7 +10,7 @@ or many (``torchrun``), into an output folder.
   the inputs under ``inputs``/``x``/``images`` and the labels under ``labels``/``y``/
   ``targets``. Images are read as RGB, resized and center-cropped to ``--size`` when given
   (else they must share one size), scaled to [0, 1] and normalized with ``--mean``/``--std``
-  when given.
+  when given; image files are decoded by ``--workers`` DataLoader workers per process.
 - :func:`process_group`: under ``torchrun`` (``RANK`` and ``WORLD_SIZE`` set) the process
   group is initialized here (NCCL when CUDA is available, each process on the GPU of its
   ``LOCAL_RANK``; gloo on CPUs) with ``--timeout`` on its collectives, and destroyed at the
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from peekwidgets import distributed
 
@@ -179,20 +179,32 @@ def process_group(timeout_s: float):
         dist.destroy_process_group()
 
 
+def _workers(args) -> int:
+    """``--workers``, or by default the CPU cores of this node shared by its processes (at
+    most 8)."""
+    if args.workers is not None:
+        return args.workers
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return min(8, (os.cpu_count() or 1) // local)
+
+
 def run(args) -> dict | None:
     """The analysis of ``args`` (the ``analyze`` command's options) written to ``args.out``;
     returns ``summary.json`` on rank 0, None on the other processes."""
     from peekwidgets.report import write_report
     from peekwidgets.session import Analysis
 
-    model = load_model(args.model, args.weights)
-    inputs = load_data(args.data, args.size, args.mean, args.std)
-    lead = distributed.rank() == 0
     device = (torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available()
               else torch.device("cpu"))
+    model = load_model(args.model, args.weights).to(device)
+    inputs = load_data(args.data, args.size, args.mean, args.std)
+    lead = distributed.rank() == 0
     layers = args.layers if args.layers == "auto" else args.layers.split(",")
-    capture_kwargs = {"device": device, "memory_budget": args.memory_budget}
-    if not isinstance(inputs, torch.utils.data.DataLoader):
+    capture_kwargs = {"memory_budget": args.memory_budget}
+    if isinstance(inputs, Dataset) and not isinstance(inputs, TensorDataset):  # images
+        inputs = DataLoader(inputs, batch_size=args.batch_size, num_workers=_workers(args),
+                            pin_memory=device.type == "cuda")
+    else:
         capture_kwargs["batch_size"] = args.batch_size
     analysis = Analysis(model, inputs, rank=args.rank, layers=layers,
                         nonnegative=args.nonnegative, random_state=args.seed, progress=lead,
@@ -205,6 +217,7 @@ def run(args) -> dict | None:
         out, analysis, max_rank=args.max_rank, progress=True,
         extra={"model": args.model, "weights_file": None if args.weights is None else
                str(args.weights), "data": str(args.data),
+               "classes": getattr(getattr(inputs, "dataset", inputs), "classes", None),
                "processes": distributed.world_size(), "analysis": "analysis",
                "gathered_samples": None if analysis.sample_index is None else
                len(analysis.sample_index)})

@@ -159,6 +159,9 @@ def _add_analyze(commands):
                          help="per-channel standard deviation (with --mean)")
     analyze.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"), default=64,
                          help="samples per forward pass (default: %(default)s)")
+    analyze.add_argument("--workers", type=_int_at_least(0, "--workers"), default=None,
+                         help="DataLoader workers per process that decode image files "
+                         "(default: the node's CPU cores shared by its processes, at most 8)")
     analyze.add_argument("--nonnegative", action="store_true",
                          help="nonnegative factors (HALS) instead of least squares")
     analyze.add_argument("--seed", type=int, default=0, help="seed of the fit")

@@ -17,7 +17,8 @@ without the model or the blocks' values.
 Every other block comes back as a placeholder (:func:`~peekwidgets.gather.placeholder`) with
 its layout and norm, so the dashboard (``Peek(Analysis.load(folder))``) and the report show
 the same view; :meth:`~peekwidgets.session.Analysis.refit` and ``rank_profile`` say that they
-need the blocks' values. Arrays are read with ``allow_pickle=False``.
+need the blocks' values. Inputs folded in with ``fold_in`` are not kept. Arrays are read
+with ``allow_pickle=False``.
 """
 
 from __future__ import annotations

@@ -205,3 +205,20 @@ def test_ctrl_c_stops_every_process(tmp_path, data_file):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert not (tmp_path / "out" / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_reads_an_image_folder_as_one_process(tmp_path):
+    for name, n in (("ants", 9), ("bees", 8)):
+        _images(tmp_path / "images" / name, n, size=(14, 16))
+    args = [*ARGS, "--size", "12", "--batch-size", "4"]
+    one = _run(tmp_path / "one", tmp_path / "images", *args, "--workers", "0")
+    assert one.returncode == 0, one.stderr
+    two = _run(tmp_path / "two", tmp_path / "images", *args, "--workers", "1", processes=2)
+    assert two.returncode == 0, two.stderr
+    a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
+    assert a["classes"] == b["classes"] == ["ants", "bees"] and b["n_samples"] == 17
+    assert b["top_inputs"] == a["top_inputs"]
+    np.testing.assert_allclose(b["rank_profile"]["fit"], a["rank_profile"]["fit"], rtol=1e-5)
+    saved = Analysis.load(tmp_path / "two" / "analysis")
+    np.testing.assert_array_equal(saved.labels, [0] * 9 + [1] * 8)

@@ -10,7 +10,7 @@ import torch.distributed as dist
 from dist_helpers import run_group, tiny_inputs, tiny_model
 from torch.utils.data import TensorDataset
 
-from peekwidgets import distributed
+from peekwidgets import Analysis, distributed
 from peekwidgets.capture import capture
 from peekwidgets.engine import CoupledCP
 from peekwidgets.gather import NOT_GATHERED, gather_shown
@@ -95,3 +95,33 @@ def test_beyond_the_bound_rank0_gathers_top_inputs_and_a_sample(one):
     np.testing.assert_array_equal(got["predictions"], expected.predictions[index])
     np.testing.assert_array_equal(got["rows"], expected.input_rows(index))
     np.testing.assert_array_equal(got["labels"], blocks.labels[index])
+
+
+def _analyses(folder):
+    """An Analysis on each process, gathered on rank 0 only and on every process."""
+    x, y = tiny_inputs()
+    kwargs = dict(rank=2, layers=["relu", "fc"], progress=False,
+                  capture_kwargs={"max_positions": 16, "batch_size": 16})
+    only0 = Analysis(tiny_model(), TensorDataset(x, y), **kwargs)
+    every = Analysis(tiny_model(), TensorDataset(x, y), gather=True, **kwargs)
+    out = {"n_samples": only0.n_samples, "view": only0.view is not None,
+           "A": every.view.A, "labels": every.labels}
+    for name, call in (("save", lambda: only0.save(f"{folder}/factors.npz")),
+                       ("fold_in", lambda: every.fold_in(x[:3]))):
+        try:
+            call()
+            out[name] = None
+        except ValueError as error:
+            out[name] = str(error)
+    return out
+
+
+def test_analysis_under_a_group_gathers_where_asked(tmp_path):
+    ranks = run_group(_analyses, tmp_path)
+    assert [r["view"] for r in ranks] == [True, False]
+    assert [r["n_samples"] for r in ranks] == [101, 101]
+    np.testing.assert_array_equal(ranks[0]["A"], ranks[1]["A"])  # gather=True: everywhere
+    np.testing.assert_array_equal(ranks[1]["labels"], tiny_inputs()[1].numpy())
+    assert ranks[0]["save"] is None and (tmp_path / "factors.npz").is_file()
+    assert "rank 1" in ranks[1]["save"] and "gather=True" in ranks[1]["save"]
+    assert all("fold_in runs on one process" in r["fold_in"] for r in ranks)
