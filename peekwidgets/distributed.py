@@ -31,7 +31,8 @@ import torch.distributed as dist
 
 __all__ = ["StopRequest", "all_gather_object", "all_reduce", "all_reduce_", "block_norms",
            "broadcast_object", "comm_bytes", "comm_device", "deferred_interrupts",
-           "gather_object", "is_active", "rank", "row_offset", "total", "world_size"]
+           "gather_object", "gather_rows", "is_active", "rank", "row_offset", "total",
+           "world_size"]
 
 _sent = 0  # bytes this process handed to collectives
 
@@ -125,6 +126,16 @@ def all_gather_object(obj) -> list:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def gather_rows(x):
+    """The rows of all processes, in rank order, on every process: ``x`` (this process's rows,
+    a numpy array or a tensor) concatenated along its first axis (``x`` itself without a
+    group). For per-sample results (``CoupledCP.A_``, ``transform``) of a size to pickle."""
+    if not is_active():
+        return x
+    parts = all_gather_object(x)
+    return torch.cat(parts) if isinstance(x, torch.Tensor) else np.concatenate(parts)
 
 
 def row_offset(n_local: int) -> tuple[int, int]:

@@ -22,8 +22,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from peekwidgets import distributed
 from peekwidgets.blocks import Block, Blocks
-from peekwidgets.engine import CoupledCP
+from peekwidgets.engine import CoupledCP, svd
 
 SPLIT = (37, 63)  # rows of process 0 and process 1
 RANK = 3
@@ -80,11 +81,19 @@ def job_fits(rank: int) -> dict:
     from peekwidgets.analysis import rank_profile  # (scipy: imported where needed)
 
     warnings.simplefilter("ignore")  # fixed counts do not converge
-    out = {}
+    out, models = {}, {}
     for name, params in CASES.items():
-        model = CoupledCP(RANK, random_state=0, **params).fit(blocks(rank))
+        model = models[name] = CoupledCP(RANK, random_state=0, **params).fit(blocks(rank))
         out[name] = fitted(model)
         out[name]["transform"] = model.transform(blocks(rank))
+        out[name]["gathered"] = distributed.gather_rows(model.A_)
+    out["diagnostics"] = diagnostics(models["ls64"], models["nn64"], blocks(rank))
+    failed = []  # Cholesky QR that fell back (a rank-2 block, 8 columns in float64)
+    qr2 = svd._cholesky_qr2
+    svd._cholesky_qr2 = lambda h, reduce: failed.append(q := qr2(h, reduce)) or q
+    out["lowrank"] = vars(rank_profile(lowrank(rank), 4, oversample=4, dtype=torch.float64,
+                                       progress=False))
+    out["lowrank"]["fallbacks"] = sum(q is None for q in failed)
     for n in (40, 80):  # bytes per sweep at two sizes
         local = Blocks([Block(k, x[:n // 2]) for k, x in data(n).items()])
         out[f"plain{n}"] = fitted(CoupledCP(RANK, random_state=0, **PLAIN).fit(local))
@@ -104,6 +113,32 @@ def job_fits(rank: int) -> dict:
             errors[what] = str(e)
     out["errors"] = errors
     return out
+
+
+def lowrank(rank: int | None = None) -> Blocks:
+    """An exactly rank-2 matrix block (100, 12) in float64."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(100, 2, generator=g, dtype=torch.float64) @ torch.rand(
+        2, 12, generator=g, dtype=torch.float64)
+    return Blocks([Block("x", x[rows(rank)])])
+
+
+def diagnostics(model: CoupledCP, other: CoupledCP, data: Blocks) -> dict:
+    """Core consistency, fit and shares of the scaled blocks, and the match of two models."""
+    from peekwidgets.engine.diagnostics import (
+        component_explained_variance,
+        core_consistency,
+        coupled_factor_match_score,
+        explained_variance,
+    )
+
+    scaled = {b.name: b.data * model.block_scales_[b.name] for b in data}
+    cp = {n: (model.weights_, [model.A_, *model.factors_[n]]) for n in scaled}
+    match = coupled_factor_match_score(model, other)
+    return {"core_consistency": core_consistency(scaled["t"], cp["t"]),
+            "fit": explained_variance(scaled["x"], cp["x"]),
+            "shares": component_explained_variance(scaled["t"], cp["t"]),
+            "match": (match.score, match.per_block, match.permutation)}
 
 
 def stop_at_three(rank: int, error: type[BaseException]):
@@ -217,6 +252,8 @@ def test_two_processes_fit_as_one(two, name):
     assert first["n_samples_"] == second["n_samples_"] == one.n_samples_ == 100
     a = np.concatenate([first["A_"], second["A_"]])
     close(a, one.A_, rtol)
+    np.testing.assert_equal(first["gathered"], a)
+    np.testing.assert_equal(second["gathered"], a)
     transform = np.concatenate([first["transform"], second["transform"]])
     close(transform, one.transform(blocks()), rtol)
     close(transform, one.A_, 10 * rtol)  # the training rows give back their rows of A
@@ -276,3 +313,43 @@ def test_an_error_on_one_process_ends_the_run_without_a_hang(tmp_path):
     assert codes == [1, 1] and results == [None, None]
     assert errors[1].startswith("ValueError: stop at sweep 3")
     assert errors[0] is not None  # its collective broke when process 1 left
+
+
+def test_diagnostics_of_two_processes_equal_one(two):
+    models = [CoupledCP(RANK, random_state=0, **CASES[n]).fit(blocks()) for n in ("ls64", "nn64")]
+    one = diagnostics(*models, blocks())
+    for r in range(len(SPLIT)):
+        got = two[r]["diagnostics"]
+        assert got["core_consistency"] == pytest.approx(one["core_consistency"], rel=1e-6)
+        assert got["fit"] == pytest.approx(one["fit"], rel=1e-9)
+        close(got["shares"], one["shares"], 1e-6)
+        assert got["match"][0] == pytest.approx(one["match"][0], rel=1e-6)
+        assert got["match"][1] == pytest.approx(one["match"][1], rel=1e-6)
+        np.testing.assert_equal(got["match"][2], one["match"][2])
+    assert 0.9 < one["match"][0] < 1  # a real comparison: LS and nonnegative differ a little
+
+
+def test_rank_deficient_profile_orthonormalizes_by_shifted_cholesky_qr(two):
+    from peekwidgets.analysis import rank_profile
+
+    one = rank_profile(lowrank(), 4, oversample=4, dtype=torch.float64, progress=False)
+    for r in range(len(SPLIT)):
+        got = two[r]["lowrank"]
+        assert got["fallbacks"] >= 1  # the Gram matrix of 8 columns of rank 2 has no Cholesky
+        close(got["fit"], one.fit, 1e-9)
+        np.testing.assert_allclose(got["fit"][1:], 1.0, atol=1e-12)
+        close(got["singular_values"][:2], one.singular_values[:2], 1e-9)
+
+
+def test_without_a_group_the_collectives_are_the_identity():
+    x, t = np.arange(6.0).reshape(3, 2), torch.arange(4.0)
+    assert not distributed.is_active() and distributed.world_size() == 1
+    assert distributed.all_reduce_(t) is t and distributed.gather_rows(x) is x
+    assert distributed.row_offset(7) == (0, 7) and distributed.comm_bytes() == 0
+    with distributed.deferred_interrupts() as request:
+        assert request is None  # Ctrl-C raises as usual
+    norms = distributed.block_norms(blocks())
+    assert norms == [b.norm() for b in blocks()]
+    with pytest.raises(ValueError, match="NaN or Inf values in 1 of 100 samples, first in "
+                       "sample 40"):
+        distributed.block_norms(blocks(x=data()["x"].index_fill(0, torch.tensor([40]), np.nan)))

@@ -291,7 +291,7 @@ class CoupledCP(Params):
                  "init": self.init if isinstance(self.init, str) else "dict",
                  **{k: v for k, v in self.get_params().items()
                     if k not in ("init", "device", "progress", "batch_size")}}
-        setup["dtype"] = str(self.dtype)
+        setup = {k: repr(v) for k, v in setup.items()}  # comparable (arrays, dtypes)
         seen = distributed.all_gather_object((blocks.n_samples, setup))
         for r, (_, other) in enumerate(seen):
             if other != setup:

@@ -10,6 +10,14 @@ Data-sized work (core consistency, explained variance) runs in torch over sample
 :class:`~peekwidgets.blocks.Block`, on the device and in the dtype asked for (float64 by
 default, so sums do not lose digits), and returns numpy or Python floats. Factor-sized work
 (factor match score, degeneracy) runs in numpy.
+
+Under a process group (:mod:`peekwidgets.distributed`), where each process holds its rows of
+the samples (of a block and of ``A``), :func:`core_consistency`, :func:`explained_variance`,
+:func:`component_explained_variance` and :func:`coupled_factor_match_score` reduce their sums
+over samples, so they give every process the value of all samples. :func:`factor_match_score`
+and :func:`degeneracy` take plain factor lists and do not know which one is split: pass them
+factors that are whole on every process (block factors; the sample factor only after
+gathering its rows).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from peekwidgets import distributed
 from peekwidgets.blocks import Block, batch_rows
 from peekwidgets.engine import ops
 
@@ -177,7 +186,7 @@ def core_consistency(
     weights, (A, U, V) = _check_cp(cp_tensor, block.shape)
     device = block.device if device is None else torch.device(device)
     rank = A.shape[1]
-    A_pinv = torch.linalg.pinv(_torch(A * weights, device, dtype))  # (R, N)
+    A_pinv = _sample_pinv(_torch(A * weights, device, dtype))  # (R, N)
     U_pinv = torch.linalg.pinv(_torch(U, device, dtype))  # (R, C)
     V_pinv = torch.linalg.pinv(_torch(V, device, dtype))  # (R, S)
     core = torch.zeros((rank, rank, rank), device=device, dtype=dtype)
@@ -185,11 +194,21 @@ def core_consistency(
     for start, stop, rows in block.batches(step, device, dtype):
         small = U_pinv @ (rows @ V_pinv.T)  # (n, R, R): modes 2 and 3 projected
         core += torch.tensordot(A_pinv[:, start:stop], small, dims=1)
-    core = core.cpu().numpy()
+    core = distributed.all_reduce(core).cpu().numpy()
     ideal = np.zeros_like(core)
     ideal[np.arange(rank), np.arange(rank), np.arange(rank)] = 1.0
     denom = float(np.sum(core**2)) if normalized else rank
     return float(100.0 - 100.0 * np.sum((core - ideal) ** 2) / denom)
+
+
+def _sample_pinv(a: torch.Tensor) -> torch.Tensor:
+    """``pinv(a) : (R, n)`` of the sample factor ``a : (n, R)``; under a process group, the
+    columns for this process's rows, as ``pinv(a^T a) a^T`` with ``a^T a`` all-reduced (the
+    Gram matrix squares the condition number: singular values below about ``sqrt(R eps)`` of
+    the largest count as zero)."""
+    if not distributed.is_active():
+        return torch.linalg.pinv(a)
+    return torch.linalg.pinv(distributed.all_reduce(a.T @ a), hermitian=True) @ a.T
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,12 +237,15 @@ def _fit_stats(data, cp_tensor, batch_size, device, dtype) -> _FitStats:
         data_sq += float(torch.sum(rows * rows, dtype=torch.float64))
         residual_sq += float(torch.sum(residual * residual, dtype=torch.float64))
         inner += (ops.mttkrp_rows(rows, mats) * a_rows).sum(dim=0, dtype=torch.float64)
+    data_sq, residual_sq, *inner = distributed.all_reduce(
+        np.array([data_sq, residual_sq, *inner.cpu().numpy()]))
     if data_sq == 0.0:
         raise ValueError(
             f"block {block.name!r} is all zeros: explained variance is not defined for it"
         )
-    gram = ops.gram([factors[0] * weights, *factors[1:]])
-    return _FitStats(data_sq, residual_sq, inner.cpu().numpy(), gram)
+    aw = factors[0] * weights
+    gram = ops.gram([aw, *factors[1:]], first=distributed.all_reduce(aw.T @ aw))
+    return _FitStats(float(data_sq), float(residual_sq), np.array(inner), gram)
 
 
 def explained_variance(
@@ -315,12 +337,26 @@ def _unit_columns(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f / np.where(norms == 0, 1.0, norms), norms
 
 
-def _congruences(mats_a, mats_b) -> np.ndarray:
-    """``(R_a, R_b)`` product over modes of the cosines between the columns of a and b."""
-    product = np.ones((mats_a[0].shape[1], mats_b[0].shape[1]))
+def _congruences(mats_a, mats_b, start=None) -> np.ndarray:
+    """``(R_a, R_b)`` product over modes of the cosines between the columns of a and b (times
+    ``start``, the product over other modes, when given)."""
+    product = np.ones((mats_a[0].shape[1], mats_b[0].shape[1])) if start is None else start
     for fa, fb in zip(mats_a, mats_b):
         product = product * (_unit_columns(fa)[0].T @ _unit_columns(fb)[0])
     return product
+
+
+def _sample_congruences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`_congruences` of the sample factors ``a : (n, R_a)``, ``b : (n, R_b)``, over the
+    rows of all processes of a group (their products and column norms all-reduced)."""
+    if not distributed.is_active():
+        return _congruences([a], [b])
+    sums = distributed.all_reduce(np.concatenate([(a.T @ b).ravel(), (a * a).sum(0),
+                                                  (b * b).sum(0)]))
+    ra, rb = a.shape[1], b.shape[1]
+    norm_a, norm_b = (np.sqrt(v) for v in (sums[ra * rb:ra * rb + ra], sums[ra * rb + ra:]))
+    return sums[:ra * rb].reshape(ra, rb) / np.outer(np.where(norm_a == 0, 1.0, norm_a),
+                                                     np.where(norm_b == 0, 1.0, norm_b))
 
 
 def _match(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -476,6 +512,8 @@ def coupled_factor_match_score(
         The blocks to compare (by default all; both models must have them).
     compare_samples : bool
         Include ``A_`` in the congruences. Set False when the models saw different samples.
+        Under a process group ``A_`` holds each process's rows (as the models fitted them),
+        and its congruences are reduced over all processes.
     absolute_value : bool
         As in :func:`factor_match_score`.
 
@@ -504,14 +542,22 @@ def coupled_factor_match_score(
         raise ValueError("nothing to compare: pass at least one block or compare_samples=True")
     shared_a = [A_a] if compare_samples else []
     shared_b = [A_b] if compare_samples else []
+    sample = None
+    if compare_samples:
+        a, b = _check_factors(shared_a)[0], _check_factors(shared_b)[0]
+        if not blocks:  # else each block's check names the rows
+            _check_pair([a], [b], "A_", "pass compare_samples=False if only the samples differ")
+        if a.shape[0] == b.shape[0]:
+            sample = _sample_congruences(a, b)
     per_block_scores = {}
     for name in blocks:
         mats_a = _check_factors(shared_a + list(factors_a[name]), f"model_a block {name!r}")
         mats_b = _check_factors(shared_b + list(factors_b[name]), f"model_b block {name!r}")
         _check_pair(mats_a, mats_b, f"block {name!r}", "pass compare_samples=False if only the "
                     "samples differ")
-        per_block_scores[name] = _congruences(mats_a, mats_b)
-    joint = _congruences(_check_factors(shared_a), _check_factors(shared_b)) if shared_a else 1.0
+        skip = len(shared_a)
+        per_block_scores[name] = _congruences(mats_a[skip:], mats_b[skip:], start=sample)
+    joint = sample if compare_samples else 1.0
     for name in blocks:
         joint = joint * _congruences(list(factors_a[name]), list(factors_b[name]))
     transform = np.abs if absolute_value else np.asarray

@@ -93,9 +93,10 @@ def spd_inverse(g: np.ndarray) -> np.ndarray:
     return inv_chol.T @ inv_chol
 
 
-def gram(factors: Sequence[np.ndarray]) -> np.ndarray:
-    """Hadamard product of the factors' Gram matrices, ``(rank, rank)``."""
-    g = factors[0].T @ factors[0]
+def gram(factors: Sequence[np.ndarray], first: np.ndarray | None = None) -> np.ndarray:
+    """Hadamard product of the factors' Gram matrices, ``(rank, rank)`` (``first``: the Gram
+    matrix of ``factors[0]`` when it is known, for example summed over processes)."""
+    g = factors[0].T @ factors[0] if first is None else first
     for f in factors[1:]:
         g = g * (f.T @ f)
     return g
