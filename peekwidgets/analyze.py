@@ -18,8 +18,10 @@ or many (``torchrun``), into an output folder.
   0 gathers the view (:mod:`peekwidgets.gather`) and alone writes files.
 
 A process that fails ends the run: ``torchrun``'s agent stops the other processes and reports
-the first failure (its traceback, recorded with ``torch.distributed.elastic``'s ``record``);
-a process left waiting in a collective gives up after ``--timeout`` seconds.
+the first failure (its traceback, recorded with ``torch.distributed.elastic``'s ``record``): a
+process whose collective fails because another one went away waits :data:`PEER_GRACE_S`
+before it raises, so that the failure reported is the one that came first; a process left
+waiting in a collective gives up after ``--timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -42,6 +45,11 @@ __all__ = ["IMAGE_SUFFIXES", "load_data", "load_model", "process_group", "run"]
 
 #: Files a flat image folder is read from (as torchvision's ImageFolder reads them).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+#: Seconds a process whose collective failed because another process went away waits before
+#: it raises, so that torchrun's agent sees the other process's failure first and reports it
+#: as the root cause (the agent ends this process meanwhile).
+PEER_GRACE_S = 5.0
 
 _INPUT_KEYS = ("inputs", "x", "images", "data")
 _LABEL_KEYS = ("labels", "y", "targets")
@@ -175,8 +183,19 @@ def process_group(timeout_s: float):
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
     try:
         yield
+    except Exception as error:
+        if _peer_lost(error):  # let the agent report the process that failed first
+            time.sleep(PEER_GRACE_S)  # (it ends this one meanwhile)
+        raise
     finally:
         dist.destroy_process_group()
+
+
+def _peer_lost(error: Exception) -> bool:
+    """Whether ``error`` is a collective's failure because another process went away."""
+    text = str(error)
+    return isinstance(error, dist.DistError) or "closed by peer" in text \
+        or "reset by peer" in text
 
 
 def _workers(args) -> int:

@@ -174,7 +174,9 @@ class Analysis:
         with self._timed("fit"):
             estimator.fit(self.blocks.select(names), callback=callback)
         view = self._shown_view(estimator)
-        self.estimator, self.view = estimator, view and self._project(view, self.folded)
+        if view is not None:  # None on the processes of a group that do not gather it
+            view = self._project(view, self.folded)
+        self.estimator, self.view = estimator, view
         return self
 
     def fold_in(self, inputs) -> np.ndarray:
