@@ -124,6 +124,10 @@ def gather_shown(blocks: Blocks, estimator, *, everywhere: bool = False,
         it was not fitted).
     estimator : CoupledCP
         Fitted on a selection of ``blocks``; ``A_ : (n_local, R)``.
+    max_bytes : int
+        The bound on gathering every sample.
+    top_k, n_random, seed : int
+        Top inputs per component, and random samples (seeded), gathered beyond the bound.
     """
     if not distributed.is_active():
         return Shown(blocks, estimator, None, blocks.n_samples)

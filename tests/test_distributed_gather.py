@@ -125,3 +125,38 @@ def test_analysis_under_a_group_gathers_where_asked(tmp_path):
     assert ranks[0]["save"] is None and (tmp_path / "factors.npz").is_file()
     assert "rank 1" in ranks[1]["save"] and "gather=True" in ranks[1]["save"]
     assert all("fold_in runs on one process" in r["fold_in"] for r in ranks)
+
+
+def _dumped(folder):
+    """A sharded analysis beyond the gathering bound, dumped and reported on rank 0."""
+    import functools
+
+    from peekwidgets import session
+    from peekwidgets.report import write_report
+
+    session.gather_shown = functools.partial(gather_shown, max_bytes=0, top_k=TOP_K,
+                                             n_random=N_RANDOM)
+    x, y = tiny_inputs()
+    analysis = Analysis(tiny_model(), TensorDataset(x, y), rank=2, layers=["relu", "fc"],
+                        progress=False, capture_kwargs={"max_positions": 16, "batch_size": 16})
+    analysis.rank_profile(3, progress=False)
+    if analysis.view is not None:
+        analysis.dump(f"{folder}/analysis")
+        write_report(folder, analysis, max_rank=3, top_k=4, progress=False)
+
+
+def test_a_sampled_view_is_saved_and_reported_with_global_indices(tmp_path):
+    import json
+
+    run_group(_dumped, tmp_path)
+    x, y = tiny_inputs()
+    one = Analysis(tiny_model(), TensorDataset(x, y), rank=2, layers=["relu", "fc"],
+                   progress=False, capture_kwargs={"max_positions": 16, "batch_size": 16})
+    loaded = Analysis.load(tmp_path / "analysis")
+    index = loaded.sample_index
+    assert loaded.n_samples == 101 and len(index) <= 2 * TOP_K + N_RANDOM
+    np.testing.assert_array_equal(loaded.labels, y.numpy()[index])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["n_samples"] == 101 and summary["blocks"][0]["shape"][0] == 101
+    for r in range(2):  # the report names the global top inputs
+        assert summary["top_inputs"][f"c{r}"] == one.view.top(r, 4).tolist()
