@@ -34,7 +34,8 @@ from peekwidgets import distributed
 from peekwidgets.blocks import Block, Blocks
 from peekwidgets.viewmodel import prediction_block
 
-__all__ = ["MAX_GATHER_BYTES", "N_RANDOM", "TOP_K", "Shown", "gather_shown", "placeholder"]
+__all__ = ["MAX_GATHER_BYTES", "N_RANDOM", "TOP_K", "Shown", "display_meta", "gather_shown",
+           "placeholder"]
 
 #: Bytes that gathering all samples may take (A, drawn inputs, prediction rows, labels).
 MAX_GATHER_BYTES = 256 * 2**20
@@ -66,7 +67,7 @@ class Shown:
         ``N``, the samples of all processes together.
     """
 
-    blocks: Blocks
+    blocks: Blocks | None
     estimator: object
     index: np.ndarray | None
     n_samples: int
@@ -78,6 +79,12 @@ def placeholder(name: str, n: int, mode_shape, spatial_shape=None, meta=None,
     norm only (``meta["values"] == "not gathered"``)."""
     data = torch.zeros((), dtype=torch.float32).expand(n, *mode_shape)
     return Block(name, data, spatial_shape, {**(meta or {}), "values": NOT_GATHERED}, sq_norm)
+
+
+def display_meta(meta: dict) -> dict:
+    """A block's ``meta`` without where its rows were stored (``storage``, ``memmap_path``),
+    for a copy of some of its rows held elsewhere."""
+    return {k: v for k, v in meta.items() if k not in ("storage", "memmap_path")}
 
 
 def _kept(blocks: Blocks) -> list[str]:
@@ -155,15 +162,14 @@ def gather_shown(blocks: Blocks, estimator, *, everywhere: bool = False,
     m = len(index)
     shown = []
     for b, norm in zip(blocks, norms):
-        meta = {k: v for k, v in b.meta.items() if k != "memmap_path"}
+        meta = display_meta(b.meta)
         shown.append(Block(b.name, rows[b.name], b.spatial_shape, meta, norm ** 2)
                      if b.name in rows else
                      placeholder(b.name, m, b.mode_shape, b.spatial_shape, meta, norm ** 2))
     thumbnails = None
     if blocks.thumbnails is not None:
         t = blocks.thumbnails
-        thumbnails = Block(t.name, rows["thumbnails"], t.spatial_shape,
-                           {k: v for k, v in t.meta.items() if k != "memmap_path"})
+        thumbnails = Block(t.name, rows["thumbnails"], t.spatial_shape, display_meta(t.meta))
     labels = np.concatenate([p["labels"] for p in parts]) if has_labels else None
     gathered = copy.copy(estimator)
     gathered.A_ = np.concatenate([p["A"] for p in parts])

@@ -32,7 +32,7 @@ import numpy as np
 from peekwidgets.analysis.profile import RankProfile
 from peekwidgets.blocks import Block, Blocks
 from peekwidgets.engine import CoupledCP
-from peekwidgets.gather import NOT_GATHERED, placeholder
+from peekwidgets.gather import NOT_GATHERED, display_meta, placeholder
 
 __all__ = ["FORMAT", "VERSION", "dump", "load"]
 
@@ -57,7 +57,7 @@ def _tuples(value):
 
 
 def _layout(block: Block) -> dict:
-    meta = {k: v for k, v in block.meta.items() if k != "memmap_path"}
+    meta = display_meta(block.meta)
     return {"name": block.name, "mode_shape": list(block.mode_shape),
             "spatial_shape": block.spatial_shape, "sq_norm": block.norm() ** 2,
             "meta": _json(meta)}
