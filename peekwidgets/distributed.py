@@ -29,8 +29,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["StopRequest", "all_gather_object", "all_reduce", "all_reduce_", "block_norms",
-           "broadcast_object", "comm_bytes", "comm_device", "deferred_interrupts",
+__all__ = ["StopRequest", "agree", "all_gather_object", "all_reduce", "all_reduce_",
+           "block_norms", "broadcast_object", "comm_bytes", "comm_device", "deferred_interrupts",
            "gather_object", "gather_rows", "is_active", "rank", "row_offset", "total",
            "world_size"]
 
@@ -136,6 +136,30 @@ def gather_rows(x):
         return x
     parts = all_gather_object(x)
     return torch.cat(parts) if isinstance(x, torch.Tensor) else np.concatenate(parts)
+
+
+def agree(n_local: int, setup: dict) -> list[int]:
+    """The rows of every process (``[n_local]`` without a group), after checking that every
+    process passes the same ``setup`` (``{name: value}``, compared by ``repr``): else every
+    process raises ValueError naming what differs, before any collective of the work."""
+    if not is_active():
+        return [int(n_local)]
+    mine = {k: repr(v) for k, v in setup.items()}
+    seen = all_gather_object((int(n_local), mine))
+    for r, (_, other) in enumerate(seen):
+        if other != mine:
+            diff = sorted(k for k in mine if other.get(k) != mine[k])
+            raise ValueError(
+                f"process {r} passes other {diff} than process {rank()} "
+                f"({ {k: other.get(k) for k in diff} } against { {k: mine[k] for k in diff} }); "
+                "every process of the group must pass the same blocks and settings, each "
+                "with its own rows"
+            )
+    counts = [n for n, _ in seen]
+    if min(counts) < 1:
+        raise ValueError(f"process {counts.index(min(counts))} holds no samples (rows per "
+                         f"process: {counts}); give every process at least one row")
+    return counts
 
 
 def row_offset(n_local: int) -> tuple[int, int]:

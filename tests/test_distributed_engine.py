@@ -87,6 +87,7 @@ def job_fits(rank: int) -> dict:
         out[name] = fitted(model)
         out[name]["transform"] = model.transform(blocks(rank))
         out[name]["gathered"] = distributed.gather_rows(model.A_)
+    out["seedless"] = fitted(CoupledCP(RANK, random_state=None, **PLAIN).fit(blocks(rank)))
     out["diagnostics"] = diagnostics(models["ls64"], models["nn64"], blocks(rank))
     failed = []  # Cholesky QR that fell back (a rank-2 block, 8 columns in float64)
     qr2 = svd._cholesky_qr2
@@ -106,6 +107,7 @@ def job_fits(rank: int) -> dict:
         ("nan", lambda: CoupledCP(RANK, **PLAIN).fit(
             blocks(rank, x=data()["x"].clone().index_fill_(0, torch.tensor([40]), np.nan)))),
         ("model", lambda: rank_profile(blocks(rank), 3, model="nonnegative", progress=False)),
+        ("profile", lambda: rank_profile(blocks(rank), 3 + rank, progress=False)),
     ):
         try:
             call()
@@ -269,6 +271,12 @@ def test_bytes_per_sweep_are_the_reduction_and_do_not_grow_with_the_samples(two)
     assert CoupledCP(RANK, **PLAIN).fit(blocks()).comm_bytes_per_sweep_ == 0
 
 
+def test_an_unseeded_fit_starts_alike_on_every_process(two):
+    first, second = two[0]["seedless"], two[1]["seedless"]
+    np.testing.assert_equal(first["factors_"], second["factors_"])
+    assert first["loss_"] == second["loss_"] and first["fit_"]["x"] > 0.9
+
+
 @pytest.mark.parametrize("center", [False, True])
 def test_rank_profile_on_two_processes_equals_one(two, center):
     from peekwidgets.analysis import rank_profile
@@ -284,8 +292,10 @@ def test_rank_profile_on_two_processes_equals_one(two, center):
 
 def test_mismatched_processes_raise_clear_errors_everywhere(two):
     first, second = two[0]["errors"], two[1]["errors"]
-    assert "process 1 calls fit with other ['rank']" in first["rank"]
-    assert "calls fit with other ['rank']" in second["rank"]
+    assert "process 1 passes other ['rank'] than process 0 ({'rank': '4'} against {'rank': " \
+        "'3'})" in first["rank"]
+    assert "process 0 passes other ['rank']" in second["rank"]
+    assert "process 1 passes other ['max_rank']" in first["profile"]
     assert "NaN or Inf values in 1 of 63 samples, first in sample 3" in second["nan"]
     assert "in the rows of another process" in first["nan"]
     assert "model='nonnegative' is not available under a torch.distributed" in first["model"]

@@ -346,7 +346,7 @@ def rank_profile(
     random_state : int, optional
         Seed of the random projection, restarts and the split; same seed, same profile.
     progress : bool
-        Show progress bars.
+        Show progress bars (on process 0 of a group).
 
     Returns
     -------
@@ -354,7 +354,11 @@ def rank_profile(
     """
     blocks = as_blocks(blocks)
     max_rank = check_max_rank(max_rank)
-    n_total = int(distributed.total(blocks.n_samples))
+    n_total = sum(distributed.agree(blocks.n_samples, {
+        "blocks": blocks.names, "shapes": [b.mode_shape for b in blocks], "max_rank": max_rank,
+        "center": center, "normalize": normalize, "block_weights": block_weights,
+        "model": model, "oversample": oversample, "n_iter": n_iter, "dtype": dtype,
+        "random_state": random_state}))
     _check_settings(blocks, max_rank, threshold, model, center, n_restarts, split_half, n_total)
     weights = resolve_block_weights(block_weights, blocks.names, unknown_error=KeyError)
     dev = None if device is None else torch.device(device)
@@ -373,7 +377,7 @@ def rank_profile(
     scales = [w / math.sqrt(sq) if normalize else w for w, sq in zip(weights, sq_norms)]
     svd = randomized_svd(blocks, scales, max_rank, means=means, oversample=oversample,
                          n_iter=n_iter, batch_size=step, device=dev, dtype=dtype,
-                         generator=generator, progress=progress)
+                         generator=generator, progress=progress and distributed.rank() == 0)
     sigma = svd.S.cpu().numpy()
     energy = torch.stack([y.square().sum(0) for y in svd.right]).cpu().numpy()
     if len(sigma) < max_rank:  # fewer features than max_rank: the rest explain nothing

@@ -157,7 +157,7 @@ class CoupledCP(Params):
     random_state : int, optional
         Seed; fits are deterministic on CPU for a given seed.
     progress : bool
-        Show a tqdm progress bar over sweeps.
+        Show a tqdm progress bar over sweeps (on process 0 of a group).
     extrapolate : bool
         Accelerate: now and then a sweep starts from a point extrapolated along the last step;
         it is kept only when it ends below the current state by more than the uncertainty of
@@ -210,8 +210,11 @@ class CoupledCP(Params):
     ``fit`` on every process with the same parameters and that process's rows of every block
     (contiguous, the processes in rank order making up all samples). Every fitted attribute
     but ``A_`` (and ``row_offset_``) is then the same on every process and equals a fit of
-    all samples on one process, to rounding. Ctrl-C or a KeyboardInterrupt in ``callback`` on
-    any process stops all of them after the same sweep.
+    all samples on one process, to rounding (in float32 the products' rounding differs with
+    the rows of a batch, so a fit that stops on ``tol`` may stop a sweep earlier or later).
+    Ctrl-C or a KeyboardInterrupt in ``callback`` on any process stops all of them after the
+    same sweep; an exception on one process ends the others' fits in their next collective
+    (give ``init_process_group`` a ``timeout``, see :mod:`peekwidgets.distributed`).
     """
 
     def __init__(self, rank: int = 5, *, nonnegative: bool = False, init="svd", n_init: int = 1,
@@ -284,30 +287,12 @@ class CoupledCP(Params):
     def _check_processes(self, blocks: Blocks) -> tuple[int, int]:
         """``(first global row of this process, samples of all processes)``; under a process
         group, every process must fit the same blocks (names, feature shapes) with the same
-        parameters and hold at least one sample, else every process raises ValueError."""
-        if not distributed.is_active():
-            return 0, blocks.n_samples
-        setup = {"blocks": list(blocks.names), "shapes": [b.mode_shape for b in blocks],
-                 "init": self.init if isinstance(self.init, str) else "dict",
-                 **{k: v for k, v in self.get_params().items()
-                    if k not in ("init", "device", "progress", "batch_size")}}
-        setup = {k: repr(v) for k, v in setup.items()}  # comparable (arrays, dtypes)
-        seen = distributed.all_gather_object((blocks.n_samples, setup))
-        for r, (_, other) in enumerate(seen):
-            if other != setup:
-                diff = sorted(k for k in setup if other.get(k) != setup[k])
-                raise ValueError(
-                    f"process {r} calls fit with other {diff} than process "
-                    f"{distributed.rank()} ({ {k: other.get(k) for k in diff} } against "
-                    f"{ {k: setup[k] for k in diff} }); every process of the group must fit "
-                    "the same blocks with the same parameters, each with its own rows"
-                )
-        counts = [n for n, _ in seen]
-        if min(counts) < 1:
-            raise ValueError(
-                f"process {counts.index(min(counts))} holds no samples (rows per process: "
-                f"{counts}); give every process at least one row"
-            )
+        parameters and hold at least one sample (:func:`~peekwidgets.distributed.agree`)."""
+        params = {k: v for k, v in self.get_params().items()
+                  if k not in ("init", "device", "progress", "batch_size")}
+        counts = distributed.agree(blocks.n_samples, {
+            "blocks": blocks.names, "shapes": [b.mode_shape for b in blocks],
+            "init": self.init if isinstance(self.init, str) else "dict", **params})
         return sum(counts[:distributed.rank()]), sum(counts)
 
     # ---------------------------------------------------------------------------- fit
@@ -345,7 +330,8 @@ class CoupledCP(Params):
         from tqdm.auto import tqdm
 
         best = None
-        bar = tqdm(total=self.max_iter * self.n_init, disable=not self.progress, unit="sweep",
+        bar = tqdm(total=self.max_iter * self.n_init, unit="sweep",
+                   disable=not self.progress or distributed.rank() != 0,  # one bar a group
                    desc=f"CoupledCP rank {self.rank}")
         with data.threads(), bar, distributed.deferred_interrupts() as stop:
             for start in range(self.n_init):
@@ -389,8 +375,9 @@ class CoupledCP(Params):
                            n_total=n_total)
 
     def _initial_factors(self, data, names, start, generator):
-        if isinstance(self.init, Mapping):
-            return _init.check_user_factors(self.init, names, data.mode_shapes, self.rank)
+        if isinstance(self.init, Mapping):  # process 0's on every process
+            return distributed.broadcast_object(
+                _init.check_user_factors(self.init, names, data.mode_shapes, self.rank))
         if self.init == "svd" and start == 0:
             return _init.svd_factors(data, self.rank, generator, self.nonnegative)
         return _init.random_factors(data.mode_shapes, self.rank, generator)

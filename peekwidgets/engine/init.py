@@ -2,7 +2,9 @@
 
 The weighted sample-mode unfolding ``Z = [s_1 X_1(0), s_2 X_2(0), ...]`` of shape
 ``(n_samples, sum_b D_b)`` is never formed (:func:`peekwidgets.engine.svd.randomized_svd`
-streams it block by block and sample batch by sample batch).
+streams it block by block and sample batch by sample batch). Both are feature-side: under a
+process group they come out the same on every process (the SVD's sums over samples are
+all-reduced, the random factors drawn from the same seed).
 """
 
 from __future__ import annotations
