@@ -98,3 +98,9 @@ def slow_model() -> nn.Module:
         str(os.getpid()))
     torch.manual_seed(0)
     return SlowNet()
+
+
+def differing_by_rank() -> nn.Module:
+    """A factory whose weights differ on every process (seeded by ``RANK``)."""
+    torch.manual_seed(int(os.environ.get("RANK", 0)))
+    return TinyNet()

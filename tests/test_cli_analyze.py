@@ -180,6 +180,16 @@ def test_a_process_that_fails_ends_the_run(tmp_path, data_file):
 
 
 @pytest.mark.slow
+def test_processes_that_build_other_weights_are_refused(tmp_path, data_file):
+    args = [a if a != "dist_helpers:tiny_model" else "dist_helpers:differing_by_rank"
+            for a in ARGS]
+    run = _run(tmp_path / "out", data_file, *args, processes=2, timeout=180)
+    assert run.returncode != 0
+    assert "--model built other weights on process 1 than on process 0" in run.stderr
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
+@pytest.mark.slow
 def test_ctrl_c_stops_every_process(tmp_path, data_file):
     pids = tmp_path / "pids"
     pids.mkdir()
