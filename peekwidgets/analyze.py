@@ -207,20 +207,6 @@ def _workers(args) -> int:
     return min(8, (os.cpu_count() or 1) // local)
 
 
-def _check_same_model(model: nn.Module):
-    """Raise on every process of a group unless all of them built the same weights."""
-    with torch.no_grad():
-        mine = [float(t.double().sum()) for t in model.state_dict().values()
-                if t.is_floating_point()]
-    every = distributed.all_gather_object(mine)
-    odd = [r for r, theirs in enumerate(every) if theirs != every[0]]
-    if odd:
-        raise BadInput(
-            f"--model built other weights on process {odd[0]} than on process 0 (a factory "
-            "that draws random weights differently on each process); pass --weights, or make "
-            "the factory load its weights")
-
-
 def run(args) -> dict | None:
     """The analysis of ``args`` (the ``analyze`` command's options) written to ``args.out``;
     returns ``summary.json`` on rank 0, None on the other processes."""
@@ -231,7 +217,6 @@ def run(args) -> dict | None:
               else torch.device("cpu"))
     torch.manual_seed(args.seed)  # a factory that draws random weights draws the same ones
     model = load_model(args.model, args.weights).to(device)
-    _check_same_model(model)
     inputs = load_data(args.data, args.size, args.mean, args.std)
     lead = distributed.rank() == 0
     layers = args.layers if args.layers == "auto" else args.layers.split(",")

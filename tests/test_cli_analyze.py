@@ -185,7 +185,7 @@ def test_processes_that_build_other_weights_are_refused(tmp_path, data_file):
             for a in ARGS]
     run = _run(tmp_path / "out", data_file, *args, processes=2, timeout=180)
     assert run.returncode != 0
-    assert "--model built other weights on process 1 than on process 0" in run.stderr
+    assert "process 1 runs a model with other weights than process 0" in run.stderr
     assert not (tmp_path / "out" / "summary.json").exists()
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from dist_helpers import run_group, tiny_inputs, tiny_model
+from dist_helpers import TinyNet, run_group, tiny_inputs, tiny_model
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
@@ -131,6 +131,12 @@ def _errors():
         "too_few": lambda: x[:1],
         "shapes": lambda: x if rank == 0 else x[:, :, :10, :10],
     }
+    try:
+        torch.manual_seed(rank)  # another model on each process
+        capture(TinyNet(), x, LAYERS, progress=False)
+        out["weights"] = None
+    except ValueError as error:
+        out["weights"] = str(error)
     for name, make in cases.items():
         try:
             _capture(make(), LARGE)
@@ -148,6 +154,7 @@ def test_inputs_that_cannot_be_sharded_fail_on_every_process():
         assert "1 samples cannot be shared by 2 processes" in errors["too_few"]
         assert "process 1 has inputs (3, 10, 10)" in errors["shapes"]
         assert "process 0 has inputs (3, 12, 12)" in errors["shapes"]
+        assert "process 1 runs a model with other weights than process 0" in errors["weights"]
 
 
 def test_shard_range_is_array_split():

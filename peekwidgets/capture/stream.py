@@ -166,8 +166,9 @@ def capture(
         or map-style Dataset (also read through a DataLoader in order) is split into
         contiguous ranges by rank, a DataLoader with a ``DistributedSampler`` is taken as the
         shard as it is, and ``sharded=True`` takes any inputs as this process's shard. The
-        processes agree on the layout (the same blocks, pooled alike); labels and thumbnails
-        are this shard's. Without a group it changes nothing.
+        processes check that they run the same weights on inputs of the same shape and
+        agree on the layout (the same blocks, pooled alike); labels and thumbnails are this
+        shard's. Without a group it changes nothing.
     progress : bool
         Show a tqdm progress bar over batches.
 
@@ -228,7 +229,7 @@ def capture(
                 budget=Budget(memory_budget, device), folder=Folder(),
                 max_positions=max_positions, flatten=bool(flatten),
             )
-            _agree(sample_shape, include_input, layouts)
+            _agree(net, sample_shape, include_input, layouts)
             old = {} if like is None else {b.name: b for b in like}
             specs = []
             if include_input:
@@ -258,12 +259,24 @@ def capture(
     return Blocks(blocks, labels=labels, sample_shape=sample_shape, thumbnails=thumbnails)
 
 
-def _agree(sample_shape, include_input: bool, layouts: dict):
-    """Raise on every process of a group unless all of them would capture the same blocks."""
+def _agree(net: nn.Module, sample_shape, include_input: bool, layouts: dict):
+    """Raise on every process of a group unless all of them would capture the same blocks of
+    the same model (its floating weights and buffers, summed tensor by tensor)."""
+    if not distributed.is_active():
+        return
     mine = (sample_shape, include_input, [(n, tuple(s), k, last)
                                           for n, (s, k, last) in layouts.items()])
-    every = distributed.all_gather_object(mine)
-    odd = [r for r, theirs in enumerate(every) if theirs != every[0]]
+    weights = [float(t.double().sum()) for t in net.state_dict().values()
+               if t.is_floating_point()]
+    every = distributed.all_gather_object((mine, weights))
+    odd = [r for r, theirs in enumerate(every) if theirs[0] != every[0][0]]
+    other = [r for r, theirs in enumerate(every) if theirs[1] != every[0][1]]
+    if other and not odd:
+        raise ValueError(
+            f"process {other[0]} runs a model with other weights than process 0; load the same "
+            "weights on every process (a model built with random weights differs from process "
+            "to process unless torch is seeded alike before it is built)")
+    every = [theirs for theirs, _ in every]
     if odd:
         def text(r):
             shape, with_input, blocks = every[r]
