@@ -153,8 +153,9 @@ def _add_analyze(commands):
                          help="resize and center-crop images to SIZE x SIZE (default: as "
                          "they are; they must then share one size)")
     analyze.add_argument("--mean", type=_floats("--mean"), default=None,
-                         help="per-channel mean that normalizes the images (with --std); "
-                         "also undone to draw them")
+                         help="per-channel mean (with --std): normalizes the images of an "
+                         "image folder; for any --data, the normalization the views undo to "
+                         "draw the inputs")
     analyze.add_argument("--std", type=_floats("--std"), default=None,
                          help="per-channel standard deviation (with --mean)")
     analyze.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"), default=64,
