@@ -5,6 +5,9 @@ serves the quickstart notebook (shipped in the package, ``peekwidgets/notebooks`
 127.0.0.1 and prints its address.
 ``peekwidgets demo --headless --out DIR`` runs the same analysis without a server and writes a
 report folder (PNG figures and ``summary.json``).
+``peekwidgets analyze --model pkg.module:factory --data PATH --out DIR`` analyses any model on
+a data set, on one process or under ``torchrun`` on many (:mod:`peekwidgets.analyze`), and
+writes the report, the factors and the saved analysis (``Analysis.load(DIR / "analysis")``).
 """
 
 from __future__ import annotations
@@ -99,7 +102,105 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"notebook to serve (default: the package's {NOTEBOOK})",
     )
     demo.set_defaults(handler=_demo, parser=demo)
+    _add_analyze(commands)
     return parser
+
+
+def _floats(what: str):
+    """An argparse type: comma-separated floats, such as ``0.485,0.456,0.406``."""
+
+    def parse(text: str) -> list[float]:
+        try:
+            return [float(v) for v in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{what} must be comma-separated numbers such as 0.485,0.456,0.406, got "
+                f"{text!r}") from None
+
+    return parse
+
+
+def _add_analyze(commands):
+    analyze = commands.add_parser(
+        "analyze",
+        help="analyse a model on a data set and write the report, the factors and the "
+        "analysis (one process, or many under torchrun)",
+        description="Capture a model's inputs and layer outputs on a data set, fit the joint "
+        "factorization and its rank profile, and write into --out the report (PNG figures, "
+        "summary.json), the factors (factors.npz) and the saved analysis (analysis/, opened "
+        "with peekwidgets.Analysis.load). Under torchrun (torchrun --nproc-per-node G -m "
+        "peekwidgets analyze ...) each process captures its own shard of the data; rank 0 "
+        "writes the files.",
+    )
+    analyze.add_argument("--model", required=True, metavar="MODULE:FACTORY",
+                         help="a callable that returns the nn.Module, e.g. "
+                         "torchvision.models:resnet18 or mypackage.nets:build_model")
+    analyze.add_argument("--weights", type=Path, default=None,
+                         help="a state_dict file (torch.save(model.state_dict(), path))")
+    analyze.add_argument("--data", type=Path, required=True,
+                         help="a folder of class subfolders of images (ImageFolder), a flat "
+                         "folder of images, a .npy array or a .pt tensor file (N, ...)")
+    analyze.add_argument("--out", type=Path, default=Path("peekwidgets-analysis"),
+                         help="output folder (default: %(default)s)")
+    analyze.add_argument("--rank", type=_int_at_least(1, "--rank"), default=5,
+                         help="components of the joint factorization (default: %(default)s)")
+    analyze.add_argument("--max-rank", type=_int_at_least(1, "--max-rank"), default=10,
+                         help="largest rank of the rank profile (default: %(default)s)")
+    analyze.add_argument("--layers", default="auto",
+                         help="'auto', or comma-separated module names or patterns "
+                         "(default: %(default)s)")
+    analyze.add_argument("--size", type=_int_at_least(1, "--size"), default=None,
+                         help="resize and center-crop images to SIZE x SIZE (default: as "
+                         "they are; they must then share one size)")
+    analyze.add_argument("--mean", type=_floats("--mean"), default=None,
+                         help="per-channel mean (with --std): normalizes the images of an "
+                         "image folder; for any --data, the normalization the views undo to "
+                         "draw the inputs")
+    analyze.add_argument("--std", type=_floats("--std"), default=None,
+                         help="per-channel standard deviation (with --mean)")
+    analyze.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"), default=64,
+                         help="samples per forward pass (default: %(default)s)")
+    analyze.add_argument("--workers", type=_int_at_least(0, "--workers"), default=None,
+                         help="DataLoader workers per process that decode image files "
+                         "(default: the node's CPU cores shared by its processes, at most 8)")
+    analyze.add_argument("--nonnegative", action="store_true",
+                         help="nonnegative factors (HALS) instead of least squares")
+    analyze.add_argument("--seed", type=int, default=0, help="seed of the fit")
+    analyze.add_argument("--memory-budget", default=None,
+                         help="bytes the captured blocks may take in memory per process, "
+                         "e.g. 8GB (default: half of the free memory)")
+    analyze.add_argument("--timeout", type=_int_at_least(1, "--timeout"), default=600,
+                         help="seconds a process waits in a collective before giving up, "
+                         "under torchrun (default: %(default)s)")
+    analyze.set_defaults(handler=_analyze, parser=analyze)
+
+
+def _analyze(args) -> int:
+    if "RANK" not in os.environ:
+        return _run_analyze(args)
+    # under torchrun: an error's traceback goes to the agent, which reports the first one
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    return record(_run_analyze)(args)
+
+
+def _run_analyze(args) -> int:
+    from peekwidgets import analyze
+
+    if (args.mean is None) != (args.std is None):
+        args.parser.error("pass --mean and --std together (the normalization of the inputs)")
+    if args.out.exists() and not args.out.is_dir():
+        args.parser.error(f"--out {args.out} is a file; pass a folder for the output")
+    with analyze.process_group(args.timeout):
+        try:
+            summary = analyze.run(args)
+        except analyze.BadInput as error:
+            args.parser.error(str(error))
+    if summary is not None:
+        print(f"analysis written to {args.out.resolve()}:")
+        for name in [*summary["files"], "analysis/ (peekwidgets.Analysis.load)"]:
+            print(f"  {name}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -109,6 +210,20 @@ def main(argv=None) -> int:
     ``--samples`` and ``--max-rank`` size the ``--headless`` report.
     """
     args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        code = _check_demo(args)
+        if code:
+            return code
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def _check_demo(args) -> int | None:
+    """Exit with a message on options of ``demo`` that do not go together; 1 when the
+    dashboard cannot be served."""
     parser = args.parser
     sizes = {"--rank": args.rank, "--samples": args.samples, "--max-rank": args.max_rank}
     if not args.headless and any(v is not None for v in sizes.values()):
@@ -141,11 +256,7 @@ def main(argv=None) -> int:
         if problem:
             print(f"peekwidgets demo: error: {problem}", file=sys.stderr)
             return 1
-    try:
-        return args.handler(args)
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+    return None
 
 
 def _demo(args) -> int:

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["StopRequest", "agree", "all_gather_object", "all_reduce", "all_reduce_", "block_norms",
-           "broadcast_object", "comm_bytes", "comm_device", "deferred_interrupts", "gather_rows",
-           "is_active", "rank", "row_offset", "total", "world_size"]
+__all__ = ["StopRequest", "agree", "all_gather_object", "all_reduce", "all_reduce_",
+           "block_norms", "broadcast_object", "comm_bytes", "comm_device", "deferred_interrupts",
+           "gather_object", "gather_rows", "is_active", "rank", "row_offset", "total",
+           "world_size"]
 
 _sent = 0  # bytes this process handed to collectives
 
@@ -235,3 +236,13 @@ def deferred_interrupts():
         yield request
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def gather_object(obj, dst: int = 0) -> list | None:
+    """``[obj of process 0, obj of process 1, ...]`` on process ``dst``, None elsewhere."""
+    if not is_active():
+        return [obj]
+    out = [None] * dist.get_world_size() if dist.get_rank() == dst else None
+    _count(len(pickle.dumps(obj)))
+    dist.gather_object(obj, out, dst=dst)
+    return out

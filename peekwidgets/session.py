@@ -16,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from peekwidgets import distributed
 from peekwidgets.analysis import compare_checkpoints, rank_profile
 from peekwidgets.blocks import Blocks
 from peekwidgets.capture import capture
 from peekwidgets.engine import CoupledCP, clone
+from peekwidgets.gather import NOT_GATHERED, gather_shown
 from peekwidgets.images import InputImages
 from peekwidgets.viewmodel import ViewModel
 
@@ -61,13 +63,25 @@ class Analysis:
         Captured blocks to analyse instead of capturing ``inputs``.
     estimator : CoupledCP, optional
         An estimator already fitted on ``blocks`` (no fit is run).
+    gather : bool
+        Under a ``torch.distributed`` process group (each process captures and holds its own
+        shard of the samples, :mod:`peekwidgets.capture.shard`): whether every process
+        gathers what the views draw (:func:`~peekwidgets.gather.gather_shown`); by default
+        only rank 0 does, and :attr:`view` and :attr:`images` are None on the others. Every
+        process must then call the same methods in the same order (each is a collective).
 
     Attributes
     ----------
-    model, inputs, blocks : as given (``blocks`` captured when not given)
-    estimator : CoupledCP, the fit on show (fitted attributes ``A_``, ``weights_``, ...)
-    view : ViewModel, what the views and the report draw (order, shares, top inputs)
+    model, inputs, blocks : as given (``blocks`` captured when not given; this process's
+        shard under a group)
+    estimator : CoupledCP, the fit on show (fitted attributes ``A_``, ``weights_``, ...;
+        ``A_`` holds this process's rows under a group)
+    view : ViewModel, what the views and the report draw (order, shares, top inputs), of the
+        gathered samples under a group
     images : InputImages, how inputs and input-space patterns are drawn
+    n_samples : int, the samples analysed (of all processes)
+    sample_index : (M,) int array or None, the samples :attr:`view` holds when they are not
+        all of them in order (:mod:`peekwidgets.gather`)
     profile : RankProfile or None, the last :meth:`rank_profile`
     folded : list of Blocks, inputs folded in with :meth:`fold_in` (kept across refits)
     timings : dict, seconds of the last run of each stage (``capture``, ``fit``, ...)
@@ -77,7 +91,7 @@ class Analysis:
                  nonnegative: bool = False, *, random_state: int = 0, progress: bool = True,
                  capture_kwargs: dict | None = None, engine_kwargs: dict | None = None,
                  mean=None, std=None, blocks: Blocks | None = None,
-                 estimator: CoupledCP | None = None):
+                 estimator: CoupledCP | None = None, gather: bool = False):
         if (inputs is None) == (blocks is None):
             raise ValueError(
                 "pass either inputs (captured with model) or blocks (an earlier capture), "
@@ -89,6 +103,9 @@ class Analysis:
         self.model = model
         self.inputs = inputs
         self.progress = progress
+        self.gather = gather
+        self._mean_std = (mean, std)
+        self.images = None
         self.capture_kwargs = dict(capture_kwargs or {})
         self.timings: dict[str, float] = {}
         self.profile = None
@@ -106,9 +123,8 @@ class Analysis:
                                   progress=progress, **(engine_kwargs or {}))
             with self._timed("fit"):
                 estimator.fit(blocks.select(_fittable(blocks)))
-        self.images = InputImages.for_blocks(blocks, mean=mean, std=std)
         self.estimator = estimator
-        self.view = ViewModel(blocks, estimator)
+        self.view = self._shown_view(estimator)
 
     @classmethod
     def from_fitted(cls, blocks: Blocks, estimator: CoupledCP, *, model=None,
@@ -123,8 +139,9 @@ class Analysis:
     # -- the pipeline ----------------------------------------------------------------------
     @property
     def labels(self) -> np.ndarray | None:
-        """``(n_samples,)`` labels found in the inputs (only ever drawn), or None."""
-        return self.blocks.labels
+        """Labels found in the inputs (only ever drawn) of the samples :attr:`view` holds, or
+        None."""
+        return (self.blocks if self.view is None else self.view.blocks).labels
 
     def refit(self, blocks=None, callback=None, **changes) -> Analysis:
         """Fit again with changed estimator parameters, then update :attr:`view`.
@@ -143,7 +160,8 @@ class Analysis:
             Parameters of :class:`~peekwidgets.engine.CoupledCP` (``rank``, ``nonnegative``,
             ``tol``, ...); the others keep their current values.
         """
-        names = self.view.names if blocks is None else list(blocks)
+        self._check_values("refit")
+        names = list(self.estimator.block_names_) if blocks is None else list(blocks)
         if not names:
             raise ValueError("no blocks chosen; choose at least one block to fit")
         unknown = [n for n in names if n not in self.blocks.names]
@@ -155,7 +173,9 @@ class Analysis:
         estimator = clone(self.estimator).set_params(**changes)
         with self._timed("fit"):
             estimator.fit(self.blocks.select(names), callback=callback)
-        view = self._project(ViewModel(self.blocks, estimator), self.folded)
+        view = self._shown_view(estimator)
+        if view is not None:  # None on the processes of a group that do not gather it
+            view = self._project(view, self.folded)
         self.estimator, self.view = estimator, view
         return self
 
@@ -174,6 +194,11 @@ class Analysis:
         -------
         A_new : (M, rank) ndarray, the loadings of the new inputs.
         """
+        if distributed.is_active():
+            raise ValueError(
+                "fold_in runs on one process: under a process group each process holds only "
+                "its shard; save the analysis (Analysis.dump) and fold in on one process "
+                "after Analysis.load")
         if isinstance(inputs, Blocks):
             new = inputs
         elif self.model is None:
@@ -191,10 +216,11 @@ class Analysis:
     def rank_profile(self, max_rank: int, **kwargs):
         """:func:`~peekwidgets.analysis.rank_profile` of the fitted blocks; kept as
         :attr:`profile`."""
+        self._check_values("compute a rank profile")
         progress = kwargs.pop("progress", self.progress)
         with self._timed("rank_profile"):
-            self.profile = rank_profile(self.blocks.select(self.view.names), max_rank,
-                                        progress=progress, **kwargs)
+            self.profile = rank_profile(self.blocks.select(self.estimator.block_names_),
+                                        max_rank, progress=progress, **kwargs)
         self._profile_settings = {"max_rank": max_rank, **kwargs}
         return self.profile
 
@@ -211,7 +237,7 @@ class Analysis:
             raise ValueError("comparing checkpoints needs the model and its inputs; build the "
                              "analysis as Analysis(model, inputs, ...)")
         progress = kwargs.pop("progress", self.progress)
-        same = (self.profile is not None and self.view.names == self.blocks.names
+        same = (self.profile is not None and self.estimator.block_names_ == self.blocks.names
                 and self._profile_settings == {"max_rank": max_rank, **kwargs})
         layers = [n for n in self.blocks.names if n != "input"] if layers is None else layers
         with self._timed("compare_checkpoints"):
@@ -221,10 +247,60 @@ class Analysis:
                 model_profile=self.profile if same else None, progress=progress, **kwargs)
 
     def save(self, path) -> Path:
-        """Save the fitted factors (:meth:`CoupledCP.save`); returns the path written."""
-        return self.estimator.save(path)
+        """Save the fitted factors (:meth:`CoupledCP.save`; ``A`` of the samples :attr:`view`
+        holds); returns the path written."""
+        return self._view_or_raise("save the factors").estimator.save(path)
+
+    def dump(self, folder) -> Path:
+        """Save what the views draw into ``folder``, for :meth:`load` (:mod:`peekwidgets.saved`:
+        the fit, the drawn inputs, labels and predictions, the blocks' layouts and norms, the
+        rank profile); returns the folder. Under a group, call it where :attr:`view` is."""
+        from peekwidgets.saved import dump
+
+        self._view_or_raise("dump the analysis")
+        return dump(self, folder)
+
+    @classmethod
+    def load(cls, folder) -> Analysis:
+        """The analysis saved by :meth:`dump`: views and the report work without the model;
+        :meth:`refit` and :meth:`rank_profile` need the blocks' values, which it does not
+        hold."""
+        from peekwidgets.saved import load
+
+        return load(cls, folder)
 
     # -- helpers ---------------------------------------------------------------------------
+    def _shown_view(self, estimator) -> ViewModel | None:
+        """The view model of ``estimator`` over the samples this process draws (all of its
+        blocks without a group; :func:`~peekwidgets.gather.gather_shown` under one)."""
+        shown = gather_shown(self.blocks, estimator, everywhere=self.gather)
+        self.n_samples = shown.n_samples
+        if shown.blocks is None:
+            self.images, self.sample_index = None, None
+            return None
+        if self.images is None or shown.blocks is not self.blocks:
+            mean, std = self._mean_std
+            self.images = InputImages.for_blocks(shown.blocks, mean=mean, std=std)
+        self.sample_index = shown.index
+        return ViewModel(shown.blocks, shown.estimator)
+
+    def _view_or_raise(self, what: str) -> ViewModel:
+        if self.view is None:
+            raise ValueError(
+                f"this process (rank {distributed.rank()}) holds no gathered view to {what}; "
+                "call it on rank 0, or build the Analysis with gather=True")
+        return self.view
+
+    def _check_values(self, what: str):
+        """Raise when the blocks' values are not here (an analysis from :meth:`load`)."""
+        missing = [b.name for b in self.blocks if b.meta.get("values") == NOT_GATHERED]
+        if missing:
+            raise ValueError(
+                f"this analysis holds the fit and the drawn inputs, not the values of blocks "
+                f"{missing} (it was loaded with Analysis.load); to {what}, run the analysis "
+                "again from the model and its inputs (Analysis(model, inputs) or peekwidgets "
+                "analyze)")
+
     def _project(self, view: ViewModel, folded: list) -> ViewModel:
         """``view`` with the samples of each Blocks in ``folded`` projected onto its fit."""
         for new in folded:
@@ -245,18 +321,19 @@ class Analysis:
         return _Timer(self.timings, stage)
 
     def __repr__(self) -> str:
-        v = self.view
-        kind = "nonnegative" if v.nonnegative else "least squares"
+        cp = self.estimator
+        kind = "nonnegative" if cp.nonnegative else "least squares"
         model = "" if self.model is None else f"{type(self.model).__name__}, "
-        return (f"Analysis({model}{v.n_samples} samples, blocks {v.names}, rank {v.rank}, "
-                f"{kind})")
+        return (f"Analysis({model}{self.n_samples} samples, blocks {list(cp.block_names_)}, "
+                f"rank {cp.rank}, {kind})")
 
 
 def _fittable(blocks: Blocks) -> list[str]:
     """The names of the blocks that hold any signal; an all-zero block (an untrained layer
     initialized at zero, such as torchvision's ViT head) is left out of the fit, with a
     warning, and stays in the blocks."""
-    zero = [b.name for b in blocks if b.norm() == 0]
+    norms = distributed.block_norms(blocks)  # of all processes' rows
+    zero = [b.name for b, norm in zip(blocks, norms) if norm == 0]
     if zero:
         if len(zero) == len(blocks):
             raise ValueError(f"every block is all zeros ({zero}); there is nothing to fit; "

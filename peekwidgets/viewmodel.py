@@ -14,7 +14,8 @@ import torch
 
 from peekwidgets.engine.diagnostics import DEGENERACY_THRESHOLD, _congruences
 
-__all__ = ["DUPLICATE_CONGRUENCE", "LOADS_ON_Z", "MEAN_LIKE_COSINE", "FitHealth", "ViewModel"]
+__all__ = ["DUPLICATE_CONGRUENCE", "LOADS_ON_Z", "MEAN_LIKE_COSINE", "FitHealth", "ViewModel",
+           "prediction_block"]
 
 _REQUIRED = ("weights_", "A_", "factors_", "block_names_", "block_kinds_", "explained_variance_")
 
@@ -108,6 +109,14 @@ class FitHealth:
             out.append(f"components {r} and {s} cancel each other (congruence {c:.2f}, a "
                        "two-factor degeneracy); refit at a lower rank or nonnegative")
         return out
+
+
+def prediction_block(blocks) -> str | None:
+    """The block of ``blocks`` whose argmax is the model's prediction: the last captured
+    matrix block with more than one column (the logits, in a classifier), or None."""
+    names = [b.name for b in blocks if b.kind == "matrix" and b.name != "input"
+             and b.shape[1] > 1]
+    return names[-1] if names else None
 
 
 def fit_health(estimator, A: np.ndarray, weights: np.ndarray, factors: dict) -> FitHealth:
@@ -270,11 +279,8 @@ class ViewModel:
 
     @property
     def prediction_block(self) -> str | None:
-        """The block whose argmax is the model's prediction: the last captured matrix block
-        with more than one column (the logits, in a classifier), or None."""
-        names = [b.name for b in self.blocks if b.kind == "matrix" and b.name != "input"
-                 and b.shape[1] > 1]
-        return names[-1] if names else None
+        """The block whose argmax is the model's prediction (:func:`prediction_block`)."""
+        return prediction_block(self.blocks)
 
     @property
     def predictions(self) -> np.ndarray | None:

@@ -17,7 +17,8 @@ WIDGET_LIBRARIES = ("ipywidgets", "bqplot", "anywidget")
 @pytest.mark.parametrize("module", ["peekwidgets", "peekwidgets.engine", "peekwidgets.capture",
                                     "peekwidgets.analysis", "peekwidgets.report",
                                     "peekwidgets.session", "peekwidgets.demo",
-                                    "peekwidgets.cli"])
+                                    "peekwidgets.cli", "peekwidgets.analyze",
+                                    "peekwidgets.gather", "peekwidgets.saved"])
 def test_headless_modules_load_no_widget_library(module):
     code = (f"import sys, {module}; "
             f"print([m for m in {WIDGET_LIBRARIES!r} if m in sys.modules])")

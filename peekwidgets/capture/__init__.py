@@ -7,7 +7,8 @@ Modules, one job each: :mod:`~peekwidgets.capture.layers` (which layers),
 :mod:`~peekwidgets.capture.source` (inputs as ``(x, labels)`` batches),
 :mod:`~peekwidgets.capture.borrow` (running the model without changing it),
 :mod:`~peekwidgets.capture.layout` (block shapes, pooling, ``like=``),
-:mod:`~peekwidgets.capture.storage` (memory budget and storage tiers) and
+:mod:`~peekwidgets.capture.storage` (memory budget and storage tiers),
+:mod:`~peekwidgets.capture.shard` (which inputs each process of a group reads) and
 :mod:`~peekwidgets.capture.stream` (:func:`capture` and its streaming loop).
 """
 

@@ -25,7 +25,10 @@
   more than ``max_positions`` spatial positions that does not fit in memory
   is first reduced by adaptive average pooling to the largest grid
   ``(h, w)`` with ``h * w <= max_positions`` and the map's aspect ratio
-  (``meta["pooled_from"]`` keeps the original ``(H, W)``). Each block is
+  (``meta["pooled_from"]`` keeps the original ``(H, W)``). Under a process
+  group, rank 0 decides which maps are pooled (by its budget and its shard)
+  and every process follows it, so that all shards have the same layout;
+  where a block is stored stays each process's own choice. Each block is
   allocated once, for the number of samples the inputs report (``len`` of a
   tensor, Dataset or DataLoader's sampler); when that is unknown (a
   generator), for 16 batches, growing by doubling (a block that outgrows its
@@ -64,7 +67,7 @@ from peekwidgets.capture.storage import Store
 
 __all__ = [
     "Target", "Folder", "follow", "pick", "layer_shape", "channels_last", "thumbnail_grid",
-    "DEFAULT_MAX_POSITIONS", "THUMBNAIL_POSITIONS",
+    "BUDGET", "DEFAULT_MAX_POSITIONS", "THUMBNAIL_POSITIONS",
 ]
 
 #: Spatial positions (16 x 16) that a conv map is pooled to when it does not fit in memory,
@@ -75,6 +78,9 @@ DEFAULT_MAX_POSITIONS = 256
 THUMBNAIL_POSITIONS = 64 * 64
 
 _FLOAT16_RANGE = (-65504.0, 65504.0)
+
+#: ``Target(pool=BUDGET)``: the memory budget decides whether a map is pooled.
+BUDGET = "budget"
 
 _LAYOUT_KEYS = ("raw_shape", "pooled_from", "flattened_from")
 
@@ -313,14 +319,16 @@ class Target:
 
     With ``like`` (the same block of an earlier capture) the layout repeats
     that block's: pooled to its grid when it was pooled, else never pooled;
-    a different layout raises before anything is allocated. Called as a
+    a different layout raises before anything is allocated. ``pool`` (a grid
+    or None) sets the pooling decided elsewhere (by rank 0 of a process
+    group) instead of the budget (:data:`BUDGET`). Called as a
     forward hook, it writes the module's output at the current rows. The
     input's target, when it pools an image, also keeps its thumbnails
     (:func:`thumbnail_grid`).
     """
 
     def __init__(self, name, shape, *, is_input, flatten, capacity, budget, folder,
-                 max_positions, meta, like=None, key=None, last=False):
+                 max_positions, meta, like=None, key=None, last=False, pool=BUDGET):
         self.name, self.meta, self.pool, self.key, self.last = name, meta, None, key, last
         if key is not None:
             meta["output_key"] = key
@@ -333,6 +341,8 @@ class Target:
         if like is not None:
             pooled = "pooled_from" in like.meta and spatial is not None
             self.pool = _like_grid(like) if pooled else None
+        elif pool is not BUDGET:
+            self.pool = None if pool is None else tuple(pool)
         elif max_positions is not None and spatial is not None and len(spatial) in (2, 3) \
                 and math.prod(spatial) > max_positions:
             if is_input or not budget.fits(4 * capacity * math.prod(shape)):

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from peekwidgets import distributed
 from peekwidgets.blocks import Blocks
 from peekwidgets.capture.borrow import (
     PROBE_SAMPLES,
@@ -57,6 +58,7 @@ from peekwidgets.capture.layout import (
     layer_shape,
     pick,
 )
+from peekwidgets.capture.shard import local_shard
 from peekwidgets.capture.source import Source
 from peekwidgets.capture.storage import Budget
 
@@ -81,6 +83,7 @@ def capture(
     flatten: bool | None = None,
     batch_size: int | None = None,
     output_keys: Mapping | None = None,
+    sharded: bool | None = None,
     progress: bool = True,
 ) -> Blocks:
     """Run ``model`` once over ``inputs`` and return the input and layer outputs as blocks.
@@ -157,6 +160,15 @@ def capture(
         needs a key here) and a tensor itself, except that ``"auto"`` takes
         the class token of a ViT's blocks (``None`` here keeps all tokens).
         ``meta["output_key"]`` records the item taken.
+    sharded : bool, optional
+        Under a ``torch.distributed`` process group of more than one process, each process
+        captures its own shard of the samples (:mod:`~peekwidgets.capture.shard`): a tensor
+        or map-style Dataset (also read through a DataLoader in order) is split into
+        contiguous ranges by rank, a DataLoader with a ``DistributedSampler`` is taken as the
+        shard as it is, and ``sharded=True`` takes any inputs as this process's shard. The
+        processes check that they run the same weights on inputs of the same shape and
+        agree on the layout (the same blocks, pooled alike); labels and thumbnails are this
+        shard's. Without a group it changes nothing.
     progress : bool
         Show a tqdm progress bar over batches.
 
@@ -187,7 +199,7 @@ def capture(
         raise ValueError("nothing to capture: layers is empty and include_input=False")
     if explicit is not None:
         _check_names(explicit, output_keys, include_input)
-    source = Source(inputs, batch_size, input_fn, label_fn)
+    source = Source(local_shard(inputs, sharded), batch_size, input_fn, label_fn)
     batches = iter(source)
     first = next(batches, None)
     if first is None:
@@ -217,18 +229,21 @@ def capture(
                 budget=Budget(memory_budget, device), folder=Folder(),
                 max_positions=max_positions, flatten=bool(flatten),
             )
+            _agree(net, sample_shape, include_input, layouts)
             old = {} if like is None else {b.name: b for b in like}
+            specs = []
             if include_input:
                 dtype_name = str(first[0].dtype).replace("torch.", "")
-                targets.append(Target("input", first[0].shape[1:], is_input=True,
-                                      meta={"dtype": dtype_name}, like=old.get("input"),
-                                      **common))
+                specs.append(dict(name="input", shape=first[0].shape[1:], is_input=True,
+                                  meta={"dtype": dtype_name}, like=old.get("input")))
             for name, (shape, key, last) in layouts.items():
-                module = net.get_submodule(name)
-                targets.append(Target(name, shape, is_input=False,
-                                      meta={"module_type": type(module).__name__},
-                                      like=old.get(name), key=key, last=last, **common))
-                handles.append(module.register_forward_hook(targets[-1]))
+                module_type = type(net.get_submodule(name)).__name__
+                specs.append(dict(name=name, shape=shape, is_input=False,
+                                  meta={"module_type": module_type}, like=old.get(name),
+                                  key=key, last=last))
+            targets += _targets(specs, common)
+            for target in targets[int(include_input):]:
+                handles.append(net.get_submodule(target.name).register_forward_hook(target))
             batches = _chained([first], batches)
             del first  # the stream holds each batch only until the next one comes
             n_rows, labels = _stream(net, batches, source, targets, device, dtype,
@@ -242,6 +257,47 @@ def capture(
         blocks.sort(key=lambda b: like.names.index(b.name))
     thumbnails = targets[0].thumbnails(n_rows) if include_input else None
     return Blocks(blocks, labels=labels, sample_shape=sample_shape, thumbnails=thumbnails)
+
+
+def _agree(net: nn.Module, sample_shape, include_input: bool, layouts: dict):
+    """Raise on every process of a group unless all of them would capture the same blocks of
+    the same model (its floating weights and buffers, summed tensor by tensor)."""
+    if not distributed.is_active():
+        return
+    mine = (sample_shape, include_input, [(n, tuple(s), k, last)
+                                          for n, (s, k, last) in layouts.items()])
+    weights = [float(t.double().sum()) for t in net.state_dict().values()
+               if t.is_floating_point()]
+    every = distributed.all_gather_object((mine, weights))
+    odd = [r for r, theirs in enumerate(every) if theirs[0] != every[0][0]]
+    other = [r for r, theirs in enumerate(every) if theirs[1] != every[0][1]]
+    if other and not odd:
+        raise ValueError(
+            f"process {other[0]} runs a model with other weights than process 0; load the same "
+            "weights on every process (a model built with random weights differs from process "
+            "to process unless torch is seeded alike before it is built)")
+    every = [theirs for theirs, _ in every]
+    if odd:
+        def text(r):
+            shape, with_input, blocks = every[r]
+            return (f"inputs {shape}{' (and the input block)' if with_input else ''}, "
+                    f"layers {[(n, s) for n, s, _, _ in blocks]}")
+        raise ValueError(
+            f"the processes would capture different blocks: process {odd[0]} has "
+            f"{text(odd[0])}, process 0 has {text(0)}; give every process inputs of the same "
+            "shape and the same model")
+
+
+def _targets(specs: list[dict], common: dict) -> list[Target]:
+    """The :class:`Target` of each spec; under a process group every process pools the maps
+    that rank 0's budget pools (:mod:`~peekwidgets.capture.layout`)."""
+    if not distributed.is_active():
+        return [Target(**spec, **common) for spec in specs]
+    mine = [Target(**spec, **common) for spec in specs] if distributed.rank() == 0 else None
+    grids = distributed.broadcast_object(None if mine is None else [t.pool for t in mine])
+    if mine is not None:
+        return mine
+    return [Target(**spec, pool=grid, **common) for spec, grid in zip(specs, grids)]
 
 
 def _output_keys(output_keys, prefixes) -> dict:

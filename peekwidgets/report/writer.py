@@ -127,14 +127,14 @@ def write_report(
         _save(plot_rank_profiles(profiles, accuracies), out / "rank_profiles.png", out, files)
         files.append(analysis.save(out / "factors.npz").relative_to(out).as_posix())
     files.append("summary.json")
-    cp, blocks = analysis.estimator, analysis.blocks
+    cp, index = view.estimator, analysis.sample_index
     summary = {
         "files": files,
-        "n_samples": blocks.n_samples,
+        "n_samples": analysis.n_samples,
         "blocks": [
-            {"name": b.name, "kind": b.kind, "shape": list(b.shape),
+            {"name": b.name, "kind": b.kind, "shape": [analysis.n_samples, *b.mode_shape],
              "spatial_shape": list(b.spatial_shape) if b.spatial_shape else None}
-            for b in blocks
+            for b in view.blocks
         ],
         "rank": view.rank,
         "weights": _floats(view.weights),
@@ -142,7 +142,9 @@ def write_report(
         "shares": {name: _floats(row) for name, row in zip(view.names, view.shares)},
         "converged": bool(cp.converged_),
         "n_iter": int(cp.n_iter_),
-        "top_inputs": {f"c{r}": view.top(r, top_k).tolist() for r in range(view.rank)},
+        "top_inputs": {f"c{r}": (view.top(r, top_k) if index is None
+                                 else index[view.top(r, top_k)]).tolist()
+                       for r in range(view.rank)},
         "rank_profile": _profile_summary(profile),
         "checkpoints": None if comparison is None else [
             {k: _floats(v) if isinstance(v, np.ndarray) else v for k, v in row.items()}

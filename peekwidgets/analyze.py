@@ -1,0 +1,245 @@
+"""``peekwidgets analyze``: a model and a data set through the whole analysis, on one process
+or many (``torchrun``), into an output folder.
+
+- :func:`load_model`: ``package.module:factory`` (any callable returning an ``nn.Module``, such
+  as ``torchvision.models:resnet18``), with a ``state_dict`` file loaded into it.
+- :func:`load_data`: what ``--data`` accepts: a folder of class subfolders of images
+  (torchvision's ``ImageFolder``: the subfolders are the labels), a flat folder of images (no
+  labels), a ``.npy`` array ``(N, ...)`` (memory-mapped, so each process reads its own rows),
+  or a ``.pt`` file holding a tensor ``(N, ...)``, a tuple ``(inputs, labels)`` or a dict with
+  the inputs under ``inputs``/``x``/``images`` and the labels under ``labels``/``y``/
+  ``targets``. Images are read as RGB, resized and center-cropped to ``--size`` when given
+  (else they must share one size), scaled to [0, 1] and normalized with ``--mean``/``--std``
+  when given; image files are decoded by ``--workers`` DataLoader workers per process.
+- :func:`process_group`: under ``torchrun`` (``RANK`` and ``WORLD_SIZE`` set) the process
+  group is initialized here (NCCL when CUDA is available, each process on the GPU of its
+  ``LOCAL_RANK``; gloo on CPUs) with ``--timeout`` on its collectives, and destroyed at the
+  end. Each process captures its shard of the data (:mod:`peekwidgets.capture.shard`); rank
+  0 gathers the view (:mod:`peekwidgets.gather`) and alone writes files.
+
+A process that fails ends the run: ``torchrun``'s agent stops the other processes and reports
+the first failure (its traceback, recorded with ``torch.distributed.elastic``'s ``record``): a
+process whose collective fails because another one went away waits :data:`PEER_GRACE_S`
+before it raises, so that the failure reported is the one that came first; a process left
+waiting in a collective gives up after ``--timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from peekwidgets import distributed
+
+__all__ = ["IMAGE_SUFFIXES", "load_data", "load_model", "process_group", "run"]
+
+#: Files a flat image folder is read from (as torchvision's ImageFolder reads them).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+#: Seconds a process whose collective failed because another process went away waits before
+#: it raises, so that torchrun's agent sees the other process's failure first and reports it
+#: as the root cause (the agent ends this process meanwhile).
+PEER_GRACE_S = 5.0
+
+_INPUT_KEYS = ("inputs", "x", "images", "data")
+_LABEL_KEYS = ("labels", "y", "targets")
+
+
+class BadInput(ValueError):
+    """A bad ``--model``, ``--weights`` or ``--data``: the command prints it without a
+    traceback."""
+
+
+def load_model(spec: str, weights=None) -> nn.Module:
+    """The model that ``spec`` (``"package.module:factory"``) builds, with the ``state_dict``
+    in the file ``weights`` loaded (or one under ``"state_dict"`` in it), in eval mode."""
+    module_name, _, attr = spec.partition(":")
+    example = "for example torchvision.models:resnet18 or mypackage.nets:build_model"
+    if not module_name or not attr:
+        raise BadInput(f"--model {spec!r} is not 'package.module:factory'; {example}")
+    try:
+        factory = importlib.import_module(module_name)
+    except ImportError as error:
+        raise BadInput(
+            f"--model {spec!r}: cannot import {module_name!r} ({error}); check the name, and "
+            "that its folder is on PYTHONPATH") from None
+    for part in attr.split("."):
+        if not hasattr(factory, part):
+            raise BadInput(f"--model {spec!r}: {module_name!r} has no {attr!r}; {example}")
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise BadInput(f"--model {spec!r}: {attr!r} is a {type(factory).__name__}, not a "
+                       "callable that returns the model")
+    model = factory() if not isinstance(factory, nn.Module) else factory
+    if not isinstance(model, nn.Module):
+        raise BadInput(f"--model {spec!r} returned a {type(model).__name__}, not a "
+                       "torch.nn.Module")
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise BadInput(f"--weights {weights}: no such file; pass the path of a state_dict "
+                           "saved with torch.save(model.state_dict(), path)")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as error:
+            raise BadInput(f"--weights {weights} does not fit --model {spec}: {error}") from None
+    return model.eval()
+
+
+class ImageFiles(Dataset):
+    """The images of a flat folder, in name order, as tensors (no labels)."""
+
+    def __init__(self, files, transform):
+        self.files, self.transform = list(files), transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        with Image.open(self.files[i]) as image:
+            return self.transform(image.convert("RGB"))
+
+
+def _transform(size, mean, std):
+    from torchvision import transforms as T
+
+    steps = [T.Resize(size), T.CenterCrop(size)] if size else []
+    steps.append(T.ToTensor())
+    if mean is not None:
+        steps.append(T.Normalize(mean, std))
+    return T.Compose(steps)
+
+
+def _from_file(path: Path):
+    if path.suffix == ".npy":
+        return np.load(path, mmap_mode="c")  # copy-on-write pages: read lazily, writable
+    content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if isinstance(content, dict):
+        x = next((content[k] for k in _INPUT_KEYS if k in content), None)
+        y = next((content[k] for k in _LABEL_KEYS if k in content), None)
+        if x is None:
+            raise BadInput(f"--data {path} holds a dict with the keys {list(content)}; put the "
+                           f"inputs under one of {list(_INPUT_KEYS)}")
+        content = (x, y) if y is not None else x
+    if isinstance(content, (tuple, list)) and len(content) == 2:
+        return TensorDataset(*content)
+    if isinstance(content, torch.Tensor):
+        return content
+    raise BadInput(f"--data {path} holds a {type(content).__name__}; save a tensor (N, ...), "
+                   "a tuple (inputs, labels) or a dict {'inputs': ..., 'labels': ...}")
+
+
+def load_data(path, size: int | None = None, mean=None, std=None):
+    """The inputs ``--data`` names (see the module docstring): a tensor, an array, a
+    ``TensorDataset`` or an image Dataset."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInput(f"--data {path}: no such file or folder")
+    if path.is_file():
+        if path.suffix not in (".npy", ".pt", ".pth"):
+            raise BadInput(f"--data {path}: expected a folder of images, a .npy or a .pt file")
+        return _from_file(path)
+    transform = _transform(size, mean, std)
+    if any(p.is_dir() for p in path.iterdir()):
+        from torchvision.datasets import ImageFolder
+
+        try:
+            return ImageFolder(path, transform=transform)
+        except FileNotFoundError as error:
+            raise BadInput(f"--data {path}: {error}") from None
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise BadInput(f"--data {path} holds no images ({', '.join(IMAGE_SUFFIXES)}) and no "
+                       "class subfolders; pass a folder of images, a .npy or a .pt file")
+    return ImageFiles(files, transform)
+
+
+@contextlib.contextmanager
+def process_group(timeout_s: float):
+    """Initialize the process group that ``torchrun`` describes (``RANK``, ``WORLD_SIZE``,
+    ``MASTER_ADDR``, ...) for the block, and destroy it after; nothing without ``torchrun``
+    or when a group is already initialized."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ or dist.is_initialized():
+        yield
+        return
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+    try:
+        yield
+    except Exception as error:
+        if _peer_lost(error):  # let the agent report the process that failed first
+            time.sleep(PEER_GRACE_S)  # (it ends this one meanwhile)
+        raise
+    finally:
+        dist.destroy_process_group()
+
+
+def _peer_lost(error: Exception) -> bool:
+    """Whether ``error`` is a collective's failure because another process went away."""
+    text = str(error)
+    return isinstance(error, dist.DistError) or "closed by peer" in text \
+        or "reset by peer" in text
+
+
+def _workers(args) -> int:
+    """``--workers``, or by default the CPU cores of this node shared by its processes (at
+    most 8)."""
+    if args.workers is not None:
+        return args.workers
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return min(8, (os.cpu_count() or 1) // local)
+
+
+def run(args) -> dict | None:
+    """The analysis of ``args`` (the ``analyze`` command's options) written to ``args.out``;
+    returns ``summary.json`` on rank 0, None on the other processes."""
+    from peekwidgets.report import write_report
+    from peekwidgets.session import Analysis
+
+    device = (torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available()
+              else torch.device("cpu"))
+    torch.manual_seed(args.seed)  # a factory that draws random weights draws the same ones
+    model = load_model(args.model, args.weights).to(device)
+    inputs = load_data(args.data, args.size, args.mean, args.std)
+    lead = distributed.rank() == 0
+    layers = args.layers if args.layers == "auto" else args.layers.split(",")
+    capture_kwargs = {"memory_budget": args.memory_budget}
+    if isinstance(inputs, Dataset) and not isinstance(inputs, TensorDataset):  # images
+        inputs = DataLoader(inputs, batch_size=args.batch_size, num_workers=_workers(args),
+                            pin_memory=device.type == "cuda")
+    else:
+        capture_kwargs["batch_size"] = args.batch_size
+    analysis = Analysis(model, inputs, rank=args.rank, layers=layers,
+                        nonnegative=args.nonnegative, random_state=args.seed, progress=lead,
+                        capture_kwargs=capture_kwargs, mean=args.mean, std=args.std)
+    analysis.rank_profile(args.max_rank, random_state=args.seed, progress=lead)
+    if not lead:
+        return None
+    out = Path(args.out)
+    summary = write_report(
+        out, analysis, max_rank=args.max_rank, progress=True,
+        extra={"model": args.model, "weights_file": None if args.weights is None else
+               str(args.weights), "data": str(args.data),
+               "classes": getattr(getattr(inputs, "dataset", inputs), "classes", None),
+               "processes": distributed.world_size(), "analysis": "analysis",
+               "gathered_samples": None if analysis.sample_index is None else
+               len(analysis.sample_index)})
+    analysis.dump(out / "analysis")
+    return summary
