@@ -30,6 +30,9 @@ _PAGE = """<!DOCTYPE html>
 <style>
 {css}
 body {{ margin: 16px; font-family: var(--jp-ui-font-family); font-size: var(--jp-ui-font-size1); }}
+/* bqplot's classic bundle sizes a figure at 100% of its box, and the box's margins then
+   make every view scroll sideways by 4 px */
+.bqplot.figure {{ max-width: calc(100% - 2 * var(--jp-widgets-margin, 2px)); }}
 </style>
 <script>
 {manager}

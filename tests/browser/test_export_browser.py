@@ -41,6 +41,9 @@ def test_exported_page_draws_every_view_with_no_network(tmp_path):
         expect(page.locator(".peek-sample-map .dot")).to_have_count(blocks.n_samples)
         # every component thin, the selected one again thick
         expect(page.locator(".peek-traversal path.line")).to_have_count(RANK + 1)
+        scrolled = page.evaluate("""() => [...document.querySelectorAll('.widget-box')]
+            .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.className)""")
+        assert scrolled == [], f"boxes that scroll sideways: {scrolled}"
         page.mouse.move(2, 2)
         page.screenshot(path=str(ARTIFACTS / "export_page.png"), full_page=True)
     assert errors == [] and console == [], f"errors on the page: {errors + console}"
