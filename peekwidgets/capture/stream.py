@@ -242,6 +242,7 @@ def capture(
                                   meta={"module_type": module_type}, like=old.get(name),
                                   key=key, last=last))
             targets += _targets(specs, common)
+            common["budget"].hand_out(shared=source.n_rows is not None)  # else trimmed
             for target in targets[int(include_input):]:
                 handles.append(net.get_submodule(target.name).register_forward_hook(target))
             batches = _chained([first], batches)
