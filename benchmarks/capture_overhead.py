@@ -6,13 +6,14 @@ are interleaved (their order alternates between repeats) so that machine
 noise hits both alike; the ratio is median(capture) / median(plain). The last
 line is ``capture_overhead=<ratio>`` of the larger model, resnet18 (goal: at most
 1.15); the line before gives both ratios. DigitsCNN's whole pass takes about
-15 ms of CPU, so capture's fixed cost and the fresh pages of its blocks weigh
-more there (see benchmarks/README.md).
+20-30 ms of CPU, so capture's fixed cost weighs more there (see
+benchmarks/README.md).
 
 Timings are process CPU time (``time.process_time``) on one thread by
 default, which a busy shared machine disturbs far less than wall time;
-``--wall`` and ``--threads`` change that. The batch size defaults to
-capture's own default (256).
+``--wall`` and ``--threads`` change that. Each line also gives the median
+minor page faults of a plain pass and of a capture (fresh pages from the
+kernel). The batch size defaults to capture's own default (256).
 
 Usage: python benchmarks/capture_overhead.py [--repeats 7] [--batch-size 256] [--threads 1]
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import resource
 import statistics
 import time
 
@@ -39,12 +41,18 @@ def plain(model, loader):
             model(x)
 
 
-def timed(fn, clock) -> float:
-    start = clock()
+def faults() -> int:
+    """Minor page faults of this process so far (pages the kernel handed over)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def timed(fn, clock) -> tuple[float, int]:
+    """``(time, page faults)`` of one call of ``fn``."""
+    before, start = faults(), clock()
     result = fn()
-    elapsed = clock() - start
+    elapsed, faulted = clock() - start, faults() - before
     del result  # freeing the blocks is not part of capturing them
-    return elapsed
+    return elapsed, faulted
 
 
 def compare(name, model, loader, repeats, clock, min_seconds):
@@ -53,21 +61,26 @@ def compare(name, model, loader, repeats, clock, min_seconds):
         "plain": lambda: plain(model, loader),
         "capture": lambda: capture(model, loader, progress=False),
     }
-    warm = [timed(run, clock) for run in runs.values()]  # warm-up: pools, first-call costs
+    warm = [timed(run, clock)[0] for run in runs.values()]  # warm-up: pools, first-call costs
     repeats = max(repeats, math.ceil(min_seconds / sum(warm)))  # tiny runs: more repeats
     times = {key: [] for key in runs}
+    paged = {key: [] for key in runs}
     for r in range(repeats):
         order = list(runs) if r % 2 == 0 else list(runs)[::-1]
         for key in order:
-            times[key].append(timed(runs[key], clock))
+            elapsed, faulted = timed(runs[key], clock)
+            times[key].append(elapsed)
+            paged[key].append(faulted)
     medians = {key: statistics.median(values) for key, values in times.items()}
+    pages = {key: statistics.median(values) for key, values in paged.items()}
     ratio = medians["capture"] / medians["plain"]
     fastest = min(times["capture"]) / min(times["plain"])
     blocks = capture(model, loader, progress=False)
     size = sum(b.size for b in blocks) * 4 / 1e6
     print(f"{name:<28} plain {medians['plain'] * 1e3:8.1f} ms   capture "
           f"{medians['capture'] * 1e3:8.1f} ms   ratio {ratio:.3f} (of minima {fastest:.3f})   "
-          f"{len(blocks)} blocks, {size:.1f} MB, {len(loader)} batches, {repeats} repeats")
+          f"{len(blocks)} blocks, {size:.1f} MB, {len(loader)} batches, {repeats} repeats, page "
+          f"faults {pages['plain']:.0f} / {pages['capture']:.0f}")
     return ratio
 
 

@@ -233,6 +233,22 @@ def test_inputs_of_every_kind_give_the_same_blocks(digits):
             assert (blocks.labels == y.numpy()).all(), kind
 
 
+def test_host_blocks_share_one_allocation_without_overlap_and_hold_their_own_rows(digits):
+    model = digits_cnn()
+    x = torch.stack([digits[i][0] for i in range(100)])
+    shared = capture(model, x, batch_size=30, progress=False)
+    batches = (x[i:i + 30] for i in range(0, 100, 30))  # the same batches, of unknown number
+    apart = capture(model, batches, progress=False)
+    assert len({b.data.untyped_storage().data_ptr() for b in shared}) == 1
+    assert len({b.data.untyped_storage().data_ptr() for b in apart}) == len(apart)
+    spans = sorted((b.data.data_ptr(), b.data.data_ptr() + b.data.nbytes) for b in shared)
+    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))
+    for block in shared:
+        assert block.data.is_contiguous() and block.data.data_ptr() % 64 == 0
+        assert_close(block.data, apart[block.name].data, rtol=0, atol=0)
+        assert block.sq_norm == pytest.approx(apart[block.name].sq_norm, rel=1e-6)
+
+
 def test_half_precision_models_are_captured_as_float32(digits):
     model = digits_cnn().to(torch.bfloat16)
     x = torch.stack([digits[i][0] for i in range(64)])

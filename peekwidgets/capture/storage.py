@@ -3,7 +3,12 @@
 A :class:`Budget` hands out room in the two in-memory tiers (the device tier
 exists only for CUDA models; a CPU model's blocks are "host"); a :class:`Store`
 is one preallocated block (float32, or float16 for display thumbnails) in the
-tier it was given, filled a batch of rows at a time, in place. Memory-mapped
+tier it was given, filled a batch of rows at a time, in place. The pageable
+host stores of one capture over inputs of known length are views into one
+allocation (:meth:`Budget.hand_out`), freed with the last of its blocks: the C
+allocator can then hand the same memory to the next capture (glibc's malloc keeps
+a freed chunk of up to 32 MB for reuse), where blocks allocated one by one came
+as fresh pages from the kernel every time (several us per 4 KB page). Memory-mapped
 files go to a fresh folder under :func:`tempfile.gettempdir` (``$TMPDIR``);
 rows written there are unmapped from the process at once (on Linux), so that
 they count against the disk, not the process' resident memory; each file is
@@ -13,6 +18,8 @@ interpreter exit).
 
 from __future__ import annotations
 
+import itertools
+import math
 import mmap
 import os
 import re
@@ -32,6 +39,9 @@ AUTO_SHARE = 0.5
 #: Whether rows written to a memory-mapped store are unmapped at once (``MADV_DONTNEED`` keeps
 #: a shared file mapping's data only on Linux).
 _RELEASE = sys.platform.startswith("linux") and hasattr(mmap, "MADV_DONTNEED")
+
+#: Byte alignment of each store inside a shared host allocation (torch's own for CPU tensors).
+_ALIGNMENT = 64
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -103,6 +113,7 @@ class Budget:
         if device.type == "cpu":
             self.room[DEVICE] = 0
         self.total = total
+        self._waiting = []  # (store, shape, dtype) of pageable host stores until hand_out
 
     def _auto(self, tier: str) -> int:
         if tier == HOST:
@@ -125,6 +136,31 @@ class Budget:
         """Whether ``nbytes`` would fit in memory (device or host) right now."""
         room = max(self.room.values())
         return nbytes <= room and (self.total is None or nbytes <= self.total)
+
+    def host(self, store: Store, shape, dtype: torch.dtype) -> torch.Tensor | None:
+        """Pageable host memory ``shape`` for ``store``: None until :meth:`hand_out` sets
+        ``store.data`` (a view into one allocation for all waiting stores); after it, a tensor
+        of its own (a store that grows)."""
+        if self._waiting is None:
+            return torch.empty(shape, dtype=dtype)
+        self._waiting.append((store, shape, dtype))
+        return None
+
+    def hand_out(self, shared: bool = True):
+        """Give every store waiting for host memory its data: views into one allocation when
+        ``shared``, else a tensor each (for stores that may be trimmed at the end, so that
+        their unused rows are not kept)."""
+        waiting, self._waiting = self._waiting, None
+        if not shared:
+            for store, shape, dtype in waiting:
+                store.data = torch.empty(shape, dtype=dtype)
+            return
+        nbytes = [math.prod(shape) * dtype.itemsize for _, shape, dtype in waiting]
+        room = [-(-n // _ALIGNMENT) * _ALIGNMENT for n in nbytes]
+        memory = torch.empty(sum(room), dtype=torch.uint8)
+        for (store, shape, dtype), start, n in zip(waiting, itertools.accumulate([0, *room]),
+                                                   nbytes):
+            store.data = memory[start:start + n].view(dtype).view(shape)
 
     def give_back(self, tier: str, nbytes: int):
         if tier != MEMMAP:
@@ -152,7 +188,8 @@ class Store:
     capacity : int
         Rows to allocate; :meth:`reserve` grows the store by doubling.
     budget : Budget
-        Gives the tier; room is returned when the store grows or is dropped.
+        Gives the tier, and pageable host memory (``data`` is None until
+        :meth:`Budget.hand_out`); room is returned when the store grows or is dropped.
     folder : callable
         Returns the folder for memory-mapped files (created on first use).
     dtype : torch.dtype
@@ -184,13 +221,14 @@ class Store:
                 self.budget.give_back(DEVICE, nbytes)
                 self.budget.room[DEVICE] = 0
                 self.tier = self.budget.take(nbytes)
-        if self.tier == HOST:
-            self.pinned = self.budget.device.type == "cuda"
+        if self.tier == HOST and self.budget.device.type == "cuda":
             try:
-                self.data = torch.empty(shape, dtype=self.dtype, pin_memory=self.pinned)
+                self.data = torch.empty(shape, dtype=self.dtype, pin_memory=True)
+                self.pinned = True
             except RuntimeError:  # pinning can fail for large blocks: use pageable memory
-                self.pinned = False
                 self.data = torch.empty(shape, dtype=self.dtype)
+        elif self.tier == HOST:
+            self.data = self.budget.host(self, shape, self.dtype)
         if self.tier == MEMMAP:
             self.data = self._memmap(shape)
 

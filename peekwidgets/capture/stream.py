@@ -18,6 +18,7 @@ gets a warning: capture takes the first dimension as the samples.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 from collections.abc import Mapping
@@ -242,6 +243,7 @@ def capture(
                                   meta={"module_type": module_type}, like=old.get(name),
                                   key=key, last=last))
             targets += _targets(specs, common)
+            common["budget"].hand_out(shared=source.n_rows is not None)  # else trimmed
             for target in targets[int(include_input):]:
                 handles.append(net.get_submodule(target.name).register_forward_hook(target))
             batches = _chained([first], batches)
@@ -430,7 +432,8 @@ def _stream(net, batches, source, targets, device, dtype, include_input, progres
     layers = targets[1:] if include_input else targets
     start = 0
     labels = []
-    with tqdm(total=source.n_batches, desc="capture", unit="batch", disable=not progress) as bar:
+    bar = tqdm(total=source.n_batches, desc="capture", unit="batch") if progress else None
+    with contextlib.nullcontext() if bar is None else bar:
         for i, (raw, label) in enumerate(batches):
             n = raw.shape[0]
             x = to_device(raw, device, dtype)
@@ -448,7 +451,8 @@ def _stream(net, batches, source, targets, device, dtype, include_input, progres
                     )
             labels.append(label)
             start += n
-            bar.update()
+            if bar is not None:
+                bar.update()
             if (i + 1) % CHECK_EVERY == 0:
                 for target in targets:
                     target.check_finite(start)
