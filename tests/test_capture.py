@@ -249,6 +249,17 @@ def test_host_blocks_share_one_allocation_without_overlap_and_hold_their_own_row
         assert block.sq_norm == pytest.approx(apart[block.name].sq_norm, rel=1e-6)
 
 
+def test_host_blocks_beyond_the_shared_bound_are_allocated_apart(digits, monkeypatch):
+    from peekwidgets.capture import storage
+
+    model = digits_cnn()
+    x = torch.stack([digits[i][0] for i in range(100)])
+    total = sum(b.data.nbytes for b in capture(model, x, progress=False))
+    monkeypatch.setattr(storage, "SHARED_BYTES", total // 2)  # no reuse to gain beyond it
+    blocks = capture(model, x, progress=False)
+    assert len({b.data.untyped_storage().data_ptr() for b in blocks}) == len(blocks)
+
+
 def test_half_precision_models_are_captured_as_float32(digits):
     model = digits_cnn().to(torch.bfloat16)
     x = torch.stack([digits[i][0] for i in range(64)])

@@ -42,6 +42,10 @@ _RELEASE = sys.platform.startswith("linux") and hasattr(mmap, "MADV_DONTNEED")
 
 #: Byte alignment of each store inside a shared host allocation (torch's own for CPU tensors).
 _ALIGNMENT = 64
+#: Largest shared host allocation: glibc's malloc keeps freed chunks up to its largest mmap
+#: threshold (32 MiB on 64-bit) for reuse; a larger one comes from the kernel every time,
+#: so sharing it would gain nothing and keep the blocks a user drops alive with the rest.
+SHARED_BYTES = 32 << 20
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -148,15 +152,15 @@ class Budget:
 
     def hand_out(self, shared: bool = True):
         """Give every store waiting for host memory its data: views into one allocation when
-        ``shared``, else a tensor each (for stores that may be trimmed at the end, so that
-        their unused rows are not kept)."""
+        ``shared`` and together at most :data:`SHARED_BYTES`, else a tensor each (also for
+        stores that may be trimmed at the end, so that their unused rows are not kept)."""
         waiting, self._waiting = self._waiting, None
-        if not shared:
+        nbytes = [math.prod(shape) * dtype.itemsize for _, shape, dtype in waiting]
+        room = [-(-n // _ALIGNMENT) * _ALIGNMENT for n in nbytes]
+        if not shared or sum(room) > SHARED_BYTES:
             for store, shape, dtype in waiting:
                 store.data = torch.empty(shape, dtype=dtype)
             return
-        nbytes = [math.prod(shape) * dtype.itemsize for _, shape, dtype in waiting]
-        room = [-(-n // _ALIGNMENT) * _ALIGNMENT for n in nbytes]
         memory = torch.empty(sum(room), dtype=torch.uint8)
         for (store, shape, dtype), start, n in zip(waiting, itertools.accumulate([0, *room]),
                                                    nbytes):
