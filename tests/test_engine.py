@@ -346,3 +346,20 @@ def test_convergence_warning_only_when_max_iter_stops_the_fit(recwarn):
     converged = CoupledCP(RANK, max_iter=500, random_state=0).fit(blocks)
     assert converged.converged_
     assert not [w for w in recwarn if issubclass(w.category, ConvergenceWarning)]
+
+
+def test_khatri_rao_matches_tensorly_in_both_layouts():
+    """``ops.khatri_rao_t`` is the transposed Khatri-Rao product of TensorLy's row order
+    (``c * S + s``), contiguous; ``ops.khatri_rao`` its transpose and a matrix block's own
+    factor."""
+    rng = np.random.default_rng(0)
+    u, v, b = rng.standard_normal((4, 3)), rng.standard_normal((5, 3)), rng.standard_normal((6, 3))
+    want = tl.tenalg.khatri_rao([u, v])
+    kr_t = coupled_module.ops.khatri_rao_t([torch.from_numpy(u), torch.from_numpy(v)])
+    assert kr_t.shape == (3, 20) and kr_t.is_contiguous()
+    np.testing.assert_allclose(kr_t.numpy().T, want, rtol=1e-14)
+    np.testing.assert_allclose(
+        coupled_module.ops.khatri_rao([torch.from_numpy(u), torch.from_numpy(v)]).numpy(), want,
+        rtol=1e-14)
+    b_t = coupled_module.ops.khatri_rao_t([torch.from_numpy(b)])
+    assert b_t.is_contiguous() and np.array_equal(b_t.numpy(), b.T)
