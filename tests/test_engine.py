@@ -363,3 +363,24 @@ def test_khatri_rao_matches_tensorly_in_both_layouts():
         rtol=1e-14)
     b_t = coupled_module.ops.khatri_rao_t([torch.from_numpy(b)])
     assert b_t.is_contiguous() and np.array_equal(b_t.numpy(), b.T)
+
+
+def test_update_block_solves_each_factor_from_the_compressed_block():
+    """A tensor block's update is U then V (Gauss-Seidel), each the least squares solution of
+    its normal equations written from the definitions, with the exact decrease of the loss."""
+    rng = np.random.default_rng(1)
+    n, c, s, r = 30, 4, 6, 3
+    a, u, v = (rng.standard_normal((d, r)) for d in (n, c, s))
+    x = rng.standard_normal((n, c, s))
+    y, ata = a.T @ x.reshape(n, -1), a.T @ a
+    (u_new, v_new), drop = coupled_module.ops.update_block([u, v], y, ata, False)
+    rhs_u = np.einsum("ncs,nr,sr->cr", x, a, v)
+    np.testing.assert_allclose(u_new, np.linalg.solve(ata * (v.T @ v), rhs_u.T).T, rtol=1e-9)
+    rhs_v = np.einsum("ncs,nr,cr->sr", x, a, u_new)
+    np.testing.assert_allclose(v_new, np.linalg.solve(ata * (u_new.T @ u_new), rhs_v.T).T,
+                               rtol=1e-9)
+
+    def loss(uu, vv):
+        return np.sum((x - np.einsum("nr,cr,sr->ncs", a, uu, vv)) ** 2)
+
+    assert drop == pytest.approx(loss(u, v) - loss(u_new, v_new), rel=1e-9)

