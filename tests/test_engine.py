@@ -384,3 +384,20 @@ def test_update_block_solves_each_factor_from_the_compressed_block():
         return np.sum((x - np.einsum("nr,cr,sr->ncs", a, uu, vv)) ** 2)
 
     assert drop == pytest.approx(loss(u, v) - loss(u_new, v_new), rel=1e-9)
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 9), (3, 9, 4)])
+def test_leading_pairs_are_the_leading_singular_pairs(shape):
+    """The initial tensor-block factors: ``U[:, r] V[:, r]^T`` is the best rank-1
+    approximation of each slice (as an SVD gives it), ``V`` unit-norm, also for a zero slice."""
+    from peekwidgets.engine.init import leading_pairs
+
+    y = torch.from_numpy(np.random.default_rng(2).standard_normal(shape))
+    y[1] = 0.0
+    u, v = leading_pairs(y)
+    assert u.shape == (shape[1], shape[0]) and v.shape == (shape[2], shape[0])
+    for r in range(shape[0]):
+        left, sv, right = np.linalg.svd(y[r].numpy())
+        best = sv[0] * np.outer(left[:, 0], right[0])
+        np.testing.assert_allclose(np.outer(u[:, r], v[:, r]), best, atol=1e-12)
+        assert np.linalg.norm(v[:, r]) == pytest.approx(1.0)

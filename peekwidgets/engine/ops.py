@@ -6,13 +6,16 @@ block, ``U : (n_channels, rank)``, ``V : (n_positions, rank)``); the block's mod
 sample factor ``A : (n_samples, rank)``.
 
 Data-sized work (a batch of rows times factors) is plain matrix products of the batch's
-unfolding (a view) with a factor-sized matrix (:func:`khatri_rao`) in the data dtype; no
-unfolding is ever copied. They go through torch, the faster path for them on the dev VM
+unfolding (a view) with a factor-sized matrix (:func:`khatri_rao_t`) in the data dtype; no
+unfolding is ever copied. They go through torch, the faster path for them on the Intel dev VM
 (``benchmarks/engine_vs_peers.py``, one thread, the engine's cache-sized batches): ``X F``
 47 GFLOP/s through torch (MKL) against 34 through numpy (OpenBLAS, AVX-512 kernels) in
 float32, 30 against 27 in float64; the accumulated ``A^T X`` 75 against 33, and 22 against 13
 (numpy's ``matmul`` cannot accumulate in place); even a large square float32 product ran at
-164 against 156 GFLOP/s. Factor-sized work (Gram matrices, R x R solves, block factor
+164 against 156 GFLOP/s. Both run with the small operand ``(rank, n)`` or ``(rank,
+features)`` contiguous (``F^T X^T`` and ``(A^T) X``): on the AMD EPYC dev machine MKL ran
+``X F`` with ``F`` stored ``(features, rank)`` at 10-12 GFLOP/s, ``F^T X^T`` at 24-53.
+Factor-sized work (Gram matrices, R x R solves, block factor
 updates from the compressed block ``Y = A^T X_(0)``) runs in float64 numpy on the host: tiny
 BLAS calls through torch pay a thread wake-up each, which dominates small problems on CPU.
 """
