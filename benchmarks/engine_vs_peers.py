@@ -308,13 +308,13 @@ def kernels(x, m):
     for dtype in (torch.float32, torch.float64):
         xs = [torch.from_numpy(x.reshape(N, -1)).to(dtype), torch.from_numpy(m).to(dtype)]
         rows = sweep_rows(Blocks([Block(str(i), t) for i, t in enumerate(xs)]), R, dtype=dtype)
-        fs = [torch.rand(t.shape[1], R, dtype=dtype) for t in xs]
-        a = torch.rand(N, R, dtype=dtype)
+        fs = [torch.rand(R, t.shape[1], dtype=dtype).T for t in xs]  # F^T contiguous
+        a = torch.rand(R, N, dtype=dtype).T  # A^T contiguous
         accs = [torch.zeros(R, t.shape[1], dtype=dtype) for t in xs]
         flops = 2 * N * sum(t.shape[1] for t in xs) * R
 
         rates = [flops / best(partial(batched, body, xs, fs, a, accs, rows)) / 1e9 for body in (
-            lambda t, f, a, acc: torch.mm(t, f),
+            lambda t, f, a, acc: torch.mm(f.T, t.T),  # the engine's layout: F^T X^T
             lambda t, f, a, acc: t.numpy() @ f.numpy(),
             lambda t, f, a, acc: torch.addmm(acc, a.T, t, out=acc),
             lambda t, f, a, acc: np.add(acc.numpy(), a.numpy().T @ t.numpy(), out=acc.numpy()),
@@ -425,8 +425,6 @@ def main():
     print(f"tensor {N}x{C}x{S} + matrix {N}x{D}, rank {R}, 1% noise; {args.threads} thread(s), "
           f"{'wall' if args.wall else 'CPU'} time, {args.repeats} repeats; load average "
           f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
-    print(f"\n{'peer, same problem':<44} {'peer/iter':>12} {'ours/sweep':>12} {'ratio':>8} "
-          f"{'loss ratio':>11}")
     x, m = planted(args.seed)
     if args.only == "peak":
         with threadpool_limits(args.threads):
@@ -436,6 +434,8 @@ def main():
         print(f"\nload average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
         print(f"peak_fraction={fraction:.2f}")
         return
+    print(f"\n{'peer, same problem':<44} {'peer/iter':>12} {'ours/sweep':>12} {'ratio':>8} "
+          f"{'loss ratio':>11}")
     with threadpool_limits(args.threads):
         cmtf, mine, init = vs_cmtf(x, m, args.repeats)
         end_to_end(x, m)
