@@ -55,7 +55,9 @@ sweep (``cmtf``: the lower of TensorLy's two backends). Goals: cmtf >= 20, paraf
 (the ``loss ratio`` columns, ours / theirs, at most 1 + 1e-6).
 
 Usage: env -u OPENBLAS_CORETYPE python benchmarks/engine_vs_peers.py [--repeats 5]
-       [--threads 1] [--wall] [--profile-n 1000] [--skip-profile]
+       [--threads 1] [--wall] [--profile-n 1000] [--skip-profile] [--only peak]
+
+``--only peak`` runs the kernels and the peak alone (last line ``peak_fraction=<f>``).
 """
 
 from __future__ import annotations
@@ -171,12 +173,22 @@ def row(name: str, theirs: tuple, mine: tuple, loss_ratio: float) -> float:
 
 
 # ------------------------------------------------------------------------------ rows
-def vs_cmtf(x, m, repeats):
+def svd_starts(x, m):
+    """TensorLy's SVD initializations of the tensor and of the coupled unfolding, and the
+    ``CoupledCP`` initial factors made from them."""
     x64, m64 = x.astype(np.float64), m.astype(np.float64)
     tl.set_backend("numpy")
     init_tensor = initialize_cp(x64, R, init="svd")
     init_coupled = initialize_cp(np.concatenate([tl.unfold(x64, 0), m64], axis=1), R,
                                  init="svd")
+    a0 = init_coupled.factors[0]
+    init = {"tensor": [init_tensor.factors[1], init_tensor.factors[2]],
+            "matrix": [np.linalg.lstsq(a0, m64, rcond=None)[0].T]}
+    return init_tensor, init_coupled, init
+
+
+def vs_cmtf(x, m, repeats):
+    init_tensor, init_coupled, init = svd_starts(x, m)
 
     def tensorly(backend, dtype):
         def run(k):
@@ -191,9 +203,6 @@ def vs_cmtf(x, m, repeats):
             return out
         return run
 
-    a0 = init_coupled.factors[0]
-    init = {"tensor": [init_tensor.factors[1], init_tensor.factors[2]],
-            "matrix": [np.linalg.lstsq(a0, m64, rcond=None)[0].T]}
     blocks = {"tensor": torch.from_numpy(x), "matrix": torch.from_numpy(m)}
     theirs = per_iteration({"numpy": tensorly("numpy", "float64"),
                             "pytorch": tensorly("pytorch", "float32")}, CMTF_COUNTS, repeats)
@@ -299,13 +308,13 @@ def kernels(x, m):
     for dtype in (torch.float32, torch.float64):
         xs = [torch.from_numpy(x.reshape(N, -1)).to(dtype), torch.from_numpy(m).to(dtype)]
         rows = sweep_rows(Blocks([Block(str(i), t) for i, t in enumerate(xs)]), R, dtype=dtype)
-        fs = [torch.rand(t.shape[1], R, dtype=dtype) for t in xs]
-        a = torch.rand(N, R, dtype=dtype)
+        fs = [torch.rand(R, t.shape[1], dtype=dtype).T for t in xs]  # F^T contiguous
+        a = torch.rand(R, N, dtype=dtype).T  # A^T contiguous
         accs = [torch.zeros(R, t.shape[1], dtype=dtype) for t in xs]
         flops = 2 * N * sum(t.shape[1] for t in xs) * R
 
         rates = [flops / best(partial(batched, body, xs, fs, a, accs, rows)) / 1e9 for body in (
-            lambda t, f, a, acc: torch.mm(t, f),
+            lambda t, f, a, acc: torch.mm(f.T, t.T),  # the engine's layout: F^T X^T
             lambda t, f, a, acc: t.numpy() @ f.numpy(),
             lambda t, f, a, acc: torch.addmm(acc, a.T, t, out=acc),
             lambda t, f, a, acc: np.add(acc.numpy(), a.numpy().T @ t.numpy(), out=acc.numpy()),
@@ -406,6 +415,8 @@ def main():
     parser.add_argument("--profile-n", type=int, default=1000)
     parser.add_argument("--skip-profile", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", choices=["peak"],
+                        help="peak: only the kernels and the plain sweep against the peak")
     args = parser.parse_args()
     clock = time.perf_counter if args.wall else time.process_time
     warnings.simplefilter("ignore")  # fixed counts warn of non-convergence
@@ -414,9 +425,17 @@ def main():
     print(f"tensor {N}x{C}x{S} + matrix {N}x{D}, rank {R}, 1% noise; {args.threads} thread(s), "
           f"{'wall' if args.wall else 'CPU'} time, {args.repeats} repeats; load average "
           f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
+    x, m = planted(args.seed)
+    if args.only == "peak":
+        with threadpool_limits(args.threads):
+            kernels(x, m)
+            fraction = peak(x, m, svd_starts(x, m)[2], args.repeats)
+        load = os.getloadavg()
+        print(f"\nload average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
+        print(f"peak_fraction={fraction:.2f}")
+        return
     print(f"\n{'peer, same problem':<44} {'peer/iter':>12} {'ours/sweep':>12} {'ratio':>8} "
           f"{'loss ratio':>11}")
-    x, m = planted(args.seed)
     with threadpool_limits(args.threads):
         cmtf, mine, init = vs_cmtf(x, m, args.repeats)
         end_to_end(x, m)

@@ -346,3 +346,58 @@ def test_convergence_warning_only_when_max_iter_stops_the_fit(recwarn):
     converged = CoupledCP(RANK, max_iter=500, random_state=0).fit(blocks)
     assert converged.converged_
     assert not [w for w in recwarn if issubclass(w.category, ConvergenceWarning)]
+
+
+def test_khatri_rao_matches_tensorly_in_both_layouts():
+    """``ops.khatri_rao_t`` is the transposed Khatri-Rao product of TensorLy's row order
+    (``c * S + s``), contiguous; ``ops.khatri_rao`` its transpose and a matrix block's own
+    factor."""
+    rng = np.random.default_rng(0)
+    u, v, b = rng.standard_normal((4, 3)), rng.standard_normal((5, 3)), rng.standard_normal((6, 3))
+    want = tl.tenalg.khatri_rao([u, v])
+    kr_t = coupled_module.ops.khatri_rao_t([torch.from_numpy(u), torch.from_numpy(v)])
+    assert kr_t.shape == (3, 20) and kr_t.is_contiguous()
+    np.testing.assert_allclose(kr_t.numpy().T, want, rtol=1e-14)
+    np.testing.assert_allclose(
+        coupled_module.ops.khatri_rao([torch.from_numpy(u), torch.from_numpy(v)]).numpy(), want,
+        rtol=1e-14)
+    b_t = coupled_module.ops.khatri_rao_t([torch.from_numpy(b)])
+    assert b_t.is_contiguous() and np.array_equal(b_t.numpy(), b.T)
+
+
+def test_update_block_solves_each_factor_from_the_compressed_block():
+    """A tensor block's update is U then V (Gauss-Seidel), each the least squares solution of
+    its normal equations written from the definitions, with the exact decrease of the loss."""
+    rng = np.random.default_rng(1)
+    n, c, s, r = 30, 4, 6, 3
+    a, u, v = (rng.standard_normal((d, r)) for d in (n, c, s))
+    x = rng.standard_normal((n, c, s))
+    y, ata = a.T @ x.reshape(n, -1), a.T @ a
+    (u_new, v_new), drop = coupled_module.ops.update_block([u, v], y, ata, False)
+    rhs_u = np.einsum("ncs,nr,sr->cr", x, a, v)
+    np.testing.assert_allclose(u_new, np.linalg.solve(ata * (v.T @ v), rhs_u.T).T, rtol=1e-9)
+    rhs_v = np.einsum("ncs,nr,cr->sr", x, a, u_new)
+    np.testing.assert_allclose(v_new, np.linalg.solve(ata * (u_new.T @ u_new), rhs_v.T).T,
+                               rtol=1e-9)
+
+    def loss(uu, vv):
+        return np.sum((x - np.einsum("nr,cr,sr->ncs", a, uu, vv)) ** 2)
+
+    assert drop == pytest.approx(loss(u, v) - loss(u_new, v_new), rel=1e-9)
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 9), (3, 9, 4)])
+def test_leading_pairs_are_the_leading_singular_pairs(shape):
+    """The initial tensor-block factors: ``U[:, r] V[:, r]^T`` is the best rank-1
+    approximation of each slice (as an SVD gives it), ``V`` unit-norm, also for a zero slice."""
+    from peekwidgets.engine.init import leading_pairs
+
+    y = torch.from_numpy(np.random.default_rng(2).standard_normal(shape))
+    y[1] = 0.0
+    u, v = leading_pairs(y)
+    assert u.shape == (shape[1], shape[0]) and v.shape == (shape[2], shape[0])
+    for r in range(shape[0]):
+        left, sv, right = np.linalg.svd(y[r].numpy())
+        best = sv[0] * np.outer(left[:, 0], right[0])
+        np.testing.assert_allclose(np.outer(u[:, r], v[:, r]), best, atol=1e-12)
+        assert np.linalg.norm(v[:, r]) == pytest.approx(1.0)

@@ -158,3 +158,16 @@ def test_non_contiguous_blocks_are_copied_batch_by_batch():
     strided = CoupledCP(**params).fit(blocks)
     dense = CoupledCP(**params).fit(Blocks([Block("t", x.contiguous()), blocks["m"]]))
     np.testing.assert_array_equal(strided.A_, dense.A_)
+
+
+def test_column_buffers_are_contiguous_per_batch_views_of_one_buffer():
+    """``columns``: a ``(width, rows)`` contiguous view per batch (the last one short), all in
+    one buffer, the same list on the next call."""
+    data = BatchedData(Blocks([Block("m", torch.rand(50, 5))]), [1.0], "cpu", torch.float32,
+                       16, 3)
+    views = data.columns("w", 3)
+    assert [tuple(v.shape) for v in views] == [(3, 16), (3, 16), (3, 16), (3, 2)]
+    assert all(v.is_contiguous() for v in views)
+    assert len({v.untyped_storage().data_ptr() for v in views}) == 1
+    assert data.columns("w", 3) is views
+    assert data.columns("w", 4)[0].shape == (4, 16)  # another width: a new buffer

@@ -72,18 +72,21 @@ MAX_INTERVAL = 32
 DRIFT = 1e-6
 
 
-def _unfolded(factors, data: BatchedData) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Each block's ``F_b : (features, rank)`` (:func:`ops.khatri_rao` of its float64 numpy
-    factors) on the compute device in the data dtype: transposed (``(rank, features)``,
-    contiguous, for :func:`ops.residual_norms`), and with the block's scale folded in, so that
-    products of the raw rows with it come out in the units of the scaled block and never
-    overflow."""
-    plain_t, scaled = [], []
-    for fs, s in zip(factors, data.scales):
-        f = ops.khatri_rao([torch.from_numpy(g).to(data.device) for g in fs])
-        plain_t.append(f.T.to(data.dtype).contiguous())
-        scaled.append((f * s).to(data.dtype))
-    return plain_t, scaled
+def _unfolded(factors, data: BatchedData, plain: bool = True, scaled: bool = True
+              ) -> tuple[list[torch.Tensor] | None, list[torch.Tensor] | None]:
+    """Each block's transposed ``F_b^T : (rank, features)`` (:func:`ops.khatri_rao_t` of its
+    float64 numpy factors, formed in the data dtype on the compute device, contiguous) as
+    ``(plain, scaled)``: as it is (``plain``, for :func:`ops.residual_norms`), and with the
+    block's scale folded into its first factor (``scaled``), so that products of the raw rows
+    with it come out in the units of the scaled block and never overflow. Either is None when
+    not asked for."""
+    def form(scale):
+        return [ops.khatri_rao_t([torch.from_numpy(g * s if i == 0 else g).to(
+            data.device, data.dtype) for i, g in enumerate(fs)])
+            for fs, s in zip(factors, scale)]
+
+    return (form(repeat(1.0)) if plain else None,
+            form(data.scales) if scaled else None)
 
 
 def _signs(f: np.ndarray, split_rows: bool = False) -> np.ndarray:
@@ -508,39 +511,40 @@ class CoupledCP(Params):
         any process.
         """
         rank, dev = self.rank, data.device
-        plain_t, scaled = _unfolded(factors, data)
+        measure = measure and a_prev is not None
+        plain_t, scaled = _unfolded(factors, data, plain=measure)
         g_a = sum(ops.gram(fs) for fs in factors)
         g_t = torch.from_numpy(g_a).to(dev)
         inv = torch.from_numpy(ops.spd_inverse(g_a)).to(dev)
         buf, accs, tail = self._reduction(data)
         m_all = data.buffer("m", (data.n, rank), torch.float64)  # X F of every row
-        m32, a32, a_s = (data.buffer(k, (data.batch_size, rank)) for k in ("m32", "a32", "as"))
-        measure = measure and a_prev is not None
+        a32 = data.buffer("a32", (data.batch_size, rank))
+        m_t, a_t, a_s = (data.columns(k, rank) for k in ("mt", "at", "as"))
         if measure:
             work, norms = self._residual_buffers(data)
         on_home = data.home == dev
         split = data.split
-        rows = zip(data.chunks(), split(m32), split(m_all), split(a_out) if on_home
-                   else split(a32), split(a_prev) if measure else repeat(None), split(a_s))
-        for (start, end, xs), m, m64, stored, old, a_s_rows in rows:
-            torch.mm(xs[0], scaled[0], out=m)
+        rows = zip(data.chunks(), m_t, split(m_all), split(a_out) if on_home
+                   else split(a32), split(a_prev) if measure else repeat(None), a_t, a_s)
+        for (start, end, xs), m, m64, stored, old, a_rows, a_s_rows in rows:
+            torch.mm(scaled[0], xs[0].T, out=m)  # (X F)^T: the faster layout (ops.khatri_rao_t)
             for x, f in zip(xs[1:], scaled[1:]):
-                torch.addmm(m, x, f, out=m)
-            m64.copy_(m)
+                torch.addmm(m, f, x.T, out=m)
+            m64.copy_(m.T)
             if measure:
                 old = old.to(dev)
                 for x, f_t, s, out in zip(xs, plain_t, data.scales, norms):
                     ops.residual_norms(x, old, f_t, s, work, out[start:end])
             if not self.nonnegative:  # the batch's rows of A, then its Y_b while in cache
                 stored.copy_(torch.mm(m64, inv))  # A as stored: the decreases are of the stored
-                self._compress(xs, stored, data, accs, a_s_rows)
+                self._compress(xs, a_rows.copy_(stored.T), data, accs, a_s_rows)
                 if not on_home:
                     a_out[start:end] = stored.to(data.home)
         if self.nonnegative:  # HALS on all rows at once (per batch, its steps would dominate)
             start_a = None if a_prev is None else a_prev.to(dev, torch.float64)
             a_out.copy_(ops.solve(g_t, m_all, start_a, True, n_inner=2, inv=inv))
-            for (_, _, xs), a, a_s_rows in zip(data.chunks(), split(a_out), split(a_s)):
-                self._compress(xs, a.to(dev), data, accs, a_s_rows)
+            for (_, _, xs), a, a_rows, a_s_rows in zip(data.chunks(), split(a_out), a_t, a_s):
+                self._compress(xs, a_rows.copy_(a.T), data, accs, a_s_rows)
         a64 = a_out.to(dev, torch.float64)
         ata, sums = tail[:rank * rank].view(rank, rank), tail[rank * rank:]
         torch.mm(a64.T, a64, out=ata)
@@ -571,11 +575,11 @@ class CoupledCP(Params):
         return loss, [f for f, _ in updates], drop
 
     @staticmethod
-    def _compress(xs, a, data, accs, a_s) -> None:
-        """Add each block's ``s_b a^T x_b`` to its accumulator (``a`` scaled first, into
-        ``a_s``: no overflow)."""
+    def _compress(xs, a_t, data, accs, a_s) -> None:
+        """Add each block's ``s_b a^T x_b`` to its accumulator, from ``a_t = a^T : (rank,
+        rows)`` contiguous (scaled first, into ``a_s``: no overflow)."""
         for x, acc, s in zip(xs, accs, data.scales):
-            acc.add(a if s == 1.0 else torch.mul(a, s, out=a_s), x)
+            acc.add((a_t if s == 1.0 else torch.mul(a_t, s, out=a_s)).T, x)
 
     @staticmethod
     def _residual_buffers(data) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -614,7 +618,7 @@ class CoupledCP(Params):
             a64 = a.double()
             for x, f_t, f_s, s, out, ip in zip(xs, plain_t, scaled, data.scales, norms, ips):
                 ops.residual_norms(x, a, f_t, s, work, out[start:end])
-                ip += ((x @ f_s).double() * a64).sum(0)
+                ip += (torch.mm(f_s, x.T).T.double() * a64).sum(0)
         for i, r in enumerate(norms):
             sums[i] = r.double().square().sum()
         if stop is not None:
@@ -725,13 +729,13 @@ class CoupledCP(Params):
         data = self._batched(blocks, [self.block_scales_[n] for n in blocks.names], device)
         factors = [self.factors_[n][:-1] + [self.factors_[n][-1] * self.weights_]
                    for n in blocks.names]
-        _, scaled = _unfolded(factors, data)
+        _, scaled = _unfolded(factors, data, plain=False)
         g = sum(ops.gram(fs) for fs in factors)
         g_t, inv = (torch.from_numpy(h).to(data.device) for h in (g, ops.spd_inverse(g)))
         out = np.empty((blocks.n_samples, len(self.weights_)))
         with data.threads():
             for start, stop, xs in data.chunks():
-                m = sum((x @ f).double() for x, f in zip(xs, scaled))
+                m = sum(torch.mm(f, x.T).T.double() for x, f in zip(xs, scaled))
                 a = ops.solve(g_t, m, None, self.nonnegative, n_inner=n_iter, inv=inv)
                 out[start:stop] = a.cpu().numpy()
         return out

@@ -27,6 +27,22 @@ def random_factors(shapes, rank: int, generator: torch.Generator) -> list[list[n
     ]
 
 
+def leading_pairs(y: torch.Tensor) -> list[torch.Tensor]:
+    """``[U (C, rank), V (S, rank)]``: column ``r`` holds ``sigma u`` and ``v`` of the leading
+    singular pair of ``y[r] : (C, S)``, from the eigenvectors of the smaller Gram matrix
+    (``y y^T`` or ``y^T y``; a full batched SVD of wide slices costs more than several sweeps).
+    ``v`` is a unit vector also where ``y[r]`` is zero."""
+    wide = y.shape[1] <= y.shape[2]
+    y = y if wide else y.transpose(1, 2)  # (rank, small, large)
+    small = torch.linalg.eigh(y @ y.transpose(1, 2)).eigenvectors[:, :, -1]  # (rank, small)
+    large = (small[:, None, :] @ y)[:, 0, :]  # sigma times the other vector, (rank, large)
+    sigma = torch.linalg.vector_norm(large, dim=1, keepdim=True)
+    unit = torch.where(sigma > 0, large / sigma.clamp(min=torch.finfo(y.dtype).tiny),
+                       torch.eye(1, y.shape[2], dtype=y.dtype, device=y.device))
+    pair = [(small * sigma).T.contiguous(), unit.T.contiguous()]  # (sigma u, v) when wide
+    return pair if wide else [large.T.contiguous(), small.T.contiguous()]
+
+
 def svd_factors(data, rank: int, generator: torch.Generator,
                 nonnegative: bool) -> list[list[np.ndarray]]:
     """Block factors from a randomized SVD of the weighted unfolding (Halko et al. 2011).
@@ -44,10 +60,7 @@ def svd_factors(data, rank: int, generator: torch.Generator,
         if len(shape) == 1:
             fs = [y]
         else:
-            u, sv, vt = torch.linalg.svd(
-                y.reshape(*shape, rank).permute(2, 0, 1), full_matrices=False
-            )
-            fs = [(u[:, :, 0] * sv[:, :1]).T.contiguous(), vt[:, 0, :].T.contiguous()]
+            fs = leading_pairs(y.reshape(*shape, rank).permute(2, 0, 1))
         factors.append([(f.abs() if nonnegative else f).cpu().numpy() for f in fs])
     return factors
 

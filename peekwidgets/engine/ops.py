@@ -6,13 +6,16 @@ block, ``U : (n_channels, rank)``, ``V : (n_positions, rank)``); the block's mod
 sample factor ``A : (n_samples, rank)``.
 
 Data-sized work (a batch of rows times factors) is plain matrix products of the batch's
-unfolding (a view) with a factor-sized matrix (:func:`khatri_rao`) in the data dtype; no
-unfolding is ever copied. They go through torch, the faster path for them on the dev VM
+unfolding (a view) with a factor-sized matrix (:func:`khatri_rao_t`) in the data dtype; no
+unfolding is ever copied. They go through torch, the faster path for them on the Intel dev VM
 (``benchmarks/engine_vs_peers.py``, one thread, the engine's cache-sized batches): ``X F``
 47 GFLOP/s through torch (MKL) against 34 through numpy (OpenBLAS, AVX-512 kernels) in
 float32, 30 against 27 in float64; the accumulated ``A^T X`` 75 against 33, and 22 against 13
 (numpy's ``matmul`` cannot accumulate in place); even a large square float32 product ran at
-164 against 156 GFLOP/s. Factor-sized work (Gram matrices, R x R solves, block factor
+164 against 156 GFLOP/s. Both run with the small operand ``(rank, n)`` or ``(rank,
+features)`` contiguous (``F^T X^T`` and ``(A^T) X``): on the AMD EPYC dev machine MKL ran
+``X F`` with ``F`` stored ``(features, rank)`` at 10-12 GFLOP/s, ``F^T X^T`` at 24-53.
+Factor-sized work (Gram matrices, R x R solves, block factor
 updates from the compressed block ``Y = A^T X_(0)``) runs in float64 numpy on the host: tiny
 BLAS calls through torch pay a thread wake-up each, which dominates small problems on CPU.
 """
@@ -30,17 +33,30 @@ RIDGE = 1e-12
 HALS_INNER = 10
 
 
+def khatri_rao_t(factors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The transposed :func:`khatri_rao`, ``(rank, prod(mode_shape))``, contiguous.
+
+    The layout the sweep's products want: ``F^T X^T`` (``torch.mm(f_t, x.T)``) runs 2-3x
+    faster than ``X F`` with ``F`` stored ``(features, rank)`` (MKL, one thread, the AMD EPYC
+    dev machine; ``benchmarks/engine_vs_peers.py``). Formed in the factors' dtype, one write
+    of ``rank * prod(mode_shape)`` elements.
+    """
+    if len(factors) == 1:
+        return factors[0].T.contiguous()
+    u, v = factors
+    u_t, v_t = u.T.contiguous(), v.T.contiguous()  # else the product takes their strides
+    return (u_t[:, :, None] * v_t[:, None, :]).reshape(u.shape[1], -1)
+
+
 def khatri_rao(factors: Sequence[torch.Tensor]) -> torch.Tensor:
     """The factor that multiplies a block's unfolding ``X_(0) : (n, prod(mode_shape))``.
 
     ``[B]`` gives ``B``; ``[U, V]`` gives their Khatri-Rao product ``(C * S, rank)``, row
-    ``c * S + s`` holding ``U[c] * V[s]``. Factor-sized (as large as ``A^T X_(0)``), so a tensor
-    block's products are single matrix products, without intermediates.
+    ``c * S + s`` holding ``U[c] * V[s]`` (a transposed view of :func:`khatri_rao_t`).
+    Factor-sized (as large as ``A^T X_(0)``), so a tensor block's products are single matrix
+    products, without intermediates.
     """
-    if len(factors) == 1:
-        return factors[0]
-    u, v = factors
-    return (u[:, None, :] * v[None, :, :]).reshape(-1, u.shape[1])
+    return factors[0] if len(factors) == 1 else khatri_rao_t(factors).T
 
 
 def mttkrp_rows(x: torch.Tensor, factors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -165,9 +181,10 @@ def update_block(factors: list[np.ndarray], y: np.ndarray, ata: np.ndarray,
         return [new], float(decrease(b, new, ata, rhs))
     u, v = factors
     y3 = y.reshape(-1, u.shape[0], v.shape[0])
-    h, rhs = ata * (v.T @ v), np.einsum("rcs,sr->cr", y3, v)
+    # rank batched matrix-vector products (BLAS; 3-4x faster than the einsum that says it)
+    h, rhs = ata * (v.T @ v), np.matmul(y3, v.T[:, :, None])[:, :, 0].T  # rcs,sr->cr
     u_new = solve(h, rhs, u.copy(), nonnegative)
     drop = decrease(u, u_new, h, rhs)
-    h, rhs = ata * (u_new.T @ u_new), np.einsum("rcs,cr->sr", y3, u_new)
+    h, rhs = ata * (u_new.T @ u_new), np.matmul(u_new.T[:, None, :], y3)[:, 0, :].T  # rcs,cr->sr
     v_new = solve(h, rhs, v.copy(), nonnegative)
     return [u_new, v_new], float(drop + decrease(v, v_new, h, rhs))
