@@ -97,9 +97,10 @@ def test_batches_are_views_or_reuse_one_buffer():
     assert len(pointers) == 1  # every batch copied into the same work buffer
 
 
-def test_wide_block_fit_does_not_depend_on_the_batches():
+def test_wide_block_fit_does_not_depend_on_the_batches(monkeypatch):
     """A block whose rank x features accumulator exceeds the cache: batches of 16 x rank rows
     give the fit of one batch of all rows."""
+    monkeypatch.setattr(batches_module, "LARGE_FIT_BYTES", 1 << 40)  # one thread's cache
     gen = torch.Generator().manual_seed(0)
     a, b = torch.rand(150, 4, generator=gen), torch.rand(70_000, 4, generator=gen)
     x = a @ b.T + 0.01 * torch.rand(150, 70_000, generator=gen)

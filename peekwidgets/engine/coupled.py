@@ -150,7 +150,7 @@ class CoupledCP(Params):
         device one batch at a time, so device memory is bounded by the batch. By default
         :func:`~peekwidgets.engine.batches.sweep_rows`: on CPU about 1 MiB a thread (in cache
         between the two products of a batch), at least ``16 * rank`` rows for wide blocks;
-        256 MiB on CUDA. CPU fits with less than 256 MiB of data run on one thread (torch and
+        256 MiB on CUDA. CPU fits with less than 32 MiB of data run on one thread (torch and
         numpy's BLAS), larger ones on all of torch's threads.
     device : str or torch.device, optional
         Compute device; the blocks' device by default.
