@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from peekwidgets import blocks as blocks_module
 from peekwidgets.blocks import (
     BATCH_BYTES,
     Block,
@@ -10,6 +11,7 @@ from peekwidgets.blocks import (
     batch_rows,
     check_finite,
     resolve_block_weights,
+    squared_norm,
 )
 
 
@@ -21,6 +23,22 @@ def test_kinds_shapes_and_streamed_norm():
     parts = list(b.batches(4, dtype=torch.float64))
     assert [(s, e) for s, e, _ in parts] == [(0, 4), (4, 8), (8, 10)]
     assert torch.equal(torch.cat([p for *_, p in parts]), x.double())
+
+
+def test_squared_norm_reads_chunks_in_float64_for_any_layout(monkeypatch, tmp_path):
+    monkeypatch.setitem(blocks_module.NORM_ELEMENTS, "cpu", 7)  # many chunks, a partial last
+    x = torch.randn(5, 3, 4) * 1e3 + 1e4  # float32 squares of ~1e8 summed exactly in float64
+    exact = float(x.double().square().sum())
+    assert squared_norm(x) == pytest.approx(exact, rel=1e-12)
+    assert squared_norm(x[:, 1:]) == pytest.approx(float(x[:, 1:].double().square().sum()),
+                                                   rel=1e-12)  # not contiguous
+    assert squared_norm(x.double()) == pytest.approx(exact, rel=1e-12)
+    on_disk = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", np.float32, (5, 3, 4))
+    on_disk[:] = x.numpy()
+    assert Block("m", on_disk).norm() ** 2 == pytest.approx(exact, rel=1e-12)
+    x[3, 2, 1] = float("nan")
+    assert not np.isfinite(squared_norm(x))
+    assert squared_norm(torch.zeros(0, 4)) == 0.0
 
 
 def test_rows_accepts_slices_indices_and_masks():

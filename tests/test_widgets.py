@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import traitlets
-from widget_fakes import RANK, N, make_blocks, stand_in
+from widget_fakes import RANK, N, make_blocks, rgb_blocks, stand_in
 
 from peekwidgets.blocks import Block, Blocks
 from peekwidgets.engine import CoupledCP
@@ -293,11 +293,7 @@ def test_renderer_denormalizes_and_caches():
 
 
 def test_rgb_inputs_and_patterns():
-    rng = np.random.default_rng(0)
-    blocks = Blocks([Block("input", torch.from_numpy(rng.random((20, 3, 16), dtype=np.float32)),
-                           (4, 4)),
-                     Block("h", torch.from_numpy(rng.random((20, 5), dtype=np.float32)))],
-                    sample_shape=(3, 4, 4))
+    blocks = rgb_blocks()
     est = stand_in(blocks, rank=2)
     gallery = InputGallery.from_fitted(blocks, est, top_k=4)
     assert gallery.top_grid.kind == "rgb" and gallery.top_grid.image(0).shape == (4, 4, 3)

@@ -12,7 +12,7 @@ import bqplot as bq
 import numpy as np
 import pytest
 import torch
-from widget_fakes import make_blocks, stand_in
+from widget_fakes import make_blocks, rgb_blocks, stand_in
 
 from peekwidgets.blocks import Block, Blocks
 from peekwidgets.session import Analysis
@@ -316,11 +316,7 @@ def test_rgb_patterns_are_drawn_in_colour_under_a_matching_caption():
 
     from peekwidgets.widgets import LayerResponse
 
-    rng = np.random.default_rng(0)
-    blocks = Blocks([Block("input", torch.from_numpy(rng.random((20, 3, 16), dtype=np.float32)),
-                           (4, 4)),
-                     Block("h", torch.from_numpy(rng.random((20, 5), dtype=np.float32)))],
-                    sample_shape=(3, 4, 4))
+    blocks = rgb_blocks()
     est = stand_in(blocks, rank=2)
     est.factors_["input"][0][:, 1] = [1.0, 0.0, -1.0]  # red up, blue down
     layer = LayerResponse.from_fitted(blocks, est)

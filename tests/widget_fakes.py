@@ -25,6 +25,15 @@ def make_blocks(n=N, seed=0):
     )
 
 
+def rgb_blocks(n=20, seed=0):
+    """A 3 x 4 x 4 RGB input block (channels first) and a 5-unit matrix block."""
+    rng = np.random.default_rng(seed)
+    return Blocks([Block("input", torch.from_numpy(rng.random((n, 3, 16), dtype=np.float32)),
+                         (4, 4)),
+                   Block("h", torch.from_numpy(rng.random((n, 5), dtype=np.float32)))],
+                  sample_shape=(3, 4, 4))
+
+
 def stand_in(blocks, rank=RANK, seed=1, **attrs):
     """An object with CoupledCP's fitted attributes, from synthetic arrays (``attrs``
     override): nonnegative loadings, some negative shares, a converged fit."""
