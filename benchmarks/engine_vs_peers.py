@@ -30,7 +30,9 @@ peak, without acceleration ("plain"). Losses ``sum ||X_b - Xhat_b||^2`` are reco
 float64 from each one's factors after the same number of iterations.
 
 Kernels and peak (the CMTF problem, the engine's batch size): the sweep's two products
-(``X F`` and the accumulated ``A^T X``) through torch and through numpy, float32 and float64;
+(``X F`` and the accumulated ``A^T X``) through torch and through numpy, float32 and float64,
+over all rows (the data streamed from memory, as in a sweep) and, for torch, repeated on the
+first batch alone ("warm": the batch in cache, what the products reach without the memory);
 this machine's peak float32 matrix throughput (a 2048^3 product, the faster of torch and
 numpy) and read bandwidth (the blocks read once, the faster of torch and numpy), measured in
 turns with plain sweeps (medians, so that load on the machine weighs on both alike).
@@ -293,9 +295,11 @@ def best(fn, repeats=5) -> float:
     return min(timed(fn)[0] for _ in range(repeats))
 
 
-def batched(body, xs, fs, a, accs, rows) -> None:
-    """``body(rows of x, f, rows of a, acc)`` over all sample batches of every block."""
+def batched(body, xs, fs, a, accs, rows, warm=False) -> None:
+    """``body(rows of x, f, rows of a, acc)`` over all sample batches of every block (with
+    ``warm``, as many times on the first batch: it stays in cache)."""
     for s in range(0, N, rows):
+        s = 0 if warm else s
         for t, f, acc in zip(xs, fs, accs):
             body(t[s:s + rows], f, a[s:s + rows], acc)
 
@@ -304,7 +308,7 @@ def kernels(x, m):
     """The sweep's products through torch and through numpy, float32 and float64."""
     print("\nthe sweep's products at the engine's batch size (GFLOP/s)")
     print(f"{'dtype':<8} {'rows':>5} {'X F torch':>10} {'X F numpy':>10} {'A^T X torch':>12} "
-          f"{'A^T X numpy':>12}")
+          f"{'A^T X numpy':>12} {'X F warm':>9} {'A^T X warm':>11}")
     for dtype in (torch.float32, torch.float64):
         xs = [torch.from_numpy(x.reshape(N, -1)).to(dtype), torch.from_numpy(m).to(dtype)]
         rows = sweep_rows(Blocks([Block(str(i), t) for i, t in enumerate(xs)]), R, dtype=dtype)
@@ -313,15 +317,16 @@ def kernels(x, m):
         accs = [torch.zeros(R, t.shape[1], dtype=dtype) for t in xs]
         flops = 2 * N * sum(t.shape[1] for t in xs) * R
 
-        rates = [flops / best(partial(batched, body, xs, fs, a, accs, rows)) / 1e9 for body in (
-            lambda t, f, a, acc: torch.mm(f.T, t.T),  # the engine's layout: F^T X^T
-            lambda t, f, a, acc: t.numpy() @ f.numpy(),
-            lambda t, f, a, acc: torch.addmm(acc, a.T, t, out=acc),
-            lambda t, f, a, acc: np.add(acc.numpy(), a.numpy().T @ t.numpy(), out=acc.numpy()),
-        )]
+        x_f = lambda t, f, a, acc: torch.mm(f.T, t.T)  # noqa: E731 (the engine's F^T X^T)
+        a_x = lambda t, f, a, acc: torch.addmm(acc, a.T, t, out=acc)  # noqa: E731
+        runs = [(x_f, False), (lambda t, f, a, acc: t.numpy() @ f.numpy(), False), (a_x, False),
+                (lambda t, f, a, acc: np.add(acc.numpy(), a.numpy().T @ t.numpy(),
+                                             out=acc.numpy()), False), (x_f, True), (a_x, True)]
+        rates = [flops / best(partial(batched, body, xs, fs, a, accs, rows, warm)) / 1e9
+                 for body, warm in runs]
         bits = str(dtype).split(".")[1]
-        print(f"{bits:<8} {rows:5d} " + " ".join(f"{r:10.1f}" if i < 2 else f"{r:12.1f}"
-                                                  for i, r in enumerate(rates)))
+        widths = (10, 10, 12, 12, 9, 11)
+        print(f"{bits:<8} {rows:5d} " + " ".join(f"{r:{w}.1f}" for r, w in zip(rates, widths)))
 
 
 def peak(x, m, init, repeats: int) -> float:
