@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import traitlets
-from widget_fakes import RANK, N, make_blocks, rgb_blocks, stand_in
+from widget_fakes import RANK, N, make_blocks, planted_fit, rgb_blocks, stand_in
 
 from peekwidgets.blocks import Block, Blocks
 from peekwidgets.engine import CoupledCP
@@ -334,18 +334,7 @@ def test_rank_profile_panel_offers_the_estimated_rank(fitted_peek):
 
 def test_gallery_finds_planted_samples_with_the_real_engine():
     """Samples 0-5 carry a pattern nobody else has: one component's gallery shows exactly them."""
-    rng = np.random.default_rng(3)
-    n = 48
-    A = rng.random((n, 2)) * 0.1
-    A[:6, 1] += 1.0
-    A[6:, 0] += rng.random(n - 6)
-    patterns = {"input": rng.random((64, 2)), "fc": rng.random((10, 2))}
-    blocks = Blocks(
-        [Block(name, torch.from_numpy((A @ P.T).astype(np.float32)), (8, 8) if name == "input"
-               else None) for name, P in patterns.items()],
-        sample_shape=(1, 8, 8),
-    )
-    est = CoupledCP(2, nonnegative=True, max_iter=100, random_state=0).fit(blocks)
+    blocks, est = planted_fit()
     gallery = InputGallery.from_fitted(blocks, est, top_k=6)
     found = []
     for r in range(2):

@@ -11,10 +11,8 @@ import html
 import bqplot as bq
 import numpy as np
 import pytest
-import torch
-from widget_fakes import make_blocks, rgb_blocks, stand_in
+from widget_fakes import make_blocks, planted_fit, rgb_blocks, stand_in
 
-from peekwidgets.blocks import Block, Blocks
 from peekwidgets.session import Analysis
 from peekwidgets.widgets import Peek
 
@@ -145,23 +143,6 @@ def test_near_duplicates_and_an_unfinished_fit_are_marked(blocks):
 
 
 # -- 4. both directions of linking ---------------------------------------------------------
-def planted_fit(n=48, seed=3):
-    """A real fit of blocks where samples 0-5 carry a pattern nobody else has."""
-    from peekwidgets.engine import CoupledCP
-
-    rng = np.random.default_rng(seed)
-    A = rng.random((n, 2)) * 0.1
-    A[:6, 1] += 1.0
-    A[6:, 0] += rng.random(n - 6)
-    patterns = {"input": rng.random((64, 2)), "fc": rng.random((10, 2))}
-    blocks = Blocks(
-        [Block(name, torch.from_numpy((A @ P.T).astype(np.float32)), (8, 8) if name == "input"
-               else None) for name, P in patterns.items()],
-        labels=np.where(np.arange(n) < 6, 1, 0), sample_shape=(1, 8, 8),
-    )
-    return blocks, CoupledCP(2, nonnegative=True, max_iter=200, random_state=0).fit(blocks)
-
-
 def test_a_selection_of_planted_samples_shows_them_and_marks_their_component():
     blocks, est = planted_fit()
     peek = Peek.from_fitted(blocks, est)

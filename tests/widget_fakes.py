@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from peekwidgets.blocks import Block, Blocks
+from peekwidgets.engine import CoupledCP
 
 N, RANK = 60, 3
 
@@ -52,3 +53,18 @@ def stand_in(blocks, rank=RANK, seed=1, **attrs):
     for key, value in attrs.items():
         setattr(est, key, value)
     return est
+
+
+def planted_fit(n=48, seed=3):
+    """A real fit of blocks where samples 0-5 carry a pattern nobody else has."""
+    rng = np.random.default_rng(seed)
+    A = rng.random((n, 2)) * 0.1
+    A[:6, 1] += 1.0
+    A[6:, 0] += rng.random(n - 6)
+    patterns = {"input": rng.random((64, 2)), "fc": rng.random((10, 2))}
+    blocks = Blocks(
+        [Block(name, torch.from_numpy((A @ P.T).astype(np.float32)), (8, 8) if name == "input"
+               else None) for name, P in patterns.items()],
+        labels=np.where(np.arange(n) < 6, 1, 0), sample_shape=(1, 8, 8),
+    )
+    return blocks, CoupledCP(2, nonnegative=True, max_iter=200, random_state=0).fit(blocks)
