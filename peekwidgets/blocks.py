@@ -26,9 +26,10 @@ __all__ = ["BATCH_BYTES", "Block", "Blocks", "MATRIX", "TENSOR", "as_blocks", "b
 MATRIX = "matrix"
 TENSOR = "tensor"
 
-#: Elements of a block converted to float64 at once for its norm, by device type: in cache
-#: on CPU (a float64 copy of a whole batch of wide rows took 0.7 s a GB, mostly page faults).
-NORM_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 26}
+#: Elements of a block converted to float64 at once for its norm, by device type (other
+#: accelerators as CUDA): in cache on CPU (float64 copies of 4,096 wide rows at once took
+#: 0.7 s a GB there, mostly page faults), 128 MiB on a GPU.
+NORM_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 24}
 
 #: Bytes of one sample batch (all blocks read together) by compute device type, when no batch
 #: size is given. On CPU, batches near the last-level cache size: larger ones gain nothing,
@@ -367,7 +368,7 @@ def squared_norm(x: torch.Tensor) -> float:
     if x.numel() == 0:
         return 0.0
     rows = x.reshape(x.shape[0] if x.ndim > 1 else 1, -1)  # a view when contiguous
-    step = NORM_ELEMENTS.get(x.device.type, NORM_ELEMENTS["cpu"])
+    step = NORM_ELEMENTS.get(x.device.type, NORM_ELEMENTS["cuda"])
     parts = rows.view(-1).split(step) if rows.is_contiguous() else (
         part for row in rows for part in row.reshape(-1).split(step))
     buf = None if x.dtype == torch.float64 else torch.empty(
