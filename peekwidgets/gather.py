@@ -34,8 +34,8 @@ from peekwidgets import distributed
 from peekwidgets.blocks import Block, Blocks
 from peekwidgets.viewmodel import prediction_block
 
-__all__ = ["MAX_GATHER_BYTES", "N_RANDOM", "TOP_K", "Shown", "display_meta", "gather_shown",
-           "placeholder"]
+__all__ = ["MAX_GATHER_BYTES", "N_RANDOM", "TOP_K", "Shown", "display_meta", "drawn",
+           "gather_shown", "placeholder"]
 
 #: Bytes that gathering all samples may take (A, drawn inputs, prediction rows, labels).
 MAX_GATHER_BYTES = 256 * 2**20
@@ -87,15 +87,16 @@ def display_meta(meta: dict) -> dict:
     return {k: v for k, v in meta.items() if k not in ("storage", "memmap_path")}
 
 
-def _kept(blocks: Blocks) -> list[str]:
-    """Names of the blocks whose rows are gathered: the drawn input and the predictions."""
+def drawn(blocks: Blocks) -> list[str]:
+    """Names of the blocks whose rows the views draw, so whose rows are gathered and saved:
+    the input when it is drawn as it is (no thumbnails), and the predictions."""
     kept = [] if "input" not in blocks.names or blocks.thumbnails is not None else ["input"]
     prediction = prediction_block(blocks)
     return kept + ([prediction] if prediction is not None else [])
 
 
 def _row_bytes(blocks: Blocks, rank: int) -> int:
-    rows = [blocks[n] for n in _kept(blocks)] + (
+    rows = [blocks[n] for n in drawn(blocks)] + (
         [blocks.thumbnails] if blocks.thumbnails is not None else [])
     return 8 * rank + 16 + sum(b.data.element_size() * int(np.prod(b.mode_shape))
                                for b in rows)
@@ -147,7 +148,7 @@ def gather_shown(blocks: Blocks, estimator, *, everywhere: bool = False,
     else:
         index = _chosen(A, offset, n, top_k, n_random, seed)
         local = index[(index >= offset) & (index < offset + len(A))] - offset
-    kept = {name: blocks[name].numpy(local) for name in _kept(blocks)}
+    kept = {name: blocks[name].numpy(local) for name in drawn(blocks)}
     if blocks.thumbnails is not None:
         rows = blocks.thumbnails.rows(local, "cpu", blocks.thumbnails.data.dtype)
         kept["thumbnails"] = rows.numpy()

@@ -32,7 +32,7 @@ import numpy as np
 from peekwidgets.analysis.profile import RankProfile
 from peekwidgets.blocks import Block, Blocks
 from peekwidgets.engine import CoupledCP
-from peekwidgets.gather import NOT_GATHERED, display_meta, placeholder
+from peekwidgets.gather import display_meta, drawn, placeholder
 
 __all__ = ["FORMAT", "VERSION", "dump", "load"]
 
@@ -74,10 +74,7 @@ def dump(analysis, folder) -> Path:
     view = analysis.view
     blocks = view.blocks
     view.estimator.save(folder / "factors.npz")
-    kept = [b.name for b in blocks if b.meta.get("values") != NOT_GATHERED
-            and (b.name == "input" and blocks.thumbnails is None
-                 or b.name == view.prediction_block)]
-    arrays = {f"block/{name}": blocks[name].numpy() for name in kept}
+    arrays = {f"block/{name}": blocks[name].numpy() for name in drawn(blocks)}
     if blocks.thumbnails is not None:
         arrays["thumbnails"] = blocks.thumbnails.rows(
             slice(None), "cpu", blocks.thumbnails.data.dtype).numpy()
