@@ -71,7 +71,6 @@ from peekwidgets.blocks import Block, Blocks
 from peekwidgets.capture import capture
 from peekwidgets.engine import CoupledCP
 from peekwidgets.session import Analysis
-from peekwidgets.widgets import Peek
 
 RANK, MAX_RANK, SIZE = 10, 15, 224
 GOALS = {"capture_ratio": 1.3, "fit_ratio": 1.0, "profile_ratio": 0.3, "peak_rss_ratio": 1.5,
@@ -235,6 +234,8 @@ def measure(args, model: str) -> dict:
 def dashboard(args):
     """Seconds to build ``Peek`` on a resnet18 analysis of ``--dashboard-n`` samples, and the
     milliseconds of its component switches."""
+    from peekwidgets.widgets import Peek  # only here: the capture and fit runs need no widgets
+
     n, device = args.dashboard_n, torch.device(args.device)
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None).eval().to(device)

@@ -351,10 +351,11 @@ def test_degeneracy_of_a_well_posed_fit_and_edge_cases(noisy):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_diagnostics_on_cuda_match_cpu(noisy):
     _, X = noisy
-    cp = fit(X, 4)
+    cp = fit(X, RANK)
     block = Block("conv", torch.tensor(X, dtype=torch.float32, device="cuda"))
+    X32 = X.astype(np.float32).astype(np.float64)  # the values the block holds
     assert core_consistency(block, cp, batch_size=16) == pytest.approx(
-        core_consistency(X, cp), rel=1e-9
+        core_consistency(X32, cp), rel=1e-9
     )
     assert explained_variance(block, cp) == pytest.approx(explained_variance(X, cp), rel=1e-6)
     np.testing.assert_allclose(

@@ -38,6 +38,7 @@ CASES = {  # name -> CoupledCP parameters (all with the default extrapolation)
     "nn32": dict(nonnegative=True, init="random", n_init=2, dtype=torch.float32, tol=-1.0,
                  max_iter=60),
 }
+CUDA_CASES = ("ls64", "nn32")  # the fits also compared on GPUs
 PLAIN = dict(init="random", dtype=torch.float64, tol=-1.0, max_iter=8, extrapolate=False)
 WAIT = 120  # seconds a spawned run may take before the test fails (no hang)
 
@@ -176,11 +177,30 @@ def job_error(rank: int) -> dict:
     return fitted(model.fit(blocks(rank), callback=stop_at_three(rank, ValueError)))
 
 
-def _process(rank: int, port: int, folder: str, job: str) -> None:
+def job_cuda(rank: int) -> dict:
+    """Two of the compared fits on blocks on this process's GPU (NCCL: one GPU a process;
+    gloo: both may share one)."""
+    import warnings
+
+    warnings.simplefilter("ignore")  # fixed counts do not converge
+    device = f"cuda:{rank % torch.cuda.device_count()}"
+    on_gpu = Blocks([Block(b.name, b.data.to(device)) for b in blocks(rank)])
+    out = {}
+    for name in CUDA_CASES:
+        model = CoupledCP(RANK, random_state=0, **CASES[name]).fit(on_gpu)
+        out[name] = fitted(model)
+        out[name]["transform"] = model.transform(on_gpu)
+        out[name]["gathered"] = distributed.gather_rows(model.A_)
+    return out
+
+
+def _process(rank: int, port: int, folder: str, job: str, backend: str) -> None:
     torch.set_num_threads(1)
     folder = Path(folder)
     try:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+        if backend == "nccl":  # one GPU a process, chosen before NCCL starts
+            torch.cuda.set_device(rank)
+        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                                 world_size=len(SPLIT), timeout=timedelta(seconds=30))
         result = globals()[f"job_{job}"](rank)
         (folder / f"{rank}.pkl").write_bytes(pickle.dumps(result))
@@ -190,13 +210,13 @@ def _process(rank: int, port: int, folder: str, job: str) -> None:
         raise SystemExit(1) from None
 
 
-def spawn(job: str, folder: Path) -> tuple[list, list, list[int]]:
+def spawn(job: str, folder: Path, backend: str = "gloo") -> tuple[list, list, list[int]]:
     """Run ``job`` on two processes; ``(results, errors, exit codes)`` by rank, within WAIT."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_process, args=(r, port, str(folder), job))
+    procs = [ctx.Process(target=_process, args=(r, port, str(folder), job, backend))
              for r in range(len(SPLIT))]
     for p in procs:
         p.start()
@@ -233,10 +253,29 @@ def close(a, b, rtol):
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # fixed counts
 def test_two_processes_fit_as_one(two, name):
+    assert_fit_as_one(two[0][name], two[1][name], name)
+
+
+@pytest.mark.parametrize("backend", [
+    pytest.param("gloo", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                  reason="no CUDA device")),
+    pytest.param("nccl", marks=pytest.mark.skipif(torch.cuda.device_count() < 2,
+                                                  reason="NCCL needs a GPU a process")),
+])
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # fixed counts
+def test_two_cuda_processes_fit_as_one_cpu_process(tmp_path, backend):
+    results, errors, codes = spawn("cuda", tmp_path, backend)
+    assert codes == [0, 0], errors
+    for name in CUDA_CASES:
+        assert_fit_as_one(results[0][name], results[1][name], name)
+
+
+def assert_fit_as_one(first: dict, second: dict, name: str) -> None:
+    """Two processes' results of fit ``name`` agree with each other, to the bit, and with
+    one process fitting all rows on the CPU."""
     params = CASES[name]
     one = CoupledCP(RANK, random_state=0, **params).fit(blocks())
     rtol = 1e-5 if params["dtype"] == torch.float64 else 1e-3
-    first, second = two[0][name], two[1][name]
     for key in ("weights_", "factors_", "fit_", "loss_", "n_iter_", "converged_",
                 "interrupted_", "loss_history_", "explained_variance_", "block_shapes_",
                 "n_samples_"):

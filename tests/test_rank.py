@@ -114,6 +114,22 @@ def test_identifiable_diagnostics_on_planted_cp():
     assert p.degenerate.shape == (3,) and p.converged.shape == (3,)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("model", ["ls", "nonnegative"])
+def test_profile_on_cuda_matches_the_cpu(model):
+    blocks = planted(2, n=60, nonnegative=True, noise=0.01)
+    kwargs = dict(model=model, threshold=0.01, n_restarts=2, max_iter=200, tol=1e-6,
+                  progress=False)
+    cpu = rank_profile(blocks, 3, **kwargs)
+    gpu = rank_profile(blocks, 3, device="cuda", **kwargs)
+    assert gpu.estimated_rank == cpu.estimated_rank == 2
+    np.testing.assert_allclose(gpu.fit, cpu.fit, atol=1e-4)
+    np.testing.assert_allclose(gpu.block_fit, cpu.block_fit, atol=1e-4)
+    if model == "nonnegative":
+        np.testing.assert_allclose(gpu.model_fit, cpu.model_fit, atol=1e-3)
+        assert gpu.stability[1] > 0.95 and gpu.split_half[1] > 0.95
+
+
 def test_bad_inputs_give_clear_errors():
     blocks = planted(2, n=30)
     with pytest.raises(ValueError, match="max_rank must be an integer >= 1, got 0"):

@@ -133,3 +133,28 @@ def test_an_all_zero_block_is_left_out_of_the_fit_with_a_warning():
     with pytest.warns(RuntimeWarning, match=r"blocks \['2'\] are all zeros"):
         a = Analysis(model, x, rank=2, progress=False)
     assert a.view.names == ["input", "1"] and "2" in a.blocks.names
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_a_cuda_model_is_analysed_on_its_device_as_on_the_cpu():
+    model, x = planted_model()
+    on_cpu = Analysis(model, x, rank=3, progress=False)
+    cpu_profile = on_cpu.rank_profile(5, progress=False)
+    gpu_model = planted_model()[0].cuda().train()
+    before, x_before = state_of(gpu_model), x.clone()
+    a = Analysis(gpu_model, x, rank=3, progress=False)
+    assert {b.data.device.type for b in a.blocks} == {"cuda"}  # kept where the model runs
+    assert a.estimator.fit_ == pytest.approx(on_cpu.estimator.fit_, abs=1e-3)
+    assert isinstance(a.view.A, np.ndarray) and a.view.A.shape == (120, 3)
+    np.testing.assert_allclose(a.fold_in(x[:7]), a.estimator.A_[:7], rtol=1e-3, atol=1e-4)
+    profile = a.rank_profile(5, progress=False)
+    np.testing.assert_allclose(profile.fit, cpu_profile.fit, atol=1e-4)
+    assert profile.estimated_rank == cpu_profile.estimated_rank
+    # a checkpoint saved on the CPU is compared on the model's device
+    other = planted_model(seed=1)[0].state_dict()
+    comparison = a.compare_checkpoints({"other": other, "final": gpu_model}, max_rank=5,
+                                       progress=False)
+    assert comparison.profiles[1] is profile and np.isfinite(comparison.scores).all()
+    assert gpu_model.training and all(v.is_cuda for v in gpu_model.state_dict().values())
+    assert all(torch.equal(v, before[k]) for k, v in gpu_model.state_dict().items())
+    assert torch.equal(x, x_before)
