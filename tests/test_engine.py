@@ -365,6 +365,23 @@ def test_khatri_rao_matches_tensorly_in_both_layouts():
     assert b_t.is_contiguous() and np.array_equal(b_t.numpy(), b.T)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # fixed counts
+def test_factors_on_the_device_fit_as_on_the_host(monkeypatch, device):
+    """Large least-squares fits on a GPU update the block factors there (float64 tensors);
+    forced here on any device, they give the host's (numpy) fit."""
+    blocks = Blocks([Block(b.name, b.data.to(device)) for b in planted(False)[0]])
+    host = CoupledCP(RANK, max_iter=30, tol=-1.0, random_state=0).fit(blocks)
+    monkeypatch.setattr(CoupledCP, "_factors_on_device", lambda self, data: True)
+    on_device = CoupledCP(RANK, max_iter=30, tol=-1.0, random_state=0).fit(blocks)
+    assert on_device.loss_ == pytest.approx(host.loss_, rel=1e-6)
+    np.testing.assert_allclose(on_device.A_, host.A_, rtol=1e-5, atol=1e-7)
+    for name, fs in host.factors_.items():
+        for f, g in zip(on_device.factors_[name], fs):
+            assert isinstance(f, np.ndarray)
+            np.testing.assert_allclose(f, g, rtol=1e-5, atol=1e-7)
+
+
 def test_update_block_solves_each_factor_from_the_compressed_block():
     """A tensor block's update is U then V (Gauss-Seidel), each the least squares solution of
     its normal equations written from the definitions, with the exact decrease of the loss."""
@@ -384,6 +401,14 @@ def test_update_block_solves_each_factor_from_the_compressed_block():
         return np.sum((x - np.einsum("nr,cr,sr->ncs", a, uu, vv)) ** 2)
 
     assert drop == pytest.approx(loss(u, v) - loss(u_new, v_new), rel=1e-9)
+    # the same from float64 tensors (a GPU fit's factors), without leaving their device
+    (u_t, v_t), drop_t = coupled_module.ops.update_block(
+        [torch.from_numpy(u), torch.from_numpy(v)], torch.from_numpy(y), torch.from_numpy(ata),
+        False)
+    assert torch.is_tensor(drop_t) and drop_t.ndim == 0
+    np.testing.assert_allclose(u_t.numpy(), u_new, rtol=1e-12)
+    np.testing.assert_allclose(v_t.numpy(), v_new, rtol=1e-12)
+    assert float(drop_t) == pytest.approx(drop, rel=1e-12)
 
 
 @pytest.mark.parametrize("shape", [(3, 4, 9), (3, 9, 4)])

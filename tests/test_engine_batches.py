@@ -50,8 +50,25 @@ def test_given_batch_size_and_other_devices():
     blocks = shaped(100_000, (1000,))
     assert sweep_rows(blocks, 8, 77) == 77
     assert sweep_rows(blocks, 8, device="cuda") == BATCH_BYTES["cuda"] // 4000
+    # blocks that live on the device in the compute dtype: all rows at once (views, no copies)
+    resident = Blocks([Block("t", torch.empty(20_000, 64, 100, device="meta")),
+                       Block("m", torch.empty(20_000, 300, device="meta"))])
+    assert sweep_rows(resident, 8) == sweep_rows(resident, 8, device="meta") == 20_000
+    assert sweep_rows(resident, 8, dtype=torch.float64) == BATCH_BYTES["cuda"] // (2 * 26800)
+    assert sweep_rows(resident, 8, device="cpu") == CACHE_BYTES // 26800
     with pytest.raises(ValueError, match="batch_size=0"):
         sweep_rows(blocks, 8, 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_named_without_index_reads_the_blocks_in_place():
+    """``device="cuda"`` is the current GPU: blocks there are read as views, all rows at once
+    (compared as named, ``cuda`` and ``cuda:0`` differ, and every batch would be copied)."""
+    blocks = Blocks([Block("m", torch.rand(300, 20, device="cuda"))])
+    data = BatchedData(blocks, [1.0], "cuda", torch.float32, None, 4)
+    assert data.device == blocks[0].device and data.batch_size == 300
+    (_, _, (rows,)), = data.chunks()
+    assert rows.data_ptr() == blocks[0].data.data_ptr()
 
 
 def test_accumulator_sums_float32_products_to_float64_accuracy():

@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from peekwidgets.blocks import Blocks, batch_rows
 
-__all__ = ["Accumulator", "BatchedData", "accumulators", "sweep_rows"]
+__all__ = ["Accumulator", "BatchedData", "accumulators", "canonical_device", "sweep_rows"]
 
 #: Bytes of one CPU batch of all blocks together, per thread: half of a 2 MiB per-core L2.
 CACHE_BYTES = 1 << 20
@@ -33,7 +33,8 @@ MIN_ROWS_PER_COLUMN = 16
 #: small products, and up to 10x on a busy machine). On an idle 2-core AMD EPYC, two threads
 #: ran a plain sweep 0.92x as fast at 7 MB, 1.2x at 44 MB and 1.5x at 219 MB.
 LARGE_FIT_BYTES = 32 << 20
-#: float32 accumulators are folded into float64 after at most this many rows.
+#: float32 accumulators are folded into float64 after at most this many rows, or after one
+#: batch of more (a GPU's batch of all rows is summed in float32 inside its GEMM).
 FLUSH_ROWS = 1024
 
 
@@ -50,6 +51,15 @@ def fit_threads(blocks: Blocks, device, dtype: torch.dtype,
     return n_threads if size >= LARGE_FIT_BYTES else 1
 
 
+def canonical_device(device) -> torch.device:
+    """``device`` as the tensors on it name it, with its index (``cuda`` is ``cuda:0``, or
+    whichever is current), so that it compares equal to their ``.device``."""
+    device = torch.device(device)
+    if device.index is None and device.type != "cpu":
+        return torch.empty(0, device=device).device
+    return device
+
+
 def sweep_rows(blocks: Blocks, width: int, batch_size: int | None = None, *, device=None,
                dtype: torch.dtype = torch.float32, n_threads: int = 1,
                bytes_per_thread: int = CACHE_BYTES) -> int:
@@ -57,11 +67,18 @@ def sweep_rows(blocks: Blocks, width: int, batch_size: int | None = None, *, dev
 
     ``batch_size`` when given (validated). On CPU, as many rows as fit ``bytes_per_thread``
     (``CACHE_BYTES`` by default) per thread, or at least ``MIN_ROWS_PER_COLUMN * width``
-    rows when a ``(width, features)`` accumulator of all blocks exceeds that; on other devices
-    ``BATCH_BYTES`` of the device type (at least 16 rows). Never more than the number of
-    samples.
+    rows when a ``(width, features)`` accumulator of all blocks exceeds that. On other devices
+    all rows when every block already lives there in ``dtype`` (``device`` as
+    :func:`canonical_device` names it): its batches are views, which cost no memory, and each
+    batch costs kernel launches; else ``BATCH_BYTES`` of the device type (at least 16 rows),
+    the size of the copies. Never more than the number of samples.
     """
-    kind = torch.device(device).type if device is not None else blocks[0].device.type
+    device = blocks[0].device if device is None else torch.device(device)
+    kind = device.type
+    if batch_size is None and kind != "cpu" and all(
+            b.device == device and b.data.dtype == dtype
+            and (b.data.is_contiguous() or b.data.ndim == 2) for b in blocks):
+        return blocks[0].n_samples
     if batch_size is not None or kind != "cpu":
         return batch_rows(blocks, batch_size, device=device, dtype=dtype, min_rows=16)
     row_bytes = sum(math.prod(b.mode_shape) for b in blocks) * dtype.itemsize
@@ -152,7 +169,7 @@ class BatchedData:
                  bytes_per_thread: int = CACHE_BYTES, n_total: int | None = None):
         self.blocks = blocks
         self.scales = [float(s) for s in scales]
-        self.device = torch.device(device)
+        self.device = canonical_device(device)
         self.dtype = dtype
         self.n = blocks.n_samples
         self.n_total = self.n if n_total is None else n_total

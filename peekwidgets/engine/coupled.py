@@ -49,9 +49,20 @@ from peekwidgets.progress import complete
 
 __all__ = ["CoupledCP"]
 
-#: Elements of the buffer in which explicit residuals are formed, a few rows at a time.
-RESIDUAL_ELEMENTS = 1 << 18
+#: Elements of the buffer in which explicit residuals are formed, a few rows at a time, by
+#: device type: 1 MiB of float32 stays in a CPU core's cache; on a GPU, 64 MiB keep a wide
+#: block's residual from being formed a row per kernel.
+RESIDUAL_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 24}
 
+#: Block factors are float64 numpy on the host (``ops``), except in least-squares fits on a
+#: GPU whose compressed blocks ``A^T X_b`` hold at least this many values (8 MiB of float64):
+#: those keep them as float64 tensors on the device, so a sweep sends no compressed blocks to
+#: the host. Below it, copying them and updating in numpy costs less than the launches and
+#: syncs of the device's small kernels. On an H200, least squares, R = 10 (the two problems
+#: the bound was set from): resnet18's blocks at 224 x 224 (3.8M values) took 20 ms a sweep
+#: on the host and 9 on the device; LeNet-shaped blocks (55k values) 3.3 ms and 4.1.
+#: Nonnegative fits update on the host: HALS' column steps are too small for a kernel each.
+DEVICE_FACTORS = 1 << 20
 #: Most sweeps between explicit residuals, which anchor the loss that the sweeps' decreases
 #: track (each costs about one product more).
 CHECK_EVERY = 50
@@ -75,13 +86,13 @@ DRIFT = 1e-6
 def _unfolded(factors, data: BatchedData, plain: bool = True, scaled: bool = True
               ) -> tuple[list[torch.Tensor] | None, list[torch.Tensor] | None]:
     """Each block's transposed ``F_b^T : (rank, features)`` (:func:`ops.khatri_rao_t` of its
-    float64 numpy factors, formed in the data dtype on the compute device, contiguous) as
-    ``(plain, scaled)``: as it is (``plain``, for :func:`ops.residual_norms`), and with the
-    block's scale folded into its first factor (``scaled``), so that products of the raw rows
-    with it come out in the units of the scaled block and never overflow. Either is None when
-    not asked for."""
+    float64 factors, numpy or tensors, formed in the data dtype on the compute device,
+    contiguous) as ``(plain, scaled)``: as it is (``plain``, for :func:`ops.residual_norms`),
+    and with the block's scale folded into its first factor (``scaled``), so that products of
+    the raw rows with it come out in the units of the scaled block and never overflow. Either
+    is None when not asked for."""
     def form(scale):
-        return [ops.khatri_rao_t([torch.from_numpy(g * s if i == 0 else g).to(
+        return [ops.khatri_rao_t([torch.as_tensor(g * s if i == 0 else g).to(
             data.device, data.dtype) for i, g in enumerate(fs)])
             for fs, s in zip(factors, scale)]
 
@@ -150,8 +161,9 @@ class CoupledCP(Params):
         device one batch at a time, so device memory is bounded by the batch. By default
         :func:`~peekwidgets.engine.batches.sweep_rows`: on CPU about 1 MiB a thread (in cache
         between the two products of a batch), at least ``16 * rank`` rows for wide blocks;
-        256 MiB on CUDA. CPU fits with less than 32 MiB of data run on one thread (torch and
-        numpy's BLAS), larger ones on all of torch's threads.
+        on a GPU all rows when the blocks live there, else 256 MiB. CPU fits with less than
+        32 MiB of data run on one thread (torch and numpy's BLAS), larger ones on all of
+        torch's threads.
     device : str or torch.device, optional
         Compute device; the blocks' device by default.
     dtype : torch.dtype
@@ -385,6 +397,12 @@ class CoupledCP(Params):
             return _init.svd_factors(data, self.rank, generator, self.nonnegative)
         return _init.random_factors(data.mode_shapes, self.rank, generator)
 
+    def _factors_on_device(self, data: BatchedData) -> bool:
+        """Whether the sweeps keep the block factors on the compute device
+        (``DEVICE_FACTORS``)."""
+        return data.device.type != "cpu" and not self.nonnegative \
+            and self.rank * sum(data.sizes) >= DEVICE_FACTORS
+
     def _sweeps(self, data: BatchedData, factors, total_sq: float, bar, callback=None,
                 stop=None) -> dict:
         """ALS or HALS sweeps from the given block factors; stops on convergence or Ctrl-C
@@ -413,6 +431,9 @@ class CoupledCP(Params):
         a failure: after 4, ``p`` grows (smaller jumps). Tries come every second sweep, and
         after a sweep that is not kept twice as far apart (at most ``MAX_INTERVAL``).
         """
+        if self._factors_on_device(data):
+            factors = [[torch.from_numpy(f).to(data.device, torch.float64) for f in fs]
+                       for fs in factors]
         a_cur, a_next, a_last = (
             torch.zeros(data.n, self.rank, dtype=data.dtype, device=data.home) for _ in range(3))
         a_ext = torch.empty_like(a_cur) if self.extrapolate else None
@@ -514,8 +535,8 @@ class CoupledCP(Params):
         measure = measure and a_prev is not None
         plain_t, scaled = _unfolded(factors, data, plain=measure)
         g_a = sum(ops.gram(fs) for fs in factors)
-        g_t = torch.from_numpy(g_a).to(dev)
-        inv = torch.from_numpy(ops.spd_inverse(g_a)).to(dev)
+        g_t = torch.as_tensor(g_a).to(dev)
+        inv = torch.as_tensor(ops.spd_inverse(g_a)).to(dev)
         buf, accs, tail = self._reduction(data)
         m_all = data.buffer("m", (data.n, rank), torch.float64)  # X F of every row
         a32 = data.buffer("a32", (data.batch_size, rank))
@@ -568,10 +589,12 @@ class CoupledCP(Params):
         loss = residual if measure else None
         if a_prev is not None and energy is not None:
             loss = energy - 2.0 * cross + model
-        ata = ata.cpu().numpy()
-        updates = [ops.update_block(fs, acc.total.cpu().numpy(), ata, self.nonnegative)
-                   for fs, acc in zip(factors, accs)]
-        drop += sum(d for _, d in updates)
+        totals = [acc.total for acc in accs]
+        if isinstance(factors[0][0], np.ndarray):  # factor-sized work on the host
+            ata, totals = ops.host(ata), [ops.host(t) for t in totals]
+        updates = [ops.update_block(fs, y, ata, self.nonnegative)
+                   for fs, y in zip(factors, totals)]
+        drop += float(sum(d for _, d in updates))
         return loss, [f for f, _ in updates], drop
 
     @staticmethod
@@ -584,7 +607,8 @@ class CoupledCP(Params):
     @staticmethod
     def _residual_buffers(data) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The work buffer of explicit residuals and each block's row norms ``(n_samples,)``."""
-        work = data.buffer("residual", (max(RESIDUAL_ELEMENTS, *data.sizes),))
+        elements = RESIDUAL_ELEMENTS.get(data.device.type, RESIDUAL_ELEMENTS["cuda"])
+        work = data.buffer("residual", (max(elements, *data.sizes),))
         return work, [data.buffer(("norms", i), (data.n,)) for i in range(len(data.sizes))]
 
     def _reduction(self, data) -> tuple[torch.Tensor, list, torch.Tensor]:
@@ -633,7 +657,7 @@ class CoupledCP(Params):
         """Normalize, order by weight, fix signs and store the fitted attributes (numpy);
         ``A``'s column norms and signs over the rows of all processes."""
         a = run["A"].double().cpu().numpy()
-        factors = [list(fs) for fs in run["factors"]]
+        factors = [[ops.host(f) for f in fs] for fs in run["factors"]]
         a_norm = np.sqrt(distributed.all_reduce(np.sum(a * a, axis=0)))
         a_norm[a_norm == 0] = 1.0
         a = a / a_norm

@@ -16,8 +16,10 @@ float32, 30 against 27 in float64; the accumulated ``A^T X`` 75 against 33, and 
 features)`` contiguous (``F^T X^T`` and ``(A^T) X``): on the AMD EPYC dev machine MKL ran
 ``X F`` with ``F`` stored ``(features, rank)`` at 10-12 GFLOP/s, ``F^T X^T`` at 24-53.
 Factor-sized work (Gram matrices, R x R solves, block factor
-updates from the compressed block ``Y = A^T X_(0)``) runs in float64 numpy on the host: tiny
-BLAS calls through torch pay a thread wake-up each, which dominates small problems on CPU.
+updates from the compressed block ``Y = A^T X_(0)``) runs in float64, in numpy on the host for
+CPU fits: tiny BLAS calls through torch pay a thread wake-up each, which dominates small
+problems on CPU. On a GPU the same functions take float64 tensors on the device, so a sweep
+copies no factor-sized data to the host (the R x R inverses of :func:`spd_inverse` aside).
 """
 
 from __future__ import annotations
@@ -91,11 +93,14 @@ def residual_norms(x: torch.Tensor, a: torch.Tensor, f_t: torch.Tensor, scale: f
     return out
 
 
-def spd_inverse(g: np.ndarray) -> np.ndarray:
+def spd_inverse(g):
     """Inverse of a symmetric positive (semi)definite ``g : (rank, rank)`` through Cholesky.
 
-    A small ridge is added to the diagonal, raised until the factorization succeeds.
+    A small ridge is added to the diagonal, raised until the factorization succeeds. A tensor
+    ``g`` is inverted on the host and the inverse returned on its device.
     """
+    if isinstance(g, torch.Tensor):
+        return torch.from_numpy(spd_inverse(g.detach().cpu().numpy())).to(g.device)
     eye = np.eye(g.shape[0])
     scale = max(float(np.mean(np.diag(g))), np.finfo(np.float64).tiny)
     ridge = RIDGE
@@ -167,24 +172,33 @@ def decrease(old, new, h, rhs):
     return ((d @ h) * d).sum() + 2.0 * (d * (new @ h - rhs)).sum()
 
 
-def update_block(factors: list[np.ndarray], y: np.ndarray, ata: np.ndarray,
-                 nonnegative: bool) -> tuple[list[np.ndarray], float]:
+def host(x) -> np.ndarray:
+    """``x`` as a numpy array (a tensor is copied to the host; an array is returned as is)."""
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
+
+
+def _copy(x):
+    return x.clone() if isinstance(x, torch.Tensor) else x.copy()
+
+
+def update_block(factors: list, y, ata, nonnegative: bool) -> tuple[list, object]:
     """New block factors given the compressed block ``y = A^T X_(0)`` and ``ata = A^T A``.
 
     Matrix block: ``B`` from ``y : (rank, D)``. Tensor block: ``U`` then ``V`` (Gauss-Seidel)
-    from ``y`` viewed as ``(rank, C, S)``. All float64 numpy. Returns the new factors and the
-    decrease of the block's loss (:func:`decrease` of each factor's least squares problem).
+    from ``y`` viewed as ``(rank, C, S)``. All float64, all numpy arrays or all tensors on one
+    device. Returns the new factors and the decrease of the block's loss (:func:`decrease` of
+    each factor's least squares problem; a numpy float or a 0-d tensor, so no device sync).
     """
     if len(factors) == 1:
         b, rhs = factors[0], y.T
-        new = solve(ata, rhs, b.copy(), nonnegative)
-        return [new], float(decrease(b, new, ata, rhs))
+        new = solve(ata, rhs, _copy(b), nonnegative)
+        return [new], decrease(b, new, ata, rhs)
     u, v = factors
     y3 = y.reshape(-1, u.shape[0], v.shape[0])
     # rank batched matrix-vector products (BLAS; 3-4x faster than the einsum that says it)
-    h, rhs = ata * (v.T @ v), np.matmul(y3, v.T[:, :, None])[:, :, 0].T  # rcs,sr->cr
-    u_new = solve(h, rhs, u.copy(), nonnegative)
+    h, rhs = ata * (v.T @ v), (y3 @ v.T[:, :, None])[:, :, 0].T  # rcs,sr->cr
+    u_new = solve(h, rhs, _copy(u), nonnegative)
     drop = decrease(u, u_new, h, rhs)
-    h, rhs = ata * (u_new.T @ u_new), np.matmul(u_new.T[:, None, :], y3)[:, 0, :].T  # rcs,cr->sr
-    v_new = solve(h, rhs, v.copy(), nonnegative)
-    return [u_new, v_new], float(drop + decrease(v, v_new, h, rhs))
+    h, rhs = ata * (u_new.T @ u_new), (u_new.T[:, None, :] @ y3)[:, 0, :].T  # rcs,cr->sr
+    v_new = solve(h, rhs, _copy(v), nonnegative)
+    return [u_new, v_new], drop + decrease(v, v_new, h, rhs)
