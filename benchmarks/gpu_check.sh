@@ -7,7 +7,7 @@
 # Prepare here, once (the wheels travel with the tree; .whl/ is git-ignored):
 #   .venv/bin/pip download --no-deps --only-binary=:all: -d .whl tensorly tensorly-viz
 # then run there, from the repository root, with .whl carried along:
-#   OUT=$OUT bash benchmarks/gpu_check.sh            (about 5-7 minutes; PYTHON=python3)
+#   OUT=$OUT bash benchmarks/gpu_check.sh            (4 minutes on an H200; PYTHON=python3)
 # Everything it prints goes to $OUT (default artifacts/gpu/): device.txt (the GPU and each
 # step's exit status), cuda_tests.txt, nccl_probe.txt, real_models.txt, engine_scale.txt; the
 # last line of each benchmark holds its figures.
@@ -41,8 +41,8 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, output to $OUT/
 # model, and two processes on GPUs (gloo; NCCL where there are two GPUs)
 step cuda_tests 180 "$PYTHON" -m pytest -q -p no:cacheprovider -rs -k cuda \
     tests/test_engine.py tests/test_engine_batches.py tests/test_capture_safety.py \
-    tests/test_diagnostics.py \
-    tests/test_rank.py tests/test_session.py tests/test_distributed_engine.py
+    tests/test_diagnostics.py tests/test_rank.py tests/test_session.py \
+    tests/test_distributed_engine.py
 # can NCCL put two processes on one GPU (the distributed tests skip NCCL on one GPU)?
 cat > /tmp/nccl_probe.py <<'PY'
 import os, torch, torch.distributed as dist, torch.multiprocessing as mp

@@ -58,11 +58,13 @@ RESIDUAL_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 24}
 #: GPU whose compressed blocks ``A^T X_b`` hold at least this many values (8 MiB of float64):
 #: those keep them as float64 tensors on the device, so a sweep sends no compressed blocks to
 #: the host. Below it, copying them and updating in numpy costs less than the launches and
-#: syncs of the device's small kernels. On an H200, least squares, R = 10 (the two problems
-#: the bound was set from): resnet18's blocks at 224 x 224 (3.8M values) took 20 ms a sweep
-#: on the host and 9 on the device; LeNet-shaped blocks (55k values) 3.3 ms and 4.1.
+#: syncs of the device's small kernels. On an H200, least squares, R = 10 (the problems the
+#: bound was set from, in runs that also differ in the batch rule; benchmarks/README.md):
+#: resnet18's blocks at 224 x 224 (3.8M values) took 20 ms a sweep on the host and 9 on the
+#: device; LeNet-shaped blocks (55k values) 3.1-3.3 ms and 3.9-4.1.
 #: Nonnegative fits update on the host: HALS' column steps are too small for a kernel each.
 DEVICE_FACTORS = 1 << 20
+
 #: Most sweeps between explicit residuals, which anchor the loss that the sweeps' decreases
 #: track (each costs about one product more).
 CHECK_EVERY = 50
