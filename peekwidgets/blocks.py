@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 __all__ = ["BATCH_BYTES", "Block", "Blocks", "MATRIX", "TENSOR", "as_blocks", "batch_rows",
-           "check_finite", "resolve_block_weights", "squared_norm"]
+           "check_finite", "full_device", "resolve_block_weights", "squared_norm"]
 
 MATRIX = "matrix"
 TENSOR = "tensor"
@@ -333,6 +333,15 @@ def as_blocks(blocks) -> Blocks:
         f"blocks must be a Blocks (from peekwidgets.capture), a Block, a list of Block or a "
         f"{{name: array}} mapping, got {type(blocks).__name__}"
     )
+
+
+def full_device(device) -> torch.device:
+    """``torch.device(device)`` with its index filled in as tensors report it (``cuda`` is the
+    current GPU, ``cuda:0`` say), so that it compares equal to their ``.device``."""
+    device = torch.device(device)
+    if device.index is None and device.type != "cpu":
+        return torch.empty(0, device=device).device
+    return device
 
 
 def batch_rows(

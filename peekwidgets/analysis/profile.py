@@ -34,8 +34,8 @@ import torch
 
 from peekwidgets import distributed
 from peekwidgets.analysis.stability import identifiable_diagnostics
-from peekwidgets.blocks import Blocks, as_blocks, resolve_block_weights
-from peekwidgets.engine.batches import canonical_device, sweep_rows
+from peekwidgets.blocks import Blocks, as_blocks, full_device, resolve_block_weights
+from peekwidgets.engine.batches import sweep_rows
 from peekwidgets.engine.svd import randomized_svd
 
 __all__ = ["DEFAULT_THRESHOLD", "RankProfile", "estimate_rank", "rank_profile"]
@@ -361,7 +361,7 @@ def rank_profile(
         "random_state": random_state}))
     _check_settings(blocks, max_rank, threshold, model, center, n_restarts, split_half, n_total)
     weights = resolve_block_weights(block_weights, blocks.names, unknown_error=KeyError)
-    dev = None if device is None else canonical_device(device)
+    dev = None if device is None else full_device(device)
     generator = torch.Generator().manual_seed(0 if random_state is None else int(random_state))
     if random_state is None:
         generator.seed()

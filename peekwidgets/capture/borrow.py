@@ -42,7 +42,7 @@ from torch import nn
 
 __all__ = [
     "unwrap", "check_weights", "borrowed", "probe", "describe", "explain_failure",
-    "check_runs_once", "module_device", "float_dtype", "full_device", "to_device",
+    "check_runs_once", "module_device", "float_dtype", "to_device",
 ]
 
 #: Samples in the probe forward pass.
@@ -98,14 +98,6 @@ def float_dtype(model: nn.Module):
     """The dtype of the model's first floating parameter or buffer, or None."""
     tensors = itertools.chain(model.parameters(), model.buffers())
     return next((t.dtype for t in tensors if t.is_floating_point()), None)
-
-
-def full_device(device) -> torch.device:
-    """``torch.device(device)`` with the current CUDA index filled in, as tensors report it."""
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        return torch.device("cuda", torch.cuda.current_device())
-    return device
 
 
 def to_device(x: torch.Tensor, device: torch.device, dtype) -> torch.Tensor:

@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from peekwidgets import distributed
-from peekwidgets.blocks import Blocks
+from peekwidgets.blocks import Blocks, full_device
 from peekwidgets.capture.borrow import (
     PROBE_SAMPLES,
     borrowed,
@@ -37,7 +37,6 @@ from peekwidgets.capture.borrow import (
     check_weights,
     explain_failure,
     float_dtype,
-    full_device,
     module_device,
     probe,
     to_device,

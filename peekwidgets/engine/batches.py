@@ -20,9 +20,9 @@ from contextlib import contextmanager
 import torch
 from threadpoolctl import threadpool_limits
 
-from peekwidgets.blocks import Blocks, batch_rows
+from peekwidgets.blocks import Blocks, batch_rows, full_device
 
-__all__ = ["Accumulator", "BatchedData", "accumulators", "canonical_device", "sweep_rows"]
+__all__ = ["Accumulator", "BatchedData", "accumulators", "sweep_rows"]
 
 #: Bytes of one CPU batch of all blocks together, per thread: half of a 2 MiB per-core L2.
 CACHE_BYTES = 1 << 20
@@ -51,15 +51,6 @@ def fit_threads(blocks: Blocks, device, dtype: torch.dtype,
     return n_threads if size >= LARGE_FIT_BYTES else 1
 
 
-def canonical_device(device) -> torch.device:
-    """``device`` as the tensors on it name it, with its index (``cuda`` is ``cuda:0``, or
-    whichever is current), so that it compares equal to their ``.device``."""
-    device = torch.device(device)
-    if device.index is None and device.type != "cpu":
-        return torch.empty(0, device=device).device
-    return device
-
-
 def sweep_rows(blocks: Blocks, width: int, batch_size: int | None = None, *, device=None,
                dtype: torch.dtype = torch.float32, n_threads: int = 1,
                bytes_per_thread: int = CACHE_BYTES) -> int:
@@ -69,9 +60,9 @@ def sweep_rows(blocks: Blocks, width: int, batch_size: int | None = None, *, dev
     (``CACHE_BYTES`` by default) per thread, or at least ``MIN_ROWS_PER_COLUMN * width``
     rows when a ``(width, features)`` accumulator of all blocks exceeds that. On other devices
     all rows when every block already lives there in ``dtype`` (``device`` as
-    :func:`canonical_device` names it): its batches are views, which cost no memory, and each
-    batch costs kernel launches; else ``BATCH_BYTES`` of the device type (at least 16 rows),
-    the size of the copies. Never more than the number of samples.
+    :func:`~peekwidgets.blocks.full_device` names it): its batches are views, which cost no
+    memory, and each batch costs kernel launches; else ``BATCH_BYTES`` of the device type (at
+    least 16 rows), the size of the copies. Never more than the number of samples.
     """
     device = blocks[0].device if device is None else torch.device(device)
     kind = device.type
@@ -169,7 +160,7 @@ class BatchedData:
                  bytes_per_thread: int = CACHE_BYTES, n_total: int | None = None):
         self.blocks = blocks
         self.scales = [float(s) for s in scales]
-        self.device = canonical_device(device)
+        self.device = full_device(device)
         self.dtype = dtype
         self.n = blocks.n_samples
         self.n_total = self.n if n_total is None else n_total
