@@ -105,6 +105,20 @@ def test_sequence_first_models_warn_and_name_batch_first():
     assert_unchanged(model, before)
     assert torch.equal(seq, kept)
 
+    # also when no layer can be laid out (an LSTM's last step feeds the head): the warning
+    # comes before the error
+    class LastStep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.fc = nn.LSTM(8, 6), nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.fc(self.rnn(x)[0][-1])
+
+    with pytest.warns(UserWarning, match=r"module 'rnn' \(LSTM\) has batch_first=False"), \
+            pytest.raises(ValueError, match="one output per sample"):
+        capture(LastStep().eval(), seq, ["rnn", "fc"], progress=False)
+
     # the fix: the same weights in a batch_first model, fed (N, T, D)
     fixed = nn.Sequential(nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True))
     fixed.load_state_dict(model.state_dict())

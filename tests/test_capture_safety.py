@@ -274,8 +274,9 @@ def test_batches_without_a_tensor():
         capture(model, [("a", 1)], progress=False)
     with pytest.raises(TypeError, match=r"keys are \['pix'\].*input_fn"):
         capture(model, [{"pix": digits_like(4)}], progress=False)
-    with pytest.raises(TypeError, match="input_fn returned list"):
-        capture(model, [digits_like(4)], input_fn=lambda b: [b], progress=False)
+    with pytest.raises(TypeError, match="input_fn returned list, which holds no tensor.*a "
+                       "tensor, a tuple of the model's positional arguments, or a dict"):
+        capture(model, [digits_like(4)], input_fn=lambda b: ["pixels"], progress=False)
 
 
 def test_unknown_layer_names_list_the_closest():

@@ -5,6 +5,7 @@ import pytest
 import torch
 from test_capture_safety import assert_refused, mlp, rows
 from torch import nn
+from torch.testing import assert_close
 from torch.utils.data import DataLoader, TensorDataset
 
 from peekwidgets.capture import capture
@@ -70,3 +71,75 @@ def test_batch_size_must_be_a_positive_integer(batch_size):
                    rf"batch_size must be a positive integer, got {batch_size!r}.*"
                    rf"batch_size=64, or leave it out for 256", batch_size=batch_size)
     assert capture(model, x, batch_size=np.int64(64), progress=False).n_samples == 200
+
+
+class TwoInputs(nn.Module):
+    """``forward(a, b)``: two inputs of 4 and 6 features."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fa, self.fb, self.fc = nn.Linear(4, 8), nn.Linear(6, 8), nn.Linear(8, 2)
+
+    def forward(self, a, b):
+        return self.fc(torch.relu(self.fa(a) + self.fb(b)))
+
+
+def test_input_fn_passes_several_inputs_as_arguments():
+    model = TwoInputs().eval()
+    a, b = rows(10)[:, :4], rows(10, seed=1)[:, :6]
+    with torch.no_grad():
+        expected = {"fa": model.fa(a), "fb": model.fb(b), "fc": model(a, b)}
+    pairs = [(a[:4], b[:4]), (a[4:], b[4:])]
+    for inputs, input_fn in [(pairs, lambda batch: (batch[0], batch[1])),  # positional
+                             ([{"a": a, "b": b}], lambda batch: batch),  # keyword
+                             ([{"b": b, "a": a.numpy()}], lambda d: {"a": d["a"], "b": d["b"]})]:
+        blocks = capture(model, inputs, ["fa", "fb", "fc"], input_fn=input_fn, progress=False)
+        for name, values in expected.items():
+            assert_close(blocks[name].data, values)
+        assert torch.equal(blocks["input"].data, a)  # the first tensor holds the samples
+
+    # a model that takes a dict as its one argument gets it through a 1-tuple
+    class DictIn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, d):
+            return self.fc(d["x"]) * d["mask"]
+
+    mask = torch.ones(10, 1)
+    blocks = capture(DictIn(), [{"x": a, "mask": mask}], input_fn=lambda d: (d,), progress=False)
+    assert blocks.names == ["input", "fc"] and torch.equal(blocks["input"].data, a)
+
+
+def test_a_model_of_several_inputs_given_one_says_how_to_pass_them():
+    model, a, b = TwoInputs().eval(), rows(6)[:, :4], rows(6, seed=1)[:, :6]
+    with pytest.warns(UserWarning, match=r"second item, a tensor of shape \(6, 6\), is not "
+                      r"passed to the model.*nor kept as labels.*input_fn=lambda batch: "
+                      r"\(batch\[0\], batch\[1\]\)"):
+        assert_refused(model, [(a, b)], TypeError,
+                       r"takes more inputs than the one tensor.*missing 1 required positional "
+                       r"argument: 'b'.*input_fn=lambda batch: \(batch\[0\], batch\[1\]\)")
+
+
+@pytest.mark.parametrize("as_numpy", [False, True])
+def test_a_model_that_writes_into_its_inputs_leaves_them_as_they_were(as_numpy):
+    class Doubles(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, x):
+            x.mul_(2)  # an in-place normalization, say
+            return self.fc(x)
+
+    model, x = Doubles().eval(), rows(10)
+    inputs = x.numpy().copy() if as_numpy else x.clone()
+    with torch.no_grad():
+        expected = model.fc(2 * x)
+    blocks = capture(model, inputs, ["fc"], batch_size=4, progress=False)
+    assert torch.equal(torch.as_tensor(inputs), x)  # the probe and every batch ran on copies
+    assert torch.equal(blocks["input"].data, x)
+    assert_close(blocks["fc"].data, expected)  # every sample once, the probe's two included

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from peekwidgets.analysis.baselines import ENERGY_SHARE, energy_rank, rankme
 from peekwidgets.analysis.profile import RankProfile, check_max_rank, rank_profile
 from peekwidgets.capture import capture
-from peekwidgets.capture.source import Source
+from peekwidgets.capture.borrow import float_dtype, module_device, to_device
+from peekwidgets.capture.source import Source, map_tensors, run_model
 
 __all__ = ["CRITERIA", "CheckpointComparison", "compare_checkpoints"]
 
@@ -249,10 +250,8 @@ def _check_architecture(name: str, checkpoint, state, template: torch.nn.Module)
 @torch.no_grad()
 def _predictions(model: torch.nn.Module, batches: Source) -> np.ndarray:
     """``(n_samples,)`` argmax of the model's output over ``batches`` (for validation only)."""
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None else torch.float32
-    out = [model(x.to(device=device, dtype=dtype if x.is_floating_point() else x.dtype))
+    device, dtype = module_device(model), float_dtype(model)
+    out = [run_model(model, map_tensors(lambda t: to_device(t, device, dtype), x))
            .argmax(-1).cpu() for x, _ in batches]
     return torch.cat(out).numpy()
 

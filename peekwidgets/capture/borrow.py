@@ -40,6 +40,8 @@ from functools import partial
 import torch
 from torch import nn
 
+from peekwidgets.capture.source import leading, run_model
+
 __all__ = [
     "unwrap", "check_weights", "borrowed", "probe", "describe", "explain_failure",
     "check_runs_once", "module_device", "float_dtype", "to_device",
@@ -158,8 +160,8 @@ def describe(output):
     return type(output).__name__
 
 
-def probe(net: nn.Module, x: torch.Tensor, handles: list) -> dict:
-    """Run ``net(x)`` once with a hook on every module.
+def probe(net: nn.Module, x, handles: list) -> dict:
+    """Run ``net`` once on the model input ``x`` with a hook on every module.
 
     Returns ``{name: [calls, description of the first output]}`` (see
     :func:`describe`) in the order the modules first ran.
@@ -177,7 +179,7 @@ def probe(net: nn.Module, x: torch.Tensor, handles: list) -> dict:
         if name:
             handles.append(module.register_forward_hook(partial(hook, name)))
     try:
-        net(x)
+        run_model(net, x)
     finally:
         for handle in handles[first:]:
             handle.remove()
@@ -191,14 +193,24 @@ def _first_layer(net: nn.Module):
                  if next(m.parameters(recurse=False), None) is not None), (None, None))
 
 
-def explain_failure(net: nn.Module, x: torch.Tensor, error: Exception):
-    """Raise a clear error when the probe on a batch ``x`` failed for a reason found in ``x``.
+def explain_failure(net: nn.Module, inputs, error: Exception):
+    """Raise a clear error when the probe on a batch's model input failed for a reason found
+    in it.
 
-    Two causes are told apart from the model's own error: integer inputs to
-    a model that computes in floating point (uint8 images), and a batch that
-    is one sample (one dimension short for the first layer). Returns (so
-    that the caller re-raises ``error``) when neither applies.
+    Three causes are told apart from the model's own error: a model that takes more
+    arguments than the one tensor passed, integer inputs to a model that computes in floating
+    point (uint8 images), and a batch that is one sample (one dimension short for the first
+    layer). Returns (so that the caller re-raises ``error``) when none applies.
     """
+    if isinstance(inputs, torch.Tensor) and isinstance(error, TypeError) \
+            and "required positional argument" in str(error):
+        raise TypeError(
+            f"the model takes more inputs than the one tensor capture passes it, each batch's "
+            f"first item (the model failed with: {error}); pass them all with input_fn: "
+            "input_fn=lambda batch: (batch[0], batch[1]) for positional arguments, or a dict "
+            "of keyword arguments"
+        ) from error
+    x = leading(inputs)
     name, layer = _first_layer(net)
     if layer is None:
         return

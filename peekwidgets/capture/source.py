@@ -6,8 +6,12 @@ A tensor, numpy array or ``TensorDataset`` is sliced into batches of
 its own batches. A batch is a tensor, a tuple/list (the input is its first
 tensor, the labels its second item) or a dict (the input under ``"input"``,
 ``"image"``, ``"x"``, ...; labels under ``"label"``, ``"target"``, ``"y"``,
-...); ``input_fn`` and ``label_fn`` take over for any other layout. Nothing
-the user passed is modified.
+...); ``input_fn`` and ``label_fn`` take over for any other layout.
+
+The model input of a batch is one tensor, or, from ``input_fn``, a tuple (or list) of
+positional arguments or a dict of keyword arguments, which may nest (:func:`run_model`). Its
+first tensor (:func:`leading`, depth first) holds the samples: it is counted and becomes the
+input block. Nothing the user passed is modified.
 """
 
 from __future__ import annotations
@@ -15,19 +19,78 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sized
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
-__all__ = ["Source", "DEFAULT_BATCH_SIZE"]
+__all__ = ["Source", "DEFAULT_BATCH_SIZE", "tensors", "leading", "map_tensors", "run_model"]
 
 #: Samples per batch when ``inputs`` is a tensor or a Dataset.
 DEFAULT_BATCH_SIZE = 256
 
 _INPUT_KEYS = ("input", "inputs", "image", "images", "x", "pixel_values", "data", "features")
 _LABEL_KEYS = ("label", "labels", "target", "targets", "y")
+
+
+def tensors(inputs):
+    """The tensors of a model input (a tensor, or tuples, lists and dicts of them), depth
+    first."""
+    if isinstance(inputs, torch.Tensor):
+        yield inputs
+    elif isinstance(inputs, (tuple, list)):
+        for item in inputs:
+            yield from tensors(item)
+    elif isinstance(inputs, Mapping):
+        for item in inputs.values():
+            yield from tensors(item)
+
+
+def leading(inputs) -> torch.Tensor | None:
+    """The first tensor of a model input: the one that holds the samples (None when none)."""
+    return next(tensors(inputs), None)
+
+
+def map_tensors(fn, inputs):
+    """``inputs`` with every tensor ``t`` replaced by ``fn(t)``; tuples, lists and dicts are
+    rebuilt, anything else is kept."""
+    if isinstance(inputs, torch.Tensor):
+        return fn(inputs)
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(map_tensors(fn, item) for item in inputs)
+    if isinstance(inputs, Mapping):
+        return {key: map_tensors(fn, item) for key, item in inputs.items()}
+    return inputs
+
+
+def run_model(net, inputs):
+    """``net(inputs)`` for a tensor, ``net(*inputs)`` for a tuple or list (positional
+    arguments), ``net(**inputs)`` for a dict (keyword arguments)."""
+    if isinstance(inputs, (tuple, list)):
+        return net(*inputs)
+    if isinstance(inputs, Mapping):
+        return net(**inputs)
+    return net(inputs)
+
+
+def _model_input(value):
+    """What ``input_fn`` returned, numpy arrays wrapped as tensors; raises unless it holds a
+    tensor."""
+    if isinstance(value, (tuple, list)):
+        value = type(value)(_as_tensor(v) if isinstance(v, np.ndarray) else v for v in value)
+    elif isinstance(value, Mapping):
+        value = {k: _as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in value.items()}
+    else:
+        value = _as_tensor(value) if isinstance(value, np.ndarray) else value
+    if leading(value) is None:
+        raise TypeError(
+            f"input_fn returned {type(value).__name__}, which holds no tensor; it must return "
+            "the model input: a tensor, a tuple of the model's positional arguments, or a dict "
+            "of its keyword arguments"
+        )
+    return value
 
 
 def _as_tensor(value):
@@ -115,9 +178,11 @@ class Source:
     n_batches : int or None
         Batches, None when unknown.
 
-    Iterating yields ``(x, labels)`` per batch: ``x : (n, ...)`` a tensor as
-    the inputs hold it (a numpy batch is wrapped, not copied), ``labels`` a
-    ``(n,)`` numpy array or None.
+    Iterating yields ``(x, labels)`` per batch: ``x`` the model input, a tensor ``(n, ...)``
+    as the inputs hold it (a numpy batch is wrapped, not copied) or what ``input_fn``
+    returned (whose :func:`leading` tensor is ``(n, ...)``), ``labels`` a ``(n,)`` numpy
+    array or None. A tuple batch whose second item is a tensor ``(n, ...)`` of more than one
+    dimension warns once: it is neither passed to the model nor kept as labels.
     """
 
     def __init__(self, inputs, batch_size=None, input_fn=None, label_fn=None):
@@ -172,20 +237,24 @@ class Source:
                 self.n_batches = len(self.batches)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, np.ndarray | None]]:
+        warned = False
         for batch in self.batches:
             if self.input_fn is not None:
-                x = _as_tensor(self.input_fn(batch))
-                if x is None:
-                    raise TypeError(
-                        f"input_fn returned {type(self.input_fn(batch)).__name__}; it must "
-                        "return the model input as a tensor"
-                    )
-                label = None
+                x, label = _model_input(self.input_fn(batch)), None
             else:
                 x, label = _default_input(batch)
-            if x.ndim == 0:
+            n = leading(x).shape[0] if leading(x).ndim else None
+            if n is None:
                 raise ValueError("a batch input is a 0-d tensor; batches must be (n, ...)")
             if self.label_fn is not None:
-                yield x, _labels_array(self.label_fn(batch), x.shape[0], strict=True)
-            else:
-                yield x, _labels_array(label, x.shape[0], strict=False)
+                yield x, _labels_array(self.label_fn(batch), n, strict=True)
+                continue
+            if not warned and isinstance(label, torch.Tensor) and label.ndim > 1 \
+                    and label.shape[0] == n:
+                warned = True
+                warnings.warn(
+                    f"each batch's second item, a tensor of shape {tuple(label.shape)}, is not "
+                    "passed to the model (capture passes the first) nor kept as labels (they "
+                    "are (n,)); to pass both to the model: input_fn=lambda batch: (batch[0], "
+                    "batch[1])", stacklevel=3)
+            yield x, _labels_array(label, n, strict=False)

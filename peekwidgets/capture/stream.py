@@ -59,7 +59,7 @@ from peekwidgets.capture.layout import (
     pick,
 )
 from peekwidgets.capture.shard import local_shard
-from peekwidgets.capture.source import Source
+from peekwidgets.capture.source import Source, leading, map_tensors, run_model, tensors
 from peekwidgets.capture.storage import Budget
 
 __all__ = ["capture"]
@@ -107,7 +107,9 @@ def capture(
         ``batch_first=False`` gets a warning). Inputs reach the model as they
         are, apart from floating inputs cast to the model's dtype: integer
         images (uint8) that the model cannot take raise an error that says
-        how to convert them (``input_fn``).
+        how to convert them (``input_fn``). They are never modified: a model
+        that writes into its inputs (found by the probe) gets a copy of each
+        batch.
     layers : "auto", str, type, or list of them
         See :func:`resolve_layers`.
     like : Blocks, optional
@@ -120,7 +122,12 @@ def capture(
         they agree with it. A block whose layout would differ (another model
         or input shape) raises an error naming both layouts.
     input_fn : callable, optional
-        ``input_fn(batch) -> tensor``: the model input of a batch.
+        ``input_fn(batch)``: the model input of a batch, a tensor (``model(x)``), a tuple of
+        the model's positional arguments (``model(*x)``) or a dict of its keyword arguments
+        (``model(**x)``), for example ``lambda batch: (batch[0], batch[1])`` for a model of
+        two images. The first tensor (depth first) holds the samples ``(n, ...)`` and is the
+        input block; other tensors whose first dimension is ``n`` are cut with it for the
+        probe.
     label_fn : callable, optional
         ``label_fn(batch) -> (n,) labels``; kept only as ``Blocks.labels``.
     include_input : bool, optional
@@ -206,7 +213,8 @@ def capture(
         raise ValueError(
             f"inputs ({type(inputs).__name__}) yielded no batches; pass at least one sample"
         )
-    sample_shape = tuple(first[0].shape[1:])
+    lead = leading(first[0])
+    sample_shape = tuple(lead.shape[1:])
     if like is not None and like.sample_shape not in (None, sample_shape):
         raise ValueError(
             f"the inputs have per-sample shape {sample_shape}, the earlier capture "
@@ -219,13 +227,13 @@ def capture(
     targets = []
     with borrowed(net) as handles, torch.no_grad():
         try:
-            seen, rows = _probe(net, first[0], explicit, handles, device, dtype)
+            seen, rows, protect = _probe(net, first[0], explicit, handles, device, dtype)
+            _warn_sequence_first(net, seen, rows, lead)
             layouts = _layouts(net, explicit, seen, rows, output_keys)
             if explicit is None:
                 _check_names(list(layouts), output_keys, include_input)
-            _warn_sequence_first(net, seen, rows, first[0])
             common = dict(
-                capacity=source.n_rows or len(first[0]) * (source.n_batches or 16),
+                capacity=source.n_rows or len(lead) * (source.n_batches or 16),
                 budget=Budget(memory_budget, device), folder=Folder(),
                 max_positions=max_positions, flatten=bool(flatten),
             )
@@ -233,8 +241,8 @@ def capture(
             old = {} if like is None else {b.name: b for b in like}
             specs = []
             if include_input:
-                dtype_name = str(first[0].dtype).replace("torch.", "")
-                specs.append(dict(name="input", shape=first[0].shape[1:], is_input=True,
+                dtype_name = str(lead.dtype).replace("torch.", "")
+                specs.append(dict(name="input", shape=lead.shape[1:], is_input=True,
                                   meta={"dtype": dtype_name}, like=old.get("input")))
             for name, (shape, key, last) in layouts.items():
                 module_type = type(net.get_submodule(name)).__name__
@@ -246,9 +254,9 @@ def capture(
             for target in targets[int(include_input):]:
                 handles.append(net.get_submodule(target.name).register_forward_hook(target))
             batches = _chained([first], batches)
-            del first  # the stream holds each batch only until the next one comes
+            del first, lead  # the stream holds each batch only until the next one comes
             n_rows, labels = _stream(net, batches, source, targets, device, dtype,
-                                     include_input, progress)
+                                     include_input, progress, protect)
         except BaseException:
             for target in targets:
                 target.discard()
@@ -330,22 +338,49 @@ def _check_names(names: list[str], output_keys: Mapping, include_input: bool):
         )
 
 
-def _probe(net: nn.Module, x: torch.Tensor, explicit, handles, device, dtype):
-    """The probe's record (see :func:`~peekwidgets.capture.borrow.probe`) and its sample count.
+def _probe(net: nn.Module, x, explicit, handles, device, dtype):
+    """The probe's record (see :func:`~peekwidgets.capture.borrow.probe`), its sample count,
+    and whether the model changes its inputs in place.
 
-    The probe runs on the first :data:`PROBE_SAMPLES` samples of the first
-    batch ``x``; again on all of ``x`` when a named layer did not run once.
+    The probe runs on a copy of the first :data:`PROBE_SAMPLES` samples of the first
+    batch's model input ``x``; again on a copy of all of ``x`` when a named layer did not
+    run once. A model that writes into its inputs (their version counters move) gets a copy
+    of every batch from then on, so that the user's inputs stay as they were.
     """
-    rows = min(PROBE_SAMPLES, len(x))
+    n = len(leading(x))
+    rows = min(PROBE_SAMPLES, n)
+
+    def run(rows):
+        sample = _for_model(_samples(x, n, rows), device, dtype, copy=True)
+        versions = [t._version for t in tensors(sample) if not t.is_inference()]
+        seen = probe(net, sample, handles)
+        after = [t._version for t in tensors(sample) if not t.is_inference()]
+        return seen, after != versions
+
     try:
-        seen = probe(net, to_device(x[:rows], device, dtype), handles)
+        seen, protect = run(rows)
     except Exception as error:
         explain_failure(net, x, error)
         raise
-    if explicit and len(x) > rows and any(
+    if explicit and n > rows and any(
             seen.get(name, [0])[0] != 1 for name in explicit):  # the model may branch on n
-        seen, rows = probe(net, to_device(x, device, dtype), handles), len(x)
-    return seen, rows
+        (seen, protect), rows = run(n), n
+    return seen, rows, protect
+
+
+def _samples(x, n: int, rows: int):
+    """The model input ``x`` of ``n`` samples cut to its first ``rows``: every tensor whose
+    first dimension is ``n``."""
+    return map_tensors(lambda t: t[:rows] if t.ndim and t.shape[0] == n else t, x)
+
+
+def _for_model(x, device, dtype, copy: bool = False):
+    """The model input ``x`` on ``device``, floating tensors cast to ``dtype``; with ``copy``,
+    no tensor is the one the inputs hold."""
+    def move(t):
+        moved = to_device(t, device, dtype)
+        return moved.clone() if copy and moved is t else moved
+    return map_tensors(move, x)
 
 
 def _layouts(net: nn.Module, explicit, seen: dict, rows: int, output_keys: Mapping) -> dict:
@@ -423,10 +458,12 @@ def _chained(first: list, rest):
     yield from rest
 
 
-def _stream(net, batches, source, targets, device, dtype, include_input, progress):
+def _stream(net, batches, source, targets, device, dtype, include_input, progress,
+            protect=False):
     """Run every batch through ``net``, writing into ``targets``; returns ``(n_rows, labels)``.
 
-    Holds one batch at a time: ``batches`` is an iterator.
+    Holds one batch at a time: ``batches`` is an iterator. With ``protect``, the model gets a
+    copy of every batch (it writes into its inputs).
     """
     layers = targets[1:] if include_input else targets
     start = 0
@@ -434,14 +471,16 @@ def _stream(net, batches, source, targets, device, dtype, include_input, progres
     bar = tqdm(total=source.n_batches, desc="capture", unit="batch") if progress else None
     with contextlib.nullcontext() if bar is None else bar:
         for i, (raw, label) in enumerate(batches):
-            n = raw.shape[0]
-            x = to_device(raw, device, dtype)
+            lead = leading(raw)
+            n = lead.shape[0]
+            x = _for_model(raw, device, dtype, copy=protect)
             for target in targets:
                 target.begin(start, n)
             if include_input:
-                same = x.dtype == raw.dtype and x.device == targets[0].store.device
-                targets[0].write(x if same else raw)
-            net(x)
+                moved = leading(x)
+                same = moved.dtype == lead.dtype and moved.device == targets[0].store.device
+                targets[0].write(moved if same else lead)
+            run_model(net, x)
             for target in layers:
                 if target.calls == 0:
                     raise RuntimeError(
