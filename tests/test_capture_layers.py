@@ -167,3 +167,18 @@ def test_vit_token_blocks_are_reachable_as_tensors():
     auto = capture(model, x, output_keys={last: None}, progress=False)
     assert auto[last].kind == "tensor" and auto["encoder.layers.encoder_layer_2"].kind == "matrix"
     assert_close(auto[last].data, named[last].data)
+
+
+def test_auto_takes_the_trunk_of_a_backbone_and_the_main_head_not_an_auxiliary_one():
+    # torchvision's segmentation models: a MobileNet backbone is a ModuleDict of its features,
+    # and with aux_loss=True the auxiliary head runs in eval mode too, after the main one
+    torch.manual_seed(0)
+    model = tv.segmentation.deeplabv3_mobilenet_v3_large(
+        weights=None, weights_backbone=None, aux_loss=True, num_classes=3).eval()
+    x = torch.randn(2, 3, 32, 32)
+    blocks = capture(model, x, progress=False)
+    assert blocks.names == ["input", "backbone.1", "backbone.3", "backbone.6", "backbone.16",
+                            "classifier.4"]
+    with torch.no_grad():
+        logits = model.classifier(model.backbone(x)["out"])  # before the upsampling
+    assert_close(blocks["classifier.4"].data, logits.flatten(2))

@@ -63,7 +63,9 @@ def resolve_layers(model: nn.Module, layers="auto") -> list[str]:
            None}``;
         3. *a trunk*: a ``features`` or ``layers`` ``nn.Sequential`` (VGG,
            AlexNet, MobileNet, EfficientNet, ConvNeXt, DenseNet, SqueezeNet,
-           MNASNet, Swin), or the model's own children when two or more of
+           MNASNet, Swin), or a ``backbone`` ``nn.Sequential`` or
+           ``nn.ModuleDict`` (torchvision's segmentation models on MobileNet),
+           or the model's own children when two or more of
            them downsample (GoogLeNet, Inception v3, LeNet): the child before
            each child that downsamples (a strided conv or pool, Swin's patch
            merging), and the last one that does not, so one block per
@@ -76,7 +78,10 @@ def resolve_layers(model: nn.Module, layers="auto") -> list[str]:
         activations before its last ``nn.Linear`` are taken (the ReLU of
         ``classifier = Sequential(Flatten, Linear, ReLU, Linear)``). The
         logits are the last ``nn.Linear``, or the last module of a net
-        without one (SqueezeNet's classifier).
+        without one (SqueezeNet's classifier). Auxiliary heads (a name part
+        that starts with ``aux``: GoogLeNet's ``aux1``, the ``aux_classifier``
+        that torchvision's segmentation models built with ``aux_loss=True``
+        run in eval mode too) are never taken.
 
         Otherwise module names (``"layer2.1.conv1"``), glob patterns matched
         with :func:`fnmatch.fnmatch` against the dotted names (``"layer*"``,
@@ -228,8 +233,8 @@ def _stages(model: nn.Module, once) -> list[str]:
     if stages:
         return stages
     children = dict(model.named_children())
-    for name in ("features", "layers"):
-        if isinstance(children.get(name), nn.Sequential):
+    for name in ("features", "layers", "backbone"):
+        if isinstance(children.get(name), (nn.Sequential, nn.ModuleDict)):
             return _trunk_stages(f"{name}.", list(children[name].named_children()), once)
     body = _body(model)
     if sum(_downsamples(m) for _, m in body) >= 2:
@@ -253,8 +258,9 @@ def _head_activations(model: nn.Module, stages: list[str], once) -> list[str]:
 def auto_layers(model: nn.Module, calls: Mapping[str, int] | None = None) -> list[str]:
     """The ``"auto"`` choice; with ``calls`` (from a probe), only modules that ran once."""
 
-    def once(name):
-        return calls is None or calls.get(name) == 1
+    def once(name):  # and not in an auxiliary head
+        return (calls is None or calls.get(name) == 1) and not any(
+            part.lower().startswith("aux") for part in name.split("."))
 
     picks = _stages(model, once)
     if picks:
