@@ -64,6 +64,23 @@ def test_uint8_images_say_how_to_convert_them():
     assert capture(tokens, ids, progress=False)["input"].meta["dtype"] == "int64"
 
 
+def test_channels_last_images_say_to_move_the_channels_first():
+    model = cnn()
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    assert_refused(model, pixels, TypeError,
+                   r"inputs are uint8.*input_fn=lambda batch: batch\.permute\(0, 3, 1, 2\)"
+                   r"\.float\(\) / 255.*channels come last in the inputs \(6, 8, 8, 3\)")
+    assert_refused(model, pixels.astype(np.float32), ValueError,
+                   r"shape \(6, 8, 8, 3\), channels last, but the model's first layer '0' "
+                   r"\(Conv2d\) takes 3 channels first.*input_fn=lambda batch: "
+                   r"batch\.permute\(0, 3, 1, 2\)")
+    # the conversion the message names works
+    blocks = capture(model, pixels, input_fn=lambda batch: batch.permute(0, 3, 1, 2).float() / 255,
+                     progress=False)
+    assert torch.equal(blocks["input"].data.reshape(6, 3, 8, 8),
+                       torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255)
+
+
 @pytest.mark.parametrize("batch_size", [0, -3, 2.5, True, "64"])
 def test_batch_size_must_be_a_positive_integer(batch_size):
     model, x = mlp(), rows(200)

@@ -215,6 +215,9 @@ def explain_failure(net: nn.Module, inputs, error: Exception):
     if layer is None:
         return
     what = f"the model's first layer {name!r} ({type(layer).__name__})"
+    last = isinstance(layer, nn.modules.conv._ConvNd) and x.ndim == len(layer.kernel_size) + 2 \
+        and x.shape[1] != layer.in_channels == x.shape[-1]
+    permute = f".permute(0, {x.ndim - 1}, {', '.join(map(str, range(1, x.ndim - 1)))})"
     if not (x.is_floating_point() or x.is_complex()) and not isinstance(
             layer, (nn.Embedding, nn.EmbeddingBag)):
         dtype = str(x.dtype).replace("torch.", "")
@@ -222,8 +225,17 @@ def explain_failure(net: nn.Module, inputs, error: Exception):
             f"the inputs are {dtype} but {what} computes in "
             f"{str(float_dtype(net)).replace('torch.', '')} (the model failed with: {error}); "
             "convert them to floats as the model was trained: for 0-255 pixels, "
-            "input_fn=lambda batch: batch.float() / 255 (batch[0] for (x, y) batches; this is "
-            "torchvision's convert_image_dtype), followed by the normalization the model expects"
+            f"input_fn=lambda batch: batch{permute if last else ''}.float() / 255 (batch[0] "
+            "for (x, y) batches; this is torchvision's convert_image_dtype), followed by the "
+            "normalization the model expects"
+            + (f"; the channels come last in the inputs {tuple(x.shape)}, hence the permute"
+               if last else "")
+        ) from error
+    if last:
+        raise ValueError(
+            f"the first batch has shape {tuple(x.shape)}, channels last, but {what} takes "
+            f"{layer.in_channels} channels first (the model failed with: {error}); move them "
+            f"first: input_fn=lambda batch: batch{permute} (batch[0] for (x, y) batches)"
         ) from error
     if isinstance(layer, nn.Linear):
         expected = x.ndim == 1 and x.shape[0] == layer.in_features
