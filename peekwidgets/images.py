@@ -3,7 +3,10 @@
 One scaling serves every front end: the widgets (:class:`peekwidgets.widgets.InputRenderer`
 adds display tiles) and the matplotlib report draw the same pixels. Images (grayscale or RGB)
 are denormalized with a user-settable ``mean``/``std``, or mapped from one global value range
-``[vmin, vmax]`` (the same for every sample). No widget library is imported here.
+``[vmin, vmax]`` (the same for every sample). A volume (a video clip, a 3-D scan) is drawn as a
+filmstrip of its frames (:func:`filmstrip`); an input whose sides differ more than
+:data:`MAX_ASPECT` times (a signal ``(1, L)``) is not an image: the views plot its values. No
+widget library is imported here.
 """
 
 from __future__ import annotations
@@ -17,7 +20,13 @@ from PIL import ImageColor
 
 from peekwidgets.palette import DIVERGING_HEX
 
-__all__ = ["InputImages"]
+__all__ = ["InputImages", "filmstrip", "map_2d", "FRAMES", "MAX_ASPECT"]
+
+#: Frames of a volume ``(D, H, W)`` drawn side by side, evenly spaced when it has more.
+FRAMES = 8
+
+#: An input whose height and width differ more than this many times is drawn as values.
+MAX_ASPECT = 8
 
 #: ``(n_colors, 3)`` RGB of the diverging palette.
 _DIVERGING = np.array([ImageColor.getrgb(c) for c in DIVERGING_HEX], dtype=float)
@@ -30,6 +39,30 @@ def _diverging(values: np.ndarray) -> np.ndarray:
     frac = (pos - lo)[..., None]
     rgb = _DIVERGING[lo] * (1 - frac) + _DIVERGING[lo + 1] * frac
     return rgb.round().astype(np.uint8)
+
+
+def filmstrip(volume: np.ndarray, most: int = FRAMES, gap: int = 0, fill=0) -> np.ndarray:
+    """``volume : (..., D, H, W)`` -> ``(..., H, k * W + (k - 1) * gap)``: ``k = min(D,
+    most)`` evenly spaced frames side by side, ``gap`` columns of ``fill`` between them."""
+    depth = volume.shape[-3]
+    frames = [volume[..., i, :, :]
+              for i in np.unique(np.linspace(0, depth - 1, min(depth, most)).round().astype(int))]
+    if gap:
+        pad = np.full((*frames[0].shape[:-1], gap), fill, dtype=volume.dtype)
+        frames = [part for frame in frames for part in (pad, frame)][1:]
+    return np.concatenate(frames, axis=-1)
+
+
+def map_2d(values: np.ndarray, spatial_shape=None) -> np.ndarray:
+    """A component's loadings over a block's positions ``(S,)`` as the 2-D map that the views
+    draw: over ``(H, W)`` as they are, over ``(D, H, W)`` as a filmstrip of the frames, over a
+    sequence or a 1-D map as one row ``(1, S)``."""
+    values = np.asarray(values)
+    shape = tuple(spatial_shape or (values.size,))
+    values = values.reshape(shape)
+    if len(shape) == 3:
+        return filmstrip(values)
+    return values.reshape(1, -1) if len(shape) == 1 else values
 
 
 def _chw(shape) -> tuple | None:
@@ -53,7 +86,10 @@ class InputImages:
     ----------
     sample_shape : tuple of int, optional
         Shape of one input as drawn: ``(C, H, W)`` with C in (1, 3), or ``(H, W)``
-        for images; anything else (or None) is not an image (``is_image`` is False).
+        for images, ``(C, D, H, W)`` for volumes (drawn as a filmstrip of at most
+        :data:`FRAMES` frames); anything else (or None), and an image whose sides
+        differ more than :data:`MAX_ASPECT` times, is not an image (``is_image`` is
+        False).
     mean, std : float or sequence of float, optional
         The normalization applied to the inputs (per channel); the display
         shows ``x * std + mean`` clipped to [0, 1]. When both are None the
@@ -75,10 +111,9 @@ class InputImages:
                  size: int = 72, cache_size: int = 4096, pattern_shape=None):
         self.sample_shape = _chw(sample_shape)
         self.pattern_shape = _chw(pattern_shape) or self.sample_shape
-        self.is_image = (
-            self.sample_shape is not None and len(self.sample_shape) == 3
-            and self.sample_shape[0] in (1, 3)
-        )
+        shape = self.sample_shape
+        self.is_image = shape is not None and shape[0] in (1, 3) and (
+            len(shape) == 4 or len(shape) == 3 and max(shape[1:]) <= MAX_ASPECT * min(shape[1:]))
         self.mean = None if mean is None else np.asarray(mean, dtype=float).reshape(-1)
         self.std = None if std is None else np.asarray(std, dtype=float).reshape(-1)
         if (self.mean is None) != (self.std is None):
@@ -109,8 +144,8 @@ class InputImages:
                               else block.meta.get("flattened_from"))
             block = blocks.thumbnails
             shape = _block_image_shape(block)
-        elif shape is None and block.spatial_shape is not None:
-            shape = _block_image_shape(block)
+        elif block.spatial_shape is not None and (shape is None or "pooled_from" in block.meta):
+            shape = _block_image_shape(block)  # a pooled volume has no thumbnails
         if kwargs.get("mean") is None and kwargs.get("vmin") is None:
             rows = block.numpy(slice(0, min(block.n_samples, 2048)))
             kwargs["vmin"], kwargs["vmax"] = float(rows.min()), float(rows.max())
@@ -136,14 +171,22 @@ class InputImages:
             )
         return x.reshape(shape)
 
+    @property
+    def pixel_shape(self) -> tuple:
+        """``(H, W)`` of the display pixels of one input (a volume's filmstrip is wider)."""
+        return self.to_uint8(np.zeros(int(np.prod(self.sample_shape)))).shape[:2]
+
     def to_uint8(self, x: np.ndarray) -> np.ndarray:
         """One input -> display pixels ``(H, W)`` or ``(H, W, 3)`` uint8."""
         img = self._as_chw(x)
+        channel = (-1, *[1] * (img.ndim - 1))
         if self.mean is not None:
-            img = img * self.std[:, None, None] + self.mean[:, None, None]
+            img = img * self.std.reshape(channel) + self.mean.reshape(channel)
         else:
             img = (img - self.vmin) / (self.vmax - self.vmin)
         img = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+        if img.ndim == 4:
+            img = filmstrip(img, gap=1, fill=255)
         return img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1)
 
     def pattern_uint8(self, p: np.ndarray) -> np.ndarray:
@@ -155,6 +198,8 @@ class InputImages:
         img = self._as_chw(p, self.pattern_shape)
         scale = np.abs(img).max() or 1.0
         img = img / scale
+        if img.ndim == 4:
+            img = filmstrip(img, gap=1)
         if img.shape[0] == 1:
             return _diverging(img[0])
         return ((np.moveaxis(img, 0, -1) + 1) / 2 * 255).round().astype(np.uint8)

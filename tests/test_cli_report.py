@@ -11,10 +11,13 @@ from PIL import Image
 from torch import nn
 
 from peekwidgets import Analysis, capture, rank_profile
+from peekwidgets.blocks import Blocks
 from peekwidgets.cli import main
 from peekwidgets.demo import load_demo
 from peekwidgets.engine import CoupledCP
+from peekwidgets.images import InputImages
 from peekwidgets.report import plot_layer_response, write_report
+from peekwidgets.viewmodel import ViewModel
 
 RANK, SAMPLES, MAX_RANK = 3, 120, 4
 
@@ -116,3 +119,33 @@ def test_report_on_flat_inputs_draws_bars(tmp_path):
         set(summary["files"]))
     with Image.open(tmp_path / "top_inputs.png") as image:
         assert np.asarray(image).std() > 0
+
+
+def test_report_draws_volumes_as_filmstrips_and_signals_as_values(tmp_path):
+    """Video clips (a Conv3d model, 3-D maps) and 1-D signals get the same files, drawn."""
+    torch.manual_seed(0)
+    video = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1),
+                          nn.Flatten(), nn.Linear(4, 2)).eval()
+    analysis = Analysis(video, torch.randn(8, 3, 4, 8, 8), rank=2, progress=False)
+    assert analysis.images.is_image and analysis.images.pixel_shape == (8, 4 * 8 + 3)
+    summary = write_report(tmp_path / "video", analysis, max_rank=2, top_k=3, progress=False)
+    assert summary["blocks"][1]["spatial_shape"] == [4, 8, 8]
+    with Image.open(tmp_path / "video" / "layer_responses" / "component_0.png") as image:
+        assert np.asarray(image).std() > 0
+
+    signal = nn.Sequential(nn.Conv1d(1, 4, 9, stride=4), nn.ReLU(), nn.Flatten(),
+                           nn.Linear(4 * 248, 2)).eval()
+    analysis = Analysis(signal, torch.randn(10, 1, 1000), rank=2, progress=False)
+    assert not analysis.images.is_image  # 1 x 1000: its values are plotted, not 1-px rows
+    write_report(tmp_path / "signal", analysis, max_rank=2, top_k=3, progress=False)
+
+
+def test_layer_responses_of_many_blocks_wrap_onto_rows():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((40, 2))
+    blocks = Blocks.from_arrays({f"b{i}": (a @ rng.standard_normal((2, 5))).astype(np.float32)
+                                 for i in range(19)})
+    view = ViewModel(blocks, CoupledCP(rank=2, random_state=0).fit(blocks))
+    fig = plot_layer_response(view, InputImages(), 0)
+    assert tuple(fig.get_size_inches()) == pytest.approx((0.4 + 2.0 * 8, 0.6 + 3.6 * 3))
+    assert len(fig.axes) == 2 * 19  # units above, an empty panel below, for each block

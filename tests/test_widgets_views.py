@@ -311,6 +311,27 @@ def test_rgb_patterns_are_drawn_in_colour_under_a_matching_caption():
     assert "blue</span> negative" in gray.pattern_caption.value
 
 
+def test_video_inputs_and_3d_maps_are_drawn_as_filmstrips():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1),
+                          nn.Flatten(), nn.Linear(4, 2)).eval()
+    peek = Peek(Analysis(model, torch.randn(8, 3, 4, 8, 8), rank=2, progress=False),
+                progress=False)
+    gallery, layer = peek.views["gallery"], peek.views["layer_response"]
+    assert gallery.top_grid.kind == "rgb"
+    assert gallery.top_grid.image(0).shape == (8, 4 * 8 + 3, 3)  # 4 frames, 1-px gaps
+    peek.block = "1"
+    heat = np.asarray(layer.spatial_map.color)
+    v = peek.analysis.estimator.factors_["1"][1][:, peek.component].reshape(4, 8, 8)
+    np.testing.assert_allclose(heat, np.concatenate(list(v), axis=1))  # frames side by side
+    assert "(map 4x8x8, 4 frames side by side)" in layer.caption.value
+    assert gallery.overlay_box.layout.display == "none"  # no 2-D map to draw over the clips
+    peek.close()
+
+
 # -- 6. the traversal view -----------------------------------------------------------------
 def test_the_traversal_draws_the_maps_values_in_forward_order(peek, est):
     trav, cmap = peek.views["traversal"], peek.views["component_map"]

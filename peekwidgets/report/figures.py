@@ -14,6 +14,7 @@ from matplotlib import colormaps
 from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 
+from peekwidgets.images import map_2d
 from peekwidgets.palette import DIVERGING_HEX, INK, NEGATIVE
 
 __all__ = [
@@ -24,6 +25,9 @@ __all__ = [
 ]
 
 _DPI = 110
+
+#: Blocks side by side in a layer-response figure; more wrap onto further rows.
+MAX_COLUMNS = 8
 _DIVERGING = LinearSegmentedColormap.from_list("peekwidgets_diverging", DIVERGING_HEX)
 
 
@@ -116,8 +120,9 @@ def _bars(ax, values, title, n_labels: int = 3) -> None:
 
 
 def _map(ax, values, shape, title) -> None:
-    """A spatial loading map ``(H*W,) -> (H, W)``, diverging colours centred at 0."""
-    m = np.asarray(values, dtype=float).reshape(shape)
+    """A spatial loading map ``(H*W,) -> (H, W)`` (a 3-D map's frames side by side,
+    :func:`~peekwidgets.images.map_2d`), diverging colours centred at 0."""
+    m = map_2d(np.asarray(values, dtype=float), shape)
     lim = _symmetric_limit(m)
     ax.imshow(m, cmap=_DIVERGING, vmin=-lim, vmax=lim, interpolation="nearest")
     ax.set_title(title, fontsize=8)
@@ -126,7 +131,8 @@ def _map(ax, values, shape, title) -> None:
 
 
 def plot_layer_response(view, images, component: int) -> Figure:
-    """Every block's response to one component, one column per block (forward order).
+    """Every block's response to one component, one column per block (forward order, at most
+    :data:`MAX_COLUMNS` to a row).
 
     Input block: the component's pattern in input space as an image
     (:meth:`InputImages.pattern_uint8`, as in the dashboard). Matrix block: unit loadings
@@ -136,11 +142,14 @@ def plot_layer_response(view, images, component: int) -> Figure:
     if not 0 <= component < view.rank:
         raise ValueError(f"component must be in 0..{view.rank - 1}, got {component}")
     names = view.names
-    fig = Figure(figsize=(0.4 + 2.0 * len(names), 4.2), dpi=_DPI)
-    grid = fig.add_gridspec(2, len(names), hspace=0.45, wspace=0.35)
+    columns = min(len(names), MAX_COLUMNS)
+    rows = -(-len(names) // columns)
+    fig = Figure(figsize=(0.4 + 2.0 * columns, 0.6 + 3.6 * rows), dpi=_DPI)
+    grid = fig.add_gridspec(2 * rows, columns, hspace=0.45, wspace=0.35)
     for col, name in enumerate(names):
         block, factors = view.blocks[name], view.factors[name]
-        top = fig.add_subplot(grid[0, col])
+        row, at = 2 * (col // columns), col % columns
+        top = fig.add_subplot(grid[row, at])
         shape = block.spatial_shape
         share = f"{view.shares[col, component]:.0%} of its variance"
         if name == "input" and images.is_image:
@@ -150,21 +159,22 @@ def plot_layer_response(view, images, component: int) -> Figure:
             top.imshow(pixels, interpolation="nearest")
             top.set_title(f"{name}\npattern · {share}", fontsize=8)
             top.axis("off")
-            fig.add_subplot(grid[1, col]).axis("off")
+            fig.add_subplot(grid[row + 1, at]).axis("off")
         elif len(factors) == 1:
             b = factors[0][:, component]
             _bars(top, b, f"{name}\nunits ({len(b)}) · {share}")
-            fig.add_subplot(grid[1, col]).axis("off")
+            fig.add_subplot(grid[row + 1, at]).axis("off")
         else:
             u, v = factors[0][:, component], factors[1][:, component]
             if shape is not None:
                 _map(top, v, shape, f"{name}\nmap {'x'.join(map(str, shape))} · {share}")
             else:
                 _bars(top, v, f"{name}\npositions ({len(v)}) · {share}")
-            _bars(fig.add_subplot(grid[1, col]), u, f"channels ({len(u)})")
+            _bars(fig.add_subplot(grid[row + 1, at]), u, f"channels ({len(u)})")
     fig.suptitle(f"Layer responses to component c{component} "
                  f"(weight {float(view.weights[component]):.3g})", fontsize=10)
-    fig.subplots_adjust(left=0.04, right=0.99, top=0.8, bottom=0.08)
+    fig.subplots_adjust(left=0.04, right=0.99, top=1 - 0.8 / (0.6 + 3.6 * rows),
+                        bottom=0.3 / (0.6 + 3.6 * rows))
     return fig
 
 

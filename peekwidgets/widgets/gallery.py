@@ -116,11 +116,12 @@ class InputGallery(View):
         return self.fitted.factors[self.block][1][:, self.component].reshape(shape)
 
     def _can_overlay(self) -> bool:
-        """Whether the selected block has a spatial map to draw over image inputs."""
+        """Whether the selected block has a 2-D spatial map to draw over image inputs."""
         f = self.fitted
+        spatial = f.blocks[self.block].spatial_shape
         return (self.block != "input" and f.kind(self.block) == "tensor"
-                and f.input is not None and f.blocks[self.block].spatial_shape is not None
-                and self.renderer.is_image)
+                and f.input is not None and spatial is not None and len(spatial) == 2
+                and self.renderer.is_image and len(self.renderer.sample_shape) == 3)
 
     def pixels(self, rows: np.ndarray, spatial=None) -> np.ndarray:
         """Input ``rows (k, ...)`` -> what the tiles draw: display pixels ``(k, H, W[, 3])``
@@ -130,7 +131,7 @@ class InputGallery(View):
             rows = np.asarray(rows, dtype=np.float32)
             return rows.reshape(len(rows), int(np.prod(rows.shape[1:])))
         pixels = np.stack([self.renderer.to_uint8(x) for x in rows]) if len(rows) else (
-            np.zeros((0, *self.renderer.sample_shape[1:]), np.uint8))
+            np.zeros((0, *self.renderer.pixel_shape), np.uint8))
         return pixels if spatial is None else overlay_map(pixels, spatial)
 
     def _tiles(self, grid: TileGrid, index, captions, tooltips, outlined=None, spatial=None):

@@ -6,6 +6,7 @@ import bqplot as bq
 import ipywidgets as w
 import numpy as np
 
+from peekwidgets.images import map_2d
 from peekwidgets.palette import ACCENT, DIVERGING_HEX, INK, NEGATIVE
 
 from .base import View
@@ -234,15 +235,18 @@ class LayerResponse(View):
         else:
             u, v = factors[0][:, r], factors[1][:, r]
             self.channels.draw(u, [f"c{i}" for i in range(len(u))], self.n_labels)
-            hw = block.spatial_shape or (1, len(v))
+            grid = map_2d(v, block.spatial_shape)
+            hw = grid.shape
             m = float(np.abs(v).max()) or 1.0
-            set_grid(self.spatial_map, np.arange(hw[0]), np.arange(hw[1]), v.reshape(hw))
+            set_grid(self.spatial_map, np.arange(hw[0]), np.arange(hw[1]), grid)
             for axis, size in zip(self.map_axes, (hw[1], hw[0])):
                 axis.num_ticks = _ordinal_ticks(size)
             with self._map_colors.hold_sync():
                 self._map_colors.min, self._map_colors.max = -m, m
             self.map_bar.value = color_bar_html(-m, m, "loading", "{:+.2f}")
-            desc += f" (map {hw[0]}x{hw[1]})"
+            spatial = block.spatial_shape or hw
+            desc += f" (map {'x'.join(map(str, spatial))}" + (
+                f", {hw[1] // spatial[2]} frames side by side)" if len(spatial) == 3 else ")")
             self._show("tensor")
         self.caption.value = caption_html(
             f"<b>{name}</b> · {f.kind(name)} {desc} · "
