@@ -28,6 +28,15 @@ from peekwidgets.viewmodel import ViewModel
 __all__ = ["Analysis"]
 
 
+def _check_kwargs(what: str, kwargs: dict | None, own: tuple) -> None:
+    """Raise when ``kwargs`` sets one of the parameters ``own`` that Analysis takes itself."""
+    taken = [key for key in own if key in (kwargs or {})]
+    if taken:
+        raise TypeError(
+            f"{what} sets {taken[0]!r}, which is a parameter of Analysis itself; pass "
+            f"Analysis(..., {taken[0]}=...) and leave it out of {what}")
+
+
 class Analysis:
     """Capture a model's layers, fit one coupled factorization, and keep what follows from it.
 
@@ -100,6 +109,9 @@ class Analysis:
         if estimator is not None and blocks is None:
             raise ValueError("a fitted estimator needs the blocks it was fitted on; pass "
                              "blocks= too (Analysis.from_fitted(blocks, estimator))")
+        _check_kwargs("capture_kwargs", capture_kwargs, ("layers", "progress"))
+        _check_kwargs("engine_kwargs", engine_kwargs,
+                      ("rank", "nonnegative", "random_state", "progress"))
         self.model = model
         self.inputs = inputs
         self.progress = progress

@@ -103,6 +103,18 @@ def test_bad_construction_says_what_to_pass(kwargs, message):
         Analysis(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"engine_kwargs": {"nonnegative": True}}, r"engine_kwargs sets 'nonnegative', which is a "
+     r"parameter of Analysis itself; pass Analysis\(\.\.\., nonnegative=\.\.\.\)"),
+    ({"engine_kwargs": {"rank": 3}}, "engine_kwargs sets 'rank'"),
+    ({"capture_kwargs": {"layers": ["0"]}}, "capture_kwargs sets 'layers'"),
+])
+def test_arguments_that_analysis_takes_itself_are_refused_in_kwargs(kwargs, message):
+    model = nn.Sequential(nn.Linear(6, 4), nn.ReLU())
+    with pytest.raises(TypeError, match=message):
+        Analysis(model, torch.rand(10, 6), rank=2, progress=False, **kwargs)
+
+
 def test_compare_checkpoints_reuses_the_model_profile():
     model, x = planted_model()
     a = Analysis(model, x, rank=2, progress=False)
