@@ -57,11 +57,17 @@ def test_uint8_images_say_how_to_convert_them():
     # the conversion the message names works, and the input block holds what the model saw
     blocks = capture(model, pixels, input_fn=lambda batch: batch.float() / 255, progress=False)
     assert torch.equal(blocks["input"].data.reshape(pixels.shape), pixels.float() / 255)
-    # integer inputs that the model takes (token ids) are captured as they are
+    # integer inputs that the model takes (token ids) are left out unless asked for
     torch.manual_seed(0)
     tokens = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(12, 2))
     ids = torch.randint(0, 10, (7, 3))
-    assert capture(tokens, ids, progress=False)["input"].meta["dtype"] == "int64"
+    assert capture(tokens, ids, progress=False).names == ["2"]  # ids name things, not sizes
+    blocks = capture(tokens, ids, include_input=True, progress=False)
+    assert blocks["input"].meta["dtype"] == "int64"
+    assert torch.equal(blocks["input"].data, ids.float())
+    with pytest.raises(ValueError, match=r"layers is empty and the inputs are torch.int64.*"
+                       r"include_input=True"):
+        capture(tokens, ids, [], progress=False)
 
 
 def test_channels_last_images_say_to_move_the_channels_first():

@@ -131,7 +131,10 @@ def capture(
     label_fn : callable, optional
         ``label_fn(batch) -> (n,) labels``; kept only as ``Blocks.labels``.
     include_input : bool, optional
-        Default True. Whether the raw inputs become the first block, ``"input"``: images
+        Whether the raw inputs become the first block, ``"input"``. By default they do,
+        unless they are integers (token ids, category codes: their values name things
+        rather than measure them, so a factorization of them as numbers means nothing;
+        ``True`` takes them anyway). Images
         ``(N, C, H, W)`` as ``(N, C, H*W)`` with ``spatial_shape=(H, W)``, or
         ``(N, H*W)`` when ``C == 1``; flat inputs ``(N, P)`` as a matrix. Images
         with more than ``max_positions`` pixels are pooled (see there).
@@ -199,13 +202,12 @@ def capture(
     if like is not None:
         layers, include_input, flatten, output_keys = follow(
             model, like, layers, include_input, flatten, output_keys)
-    include_input = True if include_input is None else include_input
     explicit = None if isinstance(layers, str) and layers == "auto" else resolve_layers(
         model, layers)
-    if explicit == [] and not include_input:
+    if explicit == [] and include_input is False:
         raise ValueError("nothing to capture: layers is empty and include_input=False")
     if explicit is not None:
-        _check_names(explicit, output_keys, include_input)
+        _check_names(explicit, output_keys, include_input is not False)
     source = Source(local_shard(inputs, sharded), batch_size, input_fn, label_fn)
     batches = iter(source)
     first = next(batches, None)
@@ -215,6 +217,13 @@ def capture(
         )
     lead = leading(first[0])
     sample_shape = tuple(lead.shape[1:])
+    if include_input is None:  # integers (token ids, category codes) name, not measure
+        include_input = lead.is_floating_point() or lead.is_complex()
+        if explicit == [] and not include_input:
+            raise ValueError(
+                f"nothing to capture: layers is empty and the inputs are {lead.dtype} (token "
+                "ids or codes), left out of the blocks by default; name layers, or pass "
+                "include_input=True to factorize the integer inputs as numbers")
     if like is not None and like.sample_shape not in (None, sample_shape):
         raise ValueError(
             f"the inputs have per-sample shape {sample_shape}, the earlier capture "
