@@ -50,10 +50,15 @@ class FitHealth:
     duplicates : tuple of (int, int, float)
         Pairs ``(r, s, congruence)``, r < s, of near-duplicate components (congruence above
         :data:`DUPLICATE_CONGRUENCE`).
-    cancelling : tuple of (int, int, float)
-        Pairs whose congruence is below the engine's
-        :data:`~peekwidgets.engine.diagnostics.DEGENERACY_THRESHOLD`: they grow while
-        cancelling each other (a two-factor degeneracy).
+    cancelling : tuple of (int, int, float, str)
+        Pairs ``(r, s, congruence, block)`` that cancel each other in a block (a two-factor
+        degeneracy): their congruence there (the product of the cosines of ``A`` and of that
+        block's factors) is below the engine's
+        :data:`~peekwidgets.engine.diagnostics.DEGENERACY_THRESHOLD`, and one of the two
+        is larger than the whole block (its term's norm above the block's: the terms
+        outgrow the data they cancel to fit); the block where they cancel most.
+        In a coupled fit the cancellation can hold in one block only, where the product
+        over every block's modes would not show it.
     """
 
     state: str
@@ -83,10 +88,11 @@ class FitHealth:
                        "describes no input; refit at a lower rank")
         for pairs, what, fix in ((self.duplicates, "nearly duplicates", "a lower rank"),
                                  (self.cancelling, "cancels", "a lower rank or nonnegative")):
-            for r, s, c in pairs:
+            for r, s, c, *block in pairs:
                 if component in (r, s):
-                    out.append(f"component {component} {what} component {s + r - component} "
-                               f"(congruence {c:.2f}); refit at {fix}")
+                    where = f" in {block[0]}" if block else ""
+                    out.append(f"component {component} {what} component {s + r - component}"
+                               f"{where} (congruence {c:.2f}); refit at {fix}")
         return out
 
     def problems(self, rank: int) -> list[str]:
@@ -105,9 +111,10 @@ class FitHealth:
         for r, s, c in self.duplicates:
             out.append(f"components {r} and {s} are near-duplicates (congruence {c:.2f}); "
                        "refit at a lower rank")
-        for r, s, c in self.cancelling:
-            out.append(f"components {r} and {s} cancel each other (congruence {c:.2f}, a "
-                       "two-factor degeneracy); refit at a lower rank or nonnegative")
+        for r, s, c, block in self.cancelling:
+            out.append(f"components {r} and {s} cancel each other in {block} (congruence "
+                       f"{c:.2f}, a two-factor degeneracy); refit at a lower rank or "
+                       "nonnegative")
         return out
 
 
@@ -119,9 +126,11 @@ def prediction_block(blocks) -> str | None:
     return names[-1] if names else None
 
 
-def fit_health(estimator, A: np.ndarray, weights: np.ndarray, factors: dict) -> FitHealth:
-    """The :class:`FitHealth` of a fitted estimator: its ``A (N, R)``, ``weights (R,)`` and
-    block ``factors``."""
+def fit_health(estimator, A: np.ndarray, weights: np.ndarray, factors: dict,
+               terms: np.ndarray) -> FitHealth:
+    """The :class:`FitHealth` of a fitted estimator: its ``A (N, R)``, ``weights (R,)``, block
+    ``factors`` and ``terms (n_blocks, R)``, the norm of each component's term in each block
+    over the block's norm (in the order of ``factors``)."""
     n_iter = getattr(estimator, "n_iter_", None)
     losses = list(getattr(estimator, "loss_history_", None) or [])
     change = (abs(losses[-2] - losses[-1]) / losses[-2]
@@ -136,12 +145,22 @@ def fit_health(estimator, A: np.ndarray, weights: np.ndarray, factors: dict) -> 
                                                  | (weights == 0)))
     mats = [A, *(f for fs in factors.values() for f in fs)]
     congruence = _congruences(mats, mats)
+    names = list(factors)
+    per_block = np.stack([_congruences([A, *fs], [A, *fs]) for fs in factors.values()])
     rank = A.shape[1]
-    pairs = [(r, s, float(congruence[r, s])) for r in range(rank) for s in range(r + 1, rank)
+    pairs = [(r, s) for r in range(rank) for s in range(r + 1, rank)
              if r not in dead and s not in dead]
+    # terms that cancel outgrow the data: one of the two is larger than the whole block
+    per_block[np.maximum(terms[:, :, None], terms[:, None, :]) <= 1] = np.inf
+    least = [(r, s, int(np.argmin(per_block[:, r, s]))) for r, s in pairs]
+    cancelling = tuple((r, s, float(per_block[b, r, s]), names[b]) for r, s, b in least
+                       if per_block[b, r, s] < DEGENERACY_THRESHOLD)
+    cancel = {(r, s) for r, s, *_ in cancelling}
     return FitHealth(state, None if n_iter is None else int(n_iter), float(change), dead,
-                     tuple(p for p in pairs if p[2] > DUPLICATE_CONGRUENCE),
-                     tuple(p for p in pairs if p[2] < DEGENERACY_THRESHOLD))
+                     tuple((r, s, float(congruence[r, s])) for r, s in pairs
+                           if congruence[r, s] > DUPLICATE_CONGRUENCE
+                           and (r, s) not in cancel),
+                     cancelling)
 
 
 class ViewModel:
@@ -218,7 +237,8 @@ class ViewModel:
         self.block_fit = np.array([float(fit.get(n, np.nan)) for n in self.names])
         self.order = np.argsort(-self.A, axis=0, kind="stable").T.copy()
         self.total_share = self._block_weights() @ self.shares
-        self.health = fit_health(estimator, self.A, self.weights, self.factors)
+        self.health = fit_health(estimator, self.A, self.weights, self.factors,
+                                 self._term_norms())
         norms = np.linalg.norm(self.A, axis=0) * np.sqrt(self.n_samples)
         cosine = self.A.sum(axis=0) / np.where(norms > 0, norms, 1.0)
         self.mean_like = cosine >= MEAN_LIKE_COSINE
@@ -249,6 +269,18 @@ class ViewModel:
             if not self.mean_like[r] and r not in self.health.dead:
                 return r
         return 0
+
+    def _term_norms(self) -> np.ndarray:
+        """``(n_blocks, rank)`` the norm of each component's term in each scaled block over
+        the block's norm (``A_`` has unit-norm columns); 0 when the estimator does not say
+        how it scaled the blocks."""
+        scales = getattr(self.estimator, "block_scales_", None)
+        if not scales:
+            return np.zeros((len(self.names), self.rank))
+        terms = np.array([self.weights * np.prod([np.linalg.norm(f, axis=0) for f in fs], axis=0)
+                          for fs in self.factors.values()])
+        norms = np.array([scales[n] * self.blocks[n].norm() for n in self.names])
+        return terms / np.where(norms > 0, norms, np.inf)[:, None]
 
     def _block_weights(self) -> np.ndarray:
         """``(n_blocks,)`` each fitted block's scaled squared norm over their sum (equal when

@@ -8,6 +8,7 @@ import torch
 
 from peekwidgets.blocks import Block, Blocks
 from peekwidgets.engine import CoupledCP
+from peekwidgets.engine.diagnostics import DEGENERACY_THRESHOLD, degeneracy
 from peekwidgets.viewmodel import ViewModel
 
 
@@ -67,12 +68,30 @@ def test_near_duplicate_pairs_are_found_by_congruence():
     ((r, s, c),) = health.duplicates
     assert (r, s) == (0, 2) and 0.95 < c <= 1.0
     assert "nearly duplicates component 2" in health.flags(0)[0]
-    est.A_[:, 2] = -est.A_[:, 0]  # now they cancel: a two-factor degeneracy
-    for fs in est.factors_.values():
-        fs[0][:, 2] = fs[0][:, 0]
+
+
+def test_a_pair_that_cancels_in_one_block_is_found_there():
+    # a tensor of rank 3 and border rank 2: rank-2 fits diverge into two cancelling
+    # components; coupled with a block of noise, the product of the cosines over every
+    # block's modes does not show it, the cosines within the tensor block do
+    rng = np.random.default_rng(1)
+    n = 40
+    a, b, c, e, f, g = (rng.standard_normal((k, 1)) for k in (n, n, 6, 6, 7, 7))
+    x = np.einsum("ir,jr,kr->ijk", np.hstack([a, a, b]), np.hstack([c, e, c]),
+                  np.hstack([g, f, f]))
+    blocks = Blocks([Block("t", torch.from_numpy(x.reshape(n, 6, 7).astype(np.float32))),
+                     Block("noise", torch.from_numpy(rng.standard_normal((n, 30)).astype(
+                         np.float32)))])
+    est = CoupledCP(2, init="random", max_iter=2000, tol=0, random_state=0,
+                    dtype=torch.float64, block_weights={"t": 1.0, "noise": 0.1}).fit(blocks)
+    assert not degeneracy([est.A_, *(f for fs in est.factors_.values() for f in fs)]).degenerate
     health = ViewModel(blocks, est).health
-    assert health.duplicates == () and [p[:2] for p in health.cancelling] == [(0, 2)]
-    assert "cancel" in health.problems(3)[0]
+    ((r, s, c, block),) = health.cancelling
+    assert (r, s, block) == (0, 1, "t") and c < DEGENERACY_THRESHOLD
+    assert "components 0 and 1 cancel each other in t" in health.problems(2)[-1]
+    assert "cancels component 1 in t" in health.flags(0)[0]
+    # a well-posed fit of the same shapes has no such pair
+    assert ViewModel(planted(), CoupledCP(2, random_state=0).fit(planted())).health.ok
 
 
 def test_how_the_fit_ended_is_kept():
