@@ -127,8 +127,25 @@ def test_close_closes_every_widget_and_releases_the_blocks():
     gc.collect()
     assert ref() is None, "the blocks are still referenced after close()"
     assert all(widget.comm is None for widget in widgets)  # every widget closed
-    open_ids = set(w.Widget.widgets)
+    open_ids = set(dashboard_module._open_widgets())
     assert not open_ids & {widget.model_id for widget in widgets if widget.comm is not None}
+
+
+def test_a_dashboard_whose_views_fail_to_build_raises_and_closes_cleanly(monkeypatch):
+    from peekwidgets.widgets.layer_response import LayerResponse
+
+    def broken(self, changed=None):
+        raise RuntimeError("a view could not draw")
+
+    monkeypatch.setattr(LayerResponse, "update", broken)
+    blocks = image_blocks(60)
+    before = set(dashboard_module._open_widgets())
+    with pytest.raises(RuntimeError, match="a view could not draw"):
+        Peek.from_fitted(blocks, CoupledCP(2, random_state=0).fit(blocks))
+    (half,) = [widget for key, widget in dashboard_module._open_widgets().items()
+               if key not in before and isinstance(widget, Peek)]
+    half.close()  # as its __del__ does: without an error
+    assert half.comm is None
 
 
 def test_running_the_cell_again_closes_the_earlier_dashboard(monkeypatch):

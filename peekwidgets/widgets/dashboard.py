@@ -6,6 +6,7 @@ import contextlib
 import json
 import shutil
 import time
+import warnings
 import weakref
 from pathlib import Path
 
@@ -63,6 +64,14 @@ def fit_status(estimator, seconds: float | None = None) -> str:
         return f"converged in {n} sweeps{took}"
     return (f"stopped at max_iter={n} sweeps{took} before converging (last relative change "
             f"{change:.1e} > tol {estimator.tol:g}); refit with a larger max_iter")
+
+
+def _open_widgets() -> dict:
+    """Every open widget by its model id: ``Widget.widgets``, deprecated in ipywidgets 8
+    without a public replacement."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return w.Widget.widgets
 
 
 def _cell_id() -> str | None:
@@ -154,7 +163,7 @@ class Peek(w.VBox, StateTraits):
         self.errors = ErrorArea()
         self.progress = w.Output()
         fitted = analysis.view
-        before = set(w.Widget.widgets)
+        before = set(_open_widgets())
         super().__init__()
         self._refitting = False
         self._worker = Worker(on_error=self._work_failed, on_idle=self._work_done)
@@ -192,7 +201,7 @@ class Peek(w.VBox, StateTraits):
                                border=f"1px solid {BORDER}")
         self.add_class("peek-dashboard")
         self._update_header()
-        self._owned = set(w.Widget.widgets) - before  # closed with the dashboard
+        self._owned = set(_open_widgets()) - before  # closed with the dashboard
         self.controls.show_status(fit_status(analysis.estimator, analysis.timings.get("fit")))
         cell = _cell_id()
         if cell is not None:  # the cell ran again: its earlier dashboard is closed
@@ -501,13 +510,15 @@ class Peek(w.VBox, StateTraits):
 
     def close(self):
         """Close every widget of the dashboard and let go of the analysis (its blocks)."""
-        if not hasattr(self, "_worker"):  # a dashboard whose construction failed
+        if not hasattr(self, "_owned"):  # a dashboard whose construction failed
+            if hasattr(self, "_worker"):
+                self._worker.cancel()
             return super().close()
         self._worker.cancel()
         self._worker.wait(30)
         for link in self._links:
             link.unlink()
-        open_now = w.Widget.widgets
+        open_now = _open_widgets()
         widgets = _descendants(self) + [open_now[i] for i in self._owned if i in open_now]
         for widget in widgets:
             widget.unobserve_all()
