@@ -115,6 +115,7 @@ def test_report_on_flat_inputs_draws_bars(tmp_path):
     assert [b["name"] for b in summary["blocks"]][0] == "input"
     assert summary["blocks"][0]["spatial_shape"] is None
     assert summary["checkpoints"] is None
+    assert summary["problems"] == analysis.view.health.problems(2)
     assert {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()} == (
         set(summary["files"]))
     with Image.open(tmp_path / "top_inputs.png") as image:

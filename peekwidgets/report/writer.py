@@ -11,7 +11,8 @@ has it compute the rank profile and, when checkpoints are given, compare them; i
   (input pattern as an image, unit loadings as bars, conv maps and channel loadings);
 - ``rank_profiles.png``: joint fit over the rank, for the model and each checkpoint;
 - ``factors.npz`` (the fitted model, :meth:`CoupledCP.save`) and ``summary.json``, which lists
-  every file written.
+  every file written and, under ``"problems"``, what the dashboard warns of (a fit stopped early,
+  dead, near-duplicate or cancelling components), each with its fix.
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ def write_report(
         "shares": {name: _floats(row) for name, row in zip(view.names, view.shares)},
         "converged": bool(cp.converged_),
         "n_iter": int(cp.n_iter_),
+        "problems": view.health.problems(view.rank),
         "top_inputs": {f"c{r}": (view.top(r, top_k) if index is None
                                  else index[view.top(r, top_k)]).tolist()
                        for r in range(view.rank)},
