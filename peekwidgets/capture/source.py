@@ -243,9 +243,9 @@ class Source:
                 x, label = _model_input(self.input_fn(batch)), None
             else:
                 x, label = _default_input(batch)
-            n = leading(x).shape[0] if leading(x).ndim else None
-            if n is None:
+            if leading(x).ndim == 0:
                 raise ValueError("a batch input is a 0-d tensor; batches must be (n, ...)")
+            n = leading(x).shape[0]
             if self.label_fn is not None:
                 yield x, _labels_array(self.label_fn(batch), n, strict=True)
                 continue
