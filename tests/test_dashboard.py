@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gc
 import json
+import subprocess
+import sys
 import time
 import weakref
 import zipfile
@@ -146,6 +148,22 @@ def test_a_dashboard_whose_views_fail_to_build_raises_and_closes_cleanly(monkeyp
                if key not in before and isinstance(widget, Peek)]
     half.close()  # as its __del__ does: without an error
     assert half.comm is None
+
+
+def test_a_script_that_builds_a_dashboard_exits_quietly():
+    script = (
+        "import numpy as np, torch\n"
+        "from peekwidgets.blocks import Block, Blocks\n"
+        "from peekwidgets.engine import CoupledCP\n"
+        "from peekwidgets.widgets import Peek\n"
+        "x = torch.rand(30, 16)\n"
+        "blocks = Blocks([Block('input', x, (4, 4)), Block('fc', x[:, :5] * 2)])\n"
+        "peek = Peek.from_fitted(blocks, CoupledCP(2, random_state=0).fit(blocks))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Exception ignored" not in done.stderr  # the widgets close at exit without errors
 
 
 def test_running_the_cell_again_closes_the_earlier_dashboard(monkeypatch):

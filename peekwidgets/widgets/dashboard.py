@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import shutil
 import time
-import warnings
 import weakref
 from pathlib import Path
 
@@ -66,12 +66,15 @@ def fit_status(estimator, seconds: float | None = None) -> str:
             f"{change:.1e} > tol {estimator.tol:g}); refit with a larger max_iter")
 
 
+#: Every open widget by its model id: ipywidgets 8 keeps them in ``_instances`` and
+#: deprecates ``Widget.widgets`` without a public replacement (read once, here: a dashboard
+#: closed at interpreter exit must not need a module that is gone by then).
+_OPEN = getattr(importlib.import_module("ipywidgets.widgets.widget"), "_instances", None)
+
+
 def _open_widgets() -> dict:
-    """Every open widget by its model id: ``Widget.widgets``, deprecated in ipywidgets 8
-    without a public replacement."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return w.Widget.widgets
+    """Every open widget by its model id."""
+    return _OPEN if _OPEN is not None else w.Widget.widgets
 
 
 def _cell_id() -> str | None:
