@@ -8,9 +8,11 @@ or many (``torchrun``), into an output folder.
   labels), a ``.npy`` array ``(N, ...)`` (memory-mapped, so each process reads its own rows),
   or a ``.pt`` file holding a tensor ``(N, ...)``, a tuple ``(inputs, labels)`` or a dict with
   the inputs under ``inputs``/``x``/``images`` and the labels under ``labels``/``y``/
-  ``targets``. Images are read as RGB, resized and center-cropped to ``--size`` when given
-  (else they must share one size), scaled to [0, 1] and normalized with ``--mean``/``--std``
-  when given; image files are decoded by ``--workers`` DataLoader workers per process.
+  ``targets``. Images are read as RGB (16-bit ones scaled to 8 bits), resized and
+  center-cropped to ``--size`` when given (else they must share one size), scaled to [0, 1]
+  and normalized with ``--mean``/``--std`` when given; image files are decoded by
+  ``--workers`` DataLoader workers per process. A folder that holds both images and
+  subfolders is refused (which of them to read would be a guess).
 - :func:`process_group`: under ``torchrun`` (``RANK`` and ``WORLD_SIZE`` set) the process
   group is initialized here (NCCL when CUDA is available, each process on the GPU of its
   ``LOCAL_RANK``; gloo on CPUs) with ``--timeout`` on its collectives, and destroyed at the
@@ -89,7 +91,14 @@ def load_model(spec: str, weights=None) -> nn.Module:
         if not path.is_file():
             raise BadInput(f"--weights {weights}: no such file; pass the path of a state_dict "
                            "saved with torch.save(model.state_dict(), path)")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch.load raises errors of many kinds
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+            raise BadInput(
+                f"--weights {weights} is not a state_dict torch can read ({first}); save the "
+                "weights with torch.save(model.state_dict(), path): a whole pickled model is "
+                "not loaded, since loading it would run arbitrary code") from None
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
         try:
@@ -109,10 +118,18 @@ class ImageFiles(Dataset):
         return len(self.files)
 
     def __getitem__(self, i):
-        from PIL import Image
+        return self.transform(load_rgb(self.files[i]))
 
-        with Image.open(self.files[i]) as image:
-            return self.transform(image.convert("RGB"))
+
+def load_rgb(path):
+    """The image file ``path`` as an RGB PIL image; 16-bit images scaled to 8 bits (PIL's
+    own conversion clips them, to white)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        if image.mode.startswith("I"):  # "I;16", "I;16B", "I": 16-bit values in 32-bit ints
+            image = image.point(lambda v: v * (1 / 257)).convert("L")
+        return image.convert("RGB")
 
 
 def _transform(size, mean, std):
@@ -155,14 +172,21 @@ def load_data(path, size: int | None = None, mean=None, std=None):
             raise BadInput(f"--data {path}: expected a folder of images, a .npy or a .pt file")
         return _from_file(path)
     transform = _transform(size, mean, std)
-    if any(p.is_dir() for p in path.iterdir()):
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    folders = sorted(p.name for p in path.iterdir() if p.is_dir())
+    if files and folders:
+        raise BadInput(
+            f"--data {path} holds {len(files)} images and the subfolders {folders[:5]}: a "
+            "folder of class subfolders is read from its subfolders alone, a flat folder from "
+            "its images alone; move the images into a subfolder per class, or the subfolders "
+            "out of it")
+    if folders:
         from torchvision.datasets import ImageFolder
 
         try:
-            return ImageFolder(path, transform=transform)
+            return ImageFolder(path, transform=transform, loader=load_rgb)
         except FileNotFoundError as error:
             raise BadInput(f"--data {path}: {error}") from None
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise BadInput(f"--data {path} holds no images ({', '.join(IMAGE_SUFFIXES)}) and no "
                        "class subfolders; pass a folder of images, a .npy or a .pt file")
@@ -226,9 +250,22 @@ def run(args) -> dict | None:
                             pin_memory=device.type == "cuda")
     else:
         capture_kwargs["batch_size"] = args.batch_size
-    analysis = Analysis(model, inputs, rank=args.rank, layers=layers,
-                        nonnegative=args.nonnegative, random_state=args.seed, progress=lead,
-                        capture_kwargs=capture_kwargs, mean=args.mean, std=args.std)
+    try:
+        analysis = Analysis(model, inputs, rank=args.rank, layers=layers,
+                            nonnegative=args.nonnegative, random_state=args.seed,
+                            progress=lead, capture_kwargs=capture_kwargs, mean=args.mean,
+                            std=args.std)
+    except RuntimeError as error:  # images of the wrong size make the model fail on shapes
+        if not isinstance(inputs, DataLoader) or not any(
+                word in str(error) for word in ("shape", "size", "channels", "dimension")):
+            raise
+        if "stack expects each tensor to be equal size" in str(error):
+            raise BadInput(f"--data {args.data}: the images have different sizes ({error}); "
+                           "pass --size N to resize and crop them all to N x N") from None
+        raise BadInput(
+            f"--model {args.model} failed on the images of --data {args.data}"
+            f"{f' at --size {args.size}' if args.size else ' at their own size'} ({error}); "
+            "pass the --size the model was built for") from None
     analysis.rank_profile(args.max_rank, random_state=args.seed, progress=lead)
     if not lead:
         return None

@@ -76,6 +76,12 @@ def tiny_inputs(n: int = 101) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(n, 3, 12, 12, generator=g), torch.randint(0, 5, (n,), generator=g)
 
 
+def flat_model() -> nn.Module:
+    """A linear classifier of 3 x 12 x 12 images, which takes no other size."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 12 * 12, 5))
+
+
 def failing_on_rank_1() -> nn.Module:
     """A model factory that fails on the process of rank 1 (``RANK``), as a broken node."""
     if os.environ.get("RANK") == "1":

@@ -70,6 +70,16 @@ def test_data_forms(tmp_path):
     flat = load_data(tmp_path / "flat", mean=[0.5] * 3, std=[0.5] * 3)
     raw = np.asarray(Image.open(tmp_path / "flat" / "img1.png"), dtype=np.float32) / 255
     torch.testing.assert_close(flat[1], torch.from_numpy(raw).permute(2, 0, 1) * 2 - 1)
+    # a 16-bit grayscale PNG is scaled to 8 bits (PIL's own conversion makes it white), and
+    # read so in class folders too
+    deep = np.arange(0, 65536, 257, dtype=np.uint16)[:60].reshape(6, 10)
+    for folder in (tmp_path / "deep", tmp_path / "deep_classes" / "a"):
+        folder.mkdir(parents=True)
+        Image.fromarray(deep).save(folder / "deep.png")
+    expected = torch.from_numpy(deep / 65535).float().expand(3, 6, 10)
+    torch.testing.assert_close(load_data(tmp_path / "deep")[0], expected, atol=1 / 255, rtol=0)
+    torch.testing.assert_close(load_data(tmp_path / "deep_classes")[0][0], expected,
+                               atol=1 / 255, rtol=0)
     x, y = tiny_inputs(7)
     np.save(tmp_path / "x.npy", x.numpy())
     np.testing.assert_array_equal(load_data(tmp_path / "x.npy"), x.numpy())
@@ -86,10 +96,14 @@ def test_bad_data_is_named(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes.txt").write_text("no data")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "d.pt")
+    _images(tmp_path / "mixed", 3)
+    _images(tmp_path / "mixed" / "extra", 1)
     for path, message in [(tmp_path / "none", "no such file or folder"),
                           (tmp_path / "empty", "holds no images"),
                           (tmp_path / "notes.txt", "expected a folder of images, a .npy"),
-                          (tmp_path / "d.pt", "put the inputs under one of")]:
+                          (tmp_path / "d.pt", "put the inputs under one of"),
+                          (tmp_path / "mixed", r"holds 3 images and the subfolders \['extra'\]"
+                           r".*move the images into a subfolder per class")]:
         with pytest.raises(BadInput, match=message):
             load_data(path)
 
@@ -106,6 +120,8 @@ def test_model_spec_and_weights(tmp_path):
     load_model("dist_helpers:tiny_model", tmp_path / "wrapped.pt")
     assert type(load_model("torchvision.models:resnet18")).__name__ == "ResNet"
     torch.save({"other": torch.zeros(1)}, tmp_path / "bad.pt")
+    torch.save(trained, tmp_path / "pickled.pt")  # the whole model, not its state_dict
+    (tmp_path / "garbage.pt").write_bytes(b"not a torch file")
     for spec, weights, message in [
         ("dist_helpers.tiny_model", None, "is not 'package.module:factory'"),
         ("no_such_module:f", None, "cannot import 'no_such_module'"),
@@ -114,6 +130,9 @@ def test_model_spec_and_weights(tmp_path):
         ("dist_helpers:free_port", None, "returned a int, not a torch.nn.Module"),
         ("dist_helpers:tiny_model", tmp_path / "missing.pt", "no such file"),
         ("dist_helpers:tiny_model", tmp_path / "bad.pt", "does not fit --model"),
+        ("dist_helpers:tiny_model", tmp_path / "pickled.pt",
+         r"is not a state_dict torch can read.*torch.save\(model.state_dict\(\), path\)"),
+        ("dist_helpers:tiny_model", tmp_path / "garbage.pt", "is not a state_dict"),
     ]:
         with pytest.raises(BadInput, match=message):
             load_model(spec, weights)
@@ -134,6 +153,22 @@ def test_cli_errors_exit_2(capsys, tmp_path, data_file):
             main(["analyze", "--out", str(tmp_path / "out"), *argv])
         err = capsys.readouterr().err
         assert info.value.code == 2 and message in err, err
+
+
+def test_images_the_model_cannot_take_name_the_size(capsys, tmp_path):
+    _images(tmp_path / "sizes" / "a", 2, size=(12, 12))
+    _images(tmp_path / "sizes" / "b", 2, size=(16, 20))
+    cases = [([], "the images have different sizes"),  # no --size: they cannot be stacked
+             (["--size", "16"], "failed on the images of --data")]  # it takes 12 x 12
+    for extra, message in cases:
+        with pytest.raises(SystemExit) as info:
+            main(["analyze", "--out", str(tmp_path / "out"), "--data", str(tmp_path / "sizes"),
+                  "--model", "dist_helpers:flat_model", "--rank", "2", *extra])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and message in err and "--size" in err, err
+    assert main(["analyze", "--out", str(tmp_path / "out"), "--data", str(tmp_path / "sizes"),
+                 "--model", "dist_helpers:flat_model", "--rank", "2", "--max-rank", "3",
+                 "--size", "12"]) == 0
 
 
 # -- one process and two ---------------------------------------------------------------------
