@@ -303,6 +303,12 @@ class Analysis:
                 "call it on rank 0, or build the Analysis with gather=True")
         return self.view
 
+    @property
+    def holds_values(self) -> bool:
+        """Whether the blocks' values are here: False for an analysis from :meth:`load`,
+        which can be drawn and reported but not refitted nor profiled."""
+        return not any(b.meta.get("values") == NOT_GATHERED for b in self.blocks)
+
     def _check_values(self, what: str):
         """Raise when the blocks' values are not here (an analysis from :meth:`load`)."""
         missing = [b.name for b in self.blocks if b.meta.get("values") == NOT_GATHERED]

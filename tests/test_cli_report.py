@@ -150,3 +150,23 @@ def test_layer_responses_of_many_blocks_wrap_onto_rows():
     fig = plot_layer_response(view, InputImages(), 0)
     assert tuple(fig.get_size_inches()) == pytest.approx((0.4 + 2.0 * 8, 0.6 + 3.6 * 3))
     assert len(fig.axes) == 2 * 19  # units above, an empty panel below, for each block
+
+
+def test_a_loaded_analysis_is_reported_with_the_profile_it_holds(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4))
+    analysis = Analysis(model, torch.randn(50, 12), rank=2, progress=False)
+    analysis.dump(tmp_path / "bare")
+    analysis.rank_profile(3, progress=False)
+    analysis.dump(tmp_path / "profiled")
+    loaded = Analysis.load(tmp_path / "profiled")
+    assert not loaded.holds_values and analysis.holds_values
+    summary = write_report(tmp_path / "r1", loaded, progress=False)  # max_rank: the profile's
+    assert summary["rank_profile"]["ranks"] == [1, 2, 3]
+    assert (tmp_path / "r1" / "rank_profiles.png").is_file()
+    summary = write_report(tmp_path / "r2", Analysis.load(tmp_path / "bare"), progress=False)
+    assert summary["rank_profile"] is None and "rank_profiles.png" not in summary["files"]
+    assert (tmp_path / "r2" / "component_map.png").is_file()
+    with pytest.raises(ValueError, match=r"loaded without its blocks' values.*R = 1\.\.3.*"
+                       "leave max_rank and checkpoints out"):
+        write_report(tmp_path / "r3", loaded, max_rank=5, progress=False)

@@ -65,8 +65,8 @@ def _save(fig: Figure, path: Path, out: Path, files: list) -> None:
 
 
 def write_report(
-    out_dir, analysis, *, checkpoints=None, labels=None, max_rank: int = 10, top_k: int = 8,
-    progress: bool = True, extra: dict | None = None,
+    out_dir, analysis, *, checkpoints=None, labels=None, max_rank: int | None = None,
+    top_k: int = 8, progress: bool = True, extra: dict | None = None,
 ) -> dict:
     """Write the report folder of an :class:`~peekwidgets.session.Analysis` to ``out_dir``.
 
@@ -87,8 +87,12 @@ def write_report(
         Only annotate the top inputs and add an accuracy column to the checkpoint table
         (default: the labels found in the inputs, ``analysis.labels``); never used by a
         computation.
-    max_rank, top_k : int
-        Largest rank of the profiles, inputs per component.
+    max_rank : int, optional
+        Largest rank of the profiles: by default that of the analysis' own rank profile, or
+        10 when it has none. An analysis loaded with :meth:`Analysis.load` (the fit without
+        the blocks' values) is reported with the profile it holds, or without one.
+    top_k : int
+        Inputs per component.
     extra : dict, optional
         Merged into ``summary.json`` (for example the provenance of the model).
 
@@ -102,8 +106,17 @@ def write_report(
     files: list[str] = []
     stage = _Stages(progress)
     profile = analysis.profile
-    with stage(f"rank profile (R = 1..{max_rank})"):
-        if profile is None or profile.max_rank != max_rank:
+    if max_rank is None:
+        max_rank = 10 if profile is None else profile.max_rank
+    if not analysis.holds_values and (profile is not None and profile.max_rank != max_rank
+                                      or checkpoints):
+        raise ValueError(
+            "this analysis was loaded without its blocks' values: it can report the rank "
+            f"profile it holds ({'none' if profile is None else f'R = 1..{profile.max_rank}'}"
+            "), but neither compute another nor compare checkpoints; leave max_rank and "
+            "checkpoints out, or run the analysis again from the model and its inputs")
+    if analysis.holds_values and (profile is None or profile.max_rank != max_rank):
+        with stage(f"rank profile (R = 1..{max_rank})"):
             profile = analysis.rank_profile(
                 max_rank, random_state=analysis.estimator.random_state, progress=progress)
     comparison = None
@@ -125,7 +138,9 @@ def write_report(
             profiles = dict(zip(comparison.names, comparison.profiles))
             if comparison.accuracy is not None:
                 accuracies = dict(zip(comparison.names, comparison.accuracy.tolist()))
-        _save(plot_rank_profiles(profiles, accuracies), out / "rank_profiles.png", out, files)
+        if profile is not None:
+            _save(plot_rank_profiles(profiles, accuracies), out / "rank_profiles.png", out,
+                  files)
         files.append(analysis.save(out / "factors.npz").relative_to(out).as_posix())
     files.append("summary.json")
     cp, index = view.estimator, analysis.sample_index
@@ -147,7 +162,7 @@ def write_report(
         "top_inputs": {f"c{r}": (view.top(r, top_k) if index is None
                                  else index[view.top(r, top_k)]).tolist()
                        for r in range(view.rank)},
-        "rank_profile": _profile_summary(profile),
+        "rank_profile": None if profile is None else _profile_summary(profile),
         "checkpoints": None if comparison is None else [
             {k: _floats(v) if isinstance(v, np.ndarray) else v for k, v in row.items()}
             for row in comparison.records()
