@@ -243,7 +243,8 @@ class Analysis:
 
         A checkpoint whose weights equal the model's reuses :attr:`profile` when it was
         computed with the same settings (``max_rank`` and the rank-profile keywords in
-        ``kwargs``) on all captured blocks. ``layers`` defaults to the captured ones.
+        ``kwargs``) on all captured blocks. ``layers`` defaults to the captured ones,
+        ``labels`` (for the accuracy column alone) to those found in the inputs.
         """
         if self.model is None or self.inputs is None:
             raise ValueError("comparing checkpoints needs the model and its inputs; build the "
@@ -254,7 +255,8 @@ class Analysis:
         layers = [n for n in self.blocks.names if n != "input"] if layers is None else layers
         with self._timed("compare_checkpoints"):
             return compare_checkpoints(
-                self.model, checkpoints, self.inputs, layers=layers, labels=labels,
+                self.model, checkpoints, self.inputs, layers=layers,
+                labels=self.blocks.labels if labels is None else labels,
                 max_rank=max_rank, capture_kwargs=self.capture_kwargs,
                 model_profile=self.profile if same else None, progress=progress, **kwargs)
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from peekwidgets import Analysis
 from peekwidgets.blocks import Block, Blocks
@@ -125,6 +126,16 @@ def test_compare_checkpoints_reuses_the_model_profile():
     assert comparison.names == ["other", "final"]
     assert comparison.profiles[1] is profile
     assert comparison.profiles[0] is not profile
+    assert comparison.accuracy is None  # no labels in the inputs
+
+
+def test_compare_checkpoints_takes_the_labels_found_in_the_inputs():
+    model, x = planted_model()
+    with torch.no_grad():
+        y = model(x).argmax(1)  # the model's own predictions: accuracy 1
+    a = Analysis(model, TensorDataset(x, y), rank=2, progress=False)
+    comparison = a.compare_checkpoints({"final": model}, max_rank=3, progress=False)
+    assert comparison.accuracy.tolist() == [1.0]
 
 
 def test_refit_of_a_fit_from_initial_factors_starts_from_svd():
