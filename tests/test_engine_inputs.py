@@ -92,7 +92,43 @@ def test_rank_is_validated_before_any_work(monkeypatch, rank, message):
     ("max_iter", 10.0, "max_iter=10.0: expected a whole number of sweeps >= 1, not a float; "
                        "pass max_iter=10"),
     ("tol", None, "tol=None: expected a number (the relative decrease of the loss that stops"),
+    ("tol", float("nan"), "tol=nan: expected a number"),
+    ("device", "bogus", "device='bogus' is not a torch device"),
+    ("device", "meta", "device='meta' holds no values to fit; pass 'cpu' or 'cuda'"),
+    ("random_state", 1.5, "random_state=1.5: expected None, an int, or a numpy RandomState"),
 ])
 def test_other_counts_and_tol_are_validated(name, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         CoupledCP(3, **{name: value}).fit(arrays())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tells a machine without CUDA")
+def test_a_cuda_device_without_one_says_to_fit_on_the_cpu():
+    with pytest.raises(ValueError, match=r"device='cuda', but torch sees no CUDA device here; "
+                       r"pass device='cpu'"):
+        CoupledCP(3, device="cuda").fit(arrays())
+
+
+def test_random_state_takes_numpy_states_and_any_int():
+    blocks = Blocks.from_arrays(arrays())
+    fits = [CoupledCP(2, init="random", max_iter=5, tol=-1, random_state=state).fit(blocks).A_
+            for state in (np.random.RandomState(0), np.random.RandomState(0),
+                          np.random.default_rng(0), 2**70, 2**70)]
+    np.testing.assert_array_equal(fits[0], fits[1])  # the same draw, the same fit
+    np.testing.assert_array_equal(fits[3], fits[4])
+    assert all(np.isfinite(a).all() for a in fits)
+
+
+def test_a_negative_tol_runs_max_iter_sweeps_without_a_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = CoupledCP(3, max_iter=4, tol=-1.0, random_state=0).fit(arrays())
+    assert model.n_iter_ == 4 and not model.converged_
+
+
+def test_tensors_that_require_grad_are_fitted_and_folded_in():
+    data = {name: torch.as_tensor(x).clone().requires_grad_() for name, x in arrays().items()}
+    model = CoupledCP(3, random_state=0).fit(data)
+    plain = CoupledCP(3, random_state=0).fit(arrays())
+    np.testing.assert_allclose(model.A_, plain.A_, atol=1e-6)
+    np.testing.assert_allclose(model.transform(data), model.A_, atol=5e-3)

@@ -63,6 +63,8 @@ def test_save_x_writes_x_npz_and_load_x_finds_it(tmp_path, custom):
     assert not (tmp_path / "x").exists()
     back = CoupledCP.load(tmp_path / "x")
     assert np.array_equal(back.A_, custom.A_)
+    assert (back.n_samples_, back.row_offset_) == (custom.n_samples_, 0)  # every attribute
+    assert back.comm_bytes_per_sweep_ == 0.0
     assert np.array_equal(CoupledCP.load(str(tmp_path / "x.npz")).A_, custom.A_)
     with pytest.raises(FileNotFoundError, match=r"no peekwidgets factors file .*nothere "
                                                 r"\(nor .*nothere\.npz\); check the path"):

@@ -118,3 +118,26 @@ def test_engine_has_no_import_cycle_and_io_does_not_import_the_estimator():
     assert not cycles, cycles
     assert "peekwidgets.engine" not in set().union(*graph.values()), \
         "an engine module imports the package, which imports it back"
+
+
+def test_initial_factors_that_cannot_start_a_fit_are_refused():
+    blocks = small_blocks()
+    good = CoupledCP(2, random_state=0).fit(blocks).factors_
+    nan = {**good, "a": [np.full_like(good["a"][0], np.nan)]}
+    zero = {**good, "t": [good["t"][0], np.zeros_like(good["t"][1])]}
+    typo = {**good, "tt": good["t"]}
+    for init, message in [(nan, "init factor 0 of block 'a' holds NaN or Inf"),
+                          (zero, r"init factor 1 of block 't' has all-zero columns \[0, 1\]"),
+                          (typo, r"init has factors for \['tt'\], which are not among the "
+                                 r"blocks \['a', 't'\]")]:
+        with pytest.raises(ValueError, match=message):
+            CoupledCP(2, init=init).fit(blocks)
+
+
+def test_transform_validates_its_iterations():
+    blocks = small_blocks()
+    model = CoupledCP(2, nonnegative=True, random_state=0).fit(blocks)
+    with pytest.raises(ValueError, match=r"n_iter=2.5: expected a whole number of HALS "
+                       r"iterations >= 0, not a float"):
+        model.transform(blocks, n_iter=2.5)
+    assert model.transform(blocks, n_iter=0).shape == model.A_.shape

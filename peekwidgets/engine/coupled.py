@@ -119,16 +119,18 @@ class _Stop(Exception):
     """All processes of a group stop together: a stop request reached a reduction."""
 
 
-def _check_count(name: str, value, what: str, example: int) -> None:
-    """``value`` is an integer >= 1 (not a bool, not a float); else a ValueError with the fix."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1:
+def _check_count(name: str, value, what: str, example: int, least: int = 1) -> None:
+    """``value`` is an integer >= ``least`` (not a bool, not a float); else a ValueError with
+    the fix."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least:
         return
     whole = isinstance(value, numbers.Real) and not isinstance(value, bool) \
-        and float(value).is_integer() and value >= 1
+        and float(value).is_integer() and value >= least
     fix = f"pass {name}={int(value)}" if whole else f"for example {name}={example}"
     kind = "" if isinstance(value, numbers.Integral) and not isinstance(value, bool) \
         else f", not a {type(value).__name__}"
-    raise ValueError(f"{name}={value!r}: expected a whole number of {what} >= 1{kind}; {fix}")
+    raise ValueError(
+        f"{name}={value!r}: expected a whole number of {what} >= {least}{kind}; {fix}")
 
 
 class CoupledCP(Params):
@@ -153,7 +155,8 @@ class CoupledCP(Params):
         Maximum sweeps per start; a fit that stops there unconverged (and was not interrupted)
         warns with ``sklearn.exceptions.ConvergenceWarning``.
     tol : float
-        Stop when the relative decrease of the loss between sweeps is below ``tol``.
+        Stop when the relative decrease of the loss between sweeps is below ``tol``; a
+        negative ``tol`` runs ``max_iter`` sweeps (without a ``ConvergenceWarning``).
     block_weights : dict or sequence of float, optional
         Per-block weights (1 by default), multiplied into each block after normalization.
     normalize : bool
@@ -171,8 +174,9 @@ class CoupledCP(Params):
     dtype : torch.dtype
         Dtype of the data in the products (float32 or float64); Gram matrices, solves,
         inner products and the loss are accumulated in float64.
-    random_state : int, optional
-        Seed; fits are deterministic on CPU for a given seed.
+    random_state : int, numpy RandomState or Generator, optional
+        Seed (a RandomState or Generator gives one draw); fits are deterministic on CPU for a
+        given seed.
     progress : bool
         Show a tqdm progress bar over sweeps (on process 0 of a group).
     extrapolate : bool
@@ -259,11 +263,13 @@ class CoupledCP(Params):
         for name, what, example in (("rank", "components", 5), ("n_init", "starts", 1),
                                     ("max_iter", "sweeps", 1000)):
             _check_count(name, getattr(self, name), what, example)
-        if isinstance(self.tol, bool) or not isinstance(self.tol, numbers.Real):
+        if isinstance(self.tol, bool) or not isinstance(self.tol, numbers.Real) \
+                or math.isnan(self.tol):
             raise ValueError(
                 f"tol={self.tol!r}: expected a number (the relative decrease of the loss that "
                 "stops a fit; a negative tol runs max_iter sweeps)"
             )
+        self._device()
         if self.batch_size is not None and (
             not isinstance(self.batch_size, numbers.Integral) or self.batch_size < 1
         ):
@@ -274,6 +280,37 @@ class CoupledCP(Params):
             raise ValueError(
                 f"init={self.init!r}: expected 'svd', 'random' or a dict of block factors"
             )
+
+    def _device(self, blocks: Blocks | None = None) -> torch.device:
+        """The compute device: ``device``, else the blocks' (raises on one that cannot run)."""
+        if self.device is None:
+            return blocks[0].device if blocks is not None else torch.device("cpu")
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError) as error:
+            raise ValueError(f"device={self.device!r} is not a torch device ({error}); pass "
+                             "'cpu', 'cuda' or None for the blocks' own device") from None
+        if device.type == "meta":
+            raise ValueError("device='meta' holds no values to fit; pass 'cpu' or 'cuda'")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={self.device!r}, but torch sees no CUDA device here; "
+                             "pass device='cpu' (or None for the blocks' own device)")
+        return device
+
+    def _seed(self) -> int | None:
+        """``random_state`` as a seed: an int (reduced to 63 bits), or drawn from a numpy
+        ``RandomState`` or ``Generator`` (as scikit-learn takes them); None for a fresh one."""
+        state = self.random_state
+        if state is None:
+            return None
+        if isinstance(state, np.random.RandomState):
+            return int(state.randint(np.iinfo(np.int32).max))
+        if isinstance(state, np.random.Generator):
+            return int(state.integers(np.iinfo(np.int64).max))
+        if isinstance(state, bool) or not isinstance(state, numbers.Integral):
+            raise ValueError(f"random_state={state!r}: expected None, an int, or a numpy "
+                             "RandomState or Generator")
+        return int(state) % 2**63
 
     def _check_blocks(self, blocks: Blocks) -> tuple[list[float], int, int]:
         """Validate rank against the blocks; return their norms (finite, nonzero), this
@@ -313,6 +350,7 @@ class CoupledCP(Params):
         return sum(counts[:distributed.rank()]), sum(counts)
 
     # ---------------------------------------------------------------------------- fit
+    @torch.no_grad()
     def fit(self, blocks, callback=None) -> CoupledCP:
         """Fit the coupled model.
 
@@ -331,17 +369,17 @@ class CoupledCP(Params):
         self
         """
         self._check_params()
+        seed = self._seed()
         blocks = as_blocks(blocks)
         norms, offset, n_total = self._check_blocks(blocks)
         weights = resolve_block_weights(self.block_weights, blocks.names)
         scales = [w / nrm if self.normalize else w for w, nrm in zip(weights, norms)]
-        device = torch.device(self.device) if self.device is not None else blocks[0].device
-        data = self._batched(blocks, scales, device, n_total)
+        data = self._batched(blocks, scales, self._device(blocks), n_total)
         generator = torch.Generator()
-        if self.random_state is None:  # the same seed on every process
+        if seed is None:  # the same seed on every process
             generator.manual_seed(distributed.broadcast_object(generator.seed()))
         else:
-            generator.manual_seed(int(self.random_state))
+            generator.manual_seed(seed)
         sq_norms = [(s * nrm) ** 2 for s, nrm in zip(scales, norms)]
 
         from tqdm.auto import tqdm
@@ -372,7 +410,7 @@ class CoupledCP(Params):
                 f"fit interrupted after {best['n_iter']} sweeps; keeping the best factors so "
                 "far (interrupted_=True)", RuntimeWarning, stacklevel=2,
             )
-        elif not best["converged"]:
+        elif not best["converged"] and self.tol >= 0:  # a negative tol asks for max_iter
             from sklearn.exceptions import ConvergenceWarning  # importing sklearn takes ~1 s
 
             losses = best["losses"]
@@ -722,6 +760,7 @@ class CoupledCP(Params):
         return CPTensor((self.weights_.copy(), [self.A_.copy()] + [f.copy()
                                                                   for f in self.factors_[name]]))
 
+    @torch.no_grad()
     def transform(self, blocks, *, n_iter: int = 100) -> np.ndarray:
         """Fold in new samples: their rows of ``A_`` with the block factors fixed.
 
@@ -738,6 +777,7 @@ class CoupledCP(Params):
             In the units of ``A_`` (the training samples give back their own rows).
         """
         self._check_fitted()
+        _check_count("n_iter", n_iter, "HALS iterations", 100, least=0)
         blocks = as_blocks(blocks)
         for b in blocks:
             if b.name not in self.factors_:
@@ -751,8 +791,8 @@ class CoupledCP(Params):
                     "capture the new inputs with the layers and settings of the fit"
                 )
         check_finite(blocks)
-        device = torch.device(self.device) if self.device is not None else blocks[0].device
-        data = self._batched(blocks, [self.block_scales_[n] for n in blocks.names], device)
+        data = self._batched(blocks, [self.block_scales_[n] for n in blocks.names],
+                             self._device(blocks))
         factors = [self.factors_[n][:-1] + [self.factors_[n][-1] * self.weights_]
                    for n in blocks.names]
         _, scaled = _unfolded(factors, data, plain=False)
@@ -786,6 +826,8 @@ class CoupledCP(Params):
             raise ValueError(f"{path}: {e}; was it saved by a newer peekwidgets?") from None
         for name, value in fitted.items():
             setattr(model, name, value)
+        model.n_samples_ = int(model.block_shapes_[model.block_names_[0]][0])
+        model.row_offset_, model.comm_bytes_per_sweep_ = 0, 0.0  # the file holds rows 0..
         return model
 
     def __repr__(self) -> str:

@@ -67,6 +67,10 @@ def svd_factors(data, rank: int, generator: torch.Generator,
 
 def check_user_factors(init: dict, names, mode_shapes, rank: int) -> list[list[np.ndarray]]:
     """Validate ``{block name: [B] or [U, V]}`` initial factors; float64 numpy copies."""
+    unknown = [name for name in init if name not in names]
+    if unknown:
+        raise ValueError(f"init has factors for {unknown}, which are not among the blocks "
+                         f"{list(names)}; name the blocks as they are fitted")
     out = []
     for name, shape in zip(names, mode_shapes):
         if name not in init:
@@ -79,5 +83,15 @@ def check_user_factors(init: dict, names, mode_shapes, rank: int) -> list[list[n
                 f"init factors of block {name!r} have shapes {got}, expected {want} (rank "
                 f"{rank}); give factors of these shapes, or init='svd' to start from the data"
             )
+        for m, f in enumerate(fs):
+            if not np.isfinite(f).all():
+                raise ValueError(f"init factor {m} of block {name!r} holds NaN or Inf; give "
+                                 "finite factors, or init='svd'")
+            zero = np.flatnonzero(~f.any(axis=0))
+            if zero.size:
+                raise ValueError(
+                    f"init factor {m} of block {name!r} has all-zero columns {zero.tolist()}: "
+                    "a zero column stays zero (its Gram matrix is singular); give nonzero "
+                    "factors, or init='svd'")
         out.append(fs)
     return out
