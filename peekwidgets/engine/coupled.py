@@ -432,7 +432,8 @@ class CoupledCP(Params):
     def _initial_factors(self, data, names, start, generator):
         if isinstance(self.init, Mapping):  # process 0's on every process
             return distributed.broadcast_object(
-                _init.check_user_factors(self.init, names, data.mode_shapes, self.rank))
+                _init.check_user_factors(self.init, names, data.mode_shapes, self.rank,
+                                         self.nonnegative))
         if self.init == "svd" and start == 0:
             return _init.svd_factors(data, self.rank, generator, self.nonnegative)
         return _init.random_factors(data.mode_shapes, self.rank, generator)

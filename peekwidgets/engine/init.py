@@ -65,8 +65,13 @@ def svd_factors(data, rank: int, generator: torch.Generator,
     return factors
 
 
-def check_user_factors(init: dict, names, mode_shapes, rank: int) -> list[list[np.ndarray]]:
-    """Validate ``{block name: [B] or [U, V]}`` initial factors; float64 numpy copies."""
+def check_user_factors(init: dict, names, mode_shapes, rank: int,
+                       nonnegative: bool = False) -> list[list[np.ndarray]]:
+    """Validate ``{block name: [B] or [U, V]}`` initial factors; float64 numpy copies.
+
+    An all-zero column stays zero: in a nonnegative fit it makes a dead component (allowed,
+    unless every column is zero); in least squares its Gram matrix is singular (refused).
+    """
     unknown = [name for name in init if name not in names]
     if unknown:
         raise ValueError(f"init has factors for {unknown}, which are not among the blocks "
@@ -88,7 +93,7 @@ def check_user_factors(init: dict, names, mode_shapes, rank: int) -> list[list[n
                 raise ValueError(f"init factor {m} of block {name!r} holds NaN or Inf; give "
                                  "finite factors, or init='svd'")
             zero = np.flatnonzero(~f.any(axis=0))
-            if zero.size:
+            if zero.size and (not nonnegative or zero.size == rank):
                 raise ValueError(
                     f"init factor {m} of block {name!r} has all-zero columns {zero.tolist()}: "
                     "a zero column stays zero (its Gram matrix is singular); give nonzero "
