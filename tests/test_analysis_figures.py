@@ -48,6 +48,20 @@ def test_rank_profile_figure_is_new_each_call_and_shows_the_profile():
     assert list(b.marks[-1].labels) == ["x", "y"]
     assert len(rank_profile_figure(p, blocks=False).marks) == len(b.marks) - 1
     assert b.title == f"estimated rank 2 (score {p.score:.2f})"
+    gain = b.axes[2]  # a few round ticks inside the log scale (d3's crowd a short range)
+    ticks = np.asarray(gain.tick_values)
+    assert 1 <= len(ticks) <= 6 and gain.scale.min <= ticks.min() <= ticks.max() <= gain.scale.max
+    mantissa = ticks / 10.0 ** np.floor(np.log10(ticks))
+    assert np.isin(np.round(mantissa, 9), [1, 2, 5]).all()
+
+
+def test_log_ticks_are_round_and_few():
+    from peekwidgets.widgets.ticks import log_ticks
+
+    np.testing.assert_allclose(log_ticks(0.012, 0.7), [0.02, 0.05, 0.1, 0.2, 0.5])
+    np.testing.assert_allclose(log_ticks(1e-6, 0.9), [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1])
+    np.testing.assert_allclose(log_ticks(1e-8, 0.9), [1e-8, 1e-6, 1e-4, 1e-2])  # every 2nd
+    assert len(log_ticks(0.031, 0.045)) == 1
 
 
 def test_checkpoint_gains_figure_colours_checkpoints_in_order():

@@ -15,6 +15,8 @@ from matplotlib.colors import to_hex
 from peekwidgets.analysis import CRITERIA
 from peekwidgets.palette import INK
 
+from .ticks import log_ticks
+
 __all__ = ["CRITERION_COLORS", "checkpoint_colors", "checkpoint_gains_figure",
            "checkpoint_scores_figure", "rank_profile_figure"]
 
@@ -22,6 +24,16 @@ __all__ = ["CRITERION_COLORS", "checkpoint_colors", "checkpoint_gains_figure",
 def checkpoint_colors(n: int) -> list[str]:
     """``n`` hex colours of viridis, from dark blue (first checkpoint) to yellow (last)."""
     return [to_hex(c) for c in colormaps["viridis"](np.linspace(0, 1, max(n, 1)))]
+
+
+def _log_axis(values: np.ndarray, **axis) -> tuple[bq.LogScale, bq.Axis]:
+    """A log scale over the positive ``values`` and its axis, with a few round ticks
+    (:func:`~peekwidgets.widgets.ticks.log_ticks`; d3's own crowd a short range)."""
+    lo, hi = float(values.min()), float(values.max())
+    lo, hi = (lo / 1.5, hi * 1.5) if hi > lo else (lo / 10, hi * 10)
+    scale = bq.LogScale(min=lo, max=hi)
+    return scale, bq.Axis(scale=scale, tick_values=log_ticks(lo, hi), tick_format=".1~g",
+                          **axis)
 
 
 def rank_profile_figure(profile, blocks: bool = True) -> bq.Figure:
@@ -35,12 +47,14 @@ def rank_profile_figure(profile, blocks: bool = True) -> bq.Figure:
     """
     x_sc = bq.LinearScale(min=0.5, max=profile.max_rank + 0.5)
     y_sc = bq.LinearScale(min=0.0, max=1.0)
-    g_sc = bq.LogScale()
+    gains = np.maximum(profile.gain, 1e-6)
+    g_sc, g_axis = _log_axis(np.append(gains, profile.threshold), side="right",
+                             label="marginal gain")
     r = profile.ranks.astype(float)
     marks = [
         bq.Lines(x=r, y=profile.fit, scales={"x": x_sc, "y": y_sc}, colors=[INK],
                  stroke_width=3, marker="circle", labels=["joint fit"], display_legend=True),
-        bq.Lines(x=r, y=np.maximum(profile.gain, 1e-6), scales={"x": x_sc, "y": g_sc},
+        bq.Lines(x=r, y=gains, scales={"x": x_sc, "y": g_sc},
                  colors=["#d62728"], line_style="dashed", marker="square",
                  labels=["marginal gain"], display_legend=True),
         bq.Lines(x=[0.5, profile.max_rank + 0.5], y=[profile.threshold] * 2,
@@ -55,7 +69,7 @@ def rank_profile_figure(profile, blocks: bool = True) -> bq.Figure:
     axes = [
         bq.Axis(scale=x_sc, label="rank R", tick_format="d"),
         bq.Axis(scale=y_sc, side="left", label="explained variance"),
-        bq.Axis(scale=g_sc, side="right", label="marginal gain"),
+        g_axis,
     ]
     title = (f"estimated rank {profile.estimated_rank}{'+' if profile.saturated else ''} "
              f"(score {profile.score:.2f})")
@@ -73,10 +87,12 @@ def checkpoint_gains_figure(comparison) -> bq.Figure:
     """
     profiles = comparison.profiles
     max_rank = max(p.max_rank for p in profiles)
-    x_sc, y_sc = bq.LinearScale(min=0.5, max=max_rank + 0.5), bq.LogScale()
     gains = np.full((len(profiles), max_rank), np.nan)
     for i, p in enumerate(profiles):
         gains[i, : p.max_rank] = np.maximum(p.gain, 1e-6)
+    x_sc = bq.LinearScale(min=0.5, max=max_rank + 0.5)
+    y_sc, y_axis = _log_axis(np.append(gains[np.isfinite(gains)], profiles[0].threshold),
+                             side="left", label="marginal gain in joint fit")
     labels = [f"{n} (score {p.score:.1f})" for n, p in zip(comparison.names, profiles)]
     marks = [
         bq.Lines(x=np.arange(1, max_rank + 1), y=gains, scales={"x": x_sc, "y": y_sc},
@@ -85,8 +101,7 @@ def checkpoint_gains_figure(comparison) -> bq.Figure:
         bq.Lines(x=[0.5, max_rank + 0.5], y=[profiles[0].threshold] * 2,
                  scales={"x": x_sc, "y": y_sc}, colors=["gray"], line_style="dashed"),
     ]
-    axes = [bq.Axis(scale=x_sc, label="component R", tick_format="d"),
-            bq.Axis(scale=y_sc, side="left", label="marginal gain in joint fit")]
+    axes = [bq.Axis(scale=x_sc, label="component R", tick_format="d"), y_axis]
     return bq.Figure(marks=marks, axes=axes, title="rank profiles by checkpoint",
                      legend_location="top-right",
                      fig_margin={"top": 50, "bottom": 50, "left": 70, "right": 20})

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-__all__ = ["nice_limits", "nice_step", "nice_ticks", "set_ticks", "tick_format"]
+__all__ = ["log_ticks", "nice_limits", "nice_step", "nice_ticks", "set_ticks", "tick_format"]
 
 
 def nice_step(span: float, n: int = 5) -> float:
@@ -39,6 +39,19 @@ def nice_ticks(lo: float, hi: float, n: int = 5, integer: bool = False) -> np.nd
     first = math.ceil(lo / step - 1e-9) * step
     ticks = np.arange(first, hi + step * 1e-9, step)
     return np.round(ticks, 12) + 0.0  # no -0.0
+
+
+def log_ticks(lo: float, hi: float, n: int = 6) -> np.ndarray:
+    """At most ``n`` round ticks inside ``[lo, hi]`` (both > 0) for a log axis: 1, 2 and 5
+    times powers of ten, or the powers alone (every k-th) when those would crowd it."""
+    lo, hi = float(min(lo, hi)), float(max(lo, hi))
+    powers = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    for steps in ((1, 2, 5), (1,)):
+        ticks = [m * 10.0 ** k for k in powers for m in steps if lo <= m * 10.0 ** k <= hi]
+        if len(ticks) <= n:
+            break
+    ticks = ticks[::max(1, -(-len(ticks) // n))] or [lo]
+    return np.array(ticks)
 
 
 def nice_limits(lo: float, hi: float, pad: float = 0.05) -> tuple[float, float]:
