@@ -96,6 +96,8 @@ def test_rank_is_validated_before_any_work(monkeypatch, rank, message):
     ("device", "bogus", "device='bogus' is not a torch device"),
     ("device", "meta", "device='meta' holds no values to fit; pass 'cpu' or 'cuda'"),
     ("random_state", 1.5, "random_state=1.5: expected None, an int, or a numpy RandomState"),
+    ("normalize", "no", "normalize='no': expected True or False"),
+    ("nonnegative", 1, "nonnegative=1: expected True or False"),
 ])
 def test_other_counts_and_tol_are_validated(name, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):

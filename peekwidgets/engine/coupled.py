@@ -270,6 +270,9 @@ class CoupledCP(Params):
                 "stops a fit; a negative tol runs max_iter sweeps)"
             )
         self._device()
+        for name in ("nonnegative", "normalize", "progress", "extrapolate"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected True or False")
         if self.batch_size is not None and (
             not isinstance(self.batch_size, numbers.Integral) or self.batch_size < 1
         ):
