@@ -274,22 +274,28 @@ class ViewModel:
         """``(n_blocks, rank)`` the norm of each component's term in each scaled block over
         the block's norm (``A_`` has unit-norm columns); 0 when the estimator does not say
         how it scaled the blocks."""
-        scales = getattr(self.estimator, "block_scales_", None)
-        if not scales:
+        norms = self._scaled_norms()
+        if norms is None:
             return np.zeros((len(self.names), self.rank))
         terms = np.array([self.weights * np.prod([np.linalg.norm(f, axis=0) for f in fs], axis=0)
                           for fs in self.factors.values()])
-        norms = np.array([scales[n] * self.blocks[n].norm() for n in self.names])
         return terms / np.where(norms > 0, norms, np.inf)[:, None]
+
+    def _scaled_norms(self) -> np.ndarray | None:
+        """``(n_blocks,)`` each fitted block's norm as the fit scaled it, or None when the
+        estimator does not say how it scaled the blocks."""
+        scales = getattr(self.estimator, "block_scales_", None)
+        if not scales:
+            return None
+        return np.array([scales[n] * self.blocks[n].norm() for n in self.names])
 
     def _block_weights(self) -> np.ndarray:
         """``(n_blocks,)`` each fitted block's scaled squared norm over their sum (equal when
         the estimator does not say how it scaled the blocks)."""
-        scales = getattr(self.estimator, "block_scales_", None)
-        if not scales:
+        norms = self._scaled_norms()
+        if norms is None:
             return np.full(len(self.names), 1.0 / len(self.names))
-        sq = np.array([(scales[n] * self.blocks[n].norm()) ** 2 for n in self.names])
-        return sq / sq.sum()
+        return norms ** 2 / (norms ** 2).sum()
 
     def selection_z(self, index) -> np.ndarray:
         """``(rank,)`` how strongly samples ``index`` load on each component relative to all

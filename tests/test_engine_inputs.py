@@ -104,7 +104,8 @@ def test_other_counts_and_tol_are_validated(name, value, message):
         CoupledCP(3, **{name: value}).fit(arrays())
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="tells a machine without CUDA")
+@pytest.mark.skipif(torch.cuda.is_available(),
+                    reason="only a machine without CUDA can show this error")
 def test_a_cuda_device_without_one_says_to_fit_on_the_cpu():
     with pytest.raises(ValueError, match=r"device='cuda', but torch sees no CUDA device here; "
                        r"pass device='cpu'"):

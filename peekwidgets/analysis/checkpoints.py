@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 from peekwidgets.analysis.baselines import ENERGY_SHARE, energy_rank, rankme
 from peekwidgets.analysis.profile import RankProfile, check_max_rank, rank_profile
 from peekwidgets.capture import capture
-from peekwidgets.capture.borrow import float_dtype, module_device, to_device
-from peekwidgets.capture.source import Source, map_tensors, run_model
+from peekwidgets.capture.borrow import float_dtype, inputs_to_device, module_device
+from peekwidgets.capture.source import Source, run_model
 
 __all__ = ["CRITERIA", "CheckpointComparison", "compare_checkpoints"]
 
@@ -251,8 +251,8 @@ def _check_architecture(name: str, checkpoint, state, template: torch.nn.Module)
 def _predictions(model: torch.nn.Module, batches: Source) -> np.ndarray:
     """``(n_samples,)`` argmax of the model's output over ``batches`` (for validation only)."""
     device, dtype = module_device(model), float_dtype(model)
-    out = [run_model(model, map_tensors(lambda t: to_device(t, device, dtype), x))
-           .argmax(-1).cpu() for x, _ in batches]
+    out = [run_model(model, inputs_to_device(x, device, dtype)).argmax(-1).cpu()
+           for x, _ in batches]
     return torch.cat(out).numpy()
 
 

@@ -40,11 +40,11 @@ from functools import partial
 import torch
 from torch import nn
 
-from peekwidgets.capture.source import leading, run_model
+from peekwidgets.capture.source import leading, map_tensors, run_model
 
 __all__ = [
     "unwrap", "check_weights", "borrowed", "probe", "describe", "explain_failure",
-    "check_runs_once", "module_device", "float_dtype", "to_device",
+    "check_runs_once", "module_device", "float_dtype", "to_device", "inputs_to_device",
 ]
 
 #: Samples in the probe forward pass.
@@ -116,6 +116,15 @@ def to_device(x: torch.Tensor, device: torch.device, dtype) -> torch.Tensor:
             f"move the inputs to {device} or pass device='{x.device}' to run a copy of the model "
             "there"
         ) from error
+
+
+def inputs_to_device(x, device: torch.device, dtype, copy: bool = False):
+    """The model input ``x`` (a tensor, or tuples, lists and dicts of them) with every tensor
+    :func:`to_device`; with ``copy``, none of them is a tensor the inputs hold."""
+    def move(t):
+        moved = to_device(t, device, dtype)
+        return moved.clone() if copy and moved is t else moved
+    return map_tensors(move, x)
 
 
 @contextlib.contextmanager

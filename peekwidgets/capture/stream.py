@@ -37,9 +37,9 @@ from peekwidgets.capture.borrow import (
     check_weights,
     explain_failure,
     float_dtype,
+    inputs_to_device,
     module_device,
     probe,
-    to_device,
     unwrap,
 )
 from peekwidgets.capture.layers import (
@@ -360,7 +360,7 @@ def _probe(net: nn.Module, x, explicit, handles, device, dtype):
     rows = min(PROBE_SAMPLES, n)
 
     def run(rows):
-        sample = _for_model(_samples(x, n, rows), device, dtype, copy=True)
+        sample = inputs_to_device(_samples(x, n, rows), device, dtype, copy=True)
         versions = [t._version for t in tensors(sample) if not t.is_inference()]
         seen = probe(net, sample, handles)
         after = [t._version for t in tensors(sample) if not t.is_inference()]
@@ -381,15 +381,6 @@ def _samples(x, n: int, rows: int):
     """The model input ``x`` of ``n`` samples cut to its first ``rows``: every tensor whose
     first dimension is ``n``."""
     return map_tensors(lambda t: t[:rows] if t.ndim and t.shape[0] == n else t, x)
-
-
-def _for_model(x, device, dtype, copy: bool = False):
-    """The model input ``x`` on ``device``, floating tensors cast to ``dtype``; with ``copy``,
-    no tensor is the one the inputs hold."""
-    def move(t):
-        moved = to_device(t, device, dtype)
-        return moved.clone() if copy and moved is t else moved
-    return map_tensors(move, x)
 
 
 def _layouts(net: nn.Module, explicit, seen: dict, rows: int, output_keys: Mapping) -> dict:
@@ -482,7 +473,7 @@ def _stream(net, batches, source, targets, device, dtype, include_input, progres
         for i, (raw, label) in enumerate(batches):
             lead = leading(raw)
             n = lead.shape[0]
-            x = _for_model(raw, device, dtype, copy=protect)
+            x = inputs_to_device(raw, device, dtype, copy=protect)
             for target in targets:
                 target.begin(start, n)
             if include_input:
