@@ -182,3 +182,18 @@ def test_auto_takes_the_trunk_of_a_backbone_and_the_main_head_not_an_auxiliary_o
     with torch.no_grad():
         logits = model.classifier(model.backbone(x)["out"])  # before the upsampling
     assert_close(blocks["classifier.4"].data, logits.flatten(2))
+
+
+def test_without_a_linear_the_logits_are_the_module_that_returned_last():
+    # LRASPP's head adds a low- and a high-resolution classifier: the sum, the head's output,
+    # is the logits; neither classifier alone (the last leaf) is
+    torch.manual_seed(0)
+    model = tv.segmentation.lraspp_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=3).eval()
+    x = torch.randn(2, 3, 32, 32)
+    blocks = capture(model, x, progress=False)
+    assert blocks.names[-1] == "classifier"
+    with torch.no_grad():
+        features = model.backbone(x)
+        logits = model.classifier(features)  # before the upsampling
+    assert_close(blocks["classifier"].data, logits.flatten(2))

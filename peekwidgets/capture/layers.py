@@ -77,8 +77,10 @@ def resolve_layers(model: nn.Module, layers="auto") -> list[str]:
         With stages (rules 1-3), the head is what follows the last stage: its
         activations before its last ``nn.Linear`` are taken (the ReLU of
         ``classifier = Sequential(Flatten, Linear, ReLU, Linear)``). The
-        logits are the last ``nn.Linear``, or the last module of a net
-        without one (SqueezeNet's classifier). Auxiliary heads (a name part
+        logits are the last ``nn.Linear``, or in a net without one the module
+        that returns last in the forward pass, a Sequential standing for its
+        last child (SqueezeNet's ``classifier.3``; LRASPP's head, which adds
+        its two classifiers). Auxiliary heads (a name part
         that starts with ``aux``: GoogLeNet's ``aux1``, the ``aux_classifier``
         that torchvision's segmentation models built with ``aux_loss=True``
         run in eval mode too) are never taken.
@@ -270,9 +272,25 @@ def auto_layers(model: nn.Module, calls: Mapping[str, int] | None = None) -> lis
         picks = [n for n, m in found if isinstance(m, _ACTIVATIONS)] or [
             n for n, m in found if isinstance(m, (*_CONVS, nn.Linear))
         ]
-    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and once(n)]
-    logits = linears[-1:] or [n for n, _ in leaves(model) if once(n)][-1:]
+    logits = _logits(model, calls, once)
     return picks + [n for n in logits if n not in picks]
+
+
+def _logits(model: nn.Module, calls, once) -> list[str]:
+    """The last Linear; without one, the module that returned last in the probe (``calls``
+    is in that order; else the last leaf), a Sequential standing for its last child
+    (LRASPP's head adds two classifiers: the head gives the logits, neither classifier)."""
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and once(n)]
+    if linears:
+        return linears[-1:]
+    order = [n for n, _ in leaves(model)] if calls is None else list(calls)
+    last = next((n for n in reversed(order) if once(n)), None)
+    while last is not None and isinstance(model.get_submodule(last), nn.Sequential):
+        children = [n for n, _ in model.get_submodule(last).named_children()]
+        if not children or not once(f"{last}.{children[-1]}"):
+            break
+        last = f"{last}.{children[-1]}"
+    return [] if last is None else [last]
 
 
 def auto_output_keys(model: nn.Module, names: list[str]) -> dict:
