@@ -70,6 +70,11 @@ class Block:
 
     def __post_init__(self):
         if isinstance(self.data, np.ndarray):
+            if not np.issubdtype(self.data.dtype, np.number):
+                raise TypeError(
+                    f"block {self.name!r}: data must be numbers, got a numpy array of dtype "
+                    f"{self.data.dtype}; convert it with .astype(np.float32)"
+                )
             self.data = torch.from_numpy(self.data)
         if not isinstance(self.data, torch.Tensor):
             raise TypeError(

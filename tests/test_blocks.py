@@ -68,6 +68,9 @@ def test_blocks_lookup_select_and_batches():
     [
         (lambda: Block("x", torch.zeros(3)), "expected a matrix"),
         (lambda: Block("x", torch.zeros(3, 2, dtype=torch.long)), "floating point"),
+        (lambda: Blocks.from_arrays({"a": np.ones((3, 2)), "b": np.ones((3, 2), dtype=object)}),
+         r"block 'b': data must be numbers, got a numpy array of dtype object.*astype"),
+        (lambda: Block("s", np.array([["a", "b"]] * 3)), r"block 's'.*dtype <U1"),
         (lambda: Block("x", torch.zeros(3, 2, 5), spatial_shape=(2, 2)), "spatial_shape"),
         (lambda: Blocks([]), "no blocks"),
         (lambda: Blocks.from_arrays({"a": torch.zeros(3, 2), "b": torch.zeros(4, 2)}),
