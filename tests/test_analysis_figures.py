@@ -39,9 +39,11 @@ def test_rank_profile_figure_is_new_each_call_and_shows_the_profile():
     p = profile_of(2)
     a, b = rank_profile_figure(p), rank_profile_figure(p)
     assert a is not b and a.marks[0] is not b.marks[0]
-    a.legend_location, a.fig_margin = "bottom-right", {"top": 1, "bottom": 1, "left": 1,
-                                                       "right": 1}
-    assert b.legend_location == "right" and b.fig_margin["top"] == 50  # restyling a leaves b
+    a.legend_location, a.fig_margin = "top-left", {"top": 1, "bottom": 1, "left": 1, "right": 1}
+    assert b.legend_location == "bottom-right" and b.fig_margin["top"] == 50  # a restyled only
+    # the two curves are named by their axes, in their colours, not by a legend over the plot
+    assert not b.marks[0].display_legend and not b.marks[1].display_legend
+    assert [ax.label_color for ax in b.axes[1:]] == [b.marks[0].colors[0], b.marks[1].colors[0]]
     np.testing.assert_allclose(b.marks[0].y, p.fit)
     np.testing.assert_allclose(b.marks[1].y, np.maximum(p.gain, 1e-6))
     np.testing.assert_allclose(b.marks[-1].y, p.block_fit)  # one line per block

@@ -154,10 +154,10 @@ class Controls(w.VBox):
         smallest fit, with a note under the figure saying so.
         """
         # a new figure (restyling it changes no other), joint fit and gain only: the panel is
-        # too small for a legend entry per block
+        # too small for a curve per block
         fig = rank_profile_figure(profile, blocks=False)
         fig.layout = w.Layout(width="auto", min_width="0", height="260px")
-        fig.legend_location = "bottom-right"
+        fig.axes[1].label = "joint fit"
         fig.fig_margin = {"top": 40, "bottom": 40, "left": 50, "right": 50}
         self._use_rank = max(profile.estimated_rank, 1)
         children = [fig]

@@ -20,6 +20,9 @@ from .ticks import log_ticks
 __all__ = ["CRITERION_COLORS", "checkpoint_colors", "checkpoint_gains_figure",
            "checkpoint_scores_figure", "rank_profile_figure"]
 
+#: The marginal gain's curve, threshold and axis.
+GAIN_COLOR = "#d62728"
+
 
 def checkpoint_colors(n: int) -> list[str]:
     """``n`` hex colours of viridis, from dark blue (first checkpoint) to yellow (last)."""
@@ -48,17 +51,19 @@ def rank_profile_figure(profile, blocks: bool = True) -> bq.Figure:
     x_sc = bq.LinearScale(min=0.5, max=profile.max_rank + 0.5)
     y_sc = bq.LinearScale(min=0.0, max=1.0)
     gains = np.maximum(profile.gain, 1e-6)
+    # each curve is named by its axis, in its colour: a legend inside the plot covers curves
     g_sc, g_axis = _log_axis(np.append(gains, profile.threshold), side="right",
-                             label="marginal gain")
+                             label="marginal gain",
+                             label_color=GAIN_COLOR, color=GAIN_COLOR)
     r = profile.ranks.astype(float)
     marks = [
         bq.Lines(x=r, y=profile.fit, scales={"x": x_sc, "y": y_sc}, colors=[INK],
-                 stroke_width=3, marker="circle", labels=["joint fit"], display_legend=True),
+                 stroke_width=3, marker="circle", labels=["joint fit"]),
         bq.Lines(x=r, y=gains, scales={"x": x_sc, "y": g_sc},
-                 colors=["#d62728"], line_style="dashed", marker="square",
-                 labels=["marginal gain"], display_legend=True),
+                 colors=[GAIN_COLOR], line_style="dashed", marker="square",
+                 labels=["marginal gain"]),
         bq.Lines(x=[0.5, profile.max_rank + 0.5], y=[profile.threshold] * 2,
-                 scales={"x": x_sc, "y": g_sc}, colors=["#d62728"], opacities=[0.4]),
+                 scales={"x": x_sc, "y": g_sc}, colors=[GAIN_COLOR], opacities=[0.4]),
         bq.Lines(x=[profile.score] * 2, y=[0.0, 1.0], scales={"x": x_sc, "y": y_sc},
                  colors=["gray"], line_style="dotted"),
     ]
@@ -68,13 +73,14 @@ def rank_profile_figure(profile, blocks: bool = True) -> bq.Figure:
                               opacities=[0.6] * len(profile.block_names), stroke_width=1))
     axes = [
         bq.Axis(scale=x_sc, label="rank R", tick_format="d"),
-        bq.Axis(scale=y_sc, side="left", label="explained variance"),
+        bq.Axis(scale=y_sc, side="left", label="joint fit (explained variance)",
+                label_color=INK, color=INK),
         g_axis,
     ]
     title = (f"estimated rank {profile.estimated_rank}{'+' if profile.saturated else ''} "
              f"(score {profile.score:.2f})")
-    return bq.Figure(marks=marks, axes=axes, title=title, legend_location="right",
-                     fig_margin={"top": 50, "bottom": 50, "left": 60, "right": 140})
+    return bq.Figure(marks=marks, axes=axes, title=title, legend_location="bottom-right",
+                     fig_margin={"top": 50, "bottom": 50, "left": 60, "right": 60})
 
 
 def checkpoint_gains_figure(comparison) -> bq.Figure:
