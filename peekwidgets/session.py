@@ -244,7 +244,8 @@ class Analysis:
         A checkpoint whose weights equal the model's reuses :attr:`profile` when it was
         computed with the same settings (``max_rank`` and the rank-profile keywords in
         ``kwargs``) on all captured blocks. ``layers`` defaults to the captured ones,
-        ``labels`` (for the accuracy column alone) to those found in the inputs.
+        ``labels`` (for the accuracy column alone) to those found in the inputs, read again
+        with each pass (``labels="inputs"``).
         """
         if self.model is None or self.inputs is None:
             raise ValueError("comparing checkpoints needs the model and its inputs; build the "
@@ -256,7 +257,8 @@ class Analysis:
         with self._timed("compare_checkpoints"):
             return compare_checkpoints(
                 self.model, checkpoints, self.inputs, layers=layers,
-                labels=self.blocks.labels if labels is None else labels,
+                labels="inputs" if labels is None and self.blocks.labels is not None
+                else labels,
                 max_rank=max_rank, capture_kwargs=self.capture_kwargs,
                 model_profile=self.profile if same else None, progress=progress, **kwargs)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from peekwidgets import Analysis
 from peekwidgets.blocks import Block, Blocks
@@ -136,6 +136,17 @@ def test_compare_checkpoints_takes_the_labels_found_in_the_inputs():
     a = Analysis(model, TensorDataset(x, y), rank=2, progress=False)
     comparison = a.compare_checkpoints({"final": model}, max_rank=3, progress=False)
     assert comparison.accuracy.tolist() == [1.0]
+    # a DataLoader that shuffles: each pass is scored against its own labels
+    torch.manual_seed(0)
+    loader = DataLoader(TensorDataset(x, y), batch_size=7, shuffle=True)
+    a = Analysis(model, loader, rank=2, progress=False)
+    comparison = a.compare_checkpoints({"final": model}, max_rank=3, progress=False)
+    assert comparison.accuracy.tolist() == [1.0]
+    with pytest.raises(ValueError, match=r"DataLoader that shuffles.*labels='inputs'"):
+        a.compare_checkpoints({"final": model}, labels=y.numpy(), max_rank=3, progress=False)
+    with pytest.raises(ValueError, match=r"labels='inputs', but the inputs carry no labels"):
+        Analysis(model, x, rank=2, progress=False).compare_checkpoints(
+            {"final": model}, labels="inputs", max_rank=3, progress=False)
 
 
 def test_refit_of_a_fit_from_initial_factors_starts_from_svd():

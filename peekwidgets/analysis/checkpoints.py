@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.stats import spearmanr
+from torch.utils.data import DataLoader, RandomSampler, SubsetRandomSampler, WeightedRandomSampler
 from tqdm.auto import tqdm
 
 from peekwidgets.analysis.baselines import ENERGY_SHARE, energy_rank, rankme
@@ -248,12 +249,24 @@ def _check_architecture(name: str, checkpoint, state, template: torch.nn.Module)
 
 
 @torch.no_grad()
-def _predictions(model: torch.nn.Module, batches: Source) -> np.ndarray:
-    """``(n_samples,)`` argmax of the model's output over ``batches`` (for validation only)."""
+def _predictions(model: torch.nn.Module, batches: Source) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(n_samples,)`` argmax of the model's output over ``batches`` (for validation only),
+    and the labels the same batches carry (None when they carry none)."""
     device, dtype = module_device(model), float_dtype(model)
-    out = [run_model(model, inputs_to_device(x, device, dtype)).argmax(-1).cpu()
-           for x, _ in batches]
-    return torch.cat(out).numpy()
+    out, carried = [], []
+    for x, label in batches:
+        out.append(run_model(model, inputs_to_device(x, device, dtype)).argmax(-1).cpu())
+        carried.append(label)
+    labels = None if any(c is None for c in carried) else np.concatenate(carried)
+    return torch.cat(out).numpy(), labels
+
+
+def _shuffles(inputs) -> bool:
+    """Whether ``inputs`` is a DataLoader that draws its samples in a random order."""
+    if not isinstance(inputs, DataLoader):
+        return False
+    sampler = getattr(inputs.batch_sampler, "sampler", inputs.sampler)
+    return isinstance(sampler, (RandomSampler, SubsetRandomSampler, WeightedRandomSampler))
 
 
 def _check_labels(labels: np.ndarray, n_inputs: int) -> None:
@@ -326,9 +339,11 @@ def compare_checkpoints(
     inputs
         Whatever :func:`peekwidgets.capture.capture` takes (tensor, Dataset, DataLoader, list
         of batches, ...), except a one-shot iterator: it is read once per checkpoint.
-    labels : array-like of shape (n_samples,), optional
+    labels : array-like of shape (n_samples,) or "inputs", optional
         Keyword only. Adds an accuracy column, for validation; it never enters a criterion.
-        The model's predictions are read from the same batches as the capture.
+        The model's predictions are read from the same batches as the capture. ``"inputs"``:
+        the labels that the batches of each pass carry (the only choice for a DataLoader
+        that shuffles, whose every pass has its own order).
     layers : "auto", str, type, or list
         As in :func:`peekwidgets.capture.capture`.
     names : list of str, optional
@@ -393,11 +408,19 @@ def compare_checkpoints(
         )
     source = dict(batch_size=capture_kwargs.get("batch_size"),
                   input_fn=capture_kwargs.get("input_fn"))
-    if labels is not None:
+    from_inputs = isinstance(labels, str) and labels == "inputs"
+    if labels is not None and not from_inputs:
         labels = np.asarray(labels)
         n_rows = Source(inputs, **source).n_rows  # None when the inputs do not say
         if n_rows is not None:
             _check_labels(labels, n_rows)
+        if _shuffles(inputs):
+            raise ValueError(
+                "inputs is a DataLoader that shuffles: each pass sees the samples in another "
+                "order, so labels cannot be matched with the predictions; pass "
+                "labels='inputs' (the labels each pass carries) or a DataLoader with "
+                "shuffle=False")
+    scored = labels is not None
 
     profiles, accuracy, energy, effective, interrupted = [], [], [], [], False
     captured, logits, penultimate = [], None, None
@@ -416,10 +439,14 @@ def compare_checkpoints(
             row = [profile, np.nan if logits is None else energy_rank(blocks[logits]),
                    np.nan if penultimate is None else rankme(blocks[penultimate])]
             del blocks
-            if labels is not None:
-                pred = _predictions(work, Source(inputs, **source))  # capture's batches
-                _check_labels(labels, len(pred))
-                row.append(float(np.mean(pred == labels)))
+            if scored:
+                pred, carried = _predictions(work, Source(inputs, **source))  # capture's batches
+                truth = carried if from_inputs else labels
+                if truth is None:
+                    raise ValueError("labels='inputs', but the inputs carry no labels; pass "
+                                     "labels=... (one per sample) or leave labels out")
+                _check_labels(truth, len(pred))
+                row.append(float(np.mean(pred == truth)))
             for column, value in zip((profiles, energy, effective, accuracy), row):
                 column.append(value)
     except KeyboardInterrupt:
@@ -429,6 +456,6 @@ def compare_checkpoints(
     if not profiles:
         raise KeyboardInterrupt("comparison interrupted before the first checkpoint finished")
     return CheckpointComparison(
-        names[: len(profiles)], profiles, None if labels is None else np.array(accuracy),
+        names[: len(profiles)], profiles, np.array(accuracy) if scored else None,
         captured, np.array(energy, dtype=float), np.array(effective, dtype=float),
         logits, penultimate, interrupted)

@@ -102,7 +102,7 @@ def write_report(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    labels = analysis.labels if labels is None else np.asarray(labels)
+    given, labels = labels, analysis.labels if labels is None else np.asarray(labels)
     files: list[str] = []
     stage = _Stages(progress)
     profile = analysis.profile
@@ -122,7 +122,7 @@ def write_report(
     comparison = None
     if checkpoints:
         with stage(f"compare {len(checkpoints)} checkpoints"):
-            comparison = analysis.compare_checkpoints(checkpoints, labels=labels,
+            comparison = analysis.compare_checkpoints(checkpoints, labels=given,
                                                       max_rank=max_rank, progress=progress)
     view, images = analysis.view, analysis.images
     with stage("write figures"):
