@@ -15,6 +15,7 @@ from torch.testing import assert_close
 from torch.utils.data import DataLoader, TensorDataset
 
 from peekwidgets.capture import capture
+from peekwidgets.capture.storage import parse_bytes
 from peekwidgets.demo.models import DigitsCNN
 
 
@@ -319,6 +320,18 @@ def test_nan_and_inf_activations_name_the_layer():
         capture(model, x, ["1"], batch_size=8, progress=False)
 
 
+def test_large_batches_norms_are_exact_and_float64_beyond_float32_is_named():
+    # 256 maps of 64 x 32 x 32 (16.8M values a batch): a float32 norm of the batch ran 2e-3 low
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU())
+    x = torch.rand(256, 3, 32, 32, generator=torch.Generator().manual_seed(0)) + 1
+    block = capture(model, x, ["0"], max_positions=None, progress=False)["0"]
+    assert block.sq_norm == pytest.approx(float(block.data.double().square().sum()), rel=1e-9)
+    # finite float64 outputs that float32 storage cannot hold are not called NaN or Inf
+    big = nn.Sequential(nn.Linear(4, 3), Head(lambda h: h * 1e40)).double()
+    with pytest.raises(ValueError, match=r"layer '1' has float64 values beyond float32's range"):
+        capture(big, torch.randn(10, 4, dtype=torch.float64), ["1"], progress=False)
+
+
 def test_inputs_on_another_device_are_moved_or_refused_clearly():
     model = digits_cnn()
     double = capture(model, digits_like(8).double(), ["fc2"], progress=False)  # cast to float32
@@ -333,6 +346,13 @@ def test_samples_of_different_shapes_are_refused():
     batches = [torch.randn(2, 1, 8, 8), torch.randn(2, 1, 10, 10)]
     with pytest.raises(ValueError, match=r"per-sample shape \(1, 10, 10\).*\(1, 8, 8\)"):
         capture(model, batches, progress=False)
+
+
+def test_a_model_without_submodules_is_told_how_to_be_captured():
+    with pytest.raises(ValueError, match=r"no submodules.*wrap it, nn\.Sequential\(model\)"):
+        capture(nn.Linear(4, 2), torch.randn(8, 4), progress=False)
+    assert capture(nn.Sequential(nn.Linear(4, 2)), torch.randn(8, 4),
+                   progress=False).names == ["input", "0"]
 
 
 def test_modules_that_do_not_run_are_refused():
@@ -366,3 +386,15 @@ def test_cuda_model_with_host_data_and_every_storage_tier(tmpdir_for_memmaps):
             assert_close(other[block.name].data.cpu(), block.data, rtol=1e-4, atol=1e-5)
     moved = capture(digits_cnn(), x, device="cuda", progress=False)
     assert moved["fc2"].data.is_cuda
+
+
+@pytest.mark.parametrize("budget", ["lots", "-5MB", "1..5MB", ".", float("nan"), float("inf"),
+                                    -1, True])
+def test_bad_memory_budgets_name_the_form(budget):
+    with pytest.raises(ValueError, match=r"memory_budget must be (a number of bytes|>= 0)"):
+        parse_bytes(budget)
+
+
+def test_memory_budgets_in_any_number_type_or_unit():
+    assert parse_bytes(np.int64(10**6)) == parse_bytes("1MB") == parse_bytes(".001 GB") == 10**6
+    assert parse_bytes("2 GiB") == 2 * 2**30 and parse_bytes(1.5e3) == 1500

@@ -47,8 +47,10 @@
   what that takes: ``raw_shape`` (the per-sample shape as it arrived),
   ``pooled_from`` and ``flattened_from``.
 * **Norms and NaN/Inf**: each block's squared Frobenius norm is accumulated
-  batch by batch; a NaN or Inf raises an error naming the block and the first
-  bad sample (checked when the norms are read, every few batches, and at the end).
+  batch by batch, in float64; a NaN or Inf raises an error naming the block and
+  the first bad sample (checked when the norms are read, every few batches, and
+  at the end). Blocks are stored in float32 (or the float16/bfloat16 the model
+  gives); float64 values beyond float32's range raise an error that says so.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from peekwidgets.blocks import Block, Blocks
+from peekwidgets.blocks import Block, Blocks, sum_of_squares
 from peekwidgets.capture.layers import resolve_layers
 from peekwidgets.capture.storage import Store
 
@@ -371,8 +373,8 @@ class Target:
         if like is not None:
             _check_like(like, row, self.spatial_shape, meta)
         self.store = Store(stored, capacity, budget, folder)
-        self.norms = []  # per-batch norms (tensors, read at the next check: no device sync)
-        self.sq, self.checked, self.sq_overflow = 0.0, 0, False
+        self.norms = []  # per-batch squared norms (tensors, read at the next check: no sync)
+        self.sq, self.checked = 0.0, 0
         self.start = self.calls = 0
 
     def begin(self, start: int, n: int):
@@ -397,7 +399,7 @@ class Target:
                 "or pad the inputs)"
             )
         if y.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            y = y.float()  # integers and float64 as stored, so the norm is the stored one's
+            y = _as_float32(y, self.name)  # integers and float64 as stored
         if self.last:
             y = y.permute(0, 3, 1, 2)
         if self.thumbs is not None:
@@ -405,8 +407,7 @@ class Target:
         if self.pool is not None:
             y = _pooled(y, self.pool)
         self.store.write(self.start, y)
-        wide = None if y.dtype == torch.float32 else torch.float32
-        self.norms.append(torch.linalg.vector_norm(y, dtype=wide))
+        self.norms.append(sum_of_squares(y))
 
     def __call__(self, module, args, output):
         self.calls += 1
@@ -425,19 +426,16 @@ class Target:
         self.write(y)
 
     def check_finite(self, stop: int):
-        """Add the recent batches' norms; raise if they show NaN or Inf in rows up to ``stop``."""
-        values = [float(norm) for norm in self.norms]
+        """Add the recent batches' squared norms (float64: no float32 value overflows them);
+        raise if they show NaN or Inf in rows up to ``stop``."""
+        values = [float(sq) for sq in self.norms]
         self.norms.clear()
         checked, self.checked = self.checked, stop
         if all(math.isfinite(v) for v in values):
-            self.sq += sum(v * v for v in values)
+            self.sq += sum(values)
             return
         rows = self.store.data[checked:stop].reshape(stop - checked, -1)
-        bad = (~torch.isfinite(rows).all(dim=1)).nonzero()
-        if len(bad) == 0:  # float32 squares overflowed: the values are finite
-            self.sq_overflow = True  # Block.norm recomputes the norm in float64
-            return
-        sample = checked + int(bad[0])
+        sample = checked + int((~torch.isfinite(rows).all(dim=1)).nonzero()[0])
         what = "the input" if self.name == "input" else f"layer {self.name!r}"
         raise ValueError(
             f"{what} has NaN or Inf values (first at sample {sample}); check the inputs and "
@@ -446,9 +444,8 @@ class Target:
 
     def block(self, n_rows: int) -> Block:
         """The finished block of the first ``n_rows`` rows."""
-        sq = None if self.sq_overflow else self.sq
         return Block(self.name, self.store.finish(n_rows, self.row), self.spatial_shape,
-                     _stored(self.store, self.meta), sq)
+                     _stored(self.store, self.meta), self.sq)
 
     def thumbnails(self, n_rows: int) -> Block | None:
         """The input's thumbnails of the first ``n_rows`` rows, or None when none were kept."""
@@ -458,6 +455,20 @@ class Target:
         row = (size,) if channels == 1 else (channels, size)
         return Block("thumbnails", self.thumbs.finish(n_rows, row), self.thumb_grid,
                      _stored(self.thumbs, {"thumbnail_of": self.name}))
+
+
+def _as_float32(y: torch.Tensor, name: str) -> torch.Tensor:
+    """``y`` (integers or float64) as the float32 it is stored in; raises when finite float64
+    values pass float32's range (they would be stored as Inf)."""
+    out = y.float()
+    if y.dtype == torch.float64 and not torch.isfinite(out).all() and torch.isfinite(y).all():
+        what = "the input" if name == "input" else f"layer {name!r}"
+        raise ValueError(
+            f"{what} has float64 values beyond float32's range (largest magnitude "
+            f"{float(y.abs().max()):.3g}), and blocks are stored in float32; scale them down "
+            "(for example with input_fn, or a layer after a normalization), or leave this "
+            "layer out")
+    return out
 
 
 def _stored(store: Store, meta: dict) -> dict:

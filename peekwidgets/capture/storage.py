@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 import mmap
+import numbers
 import os
 import re
 import shutil
@@ -53,12 +54,13 @@ _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
 
 def parse_bytes(value, what: str = "memory_budget") -> int:
     """Bytes from an int, a float or a string such as ``"512MB"`` or ``"2 GiB"``."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) \
+            and math.isfinite(value):
         if value < 0:
             raise ValueError(f"{what} must be >= 0 bytes, got {value}")
         return int(value)
     if isinstance(value, str):
-        match = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", value)
+        match = re.fullmatch(r"\s*([0-9]+\.?[0-9]*|\.[0-9]+)\s*([a-zA-Z]*)\s*", value)
         if match and match.group(2).lower() in _UNITS:
             return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
     raise ValueError(

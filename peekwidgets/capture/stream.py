@@ -410,10 +410,13 @@ def _layouts(net: nn.Module, explicit, seen: dict, rows: int, output_keys: Mappi
             skipped.append(f"{name!r}: {error}")
     left_out = "; ".join(skipped)
     if not layouts and explicit is None:
+        modules = [n for n, _ in leaves(net)][:4]
         raise ValueError(
             f"layers='auto' found no layer to capture in {type(net).__name__}"
             + (f" (left out: {left_out})" if skipped else "")
-            + f"; name them, e.g. layers={[n for n, _ in leaves(net)][:4]}"
+            + (f"; name them, e.g. layers={modules}" if modules else
+               "; it has no submodules, so nothing but its input and output to capture: "
+               "wrap it, nn.Sequential(model), to capture its output as layer '0'")
         )
     if skipped:
         warnings.warn(
