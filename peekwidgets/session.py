@@ -9,8 +9,10 @@ or the engine itself. No widget library is imported here.
 
 from __future__ import annotations
 
+import inspect
 import time
 import warnings
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -123,6 +125,7 @@ class Analysis:
         self.profile = None
         self._profile_settings: dict = {}
         self.folded: list[Blocks] = []
+        self._watchers: list = []
         if blocks is None:
             if model is None:
                 raise ValueError("capturing inputs needs the model; pass model=")
@@ -149,6 +152,21 @@ class Analysis:
                    mean=mean, std=std)
 
     # -- the pipeline ----------------------------------------------------------------------
+    def on_change(self, callback) -> None:
+        """Call ``callback()`` after every :meth:`refit` and :meth:`fold_in` (a dashboard of
+        this analysis follows it so). A bound method is held weakly: it does not keep its
+        object alive."""
+        self._watchers.append(weakref.WeakMethod(callback) if inspect.ismethod(callback)
+                              else lambda: callback)
+
+    def _changed(self) -> None:
+        for ref in list(self._watchers):
+            callback = ref()
+            if callback is None:
+                self._watchers.remove(ref)
+            else:
+                callback()
+
     @property
     def labels(self) -> np.ndarray | None:
         """Labels found in the inputs (only ever drawn) of the samples :attr:`view` holds, or
@@ -173,7 +191,8 @@ class Analysis:
             ``tol``, ...); the others keep their current values.
         """
         self._check_values("refit")
-        names = list(self.estimator.block_names_) if blocks is None else list(blocks)
+        names = list(self.estimator.block_names_) if blocks is None else (
+            [blocks] if isinstance(blocks, str) else list(blocks))
         if not names:
             raise ValueError("no blocks chosen; choose at least one block to fit")
         unknown = [n for n in names if n not in self.blocks.names]
@@ -189,6 +208,7 @@ class Analysis:
         if view is not None:  # None on the processes of a group that do not gather it
             view = self._project(view, self.folded)
         self.estimator, self.view = estimator, view
+        self._changed()
         return self
 
     def fold_in(self, inputs) -> np.ndarray:
@@ -223,6 +243,7 @@ class Analysis:
             new = capture(self.model, inputs, like=self.blocks, **kwargs)
         self.view = self._project(self.view, [new])
         self.folded.append(new)
+        self._changed()
         return self.view.folded_A[-new.n_samples:]
 
     def rank_profile(self, max_rank: int, **kwargs):

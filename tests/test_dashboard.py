@@ -233,6 +233,38 @@ def test_analysis_is_the_one_behind_the_dashboard():
         Peek(analysis, torch.rand(3, 10))
 
 
+def test_the_dashboard_follows_the_analysis_changed_in_a_cell(tmp_path):
+    # the README's order: the dashboard, then analysis.refit(...) and fold_in(...) in cells
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(10, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    analysis = Analysis(model, torch.rand(40, 10), rank=2, progress=False)
+    peek = Peek(analysis)
+    analysis.refit(rank=3, blocks="2")  # one block, named alone
+    assert analysis.estimator.block_names_ == ["2"]
+    assert peek.rank == 3 and peek.fitted is analysis.view and peek.component < 3
+    assert peek.views["component_map"].fitted.rank == 3
+    analysis.fold_in(torch.rand(5, 10))
+    assert len(peek.fitted.folded_A) == 5 and "5 folded in" in peek.header.value
+    peek.component = 2  # in range of the fit on show
+    state = json.loads((peek.export(tmp_path / "out") / "state.json").read_text())
+    assert state["rank"] == state["params"]["rank"] == 3  # the export holds one fit
+    assert CoupledCP.load(tmp_path / "out" / "factors.npz").rank == 3
+    with pytest.raises(ValueError, match="max_rank must be an integer >= 1"):
+        peek.compute_rank_profile(0)  # was taken as "the default"
+
+
+def test_closing_stops_a_background_refit_and_keeps_the_fit_it_had(peek):
+    analysis, before = peek.analysis, peek.analysis.estimator
+    slow_refit(peek)
+    peek.close()
+    assert analysis.estimator is before and analysis.view.rank == 2
+    for use in (lambda: peek.refit(rank=3), lambda: peek.add_inputs(torch.rand(2, 1, 8, 8)),
+                lambda: peek.export("x"), lambda: peek.compute_rank_profile(3),
+                lambda: setattr(peek, "rank", 3)):
+        with pytest.raises(RuntimeError, match=r"dashboard was closed.*Peek\(analysis\)"):
+            use()
+
+
 def test_checkpoint_comparison_shows_the_indicator_and_the_baselines():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(10, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))

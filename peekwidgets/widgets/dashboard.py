@@ -168,7 +168,7 @@ class Peek(w.VBox, StateTraits):
         fitted = analysis.view
         before = set(_open_widgets())
         super().__init__()
-        self._refitting = False
+        self._refitting = self._own_change = self._closing = False
         self._worker = Worker(on_error=self._work_failed, on_idle=self._work_done)
         self._last_progress = 0.0
         self.fitted = fitted
@@ -206,6 +206,7 @@ class Peek(w.VBox, StateTraits):
         self._update_header()
         self._owned = set(_open_widgets()) - before  # closed with the dashboard
         self.controls.show_status(fit_status(analysis.estimator, analysis.timings.get("fit")))
+        analysis.on_change(self._follow)  # analysis.refit(...) in a cell updates the views
         cell = _cell_id()
         if cell is not None:  # the cell ran again: its earlier dashboard is closed
             earlier = _BY_CELL.get(cell)
@@ -228,22 +229,43 @@ class Peek(w.VBox, StateTraits):
     @property
     def blocks(self):
         """The analysed :class:`~peekwidgets.blocks.Blocks`."""
-        return self.analysis.blocks
+        return self._open().blocks
 
     @property
     def estimator(self):
         """The fitted :class:`~peekwidgets.engine.CoupledCP` on show."""
-        return self.analysis.estimator
+        return self._open().estimator
 
     @property
     def model(self):
         """The analysed network (None for a dashboard made from a fit alone)."""
-        return self.analysis.model
+        return self._open().model
 
     @property
     def rank_cap(self) -> int:
         """The largest rank the dashboard fits: ``RANK_CAP``, and no more than the samples."""
-        return min(RANK_CAP, self.analysis.blocks.n_samples)
+        return min(RANK_CAP, self._open().blocks.n_samples)
+
+    def _open(self):
+        """The analysis; a clear error once the dashboard is closed."""
+        if self.analysis is None:
+            raise RuntimeError("this dashboard was closed (peek.close()); show the analysis "
+                               "again with Peek(analysis)")
+        return self.analysis
+
+    @contextlib.contextmanager
+    def _changing(self):
+        """Run a change of the analysis that the dashboard makes and shows itself."""
+        self._own_change = True
+        try:
+            yield self._open()
+        finally:
+            self._own_change = False
+
+    def _follow(self):
+        """The analysis changed outside the dashboard (``analysis.refit`` in a cell): show it."""
+        if self.analysis is not None and not self._own_change:
+            self._show_fit(None)
 
     @T.validate("rank")
     def _check_rank(self, proposal):
@@ -311,6 +333,7 @@ class Peek(w.VBox, StateTraits):
             Other parameters of :class:`~peekwidgets.engine.CoupledCP` to change (``max_iter``,
             ``tol``, ...); the rest are those of the fit on show when the refit starts.
         """
+        self._open()
         changes = {**params, "rank": self.fitted.rank if rank is None else int(rank)}
         if nonnegative is not None:
             changes["nonnegative"] = bool(nonnegative)
@@ -318,17 +341,18 @@ class Peek(w.VBox, StateTraits):
         label = f"fitting rank {changes['rank']}"
         if not background:
             start = time.perf_counter()
-            with self._working(label + "…"):
-                self.analysis.refit(blocks, progress=self.analysis.progress, **changes)
+            with self._working(label + "…"), self._changing() as analysis:
+                analysis.refit(blocks, progress=analysis.progress, **changes)
             self._show_fit(time.perf_counter() - start)
             return self
         max_iter = changes.get("max_iter", self.estimator.get_params().get("max_iter", 1))
 
         def run():
             start = time.perf_counter()
-            self.analysis.refit(blocks, callback=lambda i, loss: self._on_sweep(label, max_iter,
-                                                                               i, loss),
-                                progress=False, **changes)
+            with self._changing() as analysis:
+                analysis.refit(blocks, callback=lambda i, loss: self._on_sweep(label, max_iter,
+                                                                              i, loss),
+                               progress=False, **changes)
             return time.perf_counter() - start
 
         self._submit(Job(label, run, self._show_fit), total=max_iter)
@@ -340,7 +364,10 @@ class Peek(w.VBox, StateTraits):
         self._worker.submit(job)
 
     def _on_sweep(self, label: str, max_iter: int, sweep: int, loss):
-        """Live progress of a background fit (throttled), and its cancel point."""
+        """Live progress of a background fit (throttled), and its cancel point (closing the
+        dashboard stops the fit without keeping it: the analysis keeps the fit it had)."""
+        if self._closing:
+            raise RuntimeError("the dashboard was closed during the fit")
         self._worker.check()
         now = time.monotonic()
         if sweep == 1 or now - self._last_progress >= PROGRESS_INTERVAL:
@@ -363,6 +390,8 @@ class Peek(w.VBox, StateTraits):
 
     def _work_failed(self, exc: BaseException):
         """A background job raised: show it, and put the rank trait back on the fit on show."""
+        if self._closing:
+            return
         self.errors.show(exc)
         self._refitting = True
         try:
@@ -406,8 +435,9 @@ class Peek(w.VBox, StateTraits):
         They stay on show, projected again, after a refit. Returns their loadings
         ``(M, rank)``.
         """
-        A_new = self.analysis.fold_in(x)
-        self._show(self.analysis.view)
+        with self._changing() as analysis:
+            A_new = analysis.fold_in(x)
+        self._show(analysis.view)
         return A_new
 
     def compute_rank_profile(self, max_rank: int | None = None, *, background: bool = False,
@@ -415,11 +445,13 @@ class Peek(w.VBox, StateTraits):
         """Compute the rank profile of the fitted blocks (:meth:`Analysis.rank_profile`) and
         show it; returns it (None with ``background=True``: it is shown when ready, and
         :meth:`cancel` drops it)."""
-        max_rank = max_rank or min(self.controls.rank_slider.max, self.blocks.n_samples)
+        analysis = self._open()
+        if max_rank is None:  # else checked by the analysis
+            max_rank = min(self.controls.rank_slider.max, analysis.blocks.n_samples)
         label = f"rank profile up to {max_rank}"
         if not background:
             with self._working(label + "…"):
-                profile = self.analysis.rank_profile(max_rank, **kwargs)
+                profile = analysis.rank_profile(max_rank, **kwargs)
             self._show_profile(profile)
             return profile
 
@@ -429,8 +461,8 @@ class Peek(w.VBox, StateTraits):
             else:
                 self._show_profile(profile)
 
-        self._submit(Job(label, lambda: self.analysis.rank_profile(max_rank, progress=False,
-                                                                   **kwargs), done), total=1)
+        self._submit(Job(label, lambda: analysis.rank_profile(max_rank, progress=False,
+                                                              **kwargs), done), total=1)
         return None
 
     def _show_profile(self, profile):
@@ -445,8 +477,9 @@ class Peek(w.VBox, StateTraits):
     def compare_checkpoints(self, checkpoints, **kwargs):
         """Compare checkpoints of the analysed model (:meth:`Analysis.compare_checkpoints`) and
         show every criterion side by side in the controls; returns the comparison."""
+        analysis = self._open()
         with self._working(f"comparing {len(checkpoints)} checkpoints…"):
-            comparison = self.analysis.compare_checkpoints(checkpoints, **kwargs)
+            comparison = analysis.compare_checkpoints(checkpoints, **kwargs)
         self.controls.show_comparison(comparison)
         self.controls.show_status(f"compared {len(comparison.names)} checkpoints")
         return comparison
@@ -479,9 +512,10 @@ class Peek(w.VBox, StateTraits):
         """
         from peekwidgets import report
 
+        images = self._open().images
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
-        view, images, files = self.fitted, self.analysis.images, []
+        view, files = self.fitted, []
 
         def save(fig, name, formats=("png",)):
             for fmt in formats:
@@ -517,6 +551,7 @@ class Peek(w.VBox, StateTraits):
             if hasattr(self, "_worker"):
                 self._worker.cancel()
             return super().close()
+        self._closing = True  # a fit in the background stops, and is not kept
         self._worker.cancel()
         self._worker.wait(30)
         for link in self._links:
@@ -535,4 +570,4 @@ class Peek(w.VBox, StateTraits):
 
     def save(self, path) -> Path:
         """Save the fitted factors in the engine's file format (``CoupledCP.load`` reads it)."""
-        return self.analysis.save(path)
+        return self._open().save(path)
