@@ -224,6 +224,10 @@ class Blocks(Sequence):
                 "capture every block from the same inputs"
             )
         self.labels = None if labels is None else np.asarray(labels)
+        if self.labels is not None and self.labels.ndim != 1:
+            raise ValueError(
+                f"labels must hold one label per sample, shape ({self.n_samples},), got shape "
+                f"{self.labels.shape}; for one-hot labels pass labels.argmax(1)")
         if self.labels is not None and len(self.labels) != self.n_samples:
             raise ValueError(
                 f"labels has {len(self.labels)} entries for {self.n_samples} samples"

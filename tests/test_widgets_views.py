@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from widget_fakes import make_blocks, planted_fit, rgb_blocks, stand_in
 
+from peekwidgets.blocks import Blocks
 from peekwidgets.session import Analysis
 from peekwidgets.widgets import Peek
 
@@ -171,6 +172,8 @@ def test_selected_takes_integer_arrays_and_component_refuses_bools(peek):
 
     peek.selected = np.arange(5, dtype=np.int32)
     assert peek.selected == [0, 1, 2, 3, 4] and peek.views["gallery"].selected == peek.selected
+    peek.selected = [3, 3, 1, 3]  # each sample once
+    assert peek.selected == [3, 1] and peek.views["gallery"].selected == [3, 1]
     peek.component = np.int64(2)
     assert peek.component == 2 and type(peek.component) is int
     with pytest.raises(traitlets.TraitError, match="component must be an integer") as info:
@@ -433,6 +436,19 @@ def test_nice_ticks_are_round_even_and_inside_the_data():
         assert len(set(labels)) == len(labels)  # no repeated labels
     np.testing.assert_allclose(nice_ticks(0, 9, 5, integer=True), [0, 2, 4, 6, 8])
     assert tick_format(np.array([0.0, 0.1, 0.2]), percent=True) == ".0%"
+
+
+def test_labels_with_none_or_mixed_types_are_drawn_by_their_text(blocks, est):
+    from peekwidgets.widgets.sample_map import CATEGORY
+
+    mixed = np.array([None, "cat", 3] * (blocks.n_samples // 3 + 1), dtype=object)
+    labelled = Blocks(list(blocks), labels=mixed[: blocks.n_samples])
+    smap = Peek.from_fitted(labelled, est).views["sample_map"]
+    order = {"3": 0, "None": 1, "cat": 2}  # sorted as text
+    assert smap.scatter.colors == [CATEGORY[order[str(v)]] for v in labelled.labels[smap.shown]]
+    assert all(f"●</span>{text}</span>" in smap.legend.value for text in order)
+    with pytest.raises(ValueError, match=r"one label per sample.*labels\.argmax\(1\)"):
+        Blocks(list(blocks), labels=np.zeros((blocks.n_samples, 3)))
 
 
 def test_bars_keep_their_labels_inside_and_wide_layers_show_the_strongest():

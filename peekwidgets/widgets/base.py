@@ -116,7 +116,7 @@ class StateTraits(T.HasTraits):
         if n is not None and (arr.min() < 0 or arr.max() >= n):
             bad = arr[(arr < 0) | (arr >= n)][:5].tolist()
             raise T.TraitError(f"selected samples {bad} out of range 0..{n - 1}")
-        return arr.tolist()
+        return list(dict.fromkeys(arr.tolist()))  # each sample once, in the order given
 
 
 class View(w.VBox, StateTraits):

@@ -217,7 +217,10 @@ class SampleMap(View):
                     values.min(), values.max(), f"colour: loading on component "
                     f"{self.x_component}", "{:+.2f}", SEQUENTIAL)
             elif cats is not None:
-                uniques, codes = np.unique(cats[self.shown], return_inverse=True)
+                shown = cats[self.shown]
+                if shown.dtype == object:  # None or mixed types: sorted by their text
+                    shown = shown.astype(str)
+                uniques, codes = np.unique(shown, return_inverse=True)
                 self.scatter.color = None
                 self.scatter.colors = [CATEGORY[c % len(CATEGORY)] for c in codes]
                 what = ("label (given with the inputs; the fit never saw it)"
