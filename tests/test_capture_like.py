@@ -126,6 +126,8 @@ def test_like_rejects_a_changed_model_or_input_shape(pooled):
     with pytest.raises(ValueError, match=r"per-sample shape \(1, 6, 6\), the earlier capture "
                                          r"\(like=\) had \(1, 8, 8\); resize or crop"):
         capture(digits_cnn(), torch.rand(2, 1, 6, 6), like=blocks, progress=False)
+    with pytest.raises(ValueError, match=r"the first batch is one sample.*x\.unsqueeze\(0\)"):
+        capture(digits_cnn(), torch.rand(1, 8, 8), like=blocks, progress=False)  # unbatched
 
     def net(padding):
         torch.manual_seed(0)

@@ -225,9 +225,13 @@ def capture(
                 "ids or codes), left out of the blocks by default; name layers, or pass "
                 "include_input=True to factorize the integer inputs as numbers")
     if like is not None and like.sample_shape not in (None, sample_shape):
+        one = tuple(lead.shape) == tuple(like.sample_shape)  # a sample, not a batch of them
         raise ValueError(
             f"the inputs have per-sample shape {sample_shape}, the earlier capture "
-            f"(like=) had {like.sample_shape}; resize or crop them to {like.sample_shape}"
+            f"(like=) had {like.sample_shape}; "
+            + ("the first batch is one sample: capture expects batches, so stack the samples "
+               "(torch.stack), or pass x.unsqueeze(0) for a single one" if one else
+               f"resize or crop them to {like.sample_shape}")
         )
     own_device = module_device(model)
     device = own_device if device is None else full_device(device)
