@@ -42,6 +42,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from peekwidgets import distributed
+from peekwidgets.analysis.checkpoints import state_dict_of
 
 __all__ = ["IMAGE_SUFFIXES", "load_data", "load_model", "process_group", "run"]
 
@@ -87,20 +88,10 @@ def load_model(spec: str, weights=None) -> nn.Module:
         raise BadInput(f"--model {spec!r} returned a {type(model).__name__}, not a "
                        "torch.nn.Module")
     if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise BadInput(f"--weights {weights}: no such file; pass the path of a state_dict "
-                           "saved with torch.save(model.state_dict(), path)")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch.load raises errors of many kinds
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
-            raise BadInput(
-                f"--weights {weights} is not a state_dict torch can read ({first}); save the "
-                "weights with torch.save(model.state_dict(), path): a whole pickled model is "
-                "not loaded, since loading it would run arbitrary code") from None
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
+            state = state_dict_of(str(weights), f"--weights {weights}")
+        except (ValueError, TypeError) as error:
+            raise BadInput(str(error)) from None
         try:
             model.load_state_dict(state)
         except (RuntimeError, TypeError, AttributeError) as error:

@@ -198,6 +198,24 @@ def test_compare_checkpoints_table_labels_and_model_untouched():
     np.testing.assert_allclose(named.scores, plain.scores)
 
 
+def test_compare_checkpoints_reads_training_dicts_and_files(tmp_path):
+    x = torch.randn(40, 5, generator=torch.Generator().manual_seed(0))
+    states = checkpoints(3)
+    torch.save({"model_state_dict": states[2], "epoch": 9}, tmp_path / "epoch9.pt")
+    forms = [{"state_dict": states[0], "epoch": 3}, states[1], tmp_path / "epoch9.pt"]
+    comp = compare_checkpoints(Tiny(), forms, x, max_rank=4, progress=False)
+    plain = compare_checkpoints(Tiny(), states, x, max_rank=4, progress=False)
+    np.testing.assert_array_equal(comp.scores, plain.scores)
+    assert comp.names == ["checkpoint 0", "checkpoint 1", "epoch9"]
+    with pytest.raises(TypeError, match=r"'checkpoint 0' must be .*state_dict.*keys \['epoch'\]"):
+        compare_checkpoints(Tiny(), [{"epoch": 3}], x, max_rank=4, progress=False)
+    with pytest.raises(ValueError, match=r"checkpoint 'gone': no such file"):
+        compare_checkpoints(Tiny(), [str(tmp_path / "gone.pt")], x, max_rank=4, progress=False)
+    torch.save(Tiny(), tmp_path / "pickled.pt")  # a whole model: not loaded (it runs code)
+    with pytest.raises(ValueError, match=r"'pickled' is not a state_dict torch can read"):
+        compare_checkpoints(Tiny(), [tmp_path / "pickled.pt"], x, max_rank=4, progress=False)
+
+
 def test_compare_checkpoints_rejects_mixed_architectures():
     x = torch.randn(20, 5)
     mixed = checkpoints(2) + checkpoints(1, width=7)

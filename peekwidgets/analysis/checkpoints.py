@@ -12,9 +12,11 @@ are read from the same batches as the capture (:class:`peekwidgets.capture.sourc
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,7 +30,8 @@ from peekwidgets.capture import capture
 from peekwidgets.capture.borrow import float_dtype, inputs_to_device, module_device
 from peekwidgets.capture.source import Source, run_model
 
-__all__ = ["CRITERIA", "CheckpointComparison", "compare_checkpoints"]
+__all__ = ["CRITERIA", "STATE_KEYS", "CheckpointComparison", "compare_checkpoints",
+           "state_dict_of"]
 
 
 #: The label-free criteria of a comparison, by their key in records() and spearman().
@@ -184,17 +187,45 @@ def _spearman(values: np.ndarray, accuracy: np.ndarray) -> float:
     return float(spearmanr(values, accuracy)[0])
 
 
-def _state_of(checkpoint):
-    """The state dict of a checkpoint given as a module, a state dict or a models.Checkpoint."""
+#: Keys under which a training script's checkpoint dict holds the weights.
+STATE_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+def state_dict_of(checkpoint, what: str = "checkpoint") -> Mapping:
+    """The state dict of ``checkpoint``: a module, a state dict, a training checkpoint dict
+    holding one under ``STATE_KEYS``, a :class:`peekwidgets.demo.models.Checkpoint`, or the
+    path of a file holding any of these dicts (read by ``torch.load`` with
+    ``weights_only=True``: a pickled model is refused, since loading it would run its code).
+    ``what`` names the checkpoint in errors."""
+    if isinstance(checkpoint, (str, os.PathLike)):
+        if not Path(checkpoint).is_file():
+            raise ValueError(f"{what}: no such file; pass the path of a state_dict saved with "
+                             "torch.save(model.state_dict(), path)")
+        try:
+            checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch.load raises errors of many kinds
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+            raise ValueError(
+                f"{what} is not a state_dict torch can read ({first}); save the weights with "
+                "torch.save(model.state_dict(), path): a whole pickled model is not loaded, "
+                "since loading it would run arbitrary code") from None
     if isinstance(checkpoint, torch.nn.Module):
         return checkpoint.state_dict()
     state = getattr(checkpoint, "state_dict", checkpoint)
-    if isinstance(state, Mapping) and all(isinstance(v, torch.Tensor) for v in state.values()):
+    if isinstance(state, Mapping) and not _tensors_only(state):
+        state = next((state[k] for k in STATE_KEYS if isinstance(state.get(k), Mapping)), state)
+    if isinstance(state, Mapping) and _tensors_only(state):
         return state
+    keys = f" with the keys {list(state)[:8]}" if isinstance(state, Mapping) else ""
     raise TypeError(
-        f"a checkpoint must be an nn.Module, a state dict or a peekwidgets.demo.models.Checkpoint, "
-        f"got {type(checkpoint).__name__}"
+        f"{what} must be an nn.Module, a state dict (or a checkpoint dict holding one under "
+        f"{' or '.join(map(repr, STATE_KEYS))}), the path of a file of one, or a "
+        f"peekwidgets.demo.models.Checkpoint; got a {type(checkpoint).__name__}{keys}"
     )
+
+
+def _tensors_only(state: Mapping) -> bool:
+    return bool(state) and all(isinstance(v, torch.Tensor) for v in state.values())
 
 
 def _named_checkpoints(checkpoints, names) -> tuple[list[str], list]:
@@ -204,7 +235,8 @@ def _named_checkpoints(checkpoints, names) -> tuple[list[str], list]:
                             "(or a {name: checkpoint} dict) to compare")
         items = list(checkpoints.items())
     elif isinstance(checkpoints, Sequence) and not isinstance(checkpoints, str):
-        items = [(getattr(c, "name", None) or f"checkpoint {i}", c)
+        items = [(Path(c).stem if isinstance(c, (str, os.PathLike)) else
+                  getattr(c, "name", None) or f"checkpoint {i}", c)
                  for i, c in enumerate(checkpoints)]
     else:
         raise TypeError(f"checkpoints must be a list or a {{name: checkpoint}} dict, got "
@@ -334,8 +366,9 @@ def compare_checkpoints(
     model : nn.Module or callable
         A model of the architecture (deep-copied, never modified) or a function returning one.
     checkpoints : list or {name: checkpoint}
-        Modules, state dicts or :class:`peekwidgets.demo.models.Checkpoint` objects, all of the
-        architecture of ``model``.
+        Modules, state dicts, training checkpoint dicts, file paths or
+        :class:`peekwidgets.demo.models.Checkpoint` objects (see :func:`state_dict_of`), all of
+        the architecture of ``model``; a file is named by its stem.
     inputs
         Whatever :func:`peekwidgets.capture.capture` takes (tensor, Dataset, DataLoader, list
         of batches, ...), except a one-shot iterator: it is read once per checkpoint.
@@ -383,7 +416,7 @@ def compare_checkpoints(
         raise TypeError(f"model must be an nn.Module or a function returning one, "
                         f"got {type(model).__name__}")
     names, checkpoints = _named_checkpoints(checkpoints, names)
-    states = [_state_of(c) for c in checkpoints]
+    states = [state_dict_of(c, f"checkpoint {n!r}") for n, c in zip(names, checkpoints)]
     model_state = None
     if model_profile is not None:
         if not isinstance(model, torch.nn.Module):
