@@ -120,6 +120,10 @@ def test_report_on_flat_inputs_draws_bars(tmp_path):
         set(summary["files"]))
     with Image.open(tmp_path / "top_inputs.png") as image:
         assert np.asarray(image).std() > 0
+    # written again at a lower rank: no figure of the earlier components is left behind
+    summary = write_report(tmp_path, analysis.refit(rank=1), max_rank=3, progress=False)
+    assert {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()} == (
+        set(summary["files"]))
 
 
 def test_report_draws_volumes_as_filmstrips_and_signals_as_values(tmp_path):

@@ -130,6 +130,8 @@ def write_report(
         if view.input is not None:
             _save(plot_top_inputs(view, images, top_k, labels), out / "top_inputs.png", out,
                   files)
+        for old in (out / "layer_responses").glob("component_*.png"):
+            old.unlink()  # of an earlier report here, perhaps of a higher rank
         for r in range(view.rank):
             _save(plot_layer_response(view, images, r),
                   out / "layer_responses" / f"component_{r}.png", out, files)
