@@ -241,6 +241,13 @@ class Analysis:
         else:
             kwargs = {**self.capture_kwargs, "progress": False}
             new = capture(self.model, inputs, like=self.blocks, **kwargs)
+        missing = [n for n in self.view.names if n not in new.names]
+        if missing and len(missing) < len(self.view.names):
+            warnings.warn(
+                f"the new inputs have no block {missing}: their loadings come from the other "
+                f"fitted blocks alone, {[n for n in self.view.names if n in new.names]}; "
+                "capture them like the fit (pass raw inputs) to fold in on every block",
+                stacklevel=2)
         self.view = self._project(self.view, [new])
         self.folded.append(new)
         self._changed()

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from peekwidgets import Analysis
 from peekwidgets.blocks import Block, Blocks
+from peekwidgets.capture import capture
 from peekwidgets.engine import CoupledCP
 
 
@@ -63,6 +64,14 @@ def test_refit_changes_the_fit_and_keeps_folded_inputs(analysis):
                                    analysis.folded[0].select(["input", "2"])),
                                rtol=1e-5, atol=1e-6)
     analysis.refit(rank=3, nonnegative=False, blocks=["input", "1", "2"])
+
+
+def test_folding_in_fewer_blocks_than_the_fit_warns():
+    model, x = planted_model()
+    a = Analysis(model, x, rank=3, progress=False)
+    some = capture(model, x[:5], layers=["2"], include_input=False, progress=False)
+    with pytest.warns(UserWarning, match=r"no block \['input', '1'\].*alone, \['2'\]"):
+        a.fold_in(some)
 
 
 def test_failed_refit_keeps_the_fit_on_show(analysis):
