@@ -92,6 +92,10 @@ def test_thumbnails_take_room_in_the_budget(tmp_path, monkeypatch):
     assert blocks.thumbnails.meta["storage"] == "memmap"  # 8 x 3 x 4060 halves do not
     assert_close(blocks.thumbnails.data.float(),
                  F.adaptive_avg_pool2d(x, (70, 58)).reshape(8, 3, -1), rtol=2e-3, atol=2e-3)
+    # room for the thumbnails or the input block, not both: the fitted block is served first
+    blocks = capture(conv_net(), x, ["1"], progress=False, memory_budget="200kB")
+    assert blocks["input"].meta["storage"] == "host"
+    assert blocks.thumbnails.meta["storage"] == "memmap"
 
 
 def test_like_repeats_the_input_pooling_and_keeps_thumbnails():

@@ -354,8 +354,6 @@ class Target:
             meta["pooled_from"] = tuple(spatial)
             if is_input and len(spatial) == 2:
                 self.thumb_grid = thumbnail_grid(spatial)
-                self.thumbs = Store((shape[0], *self.thumb_grid), capacity, budget, folder,
-                                    dtype=torch.float16)
             spatial = self.pool
         stored = tuple(shape) if spatial is None else (shape[0], *spatial)
         self.spatial_shape = None
@@ -373,6 +371,9 @@ class Target:
         if like is not None:
             _check_like(like, row, self.spatial_shape, meta)
         self.store = Store(stored, capacity, budget, folder)
+        if self.thumb_grid is not None:  # after the block: the budget serves it first
+            self.thumbs = Store((shape[0], *self.thumb_grid), capacity, budget, folder,
+                                dtype=torch.float16)
         self.norms = []  # per-batch squared norms (tensors, read at the next check: no sync)
         self.sq, self.checked = 0.0, 0
         self.start = self.calls = 0
