@@ -165,7 +165,9 @@ def _add_analyze(commands):
                          "(default: the node's CPU cores shared by its processes, at most 8)")
     analyze.add_argument("--nonnegative", action="store_true",
                          help="nonnegative factors (HALS) instead of least squares")
-    analyze.add_argument("--seed", type=int, default=0, help="seed of the fit")
+    analyze.add_argument("--seed", type=int, default=0,
+                         help="seed of torch before the model is built, and of the fit "
+                         "(default: 0)")
     analyze.add_argument("--memory-budget", default=None,
                          help="bytes the captured blocks may take in memory per process, "
                          "e.g. 8GB (default: half of the free memory)")
@@ -197,10 +199,18 @@ def _run_analyze(args) -> int:
         except analyze.BadInput as error:
             args.parser.error(str(error))
     if summary is not None:
-        print(f"analysis written to {args.out.resolve()}:")
-        for name in [*summary["files"], "analysis/ (peekwidgets.Analysis.load)"]:
-            print(f"  {name}")
+        _written("analysis", args.out, [*summary["files"], "analysis/ (peekwidgets.Analysis.load)"],
+                 summary["problems"])
     return 0
+
+
+def _written(what: str, out: Path, files: list, problems: list) -> None:
+    """Print the files written into ``out`` and the fit's problems (``summary.json``'s)."""
+    print(f"{what} written to {out.resolve()}:")
+    for name in files:
+        print(f"  {name}")
+    for problem in problems:
+        print(f"the fit: {problem}")
 
 
 def main(argv=None) -> int:
@@ -276,9 +286,7 @@ def _demo(args) -> int:
         summary = write_demo_report(
             run, args.out, rank=args.rank, n_samples=args.samples, max_rank=args.max_rank,
         )
-        print(f"report written to {args.out.resolve()}:")
-        for name in summary["files"]:
-            print(f"  {name}")
+        _written("report", args.out, summary["files"], summary["problems"])
         return 0
     return _serve(args.notebook, args.port, run.path.parent if run.path else None)
 

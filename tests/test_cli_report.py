@@ -97,6 +97,9 @@ def test_progress_is_shown(report):
     assert "- compare " in stdout and "- write figures" in stdout
     for name in summary["files"]:
         assert name in stdout
+    printed = [line[len("the fit: "):] for line in stdout.splitlines()
+               if line.startswith("the fit: ")]
+    assert printed == summary["problems"]  # also what the dashboard warns of
 
 
 def test_layer_response_rejects_a_missing_component():
