@@ -192,7 +192,7 @@ class InputImages:
     def pattern_uint8(self, p: np.ndarray) -> np.ndarray:
         """An input-space pattern (signed) -> display pixels.
 
-        Grayscale patterns use the diverging palette (blue negative, red
+        Grayscale patterns use the diverging palette (red negative, blue
         positive, white zero); RGB patterns map zero to mid-grey.
         """
         img = self._as_chw(p, self.pattern_shape)

@@ -1,11 +1,13 @@
 """The colours of peekwidgets, shared by the widgets and the report (one look everywhere).
 
-Hex strings only, so that both bqplot (widgets) and matplotlib (report) read them.
+Hex strings, so that both bqplot (widgets) and matplotlib (report) read them, and the share of
+viridis that checkpoints are drawn in.
 """
 
 from __future__ import annotations
 
-__all__ = ["ACCENT", "DIVERGING_HEX", "INK", "MUTED", "NEGATIVE", "NEW", "SEQUENTIAL"]
+__all__ = ["ACCENT", "CHECKPOINT_VIRIDIS", "DIVERGING_HEX", "INK", "MUTED", "NEGATIVE", "NEW",
+           "SEQUENTIAL"]
 
 #: Selection (component, block, selected samples).
 ACCENT = "#e8590c"
@@ -19,5 +21,9 @@ MUTED = "#adb5bd"
 NEW = "#2f9e44"
 #: Sequential scale (white -> deep blue).
 SEQUENTIAL = ["#f8f9fa", "#a5d8ff", "#1c7ed6", "#0b3d91"]
-#: Diverging palette for signed values (negative blue, zero white, positive red).
-DIVERGING_HEX = ["#1864ab", "#74c0fc", "#f8f9fa", "#ff8787", "#c92a2a"]
+#: Diverging palette for signed values (negative red, zero white, positive blue: the colours
+#: of the bar charts, ``NEGATIVE`` and ``INK``, so a sign reads the same in every view).
+DIVERGING_HEX = ["#c92a2a", "#ff8787", "#f8f9fa", "#74c0fc", "#1864ab"]
+#: Checkpoints along a run take viridis from 0 (dark blue, first) up to here (green, last): its
+#: yellow end is too pale on white.
+CHECKPOINT_VIRIDIS = 0.8

@@ -74,8 +74,8 @@ def test_checkpoint_gains_figure_colours_checkpoints_in_order():
     np.testing.assert_allclose(curves.y, np.maximum(np.stack([p.gain for p in comp.profiles]),
                                                     1e-6))
     viridis = colormaps["viridis"]
-    assert list(curves.colors) == [to_hex(viridis(0.0)), to_hex(viridis(0.5)),
-                                   to_hex(viridis(1.0))]
+    assert list(curves.colors) == [to_hex(viridis(0.0)), to_hex(viridis(0.4)),
+                                   to_hex(viridis(0.8))]  # green last: yellow is too pale
     assert checkpoint_colors(3) == list(curves.colors)
     assert [label.split(" (")[0] for label in curves.labels] == ["init", "mid", "end"]
 

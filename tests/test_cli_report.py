@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 
 from peekwidgets import Analysis, capture, rank_profile
-from peekwidgets.blocks import Blocks
+from peekwidgets.blocks import Block, Blocks
 from peekwidgets.cli import main
 from peekwidgets.demo import load_demo
 from peekwidgets.engine import CoupledCP
@@ -155,8 +155,13 @@ def test_layer_responses_of_many_blocks_wrap_onto_rows():
                                  for i in range(19)})
     view = ViewModel(blocks, CoupledCP(rank=2, random_state=0).fit(blocks))
     fig = plot_layer_response(view, InputImages(), 0)
-    assert tuple(fig.get_size_inches()) == pytest.approx((0.4 + 2.0 * 8, 0.6 + 3.6 * 3))
-    assert len(fig.axes) == 2 * 19  # units above, an empty panel below, for each block
+    assert tuple(fig.get_size_inches()) == pytest.approx((0.4 + 2.0 * 8, 0.6 + 1.8 * 3))
+    assert len(fig.axes) == 19  # units only: no row is kept for channels none of them has
+    tensors = Blocks([*blocks, Block("t", torch.rand(40, 3, 4), (2, 2))])
+    fig = plot_layer_response(ViewModel(tensors, CoupledCP(rank=2, random_state=0).fit(
+        tensors)), InputImages(), 0)
+    assert len(fig.axes) == 21  # the last row: "b16".."b18" and "t", with t's channels below
+    assert tuple(fig.get_size_inches())[1] == pytest.approx(0.6 + 1.8 * 4)
 
 
 def test_a_loaded_analysis_is_reported_with_the_profile_it_holds(tmp_path):

@@ -13,9 +13,10 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from peekwidgets.images import map_2d
-from peekwidgets.palette import DIVERGING_HEX, INK, NEGATIVE
+from peekwidgets.palette import CHECKPOINT_VIRIDIS, DIVERGING_HEX, INK, NEGATIVE
 
 __all__ = [
     "plot_component_map",
@@ -28,6 +29,8 @@ _DPI = 110
 
 #: Blocks side by side in a layer-response figure; more wrap onto further rows.
 MAX_COLUMNS = 8
+#: Loadings of more units than this are drawn as 1-pixel stems: narrower bars vanish.
+MAX_BARS = 80
 _DIVERGING = LinearSegmentedColormap.from_list("peekwidgets_diverging", DIVERGING_HEX)
 
 
@@ -57,7 +60,12 @@ def plot_component_map(view) -> Figure:
                   [f"{n} · {fit:.0%}" for n, fit in zip(view.names, view.block_fit)])
     ax.set_xlabel("component (strongest first)")
     ax.set_title("Component map: share of each block's variance")
-    fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02, label="signed share")
+    fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02, label="signed share",
+                 format=PercentFormatter(1.0, decimals=0))
+    problems = view.health.problems(view.rank)
+    if problems:  # shares beyond 100% come from such a fit: say so on the figure
+        fig.text(0.01, 0.0, "\n".join(f"! {p}" for p in problems), fontsize=7, va="top",
+                 color=NEGATIVE, wrap=True)
     fig.tight_layout()
     return fig
 
@@ -65,8 +73,7 @@ def plot_component_map(view) -> Figure:
 def _draw_sample(ax, pixels, sample) -> None:
     """One input: ``pixels`` (H, W) or (H, W, 3) uint8 when it is an image, else bars."""
     if pixels is None:
-        flat = np.asarray(sample, dtype=float).ravel()
-        ax.bar(range(len(flat)), flat, width=1.0, color=INK)
+        _signed(ax, np.asarray(sample, dtype=float).ravel())
         ax.set_xticks([])
         ax.set_yticks([])
     else:
@@ -106,15 +113,33 @@ def plot_top_inputs(view, images, top_k: int = 8, labels=None) -> Figure:
     return fig
 
 
-def _bars(ax, values, title, n_labels: int = 3) -> None:
-    """Loadings as bars, the ``n_labels`` strongest units labelled by index."""
-    values = np.asarray(values, dtype=float)
+def _signed(ax, values: np.ndarray) -> None:
+    """``values`` against their index, positive in ``INK``, negative in ``NEGATIVE``, with
+    the zero line: bars, or stems (:data:`MAX_BARS`) that stay visible however many."""
     colors = np.where(values >= 0, INK, NEGATIVE)
-    ax.bar(range(len(values)), values, width=0.9 if len(values) < 40 else 1.0, color=colors)
+    if len(values) > MAX_BARS:
+        ax.vlines(np.arange(len(values)), 0, values, colors=colors, lw=0.8)
+    else:
+        ax.bar(range(len(values)), values, width=0.9 if len(values) < 40 else 1.0,
+               color=colors)
     ax.axhline(0, color="0.5", lw=0.5)
-    for i in np.argsort(-np.abs(values), kind="stable")[:n_labels]:
-        ax.annotate(str(i), (i, values[i]), fontsize=6, ha="center",
-                    va="bottom" if values[i] >= 0 else "top")
+
+
+def _bars(ax, values, title, n_labels: int = 3) -> None:
+    """Loadings against the unit index, the ``n_labels`` strongest units labelled by index
+    (apart enough that their labels do not meet)."""
+    values = np.asarray(values, dtype=float)
+    _signed(ax, values)
+    gap, labelled = max(len(values) / 20, 1.0), []
+    for i in np.argsort(-np.abs(values), kind="stable"):
+        if len(labelled) == n_labels:
+            break
+        if all(abs(i - j) >= gap for j in labelled):
+            labelled.append(i)
+            ax.annotate(str(i), (i, values[i]), fontsize=6, ha="center",
+                        va="bottom" if values[i] >= 0 else "top")
+    ax.margins(x=0.02, y=0.18)  # room for the labels inside the frame
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
     ax.set_title(title, fontsize=8)
     ax.tick_params(labelsize=6)
 
@@ -137,44 +162,50 @@ def plot_layer_response(view, images, component: int) -> Figure:
     Input block: the component's pattern in input space as an image
     (:meth:`InputImages.pattern_uint8`, as in the dashboard). Matrix block: unit loadings
     ``B[:, r]`` as bars. Tensor block: the spatial map ``V[:, r]`` over ``(H, W)`` above the
-    channel loadings ``U[:, r]``.
+    channel loadings ``U[:, r]`` (a row of blocks without channels takes no such row).
     """
     if not 0 <= component < view.rank:
         raise ValueError(f"component must be in 0..{view.rank - 1}, got {component}")
     names = view.names
     columns = min(len(names), MAX_COLUMNS)
-    rows = -(-len(names) // columns)
-    fig = Figure(figsize=(0.4 + 2.0 * columns, 0.6 + 3.6 * rows), dpi=_DPI)
-    grid = fig.add_gridspec(2 * rows, columns, hspace=0.45, wspace=0.35)
-    for col, name in enumerate(names):
-        block, factors = view.blocks[name], view.factors[name]
-        row, at = 2 * (col // columns), col % columns
-        top = fig.add_subplot(grid[row, at])
-        shape = block.spatial_shape
-        share = f"{view.shares[col, component]:.0%} of its variance"
-        if name == "input" and images.is_image:
-            pattern = (factors[0][:, component] if len(factors) == 1
-                       else np.outer(factors[0][:, component], factors[1][:, component]))
-            pixels = images.pattern_uint8(pattern)
-            top.imshow(pixels, interpolation="nearest")
-            top.set_title(f"{name}\npattern · {share}", fontsize=8)
-            top.axis("off")
-            fig.add_subplot(grid[row + 1, at]).axis("off")
-        elif len(factors) == 1:
-            b = factors[0][:, component]
-            _bars(top, b, f"{name}\nunits ({len(b)}) · {share}")
-            fig.add_subplot(grid[row + 1, at]).axis("off")
-        else:
-            u, v = factors[0][:, component], factors[1][:, component]
-            if shape is not None:
-                _map(top, v, shape, f"{name}\nmap {'x'.join(map(str, shape))} · {share}")
+    chunks = [names[i:i + columns] for i in range(0, len(names), columns)]
+
+    def channels(name):  # a tensor block drawn as its map above its channels
+        return len(view.factors[name]) == 2 and not (name == "input" and images.is_image)
+
+    # a row of blocks, and under it a row of channel loadings where one of them has channels
+    n_rows = sum(1 + any(map(channels, chunk)) for chunk in chunks)
+    height = 0.6 + 1.8 * n_rows
+    fig = Figure(figsize=(0.4 + 2.0 * columns, height), dpi=_DPI)
+    grid = fig.add_gridspec(n_rows, columns, hspace=0.55, wspace=0.35)
+    row = 0
+    for chunk in chunks:
+        for at, name in enumerate(chunk):
+            col = names.index(name)
+            block, factors = view.blocks[name], view.factors[name]
+            top = fig.add_subplot(grid[row, at])
+            shape = block.spatial_shape
+            share = f"{view.shares[col, component]:.0%} of its variance"
+            if name == "input" and images.is_image:
+                pattern = (factors[0][:, component] if len(factors) == 1
+                           else np.outer(factors[0][:, component], factors[1][:, component]))
+                top.imshow(images.pattern_uint8(pattern), interpolation="nearest")
+                top.set_title(f"{name}\npattern · {share}", fontsize=8)
+                top.axis("off")
+            elif len(factors) == 1:
+                b = factors[0][:, component]
+                _bars(top, b, f"{name}\nunits ({len(b)}) · {share}")
             else:
-                _bars(top, v, f"{name}\npositions ({len(v)}) · {share}")
-            _bars(fig.add_subplot(grid[row + 1, at]), u, f"channels ({len(u)})")
+                u, v = factors[0][:, component], factors[1][:, component]
+                if shape is not None:
+                    _map(top, v, shape, f"{name}\nmap {'x'.join(map(str, shape))} · {share}")
+                else:
+                    _bars(top, v, f"{name}\npositions ({len(v)}) · {share}")
+                _bars(fig.add_subplot(grid[row + 1, at]), u, f"channels ({len(u)})")
+        row += 2 if any(map(channels, chunk)) else 1
     fig.suptitle(f"Layer responses to component c{component} "
                  f"(weight {float(view.weights[component]):.3g})", fontsize=10)
-    fig.subplots_adjust(left=0.04, right=0.99, top=1 - 0.8 / (0.6 + 3.6 * rows),
-                        bottom=0.3 / (0.6 + 3.6 * rows))
+    fig.subplots_adjust(left=0.04, right=0.99, top=1 - 0.6 / height, bottom=0.3 / height)
     return fig
 
 
@@ -186,7 +217,7 @@ def plot_rank_profiles(profiles: dict, accuracies: dict | None = None) -> Figure
     """
     fig = Figure(figsize=(7.5, 4.2), dpi=_DPI)
     ax = fig.add_subplot()
-    colors = colormaps["viridis"](np.linspace(0.0, 0.9, max(len(profiles), 1)))
+    colors = colormaps["viridis"](np.linspace(0.0, CHECKPOINT_VIRIDIS, max(len(profiles), 1)))
     for color, (name, prof) in zip(colors, profiles.items()):
         ranks = np.asarray(prof.ranks)
         fit = np.asarray(prof.fit)

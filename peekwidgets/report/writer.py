@@ -60,7 +60,7 @@ class _Stages:
 
 def _save(fig: Figure, path: Path, out: Path, files: list) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight", pad_inches=0.1)  # no title or tick label cut off
     files.append(path.relative_to(out).as_posix())
 
 

@@ -519,7 +519,7 @@ class Peek(w.VBox, StateTraits):
 
         def save(fig, name, formats=("png",)):
             for fmt in formats:
-                fig.savefig(out / f"{name}.{fmt}")
+                fig.savefig(out / f"{name}.{fmt}", bbox_inches="tight", pad_inches=0.1)
                 files.append(f"{name}.{fmt}")
 
         write_page(out / "dashboard.html", [self], title="peekwidgets dashboard")

@@ -222,5 +222,5 @@ class InputGallery(View):
                 "fields")
         self.overlay_caption.value = caption_html(
             f"spatial map of component {self.component} in <b>{self.block}</b> ({h}x{w_}, "
-            f"{size}) over each input: <span style='color:#c92a2a'>red</span> positive, "
-            "<span style='color:#1864ab'>blue</span> negative, clear where it is 0")
+            f"{size}) over each input: <span style='color:#1864ab'>blue</span> positive, "
+            "<span style='color:#c92a2a'>red</span> negative, clear where it is 0")

@@ -203,8 +203,8 @@ class LayerResponse(View):
         each channel's sign around mid-grey, with the channel loadings when the input block
         has them."""
         if self.renderer.sample_shape[0] == 1:
-            return ("input-space pattern<br><span style='color:#c92a2a'>red</span> positive, "
-                    "<span style='color:#1864ab'>blue</span> negative, white 0")
+            return ("input-space pattern<br><span style='color:#1864ab'>blue</span> positive, "
+                    "<span style='color:#c92a2a'>red</span> negative, white 0")
         legend = ("input-space pattern in colour: mid-grey is 0; a channel where the pattern "
                   "is positive adds its colour (R, G, B), a negative one takes it away")
         if len(factors) == 2 and len(factors[0]) == 3:

@@ -29,7 +29,7 @@ def overlay_map(pixels: np.ndarray, spatial: np.ndarray,
 
     The map is upsampled to the images' size (bilinear: positions are stretched over the
     image, not traced through receptive fields), scaled by its largest magnitude and coloured
-    on the diverging palette (red positive, blue negative); its opacity is ``alpha`` times the
+    on the diverging palette (blue positive, red negative); its opacity is ``alpha`` times the
     scaled magnitude, so the input shows through where the map is near 0.
 
     Parameters

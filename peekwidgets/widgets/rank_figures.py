@@ -13,7 +13,7 @@ from matplotlib import colormaps
 from matplotlib.colors import to_hex
 
 from peekwidgets.analysis import CRITERIA
-from peekwidgets.palette import INK
+from peekwidgets.palette import CHECKPOINT_VIRIDIS, INK
 
 from .ticks import log_ticks
 
@@ -25,8 +25,10 @@ GAIN_COLOR = "#d62728"
 
 
 def checkpoint_colors(n: int) -> list[str]:
-    """``n`` hex colours of viridis, from dark blue (first checkpoint) to yellow (last)."""
-    return [to_hex(c) for c in colormaps["viridis"](np.linspace(0, 1, max(n, 1)))]
+    """``n`` hex colours of viridis, from dark blue (first checkpoint) to green (last; its
+    yellow end is too pale on white), as the report draws them."""
+    return [to_hex(c) for c in colormaps["viridis"](np.linspace(0, CHECKPOINT_VIRIDIS,
+                                                                 max(n, 1)))]
 
 
 def _log_axis(values: np.ndarray, **axis) -> tuple[bq.LogScale, bq.Axis]:
