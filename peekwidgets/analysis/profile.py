@@ -42,6 +42,8 @@ __all__ = ["DEFAULT_THRESHOLD", "RankProfile", "estimate_rank", "rank_profile"]
 
 #: Marginal gain in joint explained variance below which a component is not counted.
 DEFAULT_THRESHOLD = 0.03
+#: A block whose centered energy is at most this share of its raw energy is constant.
+CONSTANT_SHARE = 1e-12
 
 _MODELS = ("ls", "cp", "nonnegative")
 
@@ -180,7 +182,7 @@ def _energies(blocks: Blocks, center: bool, batch_size: int, device, dtype, n_to
     Returns ``(means, sq_norms)``: ``means`` is None without centering (no data pass: the norms
     are cached on the blocks), else a list of ``(D_b,)`` float64 tensors on ``device``.
     """
-    sq_norms = [nrm ** 2 for nrm in distributed.block_norms(blocks)]
+    sq_norms = raw = [nrm ** 2 for nrm in distributed.block_norms(blocks)]
     means = None
     if center:
         sizes = [math.prod(b.mode_shape) for b in blocks]
@@ -193,8 +195,8 @@ def _energies(blocks: Blocks, center: bool, batch_size: int, device, dtype, n_to
         means = [total / n_total for total in totals]
         sq_norms = [sq - n_total * float(mu.square().sum())
                     for sq, mu in zip(sq_norms, means)]
-    for b, sq in zip(blocks, sq_norms):
-        if sq <= 0.0:
+    for b, sq, before in zip(blocks, sq_norms, raw):
+        if sq <= CONSTANT_SHARE * before:  # what centering leaves of a constant is rounding
             raise ValueError(
                 f"block {b.name!r} is constant over the samples (zero energy"
                 f"{' after centering' if center else ''}); drop it with blocks.select(...)"
