@@ -21,8 +21,7 @@ import numpy as np
 import torch
 
 __all__ = ["BATCH_BYTES", "Block", "Blocks", "MATRIX", "TENSOR", "as_blocks", "batch_rows",
-           "check_finite", "full_device", "resolve_block_weights", "squared_norm",
-           "sum_of_squares"]
+           "check_finite", "full_device", "resolve_block_weights", "squared_norm"]
 
 MATRIX = "matrix"
 TENSOR = "tensor"
@@ -381,29 +380,23 @@ def batch_rows(
 
 
 def squared_norm(x: torch.Tensor) -> float:
-    """``sum(x ** 2)`` in float64 (see :func:`sum_of_squares`), as a Python float."""
-    return float(sum_of_squares(x))
-
-
-def sum_of_squares(x: torch.Tensor) -> torch.Tensor:
-    """``sum(x ** 2)`` as a float64 scalar tensor on ``x``'s device (read without a device
-    sync), reading ``x`` once: chunks of ``NORM_ELEMENTS`` values are copied into one float64
-    buffer and squared there (a float32 sum of millions of squares runs 1e-5 to 1e-3 low).
-    NaN or Inf anywhere gives a non-finite result."""
-    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    """``sum(x ** 2)`` in float64, reading ``x`` once: chunks of ``NORM_ELEMENTS`` values are
+    copied into one float64 buffer and squared there (a float32 sum of millions of squares
+    runs about 2e-5 low). NaN or Inf anywhere gives a non-finite result."""
     if x.numel() == 0:
-        return total
+        return 0.0
     rows = x.reshape(x.shape[0] if x.ndim > 1 else 1, -1)  # a view when contiguous
     step = NORM_ELEMENTS.get(x.device.type, NORM_ELEMENTS["cuda"])
     parts = rows.view(-1).split(step) if rows.is_contiguous() else (
         part for row in rows for part in row.reshape(-1).split(step))
     buf = None if x.dtype == torch.float64 else torch.empty(
         min(step, rows.numel()), dtype=torch.float64, device=x.device)
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
     for part in parts:
         if buf is not None:
             part = buf[: part.numel()].copy_(part)
         total += torch.dot(part, part)
-    return total
+    return float(total)
 
 
 def check_finite(blocks) -> None:

@@ -320,12 +320,17 @@ def test_nan_and_inf_activations_name_the_layer():
         capture(model, x, ["1"], batch_size=8, progress=False)
 
 
-def test_large_batches_norms_are_exact_and_float64_beyond_float32_is_named():
-    # 256 maps of 64 x 32 x 32 (16.8M values a batch): a float32 norm of the batch ran 2e-3 low
+def test_norms_of_large_batches_and_of_huge_values_are_right():
+    # 256 maps of 64 x 32 x 32 (16.8M values a batch): one float32 reduction ran 2e-3 low
     model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU())
     x = torch.rand(256, 3, 32, 32, generator=torch.Generator().manual_seed(0)) + 1
     block = capture(model, x, ["0"], max_positions=None, progress=False)["0"]
-    assert block.sq_norm == pytest.approx(float(block.data.double().square().sum()), rel=1e-9)
+    assert block.sq_norm == pytest.approx(float(block.data.double().square().sum()), rel=1e-6)
+    # float32 values whose squares overflow float32: the norm comes from float64
+    huge = capture(nn.Sequential(nn.Linear(4, 3), Head(lambda h: h * 1e25)), torch.randn(10, 4),
+                   ["1"], progress=False)["1"]
+    exact = float(huge.data.double().square().sum())
+    assert np.isfinite(exact) and huge.norm() ** 2 == pytest.approx(exact, rel=1e-9)
     # finite float64 outputs that float32 storage cannot hold are not called NaN or Inf
     big = nn.Sequential(nn.Linear(4, 3), Head(lambda h: h * 1e40)).double()
     with pytest.raises(ValueError, match=r"layer '1' has float64 values beyond float32's range"):
