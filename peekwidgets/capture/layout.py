@@ -375,7 +375,7 @@ class Target:
         if self.thumb_grid is not None:  # after the block: the budget serves it first
             self.thumbs = Store((shape[0], *self.thumb_grid), capacity, budget, folder,
                                 dtype=torch.float16)
-        self.norms = []  # per-batch squared norms (tensors, read at the next check: no sync)
+        self.squares = []  # per-batch sums of squares (tensors, read at the next check: no sync)
         self.sq, self.checked, self.sq_overflow = 0.0, 0, False
         self.start = self.calls = 0
 
@@ -409,7 +409,7 @@ class Target:
         if self.pool is not None:
             y = _pooled(y, self.pool)
         self.store.write(self.start, y)
-        self.norms.append(_sum_of_squares(y))
+        self.squares.append(_sum_of_squares(y))
 
     def __call__(self, module, args, output):
         self.calls += 1
@@ -430,8 +430,8 @@ class Target:
     def check_finite(self, stop: int):
         """Add the recent batches' squared norms; raise if they show NaN or Inf in rows up to
         ``stop``."""
-        values = [float(sq) for sq in self.norms]
-        self.norms.clear()
+        values = [float(sq) for sq in self.squares]
+        self.squares.clear()
         checked, self.checked = self.checked, stop
         if all(math.isfinite(v) for v in values):
             self.sq += sum(values)
