@@ -263,11 +263,11 @@ def test_overlay_map_upsamples_and_colours_the_map():
     out = overlay_map(gray, np.array([[1.0, 0.0], [0.0, -1.0]]))
     assert out.shape == (2, 8, 8, 3)
     top_left, top_right, bottom_right = out[0, 0, 0], out[0, 0, 7], out[0, 7, 7]
-    assert top_left[0] > 128 > top_left[2]  # red where the map is positive
-    assert bottom_right[2] > 128 > bottom_right[0]  # blue where it is negative
+    assert top_left[2] > 128 > top_left[0]  # blue where the map is positive
+    assert bottom_right[0] > 128 > bottom_right[2]  # red where it is negative
     np.testing.assert_array_equal(top_right, [128, 128, 128])  # clear where it is 0
-    red = np.array([201, 42, 42])  # the palette's end, reached with the full opacity
-    np.testing.assert_allclose(top_left, 128 * (1 - OVERLAY_ALPHA) + red * OVERLAY_ALPHA,
+    blue = np.array([24, 100, 171])  # the palette's end, reached with the full opacity
+    np.testing.assert_allclose(top_left, 128 * (1 - OVERLAY_ALPHA) + blue * OVERLAY_ALPHA,
                                atol=1)
 
 
@@ -309,9 +309,9 @@ def test_rgb_patterns_are_drawn_in_colour_under_a_matching_caption():
     assert image.ndim == 3 and (image[..., 0] != image[..., 2]).any()  # not grey
     caption = layer.pattern_caption.value
     assert "mid-grey is 0" in caption and "R +1.00 · G +0.00 · B -1.00" in caption
-    assert "blue</span> negative" not in caption
+    assert "red</span> negative" not in caption
     gray = LayerResponse.from_fitted(make_blocks(), stand_in(make_blocks()))
-    assert "blue</span> negative" in gray.pattern_caption.value
+    assert "red</span> negative" in gray.pattern_caption.value
 
 
 def test_video_inputs_and_3d_maps_are_drawn_as_filmstrips():
