@@ -230,7 +230,7 @@ def _tensors_only(state: Mapping) -> bool:
 
 def _named_checkpoints(checkpoints, names) -> tuple[list[str], list]:
     if isinstance(checkpoints, Mapping):
-        if checkpoints and all(isinstance(v, torch.Tensor) for v in checkpoints.values()):
+        if _tensors_only(checkpoints):
             raise TypeError("checkpoints is a single state dict; pass a list of checkpoints "
                             "(or a {name: checkpoint} dict) to compare")
         items = list(checkpoints.items())
