@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 __all__ = ["BATCH_BYTES", "Block", "Blocks", "MATRIX", "TENSOR", "as_blocks", "batch_rows",
-           "check_finite", "full_device", "resolve_block_weights", "squared_norm"]
+           "check_finite", "full_device", "negative_squared_norm", "resolve_block_weights",
+           "squared_norm"]
 
 MATRIX = "matrix"
 TENSOR = "tensor"
@@ -397,6 +398,14 @@ def squared_norm(x: torch.Tensor) -> float:
             part = buf[: part.numel()].copy_(part)
         total += torch.dot(part, part)
     return float(total)
+
+
+def negative_squared_norm(block: Block) -> float:
+    """``sum(min(x, 0) ** 2)`` of ``block`` in float64: :func:`squared_norm` of the negative
+    parts of batches of ``BATCH_BYTES`` (one read of the block)."""
+    step = batch_rows(block, dtype=block.data.dtype)
+    return sum(squared_norm(rows.clamp(max=0))
+               for _, _, rows in block.batches(step, dtype=block.data.dtype))
 
 
 def check_finite(blocks) -> None:

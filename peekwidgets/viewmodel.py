@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from peekwidgets.engine.coupled import NEGATIVE_SHARE
 from peekwidgets.engine.diagnostics import DEGENERACY_THRESHOLD, _congruences
 
 __all__ = ["DUPLICATE_CONGRUENCE", "LOADS_ON_Z", "MEAN_LIKE_COSINE", "FitHealth", "ViewModel",
@@ -59,6 +60,10 @@ class FitHealth:
         outgrow the data they cancel to fit); the block where they cancel most.
         In a coupled fit the cancellation can hold in one block only, where the product
         over every block's modes would not show it.
+    signed : tuple of (str, float)
+        Blocks of a nonnegative fit whose negative values hold more than
+        :data:`~peekwidgets.engine.coupled.NEGATIVE_SHARE` of their squared norm, with that
+        share (``estimator.negative_share_``): no nonnegative model explains it.
     """
 
     state: str
@@ -67,12 +72,14 @@ class FitHealth:
     dead: tuple
     duplicates: tuple
     cancelling: tuple = ()
+    signed: tuple = ()
 
     @property
     def ok(self) -> bool:
-        """Converged with no dead, duplicate or cancelling component."""
+        """Converged with no dead, duplicate or cancelling component and no signed block of a
+        nonnegative fit."""
         return (self.state == "converged" and not self.dead and not self.duplicates
-                and not self.cancelling)
+                and not self.cancelling and not self.signed)
 
     @property
     def suspect(self) -> set:
@@ -115,6 +122,10 @@ class FitHealth:
             out.append(f"components {r} and {s} cancel each other in {block} (congruence "
                        f"{c:.2f}, a two-factor degeneracy); refit at a lower rank or "
                        "nonnegative")
+        for block, share in self.signed:
+            out.append(f"{block} is signed: its negative values ({share:.0%} of its variance) "
+                       "are left unexplained by the nonnegative fit; refit least squares or "
+                       "without that block")
         return out
 
 
@@ -156,11 +167,14 @@ def fit_health(estimator, A: np.ndarray, weights: np.ndarray, factors: dict,
     cancelling = tuple((r, s, float(per_block[b, r, s]), names[b]) for r, s, b in least
                        if per_block[b, r, s] < DEGENERACY_THRESHOLD)
     cancel = {(r, s) for r, s, *_ in cancelling}
+    signed = tuple((name, float(share)) for name, share
+                   in (getattr(estimator, "negative_share_", None) or {}).items()
+                   if share > NEGATIVE_SHARE)
     return FitHealth(state, None if n_iter is None else int(n_iter), float(change), dead,
                      tuple((r, s, float(congruence[r, s])) for r, s in pairs
                            if congruence[r, s] > DUPLICATE_CONGRUENCE
                            and (r, s) not in cancel),
-                     cancelling)
+                     cancelling, signed)
 
 
 class ViewModel:

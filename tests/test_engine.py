@@ -47,6 +47,12 @@ def planted(nonnegative: bool, n=150, noise=0.01, seed=0):
     return Blocks.from_arrays(arrays), SimpleNamespace(A_=a, factors_=factors)
 
 
+def negative_shares(blocks) -> dict:
+    """Each block's share of its squared norm in negative values, in float64 numpy."""
+    return {b.name: float((np.minimum(x, 0) ** 2).sum() / (x ** 2).sum())
+            for b in blocks for x in [b.data.double().numpy()]}
+
+
 @pytest.fixture(scope="module")
 def ls_data():
     return planted(False)
@@ -74,6 +80,34 @@ def test_planted_factors_recovered(device, nonnegative):
     if nonnegative:
         assert (model.A_ >= 0).all()
         assert all((f >= 0).all() for fs in model.factors_.values() for f in fs)
+
+
+def test_nonnegative_fit_of_a_signed_block_warns_and_says_what_it_leaves_out(tmp_path):
+    blocks, _ = planted(True, n=60)
+    fc = blocks["fc"].data.double()
+    signed = fc - fc.mean()  # about half of it negative
+    share = float((signed.clamp(max=0) ** 2).sum() / (signed ** 2).sum())
+    blocks = Blocks([b if b.name != "fc" else Block("fc", signed.float()) for b in blocks])
+    model = CoupledCP(RANK, nonnegative=True, max_iter=100, random_state=0)
+    with pytest.warns(UserWarning, match=r"nonnegative fit of signed blocks: negative values "
+                                         rf"hold {share:.0%} of 'fc' \(of the squared norm\).* "
+                                         r"fit least squares") as caught:
+        model.fit(blocks)
+    assert [w.filename for w in caught] == [__file__]  # points at the caller's line
+    assert model.negative_share_ == pytest.approx(negative_shares(blocks), rel=1e-5)
+    assert model.negative_share_["fc"] == pytest.approx(share, rel=1e-6)
+    assert model.fit_["fc"] <= 1 - share + 1e-6  # no nonnegative model explains them
+    back = CoupledCP.load(model.save(tmp_path / "nn.npz"))
+    assert back.negative_share_ == model.negative_share_
+
+
+def test_nonnegative_fit_of_nonnegative_blocks_does_not_warn(recwarn):
+    blocks, _ = planted(True, n=60)
+    model = CoupledCP(RANK, nonnegative=True, max_iter=20, tol=-1, random_state=0).fit(blocks)
+    assert not recwarn.list  # the noise makes a few small values negative: below the bound
+    assert model.negative_share_ == pytest.approx(negative_shares(blocks), rel=1e-5)
+    assert 0 < max(model.negative_share_.values()) < coupled_module.NEGATIVE_SHARE
+    assert CoupledCP(RANK, max_iter=5, tol=-1).fit(blocks).negative_share_ == {}  # not measured
 
 
 def test_fitted_conventions(ls_data, ls_model):
@@ -337,6 +371,7 @@ def test_convergence_warning_only_when_max_iter_stops_the_fit(recwarn):
     with pytest.warns(ConvergenceWarning) as record:
         capped = CoupledCP(RANK, max_iter=2, tol=1e-12, random_state=0).fit(blocks)
     assert not capped.converged_ and capped.n_iter_ == 2
+    assert record[0].filename == __file__  # the warning points at the line that called fit
     message = str(record[0].message)
     change = abs(capped.loss_history_[-2] - capped.loss_) / capped.loss_history_[-2]
     for part in (f"rank {RANK}", "max_iter=2 sweeps", f"{change:.2e}", "raise max_iter",

@@ -98,6 +98,12 @@ def test_version_1_file_with_custom_init_reloads_with_a_warm_start(tmp_path, blo
     assert again.loss_ <= custom.loss_ * (1 + 1e-4) and again.n_iter_ < custom.n_iter_
 
 
+def test_file_from_before_negative_share_reads_as_unmeasured(tmp_path, saved, custom):
+    old = rewrite(saved, tmp_path / "old.npz", lambda meta, arrays: meta.pop("negative_share"))
+    back = CoupledCP.load(old)
+    assert back.negative_share_ == {} and np.array_equal(back.A_, custom.A_)
+
+
 def _truncated(path, saved):
     path.write_bytes(saved.read_bytes()[: saved.stat().st_size // 2])
 

@@ -119,6 +119,19 @@ def test_how_the_fit_ended_is_kept():
     assert health.state == "converged" and health.ok and health.problems(2) == []
 
 
+def test_a_signed_block_of_a_nonnegative_fit_is_a_problem():
+    blocks = planted()
+    fc = blocks["fc"].data
+    blocks = Blocks([blocks["input"], Block("fc", fc - fc.mean())], sample_shape=(1, 8, 8))
+    with pytest.warns(UserWarning, match="signed blocks"):
+        est = CoupledCP(2, nonnegative=True, max_iter=200, random_state=0).fit(blocks)
+    health = ViewModel(blocks, est).health
+    assert health.signed == (("fc", est.negative_share_["fc"]),) and not health.ok
+    assert health.problems(2)[-1].startswith(
+        f"fc is signed: its negative values ({est.negative_share_['fc']:.0%} of its variance)")
+    assert "refit least squares" in health.problems(2)[-1]
+
+
 def test_the_opening_component_is_not_the_mean_like_one():
     blocks = planted()
     est = CoupledCP(3, max_iter=300, random_state=0).fit(blocks)

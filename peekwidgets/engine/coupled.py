@@ -39,7 +39,13 @@ import numpy as np
 import torch
 
 from peekwidgets import distributed
-from peekwidgets.blocks import Blocks, as_blocks, check_finite, resolve_block_weights
+from peekwidgets.blocks import (
+    Blocks,
+    as_blocks,
+    check_finite,
+    negative_squared_norm,
+    resolve_block_weights,
+)
 from peekwidgets.engine import init as _init
 from peekwidgets.engine import io as _io
 from peekwidgets.engine import ops
@@ -74,6 +80,9 @@ ESTIMATE = 2.0
 #: Below this share of the energy the loss of an extrapolated point is measured explicitly
 #: (the estimate's uncertainty would exceed 4 times the explicit residual's rounding).
 FINE_FIT = 2.5e-3
+#: A nonnegative fit warns of the blocks whose negative values hold more than this share of
+#: their squared norm (no nonnegative model explains them).
+NEGATIVE_SHARE = 0.01
 #: Most sweeps between two tries of an extrapolation.
 MAX_INTERVAL = 32
 #: An explicit residual also comes as soon as the rounding that the tracked loss may have
@@ -113,6 +122,23 @@ def _signs(f: np.ndarray, split_rows: bool = False) -> np.ndarray:
     sign = np.sign(top)
     sign[sign == 0] = 1.0
     return sign
+
+
+def _negative_shares(blocks: Blocks, norms) -> dict:
+    """Block name -> share of the block's squared norm (all processes' rows) held by its
+    negative values; warns of those above ``NEGATIVE_SHARE``."""
+    squares = distributed.all_reduce(np.array([negative_squared_norm(b) for b in blocks]))
+    shares = {b.name: float(sq / norm ** 2) for b, sq, norm in zip(blocks, squares, norms)}
+    signed = {name: share for name, share in shares.items() if share > NEGATIVE_SHARE}
+    if signed:
+        listed = ", ".join(f"{share:.0%} of {name!r}" for name, share in signed.items())
+        warnings.warn(
+            f"nonnegative fit of signed blocks: negative values hold {listed} (of the squared "
+            "norm), which no nonnegative model can fit, so that share stays unexplained; fit "
+            "least squares (nonnegative=False), or leave those blocks out",
+            UserWarning, stacklevel=4,  # the caller of fit, through torch.no_grad's wrapper
+        )
+    return shares
 
 
 class _Stop(Exception):
@@ -208,6 +234,10 @@ class CoupledCP(Params):
         Block name -> factor applied to the raw block (``weight / norm``).
     fit_ : dict
         Block name -> explained variance of the scaled block (1 - residual / norm squared).
+    negative_share_ : dict
+        Nonnegative fits: block name -> share of the block's squared norm held by its negative
+        values, which the fit cannot explain (``fit_`` of the block is at most ``1 -`` that);
+        a fit warns of shares above ``NEGATIVE_SHARE``. Empty for least-squares fits.
     explained_variance_ : (n_blocks, rank)
         Share of each block's variance explained by each component, ``<X_b, Xhat_br> /
         ||X_b||^2`` (scaled block); a row sums to the block's ``fit_`` at a least-squares
@@ -375,6 +405,7 @@ class CoupledCP(Params):
         seed = self._seed()
         blocks = as_blocks(blocks)
         norms, offset, n_total = self._check_blocks(blocks)
+        negative = _negative_shares(blocks, norms) if self.nonnegative else {}
         weights = resolve_block_weights(self.block_weights, blocks.names)
         scales = [w / nrm if self.normalize else w for w, nrm in zip(weights, norms)]
         data = self._batched(blocks, scales, self._device(blocks), n_total)
@@ -411,7 +442,7 @@ class CoupledCP(Params):
         if best["interrupted"]:
             warnings.warn(
                 f"fit interrupted after {best['n_iter']} sweeps; keeping the best factors so "
-                "far (interrupted_=True)", RuntimeWarning, stacklevel=2,
+                "far (interrupted_=True)", RuntimeWarning, stacklevel=3,
             )
         elif not best["converged"] and self.tol >= 0:  # a negative tol asks for max_iter
             from sklearn.exceptions import ConvergenceWarning  # importing sklearn takes ~1 s
@@ -422,9 +453,10 @@ class CoupledCP(Params):
                 f"CoupledCP rank {self.rank} did not converge in max_iter={self.max_iter} sweeps "
                 f"(last relative change of the loss {change:.2e}, tol={self.tol:g}); raise "
                 "max_iter, loosen tol, or fit in dtype=torch.float64", ConvergenceWarning,
-                stacklevel=2,
+                stacklevel=3,  # the caller of fit, through torch.no_grad's wrapper
             )
         self._finish(blocks, scales, sq_norms, best, offset, n_total)
+        self.negative_share_ = negative
         return self
 
     def _batched(self, blocks: Blocks, scales, device, n_total=None) -> BatchedData:

@@ -43,7 +43,7 @@ VERSION = 2
 #: Fitted attributes kept in the file, as the estimator names them.
 FITTED = ("weights_", "A_", "factors_", "explained_variance_", "block_names_", "block_kinds_",
           "block_shapes_", "block_scales_", "fit_", "loss_", "loss_history_", "n_iter_",
-          "converged_", "interrupted_")
+          "converged_", "interrupted_", "negative_share_")
 
 #: Fitted attributes held in ``meta`` (the others are arrays): their JSON key and type.
 _META = {"block_names": list, "block_kinds": list, "block_shapes": list, "block_scales": list,
@@ -122,7 +122,8 @@ def write(path, params: dict, fitted: dict) -> Path:
             "fit": [fitted["fit_"][n] for n in names],
             "loss": fitted["loss_"], "loss_history": list(fitted["loss_history_"]),
             "n_iter": fitted["n_iter_"], "converged": fitted["converged_"],
-            "interrupted": fitted["interrupted_"]}
+            "interrupted": fitted["interrupted_"],
+            "negative_share": dict(fitted["negative_share_"])}
     arrays.update(meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
                   weights=fitted["weights_"], A=fitted["A_"],
                   explained_variance=fitted["explained_variance_"])
@@ -313,5 +314,6 @@ def read(path) -> tuple[Path, dict, dict]:
         "fit_": dict(zip(names, meta["fit"])), "loss_": meta["loss"],
         "loss_history_": meta["loss_history"], "n_iter_": meta["n_iter"],
         "converged_": meta["converged"], "interrupted_": meta["interrupted"],
+        "negative_share_": dict(meta.get("negative_share", {})),  # files before it: none
     }
     return path, params, fitted
