@@ -57,6 +57,21 @@ def test_rank_profile_figure_is_new_each_call_and_shows_the_profile():
     assert np.isin(np.round(mantissa, 9), [1, 2, 5]).all()
 
 
+def test_report_rank_profiles_mark_each_estimated_rank_and_the_fitted_one():
+    from peekwidgets.report import plot_rank_profiles
+
+    profiles = {"early": profile_of(1, seed=1), "late": profile_of(3, seed=3)}
+    ax = plot_rank_profiles(profiles, fitted_rank=4).axes[0]
+    squares = [line.get_xdata().tolist() for line in ax.lines if line.get_marker() == "s"]
+    assert squares == [[p.estimated_rank] for p in profiles.values()] == [[1], [3]]
+    dotted = [line.get_xdata() for line in ax.lines if line.get_linestyle() == ":"]
+    assert len(dotted) == 1 and set(dotted[0]) == {4}
+    assert "dotted: the fitted rank, 4" in ax.get_title()
+    plain = plot_rank_profiles(profiles).axes[0]
+    assert not [line for line in plain.lines if line.get_linestyle() == ":"]
+    assert "fitted" not in plain.get_title()
+
+
 def test_log_ticks_are_round_and_few():
     from peekwidgets.widgets.ticks import log_ticks
 

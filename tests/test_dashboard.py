@@ -182,11 +182,13 @@ def test_export_writes_every_promised_file(peek, tmp_path):
     folder, archive = peek.export(tmp_path / "out", archive=True)
     state = json.loads((folder / "state.json").read_text())
     expected = {"dashboard.html", "component_map.png", "component_map.svg", "top_inputs.png",
-                "layer_response.png", "layer_response.svg", "rank_profile.png", "factors.npz",
+                "layer_response.png", "layer_response.svg", "rank_profiles.png", "factors.npz",
                 "state.json"}
     assert set(state["files"]) == expected == {p.name for p in folder.iterdir()}
     assert (state["component"], state["selected"], state["rank"]) == (1, [3, 5], 2)
     assert state["params"]["rank"] == 2 and "converged" in state["fit_status"]
+    svg = (folder / "layer_response.svg").read_text()
+    assert ">Layer responses to component c1 (weight" in svg  # text as text, not as paths
     page = (folder / "dashboard.html").read_text()
     assert "application/vnd.jupyter.widget-state+json" in page and peek.model_id in page
     for view in peek.views.values():

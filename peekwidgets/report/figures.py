@@ -209,11 +209,13 @@ def plot_layer_response(view, images, component: int) -> Figure:
     return fig
 
 
-def plot_rank_profiles(profiles: dict, accuracies: dict | None = None) -> Figure:
+def plot_rank_profiles(profiles: dict, accuracies: dict | None = None,
+                       fitted_rank: int | None = None) -> Figure:
     """Joint fit over the rank R for several models, one line each.
 
     ``profiles : {name: RankProfile}`` in order (for example checkpoints along a run); the
-    estimated rank of each is marked. ``accuracies``, when given, only annotate the legend.
+    estimated rank of each is marked. ``accuracies``, when given, only annotate the legend;
+    ``fitted_rank``, when given, is marked by a dotted line (the rank of the fit on show).
     """
     fig = Figure(figsize=(7.5, 4.2), dpi=_DPI)
     ax = fig.add_subplot()
@@ -229,9 +231,13 @@ def plot_rank_profiles(profiles: dict, accuracies: dict | None = None) -> Figure
         hit = np.flatnonzero(ranks == prof.estimated_rank)
         if hit.size:
             ax.plot(ranks[hit], fit[hit], "s", ms=8, mfc="none", color=color)
+    title = "Rank profiles (square: estimated rank R*"
+    if fitted_rank is not None:
+        ax.axvline(fitted_rank, ls=":", lw=1.2, color="0.35")
+        title += f"; dotted: the fitted rank, {fitted_rank}"
     ax.set_xlabel("rank R")
     ax.set_ylabel("joint fit (explained variance)")
-    ax.set_title("Rank profiles (square: estimated rank R*)")
+    ax.set_title(title + ")")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

@@ -141,8 +141,8 @@ def write_report(
             if comparison.accuracy is not None:
                 accuracies = dict(zip(comparison.names, comparison.accuracy.tolist()))
         if profile is not None:
-            _save(plot_rank_profiles(profiles, accuracies), out / "rank_profiles.png", out,
-                  files)
+            _save(plot_rank_profiles(profiles, accuracies, view.rank), out / "rank_profiles.png",
+                  out, files)
         files.append(analysis.save(out / "factors.npz").relative_to(out).as_posix())
     files.append("summary.json")
     cp, index = view.estimator, analysis.sample_index

@@ -501,7 +501,7 @@ class Peek(w.VBox, StateTraits):
           scripts and opens in a browser with no kernel and no network
           (:func:`peekwidgets.widgets.standalone.write_page`);
         - ``component_map.png|svg``, ``top_inputs.png``, ``layer_response.png|svg`` (the
-          component on show) and ``rank_profile.png`` (when computed): the views drawn by the
+          component on show) and ``rank_profiles.png`` (when computed): the views drawn by the
           report's figures from the same view model;
         - ``factors.npz``: the fit (:meth:`CoupledCP.load` reads it);
         - ``state.json``: the component, block and selection on show, the fit's settings and
@@ -510,6 +510,8 @@ class Peek(w.VBox, StateTraits):
         With ``archive=True`` also ``folder.zip`` (what the Export button offers to download).
         Returns the folder, or ``(folder, zip path)``.
         """
+        from matplotlib import rc_context
+
         from peekwidgets import report
 
         images = self._open().images
@@ -519,7 +521,8 @@ class Peek(w.VBox, StateTraits):
 
         def save(fig, name, formats=("png",)):
             for fmt in formats:
-                fig.savefig(out / f"{name}.{fmt}", bbox_inches="tight", pad_inches=0.1)
+                with rc_context({"svg.fonttype": "none"}):  # SVG text stays text (editable)
+                    fig.savefig(out / f"{name}.{fmt}", bbox_inches="tight", pad_inches=0.1)
                 files.append(f"{name}.{fmt}")
 
         write_page(out / "dashboard.html", [self], title="peekwidgets dashboard")
@@ -531,7 +534,8 @@ class Peek(w.VBox, StateTraits):
         save(report.plot_layer_response(view, images, self.component), "layer_response",
              ("png", "svg"))
         if self.analysis.profile is not None:
-            save(report.plot_rank_profiles({"model": self.analysis.profile}), "rank_profile")
+            save(report.plot_rank_profiles({"model": self.analysis.profile},
+                                           fitted_rank=view.rank), "rank_profiles")
         files.append(self.save(out / "factors.npz").name)
         params = {k: v for k, v in self.estimator.get_params().items()
                   if isinstance(v, (bool, int, float, str, type(None)))}
