@@ -92,11 +92,29 @@ def load_model(spec: str, weights=None) -> nn.Module:
             state = state_dict_of(str(weights), f"--weights {weights}")
         except (ValueError, TypeError) as error:
             raise BadInput(str(error)) from None
+        _check_names(model.state_dict(), state, f"--weights {weights} does not fit --model "
+                                                 f"{spec}")
         try:
             model.load_state_dict(state)
-        except (RuntimeError, TypeError, AttributeError) as error:
-            raise BadInput(f"--weights {weights} does not fit --model {spec}: {error}") from None
+        except (RuntimeError, TypeError, AttributeError) as error:  # tensors of other shapes
+            lines = str(error).strip().splitlines()
+            more = f" (and {len(lines) - 4} more lines)" if len(lines) > 4 else ""
+            raise BadInput(f"--weights {weights} does not fit --model {spec}: "
+                           + " ".join(line.strip() for line in lines[:4]) + more) from None
     return model.eval()
+
+
+def _check_names(own, state, what: str) -> None:
+    """BadInput when the tensor names of ``state`` are not those of the model (``own``),
+    with a few of each side's extra names."""
+    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
+    if not (missing or unexpected):
+        return
+    parts = [f"{len(names)} {where} (first {', '.join(names[:3])})"
+             for names, where in ((missing, "of the model's tensors are not in the file"),
+                                  (unexpected, "of the file's tensors are not in the model"))
+             if names]
+    raise BadInput(f"{what}: {'; '.join(parts)}; pass the weights of this architecture")
 
 
 class ImageFiles(Dataset):
@@ -117,10 +135,14 @@ def load_rgb(path):
     own conversion clips them, to white)."""
     from PIL import Image
 
-    with Image.open(path) as image:
-        if image.mode.startswith("I"):  # "I;16", "I;16B", "I": 16-bit values in 32-bit ints
-            image = image.point(lambda v: v * (1 / 257)).convert("L")
-        return image.convert("RGB")
+    try:
+        with Image.open(path) as image:
+            if image.mode.startswith("I"):  # "I;16", "I;16B", "I": 16-bit values in 32 bits
+                image = image.point(lambda v: v * (1 / 257)).convert("L")
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as error:  # truncated, corrupt, not an image
+        raise BadInput(f"--data: cannot read the image {path} ({error}); remove or replace "
+                       "it") from None
 
 
 def _transform(size, mean, std):
@@ -222,6 +244,33 @@ def _workers(args) -> int:
     return min(8, (os.cpu_count() or 1) // local)
 
 
+def _check_sizes(args, inputs) -> None:
+    """BadInput, before any work, when ``--rank`` or ``--max-rank`` exceed the inputs, or
+    ``--mean``/``--std`` do not have one value per channel (of RGB images, or of ``(N, C,
+    ...)`` tensors) or one for all."""
+    n = len(inputs)
+    for flag, value in (("--rank", args.rank), ("--max-rank", args.max_rank)):
+        if value > n:
+            raise BadInput(f"{flag} {value} is larger than the {n} inputs of --data allow; pass "
+                           f"{flag} {n} or less, or more inputs")
+    if args.mean is None:
+        return
+    if len(args.mean) != len(args.std):
+        raise BadInput(f"--mean has {len(args.mean)} values and --std {len(args.std)}; give "
+                       "both one value per channel")
+    if isinstance(inputs, TensorDataset):
+        shape = tuple(inputs.tensors[0].shape)
+    elif isinstance(inputs, (torch.Tensor, np.ndarray)):
+        shape = tuple(inputs.shape)
+    else:  # image files, read as RGB
+        shape = None
+    channels = 3 if shape is None else (shape[1] if len(shape) >= 3 else None)
+    if channels is not None and len(args.mean) not in (1, channels):
+        what = "the images are RGB with" if shape is None else f"the inputs {shape} have"
+        raise BadInput(f"--mean and --std have {len(args.mean)} values, but {what} "
+                       f"{channels} channels; give {channels} values (or one for all)")
+
+
 def run(args) -> dict | None:
     """The analysis of ``args`` (the ``analyze`` command's options) written to ``args.out``;
     returns ``summary.json`` on rank 0, None on the other processes."""
@@ -233,6 +282,7 @@ def run(args) -> dict | None:
     torch.manual_seed(args.seed)  # a factory that draws random weights draws the same ones
     model = load_model(args.model, args.weights).to(device)
     inputs = load_data(args.data, args.size, args.mean, args.std)
+    _check_sizes(args, inputs)
     lead = distributed.rank() == 0
     layers = args.layers if args.layers == "auto" else args.layers.split(",")
     capture_kwargs = {"memory_budget": args.memory_budget}
@@ -241,11 +291,17 @@ def run(args) -> dict | None:
                             pin_memory=device.type == "cuda")
     else:
         capture_kwargs["batch_size"] = args.batch_size
+    engine_kwargs = {k: v for k, v in (("max_iter", args.max_iter), ("tol", args.tol))
+                     if v is not None}
     try:
         analysis = Analysis(model, inputs, rank=args.rank, layers=layers,
                             nonnegative=args.nonnegative, random_state=args.seed,
-                            progress=lead, capture_kwargs=capture_kwargs, mean=args.mean,
-                            std=args.std)
+                            progress=lead, capture_kwargs=capture_kwargs,
+                            engine_kwargs=engine_kwargs, mean=args.mean, std=args.std)
+    except BadInput as error:  # raised in a DataLoader worker: its message holds the trace
+        raise BadInput(str(error).strip().splitlines()[-1].split("BadInput: ")[-1]) from None
+    except ValueError as error:  # layers, memory budget: the message names the fix
+        raise BadInput(str(error)) from None
     except RuntimeError as error:  # images of the wrong size make the model fail on shapes
         if not isinstance(inputs, DataLoader) or not any(
                 word in str(error) for word in ("shape", "size", "channels", "dimension")):

@@ -165,6 +165,11 @@ def _add_analyze(commands):
                          "(default: the node's CPU cores shared by its processes, at most 8)")
     analyze.add_argument("--nonnegative", action="store_true",
                          help="nonnegative factors (HALS) instead of least squares")
+    analyze.add_argument("--max-iter", type=_int_at_least(1, "--max-iter"), default=None,
+                         help="most sweeps of the fit (default: CoupledCP's, 1000)")
+    analyze.add_argument("--tol", type=float, default=None,
+                         help="the fit stops when the loss decreases by less than this "
+                         "share in a sweep (default: CoupledCP's, 1e-6)")
     analyze.add_argument("--seed", type=int, default=0,
                          help="seed of torch before the model is built, and of the fit "
                          "(default: 0)")

@@ -131,11 +131,37 @@ def test_model_spec_and_weights(tmp_path):
         ("dist_helpers:tiny_model", tmp_path / "missing.pt", "no such file"),
         ("dist_helpers:tiny_model", tmp_path / "bad.pt", "does not fit --model"),
         ("dist_helpers:tiny_model", tmp_path / "pickled.pt",
-         r"is not a state_dict torch can read.*torch.save\(model.state_dict\(\), path\)"),
+         r"is not a state_dict torch can read \(it holds pickled Python objects, not only "
+         r"tensors\); save the weights with torch.save\(model.state_dict\(\), path\)"),
         ("dist_helpers:tiny_model", tmp_path / "garbage.pt", "is not a state_dict"),
     ]:
-        with pytest.raises(BadInput, match=message):
+        with pytest.raises(BadInput, match=message) as info:
             load_model(spec, weights)
+        assert "\x1b[" not in str(info.value)  # no terminal colours from torch's message
+
+
+def test_weights_of_another_architecture_are_summed_up_and_dataparallel_keys_read(tmp_path):
+    trained = tiny_model()
+    with torch.no_grad():
+        trained.fc.weight.add_(1.0)
+    torch.save({f"module.{k}": v for k, v in trained.state_dict().items()}, tmp_path / "dp.pt")
+    model = load_model("dist_helpers:tiny_model", tmp_path / "dp.pt")  # saved from DataParallel
+    torch.testing.assert_close(model.fc.weight, trained.fc.weight)
+    torch.save(torch.nn.Linear(3, 2).state_dict(), tmp_path / "other.pt")
+    own = list(tiny_model().state_dict())
+    with pytest.raises(BadInput) as info:
+        load_model("dist_helpers:tiny_model", tmp_path / "other.pt")
+    message = str(info.value)
+    assert message.startswith(f"--weights {tmp_path / 'other.pt'} does not fit --model "
+                              f"dist_helpers:tiny_model: {len(own)} of the model's tensors "
+                              f"are not in the file (first {', '.join(own[:3])})")
+    assert message.endswith("pass the weights of this architecture") and len(message) < 400
+    wide = tiny_model()
+    wide.fc = torch.nn.Linear(wide.fc.in_features, 7)  # same names, other shapes
+    torch.save(wide.state_dict(), tmp_path / "wide.pt")
+    with pytest.raises(BadInput, match=r"does not fit --model dist_helpers:tiny_model: .*size "
+                                       r"mismatch for fc\.weight"):
+        load_model("dist_helpers:tiny_model", tmp_path / "wide.pt")
 
 
 def test_cli_errors_exit_2(capsys, tmp_path, data_file):
@@ -147,6 +173,20 @@ def test_cli_errors_exit_2(capsys, tmp_path, data_file):
         (["--model", "m:f", "--data", str(data_file), "--mean", "0.5"], "--mean and --std"),
         (["--model", "m:f", "--data", str(data_file), "--mean", "a,b", "--std", "1"],
          "--mean must be comma-separated numbers"),
+        # caught before the model runs, in the flags' own words
+        (["--model", "dist_helpers:tiny_model", "--data", str(data_file), "--rank", "200"],
+         "--rank 200 is larger than the 101 inputs of --data allow; pass --rank 101 or less"),
+        (["--model", "dist_helpers:tiny_model", "--data", str(data_file), "--max-rank", "102"],
+         "--max-rank 102 is larger than the 101 inputs"),
+        (["--model", "dist_helpers:tiny_model", "--data", str(data_file), "--mean", "0.5,0.5",
+          "--std", "0.2,0.2"], "--mean and --std have 2 values, but the inputs (101, 3, 12, 12) "
+                               "have 3 channels; give 3 values (or one for all)"),
+        (["--model", "dist_helpers:tiny_model", "--data", str(data_file), "--mean", "0.5,0.5",
+          "--std", "0.2"], "--mean has 2 values and --std 1"),
+        (["--model", "dist_helpers:tiny_model", "--data", str(data_file), "--layers", "nope"],
+         "nope"),  # the capture's message, without a traceback
+        (["--model", "dist_helpers:tiny_model", "--data", str(data_file), "--max-iter", "0"],
+         "--max-iter must be at least 1"),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as info:
@@ -163,12 +203,37 @@ def test_images_the_model_cannot_take_name_the_size(capsys, tmp_path):
     for extra, message in cases:
         with pytest.raises(SystemExit) as info:
             main(["analyze", "--out", str(tmp_path / "out"), "--data", str(tmp_path / "sizes"),
-                  "--model", "dist_helpers:flat_model", "--rank", "2", *extra])
+                  "--model", "dist_helpers:flat_model", "--rank", "2", "--max-rank", "3",
+                  *extra])
         err = capsys.readouterr().err
         assert info.value.code == 2 and message in err and "--size" in err, err
     assert main(["analyze", "--out", str(tmp_path / "out"), "--data", str(tmp_path / "sizes"),
                  "--model", "dist_helpers:flat_model", "--rank", "2", "--max-rank", "3",
                  "--size", "12"]) == 0
+
+
+def test_a_corrupt_image_is_named_with_the_fix(capsys, tmp_path):
+    _images(tmp_path / "flat", 4)
+    good = (tmp_path / "flat" / "img1.png").read_bytes()
+    (tmp_path / "flat" / "img2.png").write_bytes(good[: len(good) // 2])  # truncated
+    for workers in ("0", "1"):  # read in the main process, and in a DataLoader worker
+        with pytest.raises(SystemExit) as info:
+            main(["analyze", "--out", str(tmp_path / "out"), "--data", str(tmp_path / "flat"),
+                  "--model", "dist_helpers:tiny_model", "--rank", "2", "--max-rank", "2",
+                  "--workers", workers])
+        err = capsys.readouterr().err.strip()
+        assert info.value.code == 2, err
+        last = err.splitlines()[-1]  # after argparse's usage lines
+        assert last.startswith("peekwidgets analyze: error: --data: cannot read the image "), err
+        assert last.endswith("img2.png (image file is truncated); remove or replace it"), err
+        assert "Traceback" not in err, err
+
+
+def test_max_iter_and_tol_reach_the_fit(capsys, tmp_path, data_file):
+    assert main(["analyze", "--out", str(tmp_path / "out"), "--data", str(data_file), *ARGS,
+                 "--max-iter", "3", "--tol", "-1"]) == 0
+    fitted = Analysis.load(tmp_path / "out" / "analysis").estimator
+    assert (fitted.max_iter, fitted.tol, fitted.n_iter_) == (3, -1.0, 3)
 
 
 # -- one process and two ---------------------------------------------------------------------

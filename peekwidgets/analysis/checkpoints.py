@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -196,7 +197,8 @@ def state_dict_of(checkpoint, what: str = "checkpoint") -> Mapping:
     holding one under ``STATE_KEYS``, a :class:`peekwidgets.demo.models.Checkpoint`, or the
     path of a file holding any of these dicts (read by ``torch.load`` with
     ``weights_only=True``: a pickled model is refused, since loading it would run its code).
-    ``what`` names the checkpoint in errors."""
+    ``what`` names the checkpoint in errors. The ``module.`` prefix of a state dict saved
+    from a ``DataParallel`` or ``DistributedDataParallel`` model is taken off."""
     if isinstance(checkpoint, (str, os.PathLike)):
         if not Path(checkpoint).is_file():
             raise ValueError(f"{what}: no such file; pass the path of a state_dict saved with "
@@ -204,7 +206,10 @@ def state_dict_of(checkpoint, what: str = "checkpoint") -> Mapping:
         try:
             checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
         except Exception as error:  # torch.load raises errors of many kinds
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+            text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # no terminal colours
+            first = ("it holds pickled Python objects, not only tensors"
+                     if "Weights only load failed" in text else
+                     text.splitlines()[0] if text else type(error).__name__)
             raise ValueError(
                 f"{what} is not a state_dict torch can read ({first}); save the weights with "
                 "torch.save(model.state_dict(), path): a whole pickled model is not loaded, "
@@ -215,6 +220,8 @@ def state_dict_of(checkpoint, what: str = "checkpoint") -> Mapping:
     if isinstance(state, Mapping) and not _tensors_only(state):
         state = next((state[k] for k in STATE_KEYS if isinstance(state.get(k), Mapping)), state)
     if isinstance(state, Mapping) and _tensors_only(state):
+        if all(k.startswith("module.") for k in state):  # saved from DataParallel or DDP
+            return {k[len("module."):]: v for k, v in state.items()}
         return state
     keys = f" with the keys {list(state)[:8]}" if isinstance(state, Mapping) else ""
     raise TypeError(
