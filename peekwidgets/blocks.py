@@ -14,6 +14,7 @@ batches with :meth:`Block.batches` or :meth:`Blocks.batches`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -71,12 +72,16 @@ class Block:
 
     def __post_init__(self):
         if isinstance(self.data, np.ndarray):
-            if not np.issubdtype(self.data.dtype, np.number):
+            if not np.issubdtype(self.data.dtype, np.floating):
                 raise TypeError(
-                    f"block {self.name!r}: data must be numbers, got a numpy array of dtype "
-                    f"{self.data.dtype}; convert it with .astype(np.float32)"
+                    f"block {self.name!r}: data must be floating point, got a numpy array of "
+                    f"dtype {self.data.dtype}; convert it with .astype(np.float32)"
                 )
-            self.data = torch.from_numpy(self.data)
+            if any(stride < 0 for stride in self.data.strides):  # a reversed view: torch
+                self.data = np.ascontiguousarray(self.data)  # takes no negative strides
+            with warnings.catch_warnings():  # a read-only array (np.load(mmap_mode="r")):
+                warnings.simplefilter("ignore", UserWarning)  # blocks are only read
+                self.data = torch.from_numpy(self.data)
         if not isinstance(self.data, torch.Tensor):
             raise TypeError(
                 f"block {self.name!r}: data must be a torch.Tensor or numpy array, "
@@ -212,7 +217,8 @@ class Blocks(Sequence):
             raise ValueError("no blocks: pass at least one Block")
         for b in self._blocks:
             if not isinstance(b, Block):
-                raise TypeError(f"expected Block objects, got {type(b).__name__}")
+                raise TypeError(f"expected Block objects, got {type(b).__name__}; pass "
+                                "Block(name, array) objects, or a {name: array} dict")
         names = [b.name for b in self._blocks]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

@@ -69,7 +69,11 @@ def test_blocks_lookup_select_and_batches():
         (lambda: Block("x", torch.zeros(3)), "expected a matrix"),
         (lambda: Block("x", torch.zeros(3, 2, dtype=torch.long)), "floating point"),
         (lambda: Blocks.from_arrays({"a": np.ones((3, 2)), "b": np.ones((3, 2), dtype=object)}),
-         r"block 'b': data must be numbers, got a numpy array of dtype object.*astype"),
+         r"block 'b': data must be floating point, got a numpy array of dtype object.*astype"),
+        (lambda: Block("i", np.ones((3, 2), dtype=np.int64)),
+         r"block 'i': .* numpy array of dtype int64; convert it with \.astype\(np\.float32\)"),
+        (lambda: Blocks([np.ones((3, 2))]), r"got ndarray; pass Block\(name, array\) objects, "
+                                            r"or a \{name: array\} dict"),
         (lambda: Block("s", np.array([["a", "b"]] * 3)), r"block 's'.*dtype <U1"),
         (lambda: Block("x", torch.zeros(3, 2, 5), spatial_shape=(2, 2)), "spatial_shape"),
         (lambda: Blocks([]), "no blocks"),
@@ -81,6 +85,17 @@ def test_blocks_lookup_select_and_batches():
 def test_bad_blocks_raise_clear_errors(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
         make()
+
+
+def test_reversed_and_read_only_arrays_are_taken_as_they_are(recwarn):
+    x = np.arange(12, dtype=np.float32).reshape(6, 2)
+    flipped = Block("f", x[::-1])  # negative strides: torch.from_numpy takes none
+    np.testing.assert_array_equal(flipped.numpy(), x[::-1])
+    x.flags.writeable = False  # as np.load(mmap_mode="r") gives it
+    read_only = Block("r", x)
+    assert not recwarn.list  # no torch warning about writing to it: blocks are only read
+    assert read_only.norm() == pytest.approx(np.linalg.norm(x))
+    np.testing.assert_array_equal(read_only.numpy(), x)
 
 
 def test_unknown_block_name_lists_the_names():

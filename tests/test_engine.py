@@ -144,6 +144,9 @@ def test_cp_tensor_and_explained_variance_match_diagnostics(ls_data, ls_model):
         share = component_explained_variance(scaled, cp)
         np.testing.assert_allclose(m.explained_variance_[i], share, atol=1e-5)
         np.testing.assert_allclose(m.explained_variance_[i].sum(), m.fit_[b.name], atol=1e-4)
+        raw = m.cp_tensor(b.name, scaled=False)  # the model of the block as given
+        np.testing.assert_allclose(tl.cp_to_tensor(raw), rec / m.block_scales_[b.name])
+        np.testing.assert_allclose(explained_variance(b, raw), m.fit_[b.name], atol=1e-6)
 
 
 def test_single_tensor_matches_tensorly_parafac():

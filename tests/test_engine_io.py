@@ -98,6 +98,14 @@ def test_version_1_file_with_custom_init_reloads_with_a_warm_start(tmp_path, blo
     assert again.loss_ <= custom.loss_ * (1 + 1e-4) and again.n_iter_ < custom.n_iter_
 
 
+@pytest.mark.parametrize("state", [np.random.RandomState(0), np.random.default_rng(0)])
+def test_a_numpy_random_state_is_saved_as_none(tmp_path, blocks, state):
+    model = CoupledCP(3, random_state=state, max_iter=20, tol=-1).fit(blocks)
+    back = CoupledCP.load(model.save(tmp_path / "seeded.npz"))
+    assert back.random_state is None and np.array_equal(back.A_, model.A_)
+    assert model.random_state is state  # the user's object is kept in the estimator
+
+
 def test_file_from_before_negative_share_reads_as_unmeasured(tmp_path, saved, custom):
     old = rewrite(saved, tmp_path / "old.npz", lambda meta, arrays: meta.pop("negative_share"))
     back = CoupledCP.load(old)

@@ -76,6 +76,14 @@ def test_deterministic_with_seed():
     np.testing.assert_array_equal(a.fit, b.fit)
     np.testing.assert_array_equal(a.block_fit, b.block_fit)
     assert "estimated rank 3" in a.summary()
+    # numpy states as CoupledCP takes them: one draw each, the same draw the same profile
+    c, d = (rank_profile(blocks, 8, random_state=np.random.RandomState(1), progress=False)
+            for _ in range(2))
+    np.testing.assert_array_equal(c.fit, d.fit)
+    assert rank_profile(blocks, 8, random_state=np.random.default_rng(1),
+                        progress=False).estimated_rank == 3
+    with pytest.raises(ValueError, match=r"random_state='5': expected None, an int, or a numpy"):
+        rank_profile(blocks, 8, random_state="5", progress=False)
 
 
 def test_block_weights_and_normalize():

@@ -36,6 +36,7 @@ from peekwidgets import distributed
 from peekwidgets.analysis.stability import identifiable_diagnostics
 from peekwidgets.blocks import Blocks, as_blocks, full_device, resolve_block_weights
 from peekwidgets.engine.batches import sweep_rows
+from peekwidgets.engine.params import as_seed
 from peekwidgets.engine.svd import randomized_svd
 
 __all__ = ["DEFAULT_THRESHOLD", "RankProfile", "estimate_rank", "rank_profile"]
@@ -296,7 +297,7 @@ def rank_profile(
     batch_size: int | None = None,
     device=None,
     dtype: torch.dtype = torch.float32,
-    random_state: int | None = 0,
+    random_state=0,
     progress: bool = True,
 ) -> RankProfile:
     """The rank profile of ``blocks`` over R = 1..max_rank, and an estimated rank.
@@ -345,8 +346,9 @@ def rank_profile(
         Where to compute; each block's own device by default.
     dtype : torch.dtype
         Compute dtype of the streamed products (the small eigenproblem is float64).
-    random_state : int, optional
-        Seed of the random projection, restarts and the split; same seed, same profile.
+    random_state : int, numpy RandomState or Generator, optional
+        Seed of the random projection, restarts and the split; same seed, same profile (a
+        RandomState or Generator gives one draw, as in :class:`CoupledCP`).
     progress : bool
         Show progress bars (on process 0 of a group).
 
@@ -356,16 +358,17 @@ def rank_profile(
     """
     blocks = as_blocks(blocks)
     max_rank = check_max_rank(max_rank)
+    seed = as_seed(random_state)
     n_total = sum(distributed.agree(blocks.n_samples, {
         "blocks": blocks.names, "shapes": [b.mode_shape for b in blocks], "max_rank": max_rank,
         "center": center, "normalize": normalize, "block_weights": block_weights,
         "model": model, "oversample": oversample, "n_iter": n_iter, "dtype": dtype,
-        "random_state": random_state}))
+        "random_state": seed}))
     _check_settings(blocks, max_rank, threshold, model, center, n_restarts, split_half, n_total)
     weights = resolve_block_weights(block_weights, blocks.names, unknown_error=KeyError)
     dev = None if device is None else full_device(device)
-    generator = torch.Generator().manual_seed(0 if random_state is None else int(random_state))
-    if random_state is None:
+    generator = torch.Generator().manual_seed(0 if seed is None else seed)
+    if seed is None:
         generator.seed()
 
     if dev is None and len({b.device for b in blocks}) > 1:

@@ -113,9 +113,8 @@ def identifiable_diagnostics(
                     for j, a in enumerate(fits) for b in fits[j + 1:]
                 ])
             for b in tensors:
-                weights, factors = best.cp_tensor(b.name)  # models the scaled block
-                raw = (weights / best.block_scales_[b.name], factors)
-                out["core_consistency"][b.name][i] = core_consistency(b, raw)
+                out["core_consistency"][b.name][i] = core_consistency(
+                    b, best.cp_tensor(b.name, scaled=False))
             every = [best.A_] + [f for name in best.block_names_ for f in best.factors_[name]]
             out["degenerate"][i] = degeneracy(every).degenerate
             if halves is not None:

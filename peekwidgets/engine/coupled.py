@@ -50,7 +50,7 @@ from peekwidgets.engine import init as _init
 from peekwidgets.engine import io as _io
 from peekwidgets.engine import ops
 from peekwidgets.engine.batches import BatchedData, accumulators
-from peekwidgets.engine.params import Params
+from peekwidgets.engine.params import Params, as_seed
 from peekwidgets.progress import complete
 
 __all__ = ["CoupledCP"]
@@ -330,21 +330,6 @@ class CoupledCP(Params):
                              "pass device='cpu' (or None for the blocks' own device)")
         return device
 
-    def _seed(self) -> int | None:
-        """``random_state`` as a seed: an int (reduced to 63 bits), or drawn from a numpy
-        ``RandomState`` or ``Generator`` (as scikit-learn takes them); None for a fresh one."""
-        state = self.random_state
-        if state is None:
-            return None
-        if isinstance(state, np.random.RandomState):
-            return int(state.randint(np.iinfo(np.int32).max))
-        if isinstance(state, np.random.Generator):
-            return int(state.integers(np.iinfo(np.int64).max))
-        if isinstance(state, bool) or not isinstance(state, numbers.Integral):
-            raise ValueError(f"random_state={state!r}: expected None, an int, or a numpy "
-                             "RandomState or Generator")
-        return int(state) % 2**63
-
     def _check_blocks(self, blocks: Blocks) -> tuple[list[float], int, int]:
         """Validate rank against the blocks; return their norms (finite, nonzero), this
         process's first global row and the samples of all processes.
@@ -402,7 +387,7 @@ class CoupledCP(Params):
         self
         """
         self._check_params()
-        seed = self._seed()
+        seed = as_seed(self.random_state)
         blocks = as_blocks(blocks)
         norms, offset, n_total = self._check_blocks(blocks)
         negative = _negative_shares(blocks, norms) if self.nonnegative else {}
@@ -786,15 +771,23 @@ class CoupledCP(Params):
         if not hasattr(self, "A_"):
             raise RuntimeError("this CoupledCP is not fitted yet; call fit(blocks) first")
 
-    def cp_tensor(self, name: str):
-        """TensorLy ``CPTensor (weights_, [A_, *factors_[name]])`` of the scaled block ``name``."""
+    def cp_tensor(self, name: str, *, scaled: bool = True):
+        """TensorLy ``CPTensor (weights, [A_, *factors_[name]])`` (numpy) of block ``name``.
+
+        ``scaled=True``: the model of the block as fitted, ``block_scales_[name] * X``, with
+        ``weights_``; ``scaled=False``: of the block as given, ``X`` (the weights divided by
+        the scale), the one to pass to the diagnostics with the raw block. The weights are
+        shared by all blocks, so the last factor's columns do not have unit norm (TensorLy's
+        ``cp_normalize`` moves their norms into block-specific weights).
+        """
         from tensorly.cp_tensor import CPTensor
 
         self._check_fitted()
         if name not in self.factors_:
             raise KeyError(f"no block named {name!r}; blocks are {self.block_names_}")
-        return CPTensor((self.weights_.copy(), [self.A_.copy()] + [f.copy()
-                                                                  for f in self.factors_[name]]))
+        weights = self.weights_ if scaled else self.weights_ / self.block_scales_[name]
+        return CPTensor((weights.copy(), [self.A_.copy()] + [f.copy()
+                                                             for f in self.factors_[name]]))
 
     @torch.no_grad()
     def transform(self, blocks, *, n_iter: int = 100) -> np.ndarray:
@@ -846,6 +839,7 @@ class CoupledCP(Params):
         """Save the fitted model to one ``.npz`` file (see :mod:`peekwidgets.engine.io`).
 
         ``.npz`` is appended to ``path`` unless it ends with it; returns the path written.
+        A ``random_state`` given as a numpy RandomState or Generator is saved as None.
         """
         self._check_fitted()
         return _io.write(path, self.get_params(), {a: getattr(self, a) for a in _io.FITTED})

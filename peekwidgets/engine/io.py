@@ -85,6 +85,9 @@ def _encode_params(params: dict) -> tuple[dict, dict]:
             out[name] = str(value).removeprefix("torch.")
         elif name == "device":
             out[name] = None if value is None else str(value)
+        elif name == "random_state" and isinstance(value, (np.random.RandomState,
+                                                           np.random.Generator)):
+            out[name] = None  # its state is not kept: a refit of the loaded model draws anew
         elif name == "init" and isinstance(value, Mapping):
             names = list(value)
             out[name] = {"blocks": [str(n) for n in names],

@@ -12,8 +12,26 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import numbers
 
-__all__ = ["Params", "clone"]
+import numpy as np
+
+__all__ = ["Params", "as_seed", "clone"]
+
+
+def as_seed(random_state) -> int | None:
+    """``random_state`` as a seed: an int (reduced to 63 bits), or drawn from a numpy
+    ``RandomState`` or ``Generator`` (as scikit-learn takes them); None for a fresh one."""
+    if random_state is None:
+        return None
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(np.iinfo(np.int32).max))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(np.iinfo(np.int64).max))
+    if isinstance(random_state, bool) or not isinstance(random_state, numbers.Integral):
+        raise ValueError(f"random_state={random_state!r}: expected None, an int, or a numpy "
+                         "RandomState or Generator")
+    return int(random_state) % 2**63
 
 
 class Params:
