@@ -109,6 +109,26 @@ def test_brush_selection_highlights_gallery_and_sets_profile(peek, est):
     assert peek.selected == []
 
 
+def test_sample_map_x_pick_is_the_component_on_show_and_new_axes_drop_the_brush(peek, est):
+    smap, layer = peek.views["sample_map"], peek.views["layer_response"]
+    peek.component, peek.block = 0, "fc"
+    smap.brush.brushing = True
+    smap.brush.selected_x = np.array([0.0, 0.2])
+    smap.brush.selected_y = np.array([-0.2, 0.2])
+    smap.brush.brushing = False
+    assert peek.selected and smap.brush.selected_x is not None
+    selected = list(peek.selected)
+    smap.x_pick.value = 2  # the dropdown, by mouse or keyboard
+    assert peek.component == 2 and all(v.component == 2 for v in peek.views.values())
+    np.testing.assert_allclose(layer.unit_bars.y, est.factors_["fc"][0][:, 2])
+    np.testing.assert_allclose(smap.scatter.x, est.A_[smap.shown, 2])
+    assert smap.brush.selected_x is None and smap.brush.selected_y is None  # outline gone
+    assert peek.selected == selected  # the selection stays, drawn on the new axes
+    np.testing.assert_allclose(smap.highlight.x, est.A_[selected, 2])
+    smap.y_pick.value = 0  # y alone moves no other view
+    assert peek.component == 2 and smap.y_component == 0
+
+
 def test_lasso_selects_drawn_samples(peek):
     smap = peek.views["sample_map"]
     smap.tool.value = "lasso"

@@ -17,6 +17,12 @@ from .theme import FONT, title_html
 __all__ = ["ErrorArea", "StateTraits", "View"]
 
 
+def figure_layout(**kwargs) -> w.Layout:
+    """The layout of a figure as wide as its view: ``width="100%"`` without the 2 px side
+    margins widgets get by default, which would make it overflow its box (a scroll bar)."""
+    return w.Layout(width="100%", margin="2px 0", **kwargs)
+
+
 class ErrorArea(w.VBox):
     """A visible box that shows exceptions raised in widget callbacks.
 

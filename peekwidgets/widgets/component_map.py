@@ -9,7 +9,7 @@ import numpy as np
 from peekwidgets.palette import ACCENT, DIVERGING_HEX
 from peekwidgets.viewmodel import LOADS_ON_Z
 
-from .base import View
+from .base import View, figure_layout
 from .theme import BORDER, FONT, MUTED_TEXT, caption_html
 
 __all__ = ["ComponentMap", "color_bar_html", "health_html", "set_grid", "tooltip_guard"]
@@ -130,7 +130,7 @@ class ComponentMap(View):
         self.figure = bq.Figure(
             marks=[self.heatmap], axes=axes, padding_y=0.0, display_toolbar=False,
             fig_margin=dict(top=10, bottom=45, left=130, right=10),
-            layout=w.Layout(width="100%", min_width="320px", height="300px"),
+            layout=figure_layout(min_width="320px", height="300px"),
         )
         self.color_bar = w.HTML()
         self.caption = w.HTML()

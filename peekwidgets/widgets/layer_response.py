@@ -9,7 +9,7 @@ import numpy as np
 from peekwidgets.images import map_2d
 from peekwidgets.palette import ACCENT, DIVERGING_HEX, INK, NEGATIVE
 
-from .base import View
+from .base import View, figure_layout
 from .component_map import TOOLTIP_STYLE, color_bar_html, set_grid, tooltip_guard
 from .render import InputRenderer
 from .theme import caption_html
@@ -60,8 +60,7 @@ class LoadingBars:
         self.figure = bq.Figure(marks=[self.bars, self.labels], axes=[self.x_axis, self.y_axis],
                                 display_toolbar=False,
                                 fig_margin=dict(top=10, bottom=40, left=60, right=10),
-                                layout=w.Layout(width="100%", min_width="240px",
-                                                height="260px"))
+                                layout=figure_layout(min_width="240px", height="260px"))
         self.note = w.HTML()
 
     def draw(self, values: np.ndarray, names: list, n_labels: int):
@@ -154,8 +153,7 @@ class LayerResponse(View):
             marks=[self.spatial_map], axes=list(self.map_axes),
             fig_margin=dict(top=10, bottom=40, left=40, right=10), padding_y=0.0,
             display_toolbar=False, min_aspect_ratio=1, max_aspect_ratio=1,
-            layout=w.Layout(width="100%", min_width="180px", max_width="300px",
-                            height="240px"))
+            layout=figure_layout(min_width="180px", max_width="300px", height="240px"))
         self.pattern_image = w.Image(format="png", layout=w.Layout(
             width=f"{PATTERN_SIZE}px", height="auto"))
         self.pattern_image.add_class("peek-pattern")

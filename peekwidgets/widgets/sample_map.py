@@ -13,7 +13,7 @@ import traitlets as T
 from peekwidgets.palette import ACCENT, INK, MUTED, NEW, SEQUENTIAL
 from peekwidgets.viewmodel import LOADS_ON_Z
 
-from .base import View
+from .base import View, figure_layout
 from .component_map import TOOLTIP_STYLE, color_bar_html, tooltip_guard
 from .render import InputRenderer
 from .theme import caption_html
@@ -78,7 +78,7 @@ class SampleMap(View):
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self._syncing = False
         self._selecting = False  # the brush or lasso is setting `selected`
-        self._drawn_x = self._drawn_y = None
+        self._drawn_x = self._drawn_y = self._drawn_colors = None
         super().__init__(fitted, **kwargs)
 
     def _build(self):
@@ -118,10 +118,11 @@ class SampleMap(View):
                                 axes=[self.x_axis, self.y_axis], interaction=None,
                                 display_toolbar=False,
                                 fig_margin=dict(top=10, bottom=45, left=55, right=16),
-                                layout=w.Layout(width="100%", min_width="260px",
-                                                height="320px"))
-        self.x_pick = w.Dropdown(description="x", layout=w.Layout(width="130px"))
-        self.y_pick = w.Dropdown(description="y", layout=w.Layout(width="130px"))
+                                layout=figure_layout(min_width="260px", height="320px"))
+        self.x_pick = w.Dropdown(description="x", layout=w.Layout(width="130px"),
+                                 tooltip="the component on show: every view follows it")
+        self.y_pick = w.Dropdown(description="y", layout=w.Layout(width="130px"),
+                                 tooltip="the component on the y axis")
         for pick in (self.x_pick, self.y_pick):
             pick.style.description_width = "16px"
             pick.observe(self.errors.guard(self._on_pick), "value")
@@ -143,7 +144,7 @@ class SampleMap(View):
             marks=[self.profile],
             axes=[bq.Axis(scale=ps, label="component"), self.profile_axis],
             fig_margin=dict(top=10, bottom=40, left=50, right=10), display_toolbar=False,
-            layout=w.Layout(width="100%", min_width="220px", height="220px"))
+            layout=figure_layout(min_width="220px", height="220px"))
         self.profile_title = w.HTML(caption_html(
             "<b>selection vs all samples</b> (z, per component)"))
         self.caption = w.HTML()
@@ -188,7 +189,7 @@ class SampleMap(View):
             self.color_pick.value = self.color_by
         finally:
             self._syncing = False
-        self._drawn_x = self._drawn_y = None
+        self._drawn_x = self._drawn_y = self._drawn_colors = None
 
     # -- colour ----------------------------------------------------------------------------
     def categories(self) -> np.ndarray | None:
@@ -205,6 +206,15 @@ class SampleMap(View):
         return str(value)
 
     def _draw_colors(self):
+        key = (weakref.ref(self.fitted), self.color_by,
+               self.x_component if self.color_by == "loading" else None)
+        if key != self._drawn_colors:  # labels and predictions stay with a new component
+            self._color_points()
+            self._drawn_colors = key
+        if self.color_pick.value != self.color_by:
+            self.color_pick.value = self.color_by
+
+    def _color_points(self):
         f = self.fitted
         cats = self.categories()
         with self.scatter.hold_sync():
@@ -236,15 +246,16 @@ class SampleMap(View):
                 self.scatter.color = None
                 self.scatter.colors = [INK]
                 self.legend.value = ""
-        if self.color_pick.value != self.color_by:
-            self.color_pick.value = self.color_by
 
     # -- interaction -----------------------------------------------------------------------
     def _on_pick(self, change):
         if self._syncing:
             return
         self.x_component, self.y_component = self.x_pick.value, self.y_pick.value
-        self._draw_scatter()
+        if self.x_component != self.component:  # x is the component on show: all views follow
+            self.component = self.x_component
+        else:
+            self._draw_scatter()
 
     def _on_brush(self, change):
         if change["new"] or self.brush.selected_x is None or self.brush.selected_y is None:
@@ -314,6 +325,8 @@ class SampleMap(View):
         i, j = self.x_component, self.y_component
         key = (weakref.ref(f), len(f.folded_A))  # unchanged columns are not sent again
         new_x, new_y = (key, i) != self._drawn_x, (key, j) != self._drawn_y
+        if new_x or new_y:  # a brush or lasso drawn on the old axes no longer outlines anything
+            self._clear_marks()
         for mark, rows in ((self.scatter, f.A[self.shown]), (self.folded, f.folded_A)):
             with mark.hold_sync():
                 if new_x:
@@ -353,7 +366,8 @@ class SampleMap(View):
         set_ticks(self.profile_axis, self._profile_scale, min(float(z.min()), 0.0),
                   max(float(z.max()), 0.0))
         loads = (f"they load on component{'s' if len(hits) > 1 else ''} "
-                 f"{', '.join(map(str, hits))} (z &ge; {LOADS_ON_Z:g}, blue)" if len(hits)
+                 f"{', '.join(map(str, hits))} (z &ge; {LOADS_ON_Z:g}: blue bars, the "
+                 "component on show orange)" if len(hits)
                  else f"no component stands out (all z &lt; {LOADS_ON_Z:g})")
         self.caption.value = caption_html(
             f"mean loading of {what} on each component minus all samples' mean, in standard "

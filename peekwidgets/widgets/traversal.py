@@ -8,7 +8,7 @@ import numpy as np
 
 from peekwidgets.palette import ACCENT, MUTED
 
-from .base import View
+from .base import View, figure_layout
 from .component_map import TOOLTIP_STYLE, tooltip_guard
 from .theme import caption_html
 from .ticks import set_ticks
@@ -72,7 +72,7 @@ class Traversal(View):
             axes=[bq.Axis(scale=xs, grid_lines="none", label="block (forward order)"),
                   self.y_axis],
             display_toolbar=False, fig_margin=dict(top=14, bottom=45, left=80, right=20),
-            layout=w.Layout(width="100%", min_width="300px", height="260px"))
+            layout=figure_layout(min_width="300px", height="260px"))
         self.caption = w.HTML()
 
     def _body(self):

@@ -57,6 +57,16 @@ OVERFLOW = """(selectors) => {
   return wide.concat(outside);
 }"""
 
+#: Figures wider, with their margins, than the box they sit in while above their minimum
+#: width: the box scrolls sideways (a scroll bar where the system shows them) for no content.
+FIGURES_OUTGROW = """() => [...document.querySelectorAll('.peek-dashboard .bqplot.figure')]
+  .filter(e => {
+    const s = getComputedStyle(e), width = e.getBoundingClientRect().width;
+    const outer = width + parseFloat(s.marginLeft) + parseFloat(s.marginRight);
+    return outer > e.parentElement.clientWidth + 1 && width > parseFloat(s.minWidth) + 1;
+  })
+  .map(e => `figure in ${e.closest('[class*="peek-"]').className.match(/peek-[a-z-]+/)[0]} outgrows its box`)"""
+
 #: WCAG contrast ratio of an element's text against the first opaque background behind it.
 CONTRAST = """(el) => {
   const rgb = s => s.match(/[\\d.]+/g).map(Number);
@@ -88,6 +98,7 @@ def expect_dashboard(page, timeout: float = 300_000):
 
 def assert_nothing_clipped(page, where: str):
     wide = page.evaluate(OVERFLOW, [*VIEWS, ".peek-tiles button"])  # and the tiles' captions
+    wide += page.evaluate(FIGURES_OUTGROW)
     assert wide == [], f"{where}: {wide}"
 
 
