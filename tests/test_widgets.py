@@ -109,6 +109,22 @@ def test_brush_selection_highlights_gallery_and_sets_profile(peek, est):
     assert peek.selected == []
 
 
+def test_points_are_recoloured_only_when_their_colouring_changes(peek, est):
+    smap = peek.views["sample_map"]
+    sent = []
+    smap.scatter.observe(lambda change: sent.append(change["name"]), ["colors", "color"])
+    assert smap.color_by == "label"
+    for r in (1, 2, 0):
+        peek.component = r
+    assert sent == []  # the labels' colours stay
+    smap.color_pick.value = "loading"
+    np.testing.assert_allclose(smap.scatter.color, est.A_[smap.shown, 0])
+    peek.component = 2  # a loading colouring follows the component
+    np.testing.assert_allclose(smap.scatter.color, est.A_[smap.shown, 2])
+    smap.color_pick.value = "label"
+    assert smap.scatter.color is None and len(smap.scatter.colors) == len(smap.shown)
+
+
 def test_sample_map_x_pick_is_the_component_on_show_and_new_axes_drop_the_brush(peek, est):
     smap, layer = peek.views["sample_map"], peek.views["layer_response"]
     peek.component, peek.block = 0, "fc"
