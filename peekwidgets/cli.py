@@ -383,6 +383,9 @@ def _serve(notebook: Path, port: int, cache_dir: Path | None) -> int:
     env = dict(os.environ)
     if cache_dir is not None:
         env["PEEKWIDGETS_CACHE"] = str(cache_dir)
+    # the kernel runs in the notebook's folder, inside the package: the dashboard's Export
+    # and Save buttons write into the folder the command was run from instead
+    env["PEEKWIDGETS_OUTPUT"] = str(Path.cwd())
     print(f"starting Voilà on {notebook} ...", flush=True)
     server = start_voila(notebook, port, env=env)
     # SIGTERM (a service manager, a test) stops the server like Ctrl-C instead of orphaning it

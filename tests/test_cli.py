@@ -60,6 +60,28 @@ def test_missing_notebook_names_the_alternatives(capsys, tmp_path):
     assert "none.ipynb' not found" in err and "--headless" in err
 
 
+def test_the_served_dashboard_writes_into_the_folder_the_demo_runs_from(tmp_path, monkeypatch):
+    from peekwidgets import cli
+
+    started = {}
+
+    class Stopped:  # a server that ends at once
+        def wait(self):
+            return 0
+
+    def fake_start(notebook, port, **kwargs):
+        started.update(kwargs["env"])
+        return Stopped()
+
+    monkeypatch.setattr(cli, "start_voila", fake_start)
+    monkeypatch.setattr(cli, "wait_ready", lambda server, port: False)
+    monkeypatch.setattr(cli, "stop_server", lambda server: None)
+    monkeypatch.chdir(tmp_path)
+    assert cli._serve(cli.demo_notebook(), 8999, tmp_path / "cache") == 0
+    assert started["PEEKWIDGETS_OUTPUT"] == str(tmp_path)  # not the package's notebooks folder
+    assert started["PEEKWIDGETS_CACHE"] == str(tmp_path / "cache")
+
+
 def test_busy_port_fails_before_training(capsys, tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -225,6 +225,15 @@ def test_export_button_offers_the_archive_for_download(peek, tmp_path):
     assert "download='exported.zip'" in peek.controls.download.value
 
 
+def test_export_and_save_write_where_peekwidgets_output_says(blocks, est, tmp_path,
+                                                              monkeypatch):
+    assert Peek.from_fitted(blocks, est).controls.export_folder.value == "peek-export"
+    monkeypatch.setenv("PEEKWIDGETS_OUTPUT", str(tmp_path))  # as `peekwidgets demo` sets it
+    controls = Peek.from_fitted(blocks, est).controls
+    assert controls.export_folder.value == str(tmp_path / "peek-export")
+    assert controls.save_path.value == str(tmp_path / "peek_factors.npz")
+
+
 def test_analysis_is_the_one_behind_the_dashboard():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(10, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))

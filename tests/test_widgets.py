@@ -109,6 +109,16 @@ def test_brush_selection_highlights_gallery_and_sets_profile(peek, est):
     assert peek.selected == []
 
 
+def test_layer_response_block_pick_is_the_block_on_show(peek, est):
+    layer = peek.views["layer_response"]
+    assert list(layer.block_pick.options) == peek.fitted.names
+    layer.block_pick.value = "conv"  # the dropdown, by mouse or keyboard
+    assert all(v.block == "conv" for v in peek.views.values()) and layer.mode == "tensor"
+    np.testing.assert_allclose(layer.channel_bars.y, est.factors_["conv"][0][:, peek.component])
+    peek.block = "fc"  # a block chosen elsewhere (a component map cell) shows in the dropdown
+    assert layer.block_pick.value == "fc" and layer.mode == "matrix"
+
+
 def test_points_are_recoloured_only_when_their_colouring_changes(peek, est, monkeypatch):
     smap = peek.views["sample_map"]
     colourings = []  # a colour list set again, even unchanged, is validated point by point

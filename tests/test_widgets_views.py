@@ -114,7 +114,8 @@ def test_a_dead_component_is_marked_on_the_map_and_in_the_gallery(blocks):
     cmap, gallery = peek.views["component_map"], peek.views["gallery"]
     assert list(cmap.heatmap.column) == ["0", "1 ✕", "2"]
     assert "dead component 1" in cmap.health.value and "refit at rank 2" in cmap.health.value
-    assert "dead component 1" in peek.header.value
+    assert "⚠ 1 problem with this fit, listed under the component map" in peek.header.value
+    assert "dead component 1" not in peek.header.value  # once on the page, not twice
     peek.component = 1
     assert "component 1 is dead" in gallery.caption.value and "lower rank" in (
         gallery.caption.value)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import html
+import os
+from pathlib import Path
 
 import ipywidgets as w
 
@@ -44,6 +46,10 @@ class Controls(w.VBox):
         ``export``, ``save``).
     max_rank : int
         Upper end of the rank slider.
+
+    Export and Save write into the kernel's folder by default, or into
+    ``$PEEKWIDGETS_OUTPUT`` when it is set (``peekwidgets demo`` sets it to the folder it is
+    run from: its kernel runs in the package's notebooks folder).
     """
 
     def __init__(self, peek, max_rank: int = 20):
@@ -82,13 +88,14 @@ class Controls(w.VBox):
         self.profile_box = w.VBox()
 
         field = {"flex": "1 1 160px", "min_width": "0", "max_width": "260px"}
-        self.export_folder = w.Text(value="peek-export", description="folder",
+        out = Path(os.environ.get("PEEKWIDGETS_OUTPUT", ""))  # the kernel's folder when unset
+        self.export_folder = w.Text(value=str(out / "peek-export"), description="folder",
                                     layout=w.Layout(**field))
         self.export_folder.style.description_width = "50px"
         export_button = _button("Export", "download")
         export_button.add_class("peek-export")
         export_button.on_click(guard(lambda _: self._export()))
-        self.save_path = w.Text(value="peek_factors.npz", layout=w.Layout(**field))
+        self.save_path = w.Text(value=str(out / "peek_factors.npz"), layout=w.Layout(**field))
         self.save_button = _button("Save factors", "save")
         self.save_button.on_click(guard(lambda _: self._save()))
         self.download = w.HTML()

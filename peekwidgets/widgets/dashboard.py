@@ -19,14 +19,14 @@ from peekwidgets.session import Analysis
 from peekwidgets.viewmodel import ViewModel
 
 from .base import ErrorArea, StateTraits
-from .component_map import ComponentMap, health_html
+from .component_map import WARN, ComponentMap
 from .controls import Controls
 from .gallery import InputGallery
 from .layer_response import LayerResponse
 from .render import InputRenderer
 from .sample_map import SampleMap
 from .standalone import write_page
-from .theme import BORDER, FONT, MUTED_TEXT
+from .theme import BORDER, FONT, MUTED_TEXT, caption_html
 from .traversal import Traversal
 from .work import Job, Worker
 
@@ -294,7 +294,15 @@ class Peek(w.VBox, StateTraits):
             f"<span style='font-size:18px;font-weight:700;color:{ACCENT}'>peek</span>"
             f"<span style='font-size:13px;color:{MUTED_TEXT}'>{model}{f.n_samples} samples · "
             f"{len(f.names)} blocks · rank {f.rank} · {kind} · mean block fit "
-            f"{100 * fit:.0f}%{extra}</span></div>" + health_html(f))
+            f"{100 * fit:.0f}%{extra}</span></div>" + self._problem_count(f))
+
+    @staticmethod
+    def _problem_count(fitted: ViewModel) -> str:
+        """How many problems the fit has, as a warning line that points to the component map,
+        which lists them (empty for a healthy fit)."""
+        n = len(fitted.health.problems(fitted.rank))
+        return caption_html(f"<span style='color:{WARN}'>⚠ {n} problem{'s' if n > 1 else ''} "
+                            "with this fit, listed under the component map</span>") if n else ""
 
     # -- state pushes ----------------------------------------------------------------------
     def _show(self, fitted: ViewModel):

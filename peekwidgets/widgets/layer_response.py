@@ -169,6 +169,11 @@ class LayerResponse(View):
         self.pattern_caption = w.HTML()
         self.image_box = w.HBox([self.pattern_image, self.pattern_caption],
                                 layout=w.Layout(align_items="center"))
+        self.block_pick = w.Dropdown(description="block", layout=w.Layout(width="220px"),
+                                     tooltip="the block on show: every view follows it")
+        self.block_pick.style.description_width = "40px"
+        self.block_pick.observe(self.errors.guard(
+            lambda change: setattr(self, "block", change["new"])), "value")
         self.caption = w.HTML()
         self.caption.add_class("peek-layer-caption")
         self.matrix_box.add_class("peek-layer-units")
@@ -176,7 +181,8 @@ class LayerResponse(View):
 
     def _body(self):
         self.add_class("peek-layer-response")
-        self._shown = w.VBox([tooltip_guard(), self.caption])
+        self._head = [tooltip_guard(), self.block_pick, self.caption]
+        self._shown = w.VBox(self._head)
         return self._shown
 
     def _show(self, mode: str):
@@ -185,7 +191,7 @@ class LayerResponse(View):
         if mode != self.mode:
             box = {"matrix": self.matrix_box, "tensor": self.tensor_box,
                    "image": self.image_box}[mode]
-            self._shown.children = [self._shown.children[0], self.caption, box]
+            self._shown.children = [*self._head, box]
             self.mode = mode
 
     def unit_names(self, name: str, n: int) -> list[str]:
@@ -211,11 +217,15 @@ class LayerResponse(View):
                 f"{c} {v:+.2f}" for c, v in zip("RGB", u))
         return legend
 
+    def _refit(self):
+        self.block_pick.options = self.fitted.names
+
     def update(self, changed=None):
         if changed == "selected":
             return
         f = self.fitted
         name, r = self.block, self.component
+        self.block_pick.value = name
         factors = f.factors[name]
         block = f.blocks[name]
         desc = "x".join(map(str, block.mode_shape))
