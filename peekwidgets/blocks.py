@@ -61,7 +61,11 @@ class Block:
         ``raw_shape`` (the per-sample output shape before pooling or flattening).
     sq_norm : float, optional
         Squared Frobenius norm, when the producer computed it while streaming;
-        computed on first use otherwise.
+        computed on first use otherwise, and kept.
+
+    A numpy array or tensor given as ``data`` is used as it is, not copied (except a reversed
+    view): the block and the array share their memory. Change the array in place and the
+    kept norm no longer holds it; make a new Block for the next fit.
     """
 
     name: str

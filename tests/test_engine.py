@@ -278,7 +278,7 @@ def test_bad_inputs_give_clear_errors():
         CoupledCP(2, init="pca").fit(blocks)
     with pytest.raises(ValueError, match="block_weights"):
         CoupledCP(2, block_weights={"nope": 2.0}).fit(blocks)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(ValueError, match="not fitted"):  # scikit-learn's NotFittedError
         CoupledCP(2).transform(blocks)
 
 
@@ -380,6 +380,9 @@ def test_convergence_warning_only_when_max_iter_stops_the_fit(recwarn):
     for part in (f"rank {RANK}", "max_iter=2 sweeps", f"{change:.2e}", "raise max_iter",
                  "loosen tol", "float64"):
         assert part in message
+    with pytest.warns(ConvergenceWarning, match=r"max_iter=1 sweeps \(a single loss, no change "
+                                                r"measured, tol=1e-12\)"):
+        CoupledCP(RANK, max_iter=1, tol=1e-12, random_state=0).fit(blocks)
     recwarn.clear()
     converged = CoupledCP(RANK, max_iter=500, random_state=0).fit(blocks)
     assert converged.converged_

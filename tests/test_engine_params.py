@@ -42,6 +42,27 @@ def test_get_params_round_trips_every_constructor_parameter():
     assert list(model.get_params()) == names  # signature order
 
 
+def test_repr_names_the_parameters_that_differ_from_the_defaults():
+    assert repr(CoupledCP()) == "CoupledCP(rank=5)"
+    assert repr(CoupledCP(3, nonnegative=True, tol=1e-3, dtype=torch.float64)) == (
+        "CoupledCP(rank=3, nonnegative=True, tol=0.001, dtype=torch.float64)")
+    fitted = CoupledCP(2, max_iter=7, tol=-1).fit(small_blocks())
+    assert repr(fitted) == "CoupledCP(rank=2, max_iter=7, tol=-1)"  # parameters only
+    init = {"a": [np.ones((12, 2))]}
+    assert repr(CoupledCP(2, init=init)).startswith("CoupledCP(rank=2, init={'a': [array(")
+
+
+def test_an_unfitted_model_says_so_as_scikit_learn_does():
+    from sklearn.exceptions import NotFittedError
+
+    model = CoupledCP(2)
+    for use in (lambda: model.transform(small_blocks()), lambda: model.cp_tensor("a"),
+                lambda: model.save("never.npz")):
+        with pytest.raises(NotFittedError, match=r"not fitted yet; call fit\(blocks\) first"):
+            use()
+    assert not hasattr(model, "A_")
+
+
 def test_set_params_rejects_an_unknown_name_and_sets_nothing():
     model = CoupledCP(rank=4)
     with pytest.raises(ValueError, match=r"'ranks' is not a parameter of CoupledCP "

@@ -141,6 +141,14 @@ def _negative_shares(blocks: Blocks, norms) -> dict:
     return shares
 
 
+def _same(a, b) -> bool:
+    """Whether two parameter values are equal (arrays in an ``init`` dict compare as False)."""
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
 class _Stop(Exception):
     """All processes of a group stop together: a stop request reached a reduction."""
 
@@ -433,10 +441,12 @@ class CoupledCP(Params):
             from sklearn.exceptions import ConvergenceWarning  # importing sklearn takes ~1 s
 
             losses = best["losses"]
-            change = abs(losses[-2] - losses[-1]) / losses[-2] if len(losses) > 1 else np.nan
+            change = (f"last relative change of the loss "
+                      f"{abs(losses[-2] - losses[-1]) / losses[-2]:.2e}" if len(losses) > 1 else
+                      "a single loss, no change measured")
             warnings.warn(
                 f"CoupledCP rank {self.rank} did not converge in max_iter={self.max_iter} sweeps "
-                f"(last relative change of the loss {change:.2e}, tol={self.tol:g}); raise "
+                f"({change}, tol={self.tol:g}); raise "
                 "max_iter, loosen tol, or fit in dtype=torch.float64", ConvergenceWarning,
                 stacklevel=3,  # the caller of fit, through torch.no_grad's wrapper
             )
@@ -769,7 +779,9 @@ class CoupledCP(Params):
     # ---------------------------------------------------------------------------- use
     def _check_fitted(self):
         if not hasattr(self, "A_"):
-            raise RuntimeError("this CoupledCP is not fitted yet; call fit(blocks) first")
+            from sklearn.exceptions import NotFittedError  # a ValueError and AttributeError
+
+            raise NotFittedError("this CoupledCP is not fitted yet; call fit(blocks) first")
 
     def cp_tensor(self, name: str, *, scaled: bool = True):
         """TensorLy ``CPTensor (weights, [A_, *factors_[name]])`` (numpy) of block ``name``.
@@ -861,6 +873,9 @@ class CoupledCP(Params):
         return model
 
     def __repr__(self) -> str:
-        kind = "nonnegative" if self.nonnegative else "least squares"
-        state = f", loss={self.loss_:.4g}" if hasattr(self, "loss_") else ""
-        return f"CoupledCP(rank={self.rank}, {kind}{state})"
+        """As scikit-learn writes an estimator: its parameters that differ from the defaults
+        (the rank always)."""
+        defaults = type(self)().get_params()
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items()
+                   if k == "rank" or not _same(v, defaults[k])]
+        return f"{type(self).__name__}({', '.join(changed)})"
