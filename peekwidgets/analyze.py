@@ -271,6 +271,19 @@ def _check_sizes(args, inputs) -> None:
                        f"{channels} channels; give {channels} values (or one for all)")
 
 
+def _input_files(inputs, root) -> list | None:
+    """The image files read, in sample order (``top_inputs`` index them), relative to
+    ``root``; None for inputs from a tensor or array file."""
+    source = getattr(inputs, "dataset", inputs)
+    if hasattr(source, "samples"):  # ImageFolder: (path, class index) pairs
+        files = [path for path, _ in source.samples]
+    elif isinstance(source, ImageFiles):
+        files = source.files
+    else:
+        return None
+    return [Path(f).relative_to(root).as_posix() for f in files]
+
+
 def run(args) -> dict | None:
     """The analysis of ``args`` (the ``analyze`` command's options) written to ``args.out``;
     returns ``summary.json`` on rank 0, None on the other processes."""
@@ -322,6 +335,7 @@ def run(args) -> dict | None:
         extra={"model": args.model, "weights_file": None if args.weights is None else
                str(args.weights), "data": str(args.data),
                "classes": getattr(getattr(inputs, "dataset", inputs), "classes", None),
+               "input_files": _input_files(inputs, args.data),
                "processes": distributed.world_size(), "analysis": "analysis",
                "gathered_samples": None if analysis.sample_index is None else
                len(analysis.sample_index)})

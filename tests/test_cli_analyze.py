@@ -19,7 +19,7 @@ from dist_helpers import tiny_inputs, tiny_model
 from PIL import Image
 
 from peekwidgets import Analysis
-from peekwidgets.analyze import BadInput, load_data, load_model
+from peekwidgets.analyze import BadInput, _input_files, load_data, load_model
 from peekwidgets.cli import main
 
 TESTS = Path(__file__).resolve().parent
@@ -210,6 +210,13 @@ def test_images_the_model_cannot_take_name_the_size(capsys, tmp_path):
     assert main(["analyze", "--out", str(tmp_path / "out"), "--data", str(tmp_path / "sizes"),
                  "--model", "dist_helpers:flat_model", "--rank", "2", "--max-rank", "3",
                  "--size", "12"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    files = ["a/img0.png", "a/img1.png", "b/img0.png", "b/img1.png"]  # what top_inputs index
+    assert summary["input_files"] == files and summary["classes"] == ["a", "b"]
+    _images(tmp_path / "flat", 2)
+    assert _input_files(load_data(tmp_path / "flat"), tmp_path / "flat") == [
+        "img0.png", "img1.png"]
+    assert _input_files(torch.zeros(3, 2), tmp_path) is None  # inputs from a tensor file
 
 
 def test_a_corrupt_image_is_named_with_the_fix(capsys, tmp_path):
