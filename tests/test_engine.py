@@ -147,6 +147,10 @@ def test_cp_tensor_and_explained_variance_match_diagnostics(ls_data, ls_model):
         raw = m.cp_tensor(b.name, scaled=False)  # the model of the block as given
         np.testing.assert_allclose(tl.cp_to_tensor(raw), rec / m.block_scales_[b.name])
         np.testing.assert_allclose(explained_variance(b, raw), m.fit_[b.name], atol=1e-6)
+        with tl.backend_context("pytorch"):  # in the backend's own arrays
+            torch_rec = tl.cp_to_tensor(m.cp_tensor(b.name))
+        assert isinstance(torch_rec, torch.Tensor)
+        np.testing.assert_allclose(torch_rec.numpy(), rec)
 
 
 def test_single_tensor_matches_tensorly_parafac():

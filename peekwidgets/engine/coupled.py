@@ -784,22 +784,25 @@ class CoupledCP(Params):
             raise NotFittedError("this CoupledCP is not fitted yet; call fit(blocks) first")
 
     def cp_tensor(self, name: str, *, scaled: bool = True):
-        """TensorLy ``CPTensor (weights, [A_, *factors_[name]])`` (numpy) of block ``name``.
+        """TensorLy ``CPTensor (weights, [A_, *factors_[name]])`` of block ``name`` (copies).
 
         ``scaled=True``: the model of the block as fitted, ``block_scales_[name] * X``, with
         ``weights_``; ``scaled=False``: of the block as given, ``X`` (the weights divided by
         the scale), the one to pass to the diagnostics with the raw block. The weights are
         shared by all blocks, so the last factor's columns do not have unit norm (TensorLy's
-        ``cp_normalize`` moves their norms into block-specific weights).
+        ``cp_normalize`` moves their norms into block-specific weights). The arrays are of
+        TensorLy's current backend (``tl.tensor``): numpy arrays by default, torch tensors
+        under ``tl.set_backend("pytorch")``.
         """
+        import tensorly as tl
         from tensorly.cp_tensor import CPTensor
 
         self._check_fitted()
         if name not in self.factors_:
             raise KeyError(f"no block named {name!r}; blocks are {self.block_names_}")
         weights = self.weights_ if scaled else self.weights_ / self.block_scales_[name]
-        return CPTensor((weights.copy(), [self.A_.copy()] + [f.copy()
-                                                             for f in self.factors_[name]]))
+        return CPTensor((tl.tensor(weights), [tl.tensor(f)
+                                              for f in (self.A_, *self.factors_[name])]))
 
     @torch.no_grad()
     def transform(self, blocks, *, n_iter: int = 100) -> np.ndarray:
