@@ -169,6 +169,8 @@ def test_lasso_selects_drawn_samples(peek):
 
 def test_gallery_click_selects_input(peek):
     gallery = peek.views["gallery"]
+    assert gallery.top_grid.clickable  # the selection and new inputs rows have no action
+    assert not gallery.selection_grid.clickable and not gallery.new_grid.clickable
     gallery.top_grid.clicked = 3  # what the front end sends for a click on the fourth tile
     assert peek.selected == [int(gallery.shown[3])]
     assert gallery.top_grid.outlined[3] and gallery.top_grid.clicked == -1

@@ -70,11 +70,9 @@ class InputGallery(View):
         self.top_grid.observe(guard(self._on_click), "clicked")
         self.top_grid.observe(guard(self._on_hover), "hovered")
         self.selection_grid = TileGrid(tile_class="peek-selection-tile", frame=ACCENT,
-                                       size=size)
-        self.new_grid = TileGrid(tile_class="peek-new-tile", frame=NEW, size=size)
-        for grid in (self.selection_grid, self.new_grid):  # tiles without an action
-            grid.observe(lambda change: setattr(change["owner"], "clicked", -1)
-                         if change["new"] >= 0 else None, "clicked")
+                                       size=size, clickable=False)
+        self.new_grid = TileGrid(tile_class="peek-new-tile", frame=NEW, size=size,
+                                 clickable=False)
         self.selection_label = w.HTML()
         self.new_label = w.HTML()
         self.caption = w.HTML()

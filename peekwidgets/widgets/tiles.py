@@ -35,6 +35,9 @@ class TileGrid(anywidget.AnyWidget):
         Border colour of tiles that are not outlined.
     size : int
         Display width of an image tile in pixels.
+    clickable : bool
+        Whether a click on a tile means something: tiles without an action are neither in
+        the keyboard's tab order nor drawn with a pointer.
     """
 
     _esm = _STATIC / "tiles.js"
@@ -53,6 +56,7 @@ class TileGrid(anywidget.AnyWidget):
     accent = T.Unicode(ACCENT).tag(sync=True)
     ink = T.Unicode(INK).tag(sync=True)
     tile_class = T.Unicode("peek-tile").tag(sync=True)
+    clickable = T.Bool(True).tag(sync=True)
     clicked = T.Int(-1, help="Slot of the tile clicked in the front end (-1: none).").tag(
         sync=True)
     hovered = T.Int(-1, help="Slot of the tile under the mouse (-1: none).").tag(sync=True)

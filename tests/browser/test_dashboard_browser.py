@@ -7,6 +7,8 @@ with no page JavaScript errors. Screenshots go to ``artifacts/browser/`` (kept a
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from helpers import (
     ARTIFACTS,
@@ -38,6 +40,12 @@ def test_click_component_cell_updates_gallery_and_layer_response(voila_url, tmp_
 
         tiles.nth(1).click()  # select one input
         expect(page.locator(".peek-sample-map")).to_contain_text("1 selected samples")
+        # a top tile is a tab stop named by its tooltip; the selection's tile has no action
+        expect(tiles.nth(1)).to_have_attribute("tabindex", "0")
+        expect(tiles.nth(1)).to_have_attribute("aria-label", re.compile(r"^sample \d+, loading"))
+        chosen = page.locator(".peek-gallery .peek-selection-tile button")
+        expect(chosen).to_have_count(1)
+        expect(chosen).to_have_attribute("tabindex", "-1")
         assert page.locator(".peek-error").is_hidden()
         page.mouse.move(2, 2)
         page.screenshot(path=str(ARTIFACTS / "dashboard_selected.png"), full_page=True)

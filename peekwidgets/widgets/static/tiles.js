@@ -56,6 +56,7 @@ function render({ model, el }) {
     button.type = "button";
     tile.append(canvas, button);
     tile.addEventListener("click", () => {
+      if (!model.get("clickable")) return;
       model.set("clicked", slot);
       model.save_changes();
     });
@@ -88,10 +89,14 @@ function render({ model, el }) {
     for (let i = 0; i < n; i++) {
       const tile = el.children[i];
       const [canvas, button] = tile.children;
-      tile.className = "peek-tile-box " + model.get("tile_class") + (outlined[i] ? " on" : "");
+      const clickable = model.get("clickable");
+      tile.className = "peek-tile-box " + model.get("tile_class") + (outlined[i] ? " on" : "")
+        + (clickable ? "" : " inert");
       tile.style.borderColor = outlined[i] ? accent : frame;
       tile.title = tooltips[i] || "";
       button.textContent = captions[i];
+      button.tabIndex = clickable ? 0 : -1;  // a tile without an action is no tab stop
+      button.setAttribute("aria-label", tooltips[i] || captions[i]);  // its name: the tooltip
       canvas.style.display = kind === "none" || !data ? "none" : "";
       if (kind === "gray" || kind === "rgb") {
         const channels = kind === "rgb" ? 3 : 1;
