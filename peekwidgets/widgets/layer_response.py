@@ -75,7 +75,12 @@ class LoadingBars:
         lo, hi = min(float(shown.min()), 0.0), max(float(shown.max()), 0.0)
         span = (hi - lo) or 1.0
         pad = 0.05 * span  # the labels sit this far beyond their bar's end
-        self.x_scale.domain = list(x)  # the bars' order, not the labels' (strongest first)
+        if list(x) != list(self.x_scale.domain):
+            # the front end draws after each message: labels of units the new domain lacks
+            # would be placed at NaN, so they are emptied before the domain changes
+            with self.labels.hold_sync():
+                self.labels.x, self.labels.y, self.labels.text = x[:0], np.zeros(0), []
+            self.x_scale.domain = list(x)  # the bars' order, not the labels' (strongest first)
         with self.bars.hold_sync():
             self.bars.x, self.bars.y = x, shown
             self.bars.colors = np.where(shown >= 0, INK, NEGATIVE).tolist()
@@ -98,6 +103,15 @@ class LoadingBars:
         else:
             self.x_axis.label = self.x_label
             self.note.value = ""
+
+
+def _fold(box: w.Box, folded: bool) -> None:
+    """Fold ``box`` to no height, hidden but laid out at its width (a figure inside keeps its
+    size: ``display: none`` would lay it out at zero width), or unfold it."""
+    with box.layout.hold_sync():
+        box.layout.height = "0px" if folded else None
+        box.layout.overflow = "hidden" if folded else None
+        box.layout.visibility = "hidden" if folded else None
 
 
 class LayerResponse(View):
@@ -181,17 +195,21 @@ class LayerResponse(View):
 
     def _body(self):
         self.add_class("peek-layer-response")
-        self._head = [tooltip_guard(), self.block_pick, self.caption]
-        self._shown = w.VBox(self._head)
+        self._boxes = {"matrix": self.matrix_box, "tensor": self.tensor_box,
+                       "image": self.image_box}
+        for box in self._boxes.values():
+            _fold(box, True)
+        self._shown = w.VBox([tooltip_guard(), self.block_pick, self.caption,
+                              *self._boxes.values()])
         return self._shown
 
     def _show(self, mode: str):
-        """Show the box of ``mode`` alone: the others leave the page (a hidden bqplot figure is
-        laid out at zero size, with negative widths)."""
+        """Show the box of ``mode`` alone. The others stay on the page, folded to no height:
+        taken off the page, a bqplot figure's view would be made anew when it comes back,
+        while the old one, never freed, goes on redrawing at no size (NaN positions)."""
         if mode != self.mode:
-            box = {"matrix": self.matrix_box, "tensor": self.tensor_box,
-                   "image": self.image_box}[mode]
-            self._shown.children = [*self._head, box]
+            for name, box in self._boxes.items():
+                _fold(box, name != mode)
             self.mode = mode
 
     def unit_names(self, name: str, n: int) -> list[str]:

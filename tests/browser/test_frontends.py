@@ -111,12 +111,13 @@ def at_every_width(page, height: int):
 
 
 def svg_errors(page) -> list[str]:
-    """A list that collects the page's console errors about SVG attributes (bqplot drawing a
-    hidden figure gives rects a negative width)."""
+    """A list that collects the page's console errors about SVG attributes: bqplot drawing a
+    hidden figure gives rects a negative width, and a figure view left behind (or a label of
+    a unit its scale no longer holds) places marks at NaN."""
     found = []
     page.on("console", lambda m: found.append(m.text)
-            if m.type == "error" and "attribute" in m.text and "negative value" in m.text
-            else None)
+            if m.type == "error" and "attribute" in m.text
+            and ("negative value" in m.text or "NaN" in m.text) else None)
     return found
 
 
@@ -130,6 +131,10 @@ def test_voila_at_every_width_nothing_clipped_no_console_errors(voila_url, width
         assert_nothing_clipped(page, f"Voilà at {width} px")
         page.locator(".peek-dashboard").screenshot(
             path=str(ARTIFACTS / f"frontend_voila_{width}.png"))
+        if width == 1366:  # the layer response through its modes: bars of 64 and 10 units,
+            for row in (3, 4, 0, 4, 1, 4, 3):  # an image, channels and a map
+                component_cells(page).nth(row * RANK + 2).click()
+                page.wait_for_timeout(600)
     assert errors == [], f"JavaScript errors: {errors}"
     assert svg == [], f"SVG errors in the console: {svg}"
 
