@@ -65,7 +65,8 @@ FIGURES_OUTGROW = """() => [...document.querySelectorAll('.peek-dashboard .bqplo
     const outer = width + parseFloat(s.marginLeft) + parseFloat(s.marginRight);
     return outer > e.parentElement.clientWidth + 1 && width > parseFloat(s.minWidth) + 1;
   })
-  .map(e => `figure in ${e.closest('[class*="peek-"]').className.match(/peek-[a-z-]+/)[0]} outgrows its box`)"""
+  .map(e => e.closest('[class*="peek-"]').className.match(/peek-[a-z-]+/)[0])
+  .map(view => `figure in ${view} outgrows its box`)"""
 
 #: WCAG contrast ratio of an element's text against the first opaque background behind it.
 CONTRAST = """(el) => {
