@@ -330,11 +330,12 @@ def run(args) -> dict | None:
     if not lead:
         return None
     out = Path(args.out)
+    classes = getattr(getattr(inputs, "dataset", inputs), "classes", None)
     summary = write_report(
-        out, analysis, max_rank=args.max_rank, progress=True,
+        out, analysis, max_rank=args.max_rank, progress=True, class_names=classes,
         extra={"model": args.model, "weights_file": None if args.weights is None else
                str(args.weights), "data": str(args.data),
-               "classes": getattr(getattr(inputs, "dataset", inputs), "classes", None),
+               "classes": classes,
                "input_files": _input_files(inputs, args.data),
                "processes": distributed.world_size(), "analysis": "analysis",
                "gathered_samples": None if analysis.sample_index is None else

@@ -21,6 +21,7 @@ from PIL import Image
 from peekwidgets import Analysis
 from peekwidgets.analyze import BadInput, _input_files, load_data, load_model
 from peekwidgets.cli import main
+from peekwidgets.report import writer
 
 TESTS = Path(__file__).resolve().parent
 ARGS = ["--model", "dist_helpers:tiny_model", "--rank", "2", "--max-rank", "4",
@@ -195,7 +196,7 @@ def test_cli_errors_exit_2(capsys, tmp_path, data_file):
         assert info.value.code == 2 and message in err, err
 
 
-def test_images_the_model_cannot_take_name_the_size(capsys, tmp_path):
+def test_images_the_model_cannot_take_name_the_size(capsys, tmp_path, monkeypatch):
     _images(tmp_path / "sizes" / "a", 2, size=(12, 12))
     _images(tmp_path / "sizes" / "b", 2, size=(16, 20))
     cases = [([], "the images have different sizes"),  # no --size: they cannot be stacked
@@ -207,9 +208,13 @@ def test_images_the_model_cannot_take_name_the_size(capsys, tmp_path):
                   *extra])
         err = capsys.readouterr().err
         assert info.value.code == 2 and message in err and "--size" in err, err
+    drawn, real = [], writer.plot_top_inputs
+    monkeypatch.setattr(writer, "plot_top_inputs", lambda view, images, k, labels: (
+        drawn.append(list(labels)) or real(view, images, k, labels)))
     assert main(["analyze", "--out", str(tmp_path / "out"), "--data", str(tmp_path / "sizes"),
                  "--model", "dist_helpers:flat_model", "--rank", "2", "--max-rank", "3",
                  "--size", "12"]) == 0
+    assert drawn == [["a", "a", "b", "b"]]  # the top inputs are annotated by class name
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     files = ["a/img0.png", "a/img1.png", "b/img0.png", "b/img1.png"]  # what top_inputs index
     assert summary["input_files"] == files and summary["classes"] == ["a", "b"]

@@ -64,9 +64,19 @@ def _save(fig: Figure, path: Path, out: Path, files: list) -> None:
     files.append(path.relative_to(out).as_posix())
 
 
+def _named(labels, class_names):
+    """``labels`` with each integer ``i`` in range replaced by ``class_names[i]`` (as given
+    without names)."""
+    if labels is None or class_names is None:
+        return labels
+    n = len(class_names)
+    return [class_names[int(v)] if isinstance(v, (int, np.integer)) and 0 <= v < n else v
+            for v in labels]
+
+
 def write_report(
     out_dir, analysis, *, checkpoints=None, labels=None, max_rank: int | None = None,
-    top_k: int = 8, progress: bool = True, extra: dict | None = None,
+    top_k: int = 8, progress: bool = True, extra: dict | None = None, class_names=None,
 ) -> dict:
     """Write the report folder of an :class:`~peekwidgets.session.Analysis` to ``out_dir``.
 
@@ -95,6 +105,8 @@ def write_report(
         Inputs per component.
     extra : dict, optional
         Merged into ``summary.json`` (for example the provenance of the model).
+    class_names : sequence of str, optional
+        The name of each class: integer labels ``i`` are annotated as ``class_names[i]``.
 
     Returns
     -------
@@ -128,7 +140,8 @@ def write_report(
     with stage("write figures"):
         _save(plot_component_map(view), out / "component_map.png", out, files)
         if view.input is not None:
-            _save(plot_top_inputs(view, images, top_k, labels), out / "top_inputs.png", out,
+            _save(plot_top_inputs(view, images, top_k, _named(labels, class_names)),
+                  out / "top_inputs.png", out,
                   files)
         for old in (out / "layer_responses").glob("component_*.png"):
             old.unlink()  # of an earlier report here, perhaps of a higher rank
