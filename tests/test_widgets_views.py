@@ -45,10 +45,11 @@ def test_nothing_sits_over_the_marks_to_catch_their_clicks(peek):
         guards, stack = [], [peek.views[name]]
         while stack:  # the figure's own tooltip container lets clicks through too
             widget = stack.pop()
-            if "peek-tooltip-guard" in getattr(widget, "_dom_classes", ()):
+            if "peek-styles" in getattr(widget, "_dom_classes", ()):
                 guards.append(widget.value)
             stack.extend(getattr(widget, "children", ()))
         assert guards and ".bqplot_tooltip_div { pointer-events: none" in guards[0], name
+        assert "--bq-axislabel-fill: var(--jp-ui-font-color1" in guards[0]  # not dark's orange
 
 
 # -- 2. honest numbers -------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from peekwidgets.viewmodel import LOADS_ON_Z
 from .base import View, figure_layout
 from .theme import BORDER, FONT, MUTED_TEXT, caption_html
 
-__all__ = ["ComponentMap", "color_bar_html", "health_html", "set_grid", "tooltip_guard"]
+__all__ = ["ComponentMap", "color_bar_html", "health_html", "set_grid", "view_styles"]
 
 #: Marks after a component's number on the map's column axis.
 MARKS = {"mean": "μ", "dead": "✕", "duplicate": "≈", "cancelling": "±", "selection": "▲"}
@@ -23,14 +23,27 @@ WARN = "var(--jp-error-color1, #c92a2a)"
 TOOLTIP_STYLE = {"opacity": 0.9, "pointer-events": "none"}
 
 
-def tooltip_guard() -> w.HTML:
-    """A style sheet, as an invisible widget, that keeps bqplot's tooltip container (one per
-    figure, around each mark's tooltip) from catching the mouse: it pops up under the pointer
-    and took the clicks meant for the cell beneath."""
-    guard = w.HTML("<style>.bqplot_tooltip_div { pointer-events: none !important; }</style>",
-                   layout=w.Layout(height="0px", margin="0"))
-    guard.add_class("peek-tooltip-guard")
-    return guard
+#: The style sheet of :func:`view_styles`.
+VIEW_CSS = """
+.bqplot_tooltip_div { pointer-events: none !important; }
+[class*="peek-"] .bqplot {
+  --bq-axislabel-fill: var(--jp-ui-font-color1, #212529);
+  --bq-mainheading-fill: var(--jp-ui-font-color1, #212529);
+}
+"""
+
+
+def view_styles() -> w.HTML:
+    """A style sheet, as an invisible widget, for the views' bqplot figures:
+
+    - bqplot's tooltip container (one per figure, around each mark's tooltip) does not catch
+      the mouse: it pops up under the pointer and took the clicks meant for the cell beneath;
+    - axis labels and titles take the front end's text colour: bqplot's dark theme draws them
+      orange, the views' colour for what is selected.
+    """
+    styles = w.HTML(f"<style>{VIEW_CSS}</style>", layout=w.Layout(height="0px", margin="0"))
+    styles.add_class("peek-styles")
+    return styles
 
 
 def set_grid(heatmap: bq.GridHeatMap, rows: np.ndarray, columns: np.ndarray,
@@ -143,7 +156,7 @@ class ComponentMap(View):
 
     def _body(self):
         self.add_class("peek-component-map")
-        return w.VBox([tooltip_guard(), self.figure, self.color_bar, self.caption,
+        return w.VBox([view_styles(), self.figure, self.color_bar, self.caption,
                        self.selection, self.health, self.legend])
 
     def _selection_html(self) -> str:

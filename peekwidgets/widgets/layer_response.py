@@ -10,7 +10,7 @@ from peekwidgets.images import map_2d
 from peekwidgets.palette import ACCENT, DIVERGING_HEX, INK, NEGATIVE
 
 from .base import View, figure_layout
-from .component_map import TOOLTIP_STYLE, color_bar_html, set_grid, tooltip_guard
+from .component_map import TOOLTIP_STYLE, color_bar_html, set_grid, view_styles
 from .render import InputRenderer
 from .theme import caption_html
 from .ticks import set_ticks
@@ -199,7 +199,7 @@ class LayerResponse(View):
                        "image": self.image_box}
         for box in self._boxes.values():
             _fold(box, True)
-        self._shown = w.VBox([tooltip_guard(), self.block_pick, self.caption,
+        self._shown = w.VBox([view_styles(), self.block_pick, self.caption,
                               *self._boxes.values()])
         return self._shown
 

@@ -14,7 +14,7 @@ from peekwidgets.palette import ACCENT, INK, MUTED, NEW, SEQUENTIAL
 from peekwidgets.viewmodel import LOADS_ON_Z
 
 from .base import View, figure_layout
-from .component_map import TOOLTIP_STYLE, color_bar_html, tooltip_guard
+from .component_map import TOOLTIP_STYLE, color_bar_html, view_styles
 from .render import InputRenderer
 from .theme import caption_html
 from .ticks import set_ticks
@@ -103,11 +103,12 @@ class SampleMap(View):
         self.folded = bq.Scatter(x=np.zeros(0), y=np.zeros(0), scales={"x": xs, "y": ys},
                                  colors=[NEW], marker="diamond", default_size=70,
                                  stroke="white")
+        # the brush and lasso in grey: the points they select are drawn in the accent colour
         self.brush = bq.interacts.BrushSelector(x_scale=xs, y_scale=ys, marks=[self.scatter],
-                                                color=ACCENT)
+                                                color=MUTED)
         self.brush.observe(self.errors.guard(self._on_brush), "brushing")
         self.lasso = bq.interacts.LassoSelector(x_scale=xs, y_scale=ys, marks=[self.scatter],
-                                                color=ACCENT)
+                                                color=MUTED)
         self.scatter.observe(self.errors.guard(self._on_mark_selected), "selected")
         self.tool = w.ToggleButtons(options=["hover", "brush", "lasso"], value="hover",
                                     style={"button_width": "60px"})
@@ -159,7 +160,7 @@ class SampleMap(View):
                                                                   min_width="0"))
         right = w.VBox([self.profile_title, self.profile_figure, self.caption],
                        layout=w.Layout(flex="1 1 240px", min_width="0"))
-        return w.VBox([tooltip_guard(), controls, w.HBox([left, right], layout=w.Layout(
+        return w.VBox([view_styles(), controls, w.HBox([left, right], layout=w.Layout(
             flex_flow="row wrap", width="100%"))])
 
     # -- a new fit -------------------------------------------------------------------------

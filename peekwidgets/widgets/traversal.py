@@ -9,7 +9,7 @@ import numpy as np
 from peekwidgets.palette import ACCENT, MUTED
 
 from .base import View, figure_layout
-from .component_map import TOOLTIP_STYLE, tooltip_guard
+from .component_map import TOOLTIP_STYLE, view_styles
 from .theme import caption_html
 from .ticks import set_ticks
 
@@ -77,7 +77,7 @@ class Traversal(View):
 
     def _body(self):
         self.add_class("peek-traversal")
-        return w.VBox([tooltip_guard(), self.figure, self.caption])
+        return w.VBox([view_styles(), self.figure, self.caption])
 
     def _refit(self):
         f = self.fitted
