@@ -30,6 +30,11 @@ VIEW_CSS = """
   --bq-axislabel-fill: var(--jp-ui-font-color1, #212529);
   --bq-mainheading-fill: var(--jp-ui-font-color1, #212529);
 }
+[class*="peek-"] select:focus-visible, [class*="peek-"] input:focus-visible,
+[class*="peek-"] button:focus-visible, [class*="peek-"] .noUi-handle:focus-visible {
+  outline: 2px solid var(--jp-brand-color1, #1971c2) !important;  /* ipywidgets sets none */
+  outline-offset: 1px;
+}
 """
 
 
@@ -39,7 +44,8 @@ def view_styles() -> w.HTML:
     - bqplot's tooltip container (one per figure, around each mark's tooltip) does not catch
       the mouse: it pops up under the pointer and took the clicks meant for the cell beneath;
     - axis labels and titles take the front end's text colour: bqplot's dark theme draws them
-      orange, the views' colour for what is selected.
+      orange, the views' colour for what is selected;
+    - the dropdowns, fields, buttons and slider show where the keyboard is (a focus ring).
     """
     styles = w.HTML(f"<style>{VIEW_CSS}</style>", layout=w.Layout(height="0px", margin="0"))
     styles.add_class("peek-styles")

@@ -34,6 +34,15 @@ def test_click_component_cell_updates_gallery_and_layer_response(voila_url, tmp_
         tiles = gallery_tiles(page)
         page.screenshot(path=str(ARTIFACTS / "dashboard_initial.png"), full_page=True)
 
+        # the keyboard reaches the block: Tab to the layer response's dropdown, then arrows
+        pick = page.locator(".peek-layer-response select").first
+        pick.focus()
+        page.keyboard.press("Shift+Tab")
+        page.keyboard.press("Tab")
+        assert pick.evaluate("e => getComputedStyle(e).outlineStyle") == "solid"  # a ring
+        before = layer_caption(page).inner_text()
+        page.keyboard.press("ArrowDown")
+        expect(layer_caption(page)).not_to_have_text(before)
         click_component_and_expect_update(page)
         page.mouse.move(2, 2)  # no tooltip in the picture
         page.screenshot(path=str(ARTIFACTS / "dashboard_component3.png"), full_page=True)
