@@ -204,6 +204,8 @@ class ViewModel:
     A : (n_samples, rank) array
     weights : (rank,) array
     names : list of str, the fitted blocks in order (input first).
+    unfitted : list of str, the blocks captured but left out of the fit (an all-zero block,
+        or one the refit did not take).
     kinds : list of str, ``"matrix"`` or ``"tensor"`` per fitted block.
     shares : (n_blocks, rank) array, the signed share of each block's variance that each
         component explains, ``<X_b, X_b^(r)> / ||X_b||^2`` (``estimator.explained_variance_``):
@@ -231,6 +233,7 @@ class ViewModel:
         self.A = np.asarray(estimator.A_, dtype=float)
         self.weights = np.asarray(estimator.weights_, dtype=float)
         self.names = list(estimator.block_names_)
+        self.unfitted = [n for n in blocks.names if n not in self.names]
         self.kinds = list(estimator.block_kinds_)
         if self.A.shape[0] != blocks.n_samples:
             raise ValueError(

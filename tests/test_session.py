@@ -176,6 +176,11 @@ def test_an_all_zero_block_is_left_out_of_the_fit_with_a_warning():
     with pytest.warns(RuntimeWarning, match=r"blocks \['2'\] are all zeros"):
         a = Analysis(model, x, rank=2, progress=False)
     assert a.view.names == ["input", "1"] and "2" in a.blocks.names
+    assert a.view.unfitted == ["2"]  # what the component map and the report say
+    from peekwidgets.report import plot_component_map
+
+    texts = [t.get_text() for t in plot_component_map(a.view).texts]
+    assert "captured but not in this fit: 2" in texts
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -236,6 +236,7 @@ def test_refit_updates_all_views(fitted_peek):
     for view in peek.views.values():
         assert view.fitted is f
     assert peek.views["component_map"].heatmap.color.shape == (2, 2)
+    assert "captured but not in this fit: conv" in peek.views["component_map"].legend.value
     assert len(peek.views["sample_map"].profile.y) == 2
     np.testing.assert_array_equal(peek.views["gallery"].shown, np.argsort(-f.A[:, 0])[:12])
     c = peek.controls

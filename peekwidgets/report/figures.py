@@ -66,6 +66,9 @@ def plot_component_map(view) -> Figure:
     if problems:  # shares beyond 100% come from such a fit: say so on the figure
         fig.text(0.01, 0.0, "\n".join(f"! {p}" for p in problems), fontsize=7, va="top",
                  color=NEGATIVE, wrap=True)
+    if view.unfitted:
+        fig.text(0.99, 0.0, f"captured but not in this fit: {', '.join(view.unfitted)}",
+                 fontsize=7, va="top", ha="right")
     fig.tight_layout()
     return fig
 

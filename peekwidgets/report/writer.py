@@ -12,7 +12,8 @@ has it compute the rank profile and, when checkpoints are given, compare them; i
 - ``rank_profiles.png``: joint fit over the rank, for the model and each checkpoint;
 - ``factors.npz`` (the fitted model, :meth:`CoupledCP.save`) and ``summary.json``, which lists
   every file written and, under ``"problems"``, what the dashboard warns of (a fit stopped early,
-  dead, near-duplicate or cancelling components), each with its fix.
+  dead, near-duplicate or cancelling components), each with its fix; ``"unfitted_blocks"``
+  names the blocks captured but left out of the fit (an all-zero block).
 """
 
 from __future__ import annotations
@@ -170,6 +171,7 @@ def write_report(
         "rank": view.rank,
         "weights": _floats(view.weights),
         "fit": {name: float(v) for name, v in zip(view.names, view.block_fit)},
+        "unfitted_blocks": view.unfitted,
         "shares": {name: _floats(row) for name, row in zip(view.names, view.shares)},
         "converged": bool(cp.converged_),
         "n_iter": int(cp.n_iter_),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import bqplot as bq
 import ipywidgets as w
 import numpy as np
@@ -198,7 +200,9 @@ class ComponentMap(View):
             + ("" if not len(mean) else
                f"<br>{MARKS['mean']} component{'s' if len(mean) > 1 else ''} "
                f"{', '.join(map(str, mean))}: mean-like (nearly the same loading for every "
-               "sample: the mean activation of an uncentered fit)"))
+               "sample: the mean activation of an uncentered fit)")
+            + ("" if not f.unfitted else
+               f"<br>captured but not in this fit: {html.escape(', '.join(f.unfitted))}"))
 
     def column_labels(self) -> np.ndarray:
         """The column names: each component's number and its marks (:data:`MARKS`: dead,
