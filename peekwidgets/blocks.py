@@ -22,8 +22,7 @@ import numpy as np
 import torch
 
 __all__ = ["BATCH_BYTES", "Block", "Blocks", "MATRIX", "TENSOR", "as_blocks", "batch_rows",
-           "check_finite", "full_device", "negative_squared_norm", "resolve_block_weights",
-           "squared_norm"]
+           "check_finite", "full_device", "resolve_block_weights", "squared_norm"]
 
 MATRIX = "matrix"
 TENSOR = "tensor"
@@ -62,6 +61,8 @@ class Block:
     sq_norm : float, optional
         Squared Frobenius norm, when the producer computed it while streaming;
         computed on first use otherwise, and kept.
+    negative_sq_norm : float, optional
+        ``sum(min(x, 0) ** 2)``, computed on first use (:meth:`negative_squares`) and kept.
 
     A numpy array or tensor given as ``data`` is used as it is, not copied (except a reversed
     view): the block and the array share their memory. Change the array in place and the
@@ -73,6 +74,7 @@ class Block:
     spatial_shape: tuple[int, ...] | None = None
     meta: dict = field(default_factory=dict)
     sq_norm: float | None = None
+    negative_sq_norm: float | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if isinstance(self.data, np.ndarray):
@@ -184,6 +186,16 @@ class Block:
         if self.sq_norm is None:
             self.sq_norm = squared_norm(self.data)
         return float(np.sqrt(self.sq_norm))
+
+    def negative_squares(self) -> float:
+        """``sum(min(x, 0) ** 2)`` in float64 (:func:`squared_norm` of the negative parts of
+        batches of ``BATCH_BYTES``, one read of the block); kept, like the norm, for the next
+        fit."""
+        if self.negative_sq_norm is None:
+            step = batch_rows(self, dtype=self.data.dtype)
+            self.negative_sq_norm = sum(squared_norm(rows.clamp(max=0)) for _, _, rows
+                                        in self.batches(step, dtype=self.data.dtype))
+        return self.negative_sq_norm
 
     def numpy(self, index=slice(None)) -> np.ndarray:
         """Rows as a float32 numpy array on the host (for views)."""
@@ -408,14 +420,6 @@ def squared_norm(x: torch.Tensor) -> float:
             part = buf[: part.numel()].copy_(part)
         total += torch.dot(part, part)
     return float(total)
-
-
-def negative_squared_norm(block: Block) -> float:
-    """``sum(min(x, 0) ** 2)`` of ``block`` in float64: :func:`squared_norm` of the negative
-    parts of batches of ``BATCH_BYTES`` (one read of the block)."""
-    step = batch_rows(block, dtype=block.data.dtype)
-    return sum(squared_norm(rows.clamp(max=0))
-               for _, _, rows in block.batches(step, dtype=block.data.dtype))
 
 
 def check_finite(blocks) -> None:

@@ -16,7 +16,7 @@ from peekwidgets.engine.coupled import NEGATIVE_SHARE
 from peekwidgets.engine.diagnostics import DEGENERACY_THRESHOLD, _congruences
 
 __all__ = ["DUPLICATE_CONGRUENCE", "LOADS_ON_Z", "MEAN_LIKE_COSINE", "FitHealth", "ViewModel",
-           "prediction_block"]
+           "class_name", "prediction_block"]
 
 _REQUIRED = ("weights_", "A_", "factors_", "block_names_", "block_kinds_", "explained_variance_")
 
@@ -127,6 +127,14 @@ class FitHealth:
                        "are left unexplained by the nonnegative fit; refit least squares or "
                        "without that block")
         return out
+
+
+def class_name(value, class_names=None) -> str:
+    """A label's name: ``class_names[value]`` for an integer label in range, else its text."""
+    if class_names is not None and isinstance(value, (int, np.integer)) \
+            and 0 <= value < len(class_names):
+        return str(class_names[int(value)])
+    return str(value)
 
 
 def prediction_block(blocks) -> str | None:

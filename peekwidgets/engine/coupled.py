@@ -43,7 +43,6 @@ from peekwidgets.blocks import (
     Blocks,
     as_blocks,
     check_finite,
-    negative_squared_norm,
     resolve_block_weights,
 )
 from peekwidgets.engine import init as _init
@@ -127,7 +126,7 @@ def _signs(f: np.ndarray, split_rows: bool = False) -> np.ndarray:
 def _negative_shares(blocks: Blocks, norms) -> dict:
     """Block name -> share of the block's squared norm (all processes' rows) held by its
     negative values; warns of those above ``NEGATIVE_SHARE``."""
-    squares = distributed.all_reduce(np.array([negative_squared_norm(b) for b in blocks]))
+    squares = distributed.all_reduce(np.array([b.negative_squares() for b in blocks]))
     shares = {b.name: float(sq / norm ** 2) for b, sq, norm in zip(blocks, squares, norms)}
     signed = {name: share for name, share in shares.items() if share > NEGATIVE_SHARE}
     if signed:

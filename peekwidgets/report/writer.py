@@ -34,6 +34,7 @@ from peekwidgets.report.figures import (
     plot_top_inputs,
 )
 from peekwidgets.session import Analysis
+from peekwidgets.viewmodel import class_name
 
 __all__ = ["write_demo_report", "write_report"]
 
@@ -63,16 +64,6 @@ def _save(fig: Figure, path: Path, out: Path, files: list) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight", pad_inches=0.1)  # no title or tick label cut off
     files.append(path.relative_to(out).as_posix())
-
-
-def _named(labels, class_names):
-    """``labels`` with each integer ``i`` in range replaced by ``class_names[i]`` (as given
-    without names)."""
-    if labels is None or class_names is None:
-        return labels
-    n = len(class_names)
-    return [class_names[int(v)] if isinstance(v, (int, np.integer)) and 0 <= v < n else v
-            for v in labels]
 
 
 def write_report(
@@ -141,7 +132,9 @@ def write_report(
     with stage("write figures"):
         _save(plot_component_map(view), out / "component_map.png", out, files)
         if view.input is not None:
-            _save(plot_top_inputs(view, images, top_k, _named(labels, class_names)),
+            named = labels if labels is None or class_names is None else [
+                class_name(v, class_names) for v in labels]
+            _save(plot_top_inputs(view, images, top_k, named),
                   out / "top_inputs.png", out,
                   files)
         for old in (out / "layer_responses").glob("component_*.png"):

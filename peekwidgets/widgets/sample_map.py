@@ -11,7 +11,7 @@ import numpy as np
 import traitlets as T
 
 from peekwidgets.palette import ACCENT, INK, MUTED, NEW, SEQUENTIAL
-from peekwidgets.viewmodel import LOADS_ON_Z
+from peekwidgets.viewmodel import LOADS_ON_Z, class_name
 
 from .base import View, figure_layout
 from .component_map import TOOLTIP_STYLE, color_bar_html, view_styles
@@ -201,10 +201,7 @@ class SampleMap(View):
 
     def category_name(self, value) -> str:
         """A category's name: ``class_names[value]`` when given, else the value."""
-        names = self.class_names
-        if names is not None and isinstance(value, (int, np.integer)) and 0 <= value < len(names):
-            return names[int(value)]
-        return str(value)
+        return class_name(value, self.class_names)
 
     def _draw_colors(self):
         key = (weakref.ref(self.fitted), self.color_by,
