@@ -7,7 +7,9 @@ noise hits both alike; the ratio is median(capture) / median(plain). The last
 line is ``capture_overhead=<ratio>`` of the larger model, resnet18 (goal: at most
 1.15); the line before gives both ratios. DigitsCNN's whole pass takes about
 20-30 ms of CPU, so capture's fixed cost weighs more there (see
-benchmarks/README.md).
+benchmarks/README.md). A third run, "hooks only", is the floor of any capture that
+copies what it keeps: forward hooks that copy the same outputs into one preallocated
+buffer and take their norms, with nothing else (no probe, layout, budget or checks).
 
 Timings are process CPU time (``time.process_time``) on one thread by
 default, which a busy shared machine disturbs far less than wall time;
@@ -41,6 +43,38 @@ def plain(model, loader):
             model(x)
 
 
+def hooks_only(model, loader, names, rows):
+    """The floor of any capture that copies what it keeps: forward hooks that copy each
+    output of ``names`` (and each input batch), as they arrive (``rows`` values a sample),
+    into one preallocated buffer and take its squared norm, with no probe, layout, pooling,
+    budget or checks."""
+    sizes = {name: row for name, row in zip(["input", *names], rows)}
+    buffer = torch.empty(len(loader.dataset) * sum(sizes.values()))
+    views, offset = {}, 0
+    for name, row in sizes.items():
+        views[name] = buffer[offset:offset + len(loader.dataset) * row].view(-1, row)
+        offset += len(loader.dataset) * row
+    start, squares = 0, []
+
+    def keep(name, y):
+        flat = y.reshape(len(y), -1)
+        views[name][start:start + len(y)].copy_(flat)
+        squares.append(torch.dot(flat.reshape(-1), flat.reshape(-1)))
+
+    handles = [model.get_submodule(name).register_forward_hook(
+        lambda module, args, y, name=name: keep(name, y)) for name in names]
+    try:
+        with torch.no_grad():
+            for x, *_ in loader:
+                keep("input", x)
+                model(x)
+                start += len(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return buffer
+
+
 def faults() -> int:
     """Minor page faults of this process so far (pages the kernel handed over)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -57,9 +91,13 @@ def timed(fn, clock) -> tuple[float, int]:
 
 def compare(name, model, loader, repeats, clock, min_seconds):
     model.eval()
+    blocks = capture(model, loader, progress=False)
+    names, rows = blocks.names[1:], [math.prod(b.meta["raw_shape"]) for b in blocks]
+    del blocks  # held by nothing while the runs are timed
     runs = {
         "plain": lambda: plain(model, loader),
         "capture": lambda: capture(model, loader, progress=False),
+        "hooks": lambda: hooks_only(model, loader, names, rows),
     }
     warm = [timed(run, clock)[0] for run in runs.values()]  # warm-up: pools, first-call costs
     repeats = max(repeats, math.ceil(min_seconds / sum(warm)))  # tiny runs: more repeats
@@ -75,12 +113,13 @@ def compare(name, model, loader, repeats, clock, min_seconds):
     pages = {key: statistics.median(values) for key, values in paged.items()}
     ratio = medians["capture"] / medians["plain"]
     fastest = min(times["capture"]) / min(times["plain"])
-    blocks = capture(model, loader, progress=False)
-    size = sum(b.size for b in blocks) * 4 / 1e6
+    size = sum(rows) * len(loader.dataset) * 4 / 1e6  # as they arrive, before pooling
     print(f"{name:<28} plain {medians['plain'] * 1e3:8.1f} ms   capture "
           f"{medians['capture'] * 1e3:8.1f} ms   ratio {ratio:.3f} (of minima {fastest:.3f})   "
-          f"{len(blocks)} blocks, {size:.1f} MB, {len(loader)} batches, {repeats} repeats, page "
-          f"faults {pages['plain']:.0f} / {pages['capture']:.0f}")
+          f"hooks only {medians['hooks'] * 1e3:8.1f} ms, ratio "
+          f"{medians['hooks'] / medians['plain']:.3f}   {len(rows)} blocks, {size:.1f} MB, "
+          f"{len(loader)} batches, {repeats} repeats, page faults {pages['plain']:.0f} / "
+          f"{pages['capture']:.0f}")
     return ratio
 
 
