@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sklearn.base
+import sklearn.utils
 import torch
 
 import peekwidgets
@@ -93,6 +94,21 @@ def test_clone_is_unfitted_equal_in_params_and_independent():
     refit = clone(model).set_params(max_iter=6).fit(small_blocks())  # the clone is usable
     assert refit.n_iter_ <= 6 and model.max_iter == 5 and np.isfinite(refit.loss_)
     np.testing.assert_array_equal(init["a"][0], 0.5)  # the user's init is untouched
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # capped on purpose
+def test_scikit_learns_check_is_fitted_reads_the_estimator():
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    model = CoupledCP(2, max_iter=3)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(model)
+    check_is_fitted(model.fit(small_blocks()))
+    check_is_fitted(model, "A_")
+    if hasattr(sklearn.utils, "get_tags"):  # scikit-learn 1.6 and later
+        tags = sklearn.utils.get_tags(model)
+        assert tags.requires_fit and not tags.target_tags.required
 
 
 def test_refit_at_another_rank_from_initial_factors_says_what_to_pass():

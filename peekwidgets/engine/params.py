@@ -4,7 +4,7 @@ The parameter names are the keyword parameters of the estimator's ``__init__`` (
 is the only list of them), each stored unchanged as an attribute of the same name. This gives
 :meth:`Params.get_params`, :meth:`Params.set_params` and :func:`clone` with scikit-learn's
 semantics (``sklearn.base.clone`` works on these estimators too) without importing
-scikit-learn.
+scikit-learn, and the tags that scikit-learn's own checks read (``check_is_fitted``).
 """
 
 from __future__ import annotations
@@ -76,6 +76,17 @@ class Params:
         for name, value in params.items():
             setattr(self, name, value)
         return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        """Whether ``fit`` has run (``sklearn.utils.validation.check_is_fitted`` asks this)."""
+        return any(name.endswith("_") and not name.startswith("_") for name in vars(self))
+
+    def __sklearn_tags__(self):
+        """scikit-learn's tags (1.6 and later): an unsupervised estimator that needs ``fit``.
+        Only scikit-learn calls this, so it is loaded then."""
+        from sklearn.utils import Tags, TargetTags
+
+        return Tags(estimator_type=None, target_tags=TargetTags(required=False))
 
 
 def clone(estimator):
