@@ -1,8 +1,10 @@
-"""Borrowing awkward models: compiled ones, meta-device ones, ones that branch on batch size."""
+"""Borrowing awkward models: compiled, meta-device, branching on batch size, odd outputs."""
+
+from dataclasses import dataclass
 
 import pytest
 import torch
-from test_capture_safety import assert_refused, assert_unchanged, mlp, rows, snapshot
+from test_capture_safety import Head, assert_refused, assert_unchanged, mlp, rows, snapshot
 from torch import nn
 from torch.testing import assert_close
 
@@ -81,6 +83,13 @@ class BranchesOnBatchSize(nn.Module):
         return self.wide(h) if len(x) > 4 else h
 
 
+class BranchesAround(BranchesOnBatchSize):
+    """Skips ``fc`` on batches of more than 4 samples."""
+
+    def forward(self, x):
+        return self.wide(x[:, :4]) if len(x) > 4 else self.fc(x)
+
+
 def test_a_model_that_branches_on_batch_size_is_probed_on_the_first_batch():
     model, x = BranchesOnBatchSize(), rows()
     before = snapshot(model)
@@ -88,7 +97,64 @@ def test_a_model_that_branches_on_batch_size_is_probed_on_the_first_batch():
     with torch.no_grad():
         assert_close(blocks["wide"].data, model(x))
     assert_unchanged(model, before)
+    # "auto" chose from the probe's two samples: the message says so, not "capture only ..."
+    with pytest.raises(RuntimeError, match=r"layer 'fc' did not run .*layers='auto' chose it "
+                       r"from a forward pass on the first 2 samples"):
+        capture(BranchesAround(), x, batch_size=10, progress=False)
     # when the layer does not run on the first batch either, the message says on how many
     assert_refused(model, x, ValueError,
                    r"'wide' \(ReLU\) did not run in the forward pass \(tried on 3 samples of "
                    r"the first batch\)", ["wide"], batch_size=3)
+
+
+def test_a_failing_model_is_told_the_shape_of_the_batch_it_failed_on():
+    with pytest.raises(RuntimeError, match=r"the model failed on the first batch, of shape "
+                       r"\(50, 64\) \(run on its first 2 samples to find the layers\): "
+                       r".*conv2d.*pass batches of the shape"):
+        capture(nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU()), torch.rand(50, 64),
+                progress=False)
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")  # torch's own
+def test_nested_tensor_outputs_are_left_out_and_dataclass_outputs_have_fields():
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 4, 32, batch_first=True)
+
+    class Encoder(nn.Module):  # eval mode and a padding mask: nested tensors inside
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.TransformerEncoder(layer, 2)
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, x, mask):
+            return self.head(self.encoder(x, src_key_padding_mask=mask)[:, 0])
+
+    x, mask = torch.randn(6, 5, 16), torch.zeros(6, 5, dtype=torch.bool)
+    mask[:, 3:] = True
+    model = Encoder().eval()
+    with pytest.warns(UserWarning, match=r"'encoder.layers.0' \(TransformerEncoderLayer\) "
+                      r"returned a nested tensor .*enable_nested_tensor=False"):
+        blocks = capture(model, [(x, mask)], input_fn=lambda batch: batch, progress=False)
+    with torch.no_grad():
+        assert_close(blocks["head"].data, model(x, mask))
+
+    @dataclass
+    class Record:
+        hidden: torch.Tensor
+        note: str = "a record"
+
+    class Recording(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return Record(self.fc(x))
+
+    net = nn.Sequential(Recording(), Head(lambda r: r.hidden.relu()))
+    x = torch.randn(6, 4)
+    for keys in (None, {"0": "hidden"}):
+        blocks = capture(net, x, ["0"], output_keys=keys, progress=False)
+        with torch.no_grad():
+            assert_close(blocks["0"].data, net[0].fc(x))
+        assert blocks["0"].meta["output_key"] == "hidden"

@@ -107,6 +107,8 @@ FAMILIES = {
                      ["Conv2d_2b_3x3", "Conv2d_4a_3x3", "Mixed_5d", "Mixed_6e", "Mixed_7c"],
                      ["fc"]),
     "swin_t": (tv.swin_t, 64, _stages("features.", (1, 3, 5, 7)), ["head"]),
+    "maxvit_t": (tv.maxvit_t, 224, _stages("blocks.", (0, 1, 2, 3)),  # a ModuleList of stages
+                 ["classifier.4", "classifier.5"]),
     "vit_b_16": (partial(tv.vit_b_16, image_size=32), 32,
                  _stages("encoder.layers.encoder_layer_", (2, 5, 8, 11)), ["heads.head"]),
 }
@@ -129,7 +131,7 @@ def outputs_of(model, names, x):
     return out
 
 
-@pytest.mark.slow  # 17 torchvision networks: up to 16 s each
+@pytest.mark.slow  # 18 torchvision networks: up to 16 s each
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_auto_takes_the_stages_of_every_torchvision_family(family):
     make, side, stages, rest = FAMILIES[family]
@@ -197,3 +199,27 @@ def test_without_a_linear_the_logits_are_the_module_that_returned_last():
         features = model.backbone(x)
         logits = model.classifier(features)  # before the upsampling
     assert_close(blocks["classifier"].data, logits.flatten(2))
+
+
+def test_auto_takes_the_stages_of_1d_and_3d_nets_and_recurrent_layers():
+    torch.manual_seed(0)
+    audio = nn.Sequential(nn.Conv1d(1, 8, 5, stride=2), nn.ReLU(), nn.Conv1d(8, 16, 3, stride=2),
+                          nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(16, 4))
+    video = nn.Sequential(nn.Conv3d(1, 8, 3, stride=2), nn.ReLU(), nn.Conv3d(8, 16, 3, stride=2),
+                          nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(16, 4))
+    for net, x in ((audio, torch.randn(6, 1, 100)), (video, torch.randn(4, 1, 16, 16, 16))):
+        blocks = capture(net, x, progress=False)
+        assert blocks.names == ["input", "1", "3", "6"]  # the ReLUs, not the global pool
+
+    class Recurrent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm, self.head = nn.LSTM(8, 16, batch_first=True), nn.Linear(16, 3)
+
+        def forward(self, x):
+            return self.head(self.lstm(x)[0][:, -1])
+
+    net = Recurrent()
+    blocks = capture(net, torch.randn(6, 5, 8), progress=False)
+    assert blocks.names == ["input", "lstm", "head"]
+    assert blocks["lstm"].data.shape == (6, 5, 16)  # the output sequence

@@ -164,6 +164,22 @@ def test_buffers_that_a_forward_pass_changes_are_restored():
     assert_unchanged(model, before)
 
 
+def test_a_parameter_that_the_forward_pass_writes_into_is_named():
+    class Averaging(nn.Module):  # state that should be a buffer
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+            self.mean = nn.Parameter(torch.zeros(4), requires_grad=False)
+
+        def forward(self, x):
+            self.mean.mul_(0.9).add_(0.1 * x.mean(0))
+            return self.fc(x)
+
+    with pytest.warns(RuntimeWarning, match=r"wrote into its parameters \['mean'\].*"
+                      r"register_buffer"):
+        capture(Averaging(), torch.randn(10, 4), progress=False)
+
+
 def capture_digits(**kwargs):
     return capture(digits_cnn(), digits_like(), ["relu1", "relu2", "fc2"], batch_size=32,
                    progress=False, **kwargs)
@@ -316,8 +332,20 @@ def test_nan_and_inf_activations_name_the_layer():
     with pytest.raises(ValueError, match=r"layer '2' has NaN or Inf values \(first at sample 0"):
         capture(model, x, batch_size=8, progress=False)
     x[21, 3] = float("inf")
-    with pytest.raises(ValueError, match=r"the input has NaN or Inf values \(first at sample 21"):
+    with pytest.raises(ValueError, match=r"the input has NaN or Inf values \(first at sample 21\)"
+                       r"; clean the inputs, or .*include_input=False"):
         capture(model, x, ["1"], batch_size=8, progress=False)
+
+
+def test_outputs_with_other_row_counts_name_the_layer_and_the_batch():
+    squeezes = nn.Sequential(nn.Linear(4, 3), Head(lambda h: h.squeeze()))
+    with pytest.raises(ValueError, match=r"block '1': the batch starting at sample 8 has "
+                       r"per-sample shape \(\), .*one sample, and the model squeezes"):
+        capture(squeezes, torch.randn(9, 4), ["1"], batch_size=4, progress=False)
+    repeats = nn.Sequential(nn.Linear(4, 3), Head(lambda h: h.repeat(1 + (len(h) > 2), 1)))
+    with pytest.raises(ValueError, match=r"block '1': the batch starting at sample 0 has 4 "
+                       r"samples, but the output has 8 rows"):
+        capture(repeats, torch.randn(8, 4), ["1"], batch_size=4, progress=False)
 
 
 def test_norms_of_large_batches_and_of_huge_values_are_right():

@@ -166,3 +166,13 @@ def test_a_model_that_writes_into_its_inputs_leaves_them_as_they_were(as_numpy):
     assert torch.equal(torch.as_tensor(inputs), x)  # the probe and every batch ran on copies
     assert torch.equal(blocks["input"].data, x)
     assert_close(blocks["fc"].data, expected)  # every sample once, the probe's two included
+
+    class DoublesLargeBatches(Doubles):  # the probe's two samples see no write
+        def forward(self, x):
+            if len(x) > 2:
+                x.mul_(2)
+            return self.fc(x)
+
+    inputs = x.clone()
+    capture(DoublesLargeBatches().eval(), inputs, ["fc"], batch_size=5, progress=False)
+    assert torch.equal(inputs, x)

@@ -32,23 +32,31 @@ KeyboardInterrupt.
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import sys
+import warnings
 from collections.abc import Mapping
 from functools import partial
 
 import torch
 from torch import nn
 
-from peekwidgets.capture.source import leading, map_tensors, run_model
+from peekwidgets.capture.source import fields, leading, map_tensors, run_model
 
 __all__ = [
-    "unwrap", "check_weights", "borrowed", "probe", "describe", "explain_failure",
+    "unwrap", "check_weights", "copied", "borrowed", "probe", "describe", "explain_failure",
     "check_runs_once", "module_device", "float_dtype", "to_device", "inputs_to_device",
 ]
 
 #: Samples in the probe forward pass.
 PROBE_SAMPLES = 2
+
+#: An ``nn.Module``'s dicts of hooks.
+_HOOKS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+          "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_backward_hooks",
+          "_backward_pre_hooks", "_state_dict_hooks", "_state_dict_pre_hooks",
+          "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
 
 
 def _compiled(model: nn.Module) -> bool:
@@ -90,6 +98,29 @@ def check_weights(model: nn.Module):
         )
 
 
+def copied(model: nn.Module, fix: str) -> nn.Module:
+    """A deep copy of ``model`` (to load other weights into, or to run on another device).
+
+    A hook that cannot be copied (a method of a logger that holds a lock or a file) is shared
+    instead: the copy gets the model's hooks themselves, with a warning that they run for the
+    copy too. When the model cannot be copied even so, the error ends with ``fix``.
+    """
+    try:
+        return copy.deepcopy(model)
+    except Exception as error:  # deepcopy raises errors of many kinds
+        reason = f"{type(error).__name__}: {error}"
+    shared = {id(hooks): hooks.copy() for module in model.modules() for name in _HOOKS
+              if (hooks := getattr(module, name, None)) is not None}
+    try:
+        twin = copy.deepcopy(model, shared)
+    except Exception as error:
+        raise TypeError(f"the model cannot be copied ({reason}); {fix}") from error
+    warnings.warn(
+        f"the model's hooks cannot be copied ({reason}), so its working copy shares them: "
+        "they run for the copy as well", RuntimeWarning, stacklevel=3)
+    return twin
+
+
 def module_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (CPU when it has none)."""
     tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
@@ -129,9 +160,14 @@ def inputs_to_device(x, device: torch.device, dtype, copy: bool = False):
 
 @contextlib.contextmanager
 def borrowed(model: nn.Module):
-    """Eval mode for the duration; hooks (appended to the yielded list), flags, buffers restored."""
+    """Eval mode for the duration; hooks (appended to the yielded list), flags, buffers restored.
+
+    Parameters are not copied (that would double the model's memory): one that the forward
+    pass writes into (it should be a buffer) gets a warning that names it.
+    """
     flags = [(m, m.training) for m in model.modules()]
     buffers = [(b, b.clone()) for b in model.buffers()]
+    versions = [(n, p, p._version) for n, p in model.named_parameters() if not p.is_inference()]
     compiled = [(m, m._compiled_call_impl) for m in model.modules()
                 if getattr(m, "_compiled_call_impl", None) is not None]
     handles = []
@@ -152,16 +188,26 @@ def borrowed(model: nn.Module):
             for buffer, saved in buffers:
                 if not torch.equal(buffer, saved):
                     buffer.copy_(saved)
+        written = [name for name, p, version in versions if p._version != version]
+        if written:
+            warnings.warn(
+                f"the model's forward pass wrote into its parameters {written[:3]}, which "
+                "capture cannot restore (it copies buffers only); register state that the "
+                "forward pass updates as a buffer (module.register_buffer), which capture "
+                "restores", RuntimeWarning, stacklevel=3)
 
 
 def describe(output):
     """A module output with each tensor replaced by its shape and any other leaf by its type name.
 
-    Dicts and tuples (or lists) keep their structure, so that a layer's item
-    can be chosen from the description as from the output itself.
+    Dicts, dataclasses (as dicts of their fields) and tuples (or lists) keep their structure,
+    so that a layer's item can be chosen from the description as from the output itself. A
+    nested tensor (of sequences of different lengths; ``nn.TransformerEncoder`` in eval mode
+    given a padding mask) has no shape: it is described as a leaf that is not captured.
     """
+    output = fields(output)
     if isinstance(output, torch.Tensor):
-        return output.shape
+        return "nested tensor" if output.is_nested else output.shape
     if isinstance(output, Mapping):
         return {key: describe(value) for key, value in output.items()}
     if isinstance(output, (tuple, list)):
@@ -209,7 +255,9 @@ def explain_failure(net: nn.Module, inputs, error: Exception):
     Three causes are told apart from the model's own error: a model that takes more
     arguments than the one tensor passed, integer inputs to a model that computes in floating
     point (uint8 images), and a batch that is one sample (one dimension short for the first
-    layer). Returns (so that the caller re-raises ``error``) when none applies.
+    layer). Otherwise a ValueError, TypeError or RuntimeError is raised again with the shape of
+    the batch that the model failed on (the probe's shapes in the model's own message are of
+    its first samples only); other errors return, for the caller to re-raise.
     """
     if isinstance(inputs, torch.Tensor) and isinstance(error, TypeError) \
             and "required positional argument" in str(error):
@@ -221,8 +269,18 @@ def explain_failure(net: nn.Module, inputs, error: Exception):
         ) from error
     x = leading(inputs)
     name, layer = _first_layer(net)
-    if layer is None:
-        return
+    if layer is not None:
+        _explain_inputs(net, x, name, layer, error)
+    if type(error) in (ValueError, TypeError, RuntimeError):
+        raise type(error)(
+            f"the model failed on the first batch, of shape {tuple(x.shape)} (run on its first "
+            f"{min(PROBE_SAMPLES, len(x))} samples to find the layers): {error}; pass batches of "
+            "the shape and dtype the model takes (input_fn converts each batch)") from error
+
+
+def _explain_inputs(net: nn.Module, x: torch.Tensor, name: str, layer: nn.Module,
+                    error: Exception):
+    """Raise when ``x`` is integers, channels last or one sample for the first layer."""
     what = f"the model's first layer {name!r} ({type(layer).__name__})"
     last = isinstance(layer, nn.modules.conv._ConvNd) and x.ndim == len(layer.kernel_size) + 2 \
         and x.shape[1] != layer.in_channels == x.shape[-1]

@@ -61,18 +61,20 @@ def resolve_layers(model: nn.Module, layers="auto") -> list[str]:
            the whole ``(N, T, D)`` token output is a tensor block when the
            layer is named (``layers=[...]``) or given ``output_keys={name:
            None}``;
-        3. *a trunk*: a ``features`` or ``layers`` ``nn.Sequential`` (VGG,
+        3. *a trunk*: a ``features``, ``layers``, ``blocks`` or ``backbone``
+           ``nn.Sequential``, ``nn.ModuleList`` or ``nn.ModuleDict`` (VGG,
            AlexNet, MobileNet, EfficientNet, ConvNeXt, DenseNet, SqueezeNet,
-           MNASNet, Swin), or a ``backbone`` ``nn.Sequential`` or
-           ``nn.ModuleDict`` (torchvision's segmentation models on MobileNet),
-           or the model's own children when two or more of
-           them downsample (GoogLeNet, Inception v3, LeNet): the child before
-           each child that downsamples (a strided conv or pool, Swin's patch
-           merging), and the last one that does not, so one block per
-           resolution;
-        4. anything else (small CNNs, MLPs): every activation module (ReLU,
-           GELU, Tanh, ...), or every conv and linear layer when the net
-           applies its nonlinearities as functions.
+           MNASNet, Swin, MaxViT, torchvision's segmentation models on
+           MobileNet), or the model's own children up to its global pool (of
+           any dimension), flatten, dropout or first ``nn.Linear`` when two or
+           more of them downsample (GoogLeNet, Inception v3, LeNet, 1-D and
+           3-D CNNs): the child before each child that downsamples (a strided
+           conv or pool, Swin's patch merging), and the last one that does
+           not (the last child when all do), so one block per resolution;
+        4. anything else (small CNNs, MLPs, recurrent nets): every activation
+           module (ReLU, GELU, Tanh, ...) and recurrent layer (``nn.LSTM``,
+           ``nn.GRU``, ``nn.RNN``; their output sequence), or every conv and
+           linear layer when the net applies its nonlinearities as functions.
 
         With stages (rules 1-3), the head is what follows the last stage: its
         activations before its last ``nn.Linear`` are taken (the ReLU of
@@ -209,19 +211,22 @@ def _has_class_token(model: nn.Module) -> bool:
 
 
 def _trunk_stages(prefix: str, children: list, once) -> list[str]:
-    """Rule 3: the child before each downsampling child, and the last that does not downsample."""
+    """Rule 3: the child before each downsampling child, and the last that does not downsample
+    (the last child when every child downsamples, as MaxViT's stages do)."""
     kids = [(n, m) for n, m in children if once(f"{prefix}{n}")]
     down = [_downsamples(m) for _, m in kids]
     ends = [i - 1 for i in range(1, len(kids)) if down[i]]
-    keep = [i for i in range(len(kids)) if not down[i]]
-    if keep:
+    keep = [i for i in range(len(kids)) if not down[i]] or [len(kids) - 1]
+    if kids:
         ends.append(keep[-1])
     return [f"{prefix}{kids[i][0]}" for i in sorted(set(ends))]
 
 
 def _body(model: nn.Module) -> list:
     """The model's children up to its global pool, flatten, dropout or first Linear."""
-    stop = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Dropout, nn.Linear)
+    stop = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+            nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Flatten,
+            nn.Dropout, nn.Linear)
     body = []
     for name, module in model.named_children():
         if isinstance(module, stop):
@@ -235,8 +240,8 @@ def _stages(model: nn.Module, once) -> list[str]:
     if stages:
         return stages
     children = dict(model.named_children())
-    for name in ("features", "layers", "backbone"):
-        if isinstance(children.get(name), (nn.Sequential, nn.ModuleDict)):
+    for name in ("features", "layers", "blocks", "backbone"):
+        if isinstance(children.get(name), (nn.Sequential, nn.ModuleDict, nn.ModuleList)):
             return _trunk_stages(f"{name}.", list(children[name].named_children()), once)
     body = _body(model)
     if sum(_downsamples(m) for _, m in body) >= 2:
@@ -269,7 +274,7 @@ def auto_layers(model: nn.Module, calls: Mapping[str, int] | None = None) -> lis
         picks += _head_activations(model, picks, once)
     else:
         found = [(n, m) for n, m in leaves(model) if once(n)]
-        picks = [n for n, m in found if isinstance(m, _ACTIVATIONS)] or [
+        picks = [n for n, m in found if isinstance(m, (*_ACTIVATIONS, nn.RNNBase))] or [
             n for n, m in found if isinstance(m, (*_CONVS, nn.Linear))
         ]
     logits = _logits(model, calls, once)

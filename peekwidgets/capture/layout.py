@@ -66,6 +66,7 @@ from torch import nn
 
 from peekwidgets.blocks import NORM_ELEMENTS, Block, Blocks
 from peekwidgets.capture.layers import resolve_layers
+from peekwidgets.capture.source import fields
 from peekwidgets.capture.storage import Store
 
 __all__ = [
@@ -200,6 +201,7 @@ def follow(model: nn.Module, like, layers, include_input, flatten, output_keys):
 
 
 def _holds(item, leaf) -> bool:
+    item = fields(item)
     if isinstance(item, leaf):
         return True
     if isinstance(item, Mapping):
@@ -212,7 +214,7 @@ def pick(output, key=None, *, name: str, leaf=torch.Tensor):
 
     Parameters
     ----------
-    output : tensor, tuple, list or dict (nested), or its :func:`describe` tree
+    output : tensor, tuple, list, dict or dataclass (nested), or its :func:`describe` tree
     key : str, int or None
         The item to take: a dict key, a tuple index, or for a tensor
         ``(N, T, ...)`` an index along ``T`` (the item of each sample); None
@@ -230,6 +232,7 @@ def pick(output, key=None, *, name: str, leaf=torch.Tensor):
     key : str, int or None
         The key taken, None for a tensor output.
     """
+    output = fields(output)
     if key is None:
         if isinstance(output, leaf):
             return output, None
@@ -278,6 +281,12 @@ def layer_shape(name: str, module: nn.Module, described, rows: int, key=None):
     """
     what = f"layer {name!r} ({type(module).__name__})"
     shape, key = pick(described, key, name=name, leaf=torch.Size)
+    if shape is None and described == "nested tensor":
+        raise TypeError(
+            f"{what} returned a nested tensor (sequences of different lengths packed together, "
+            "as nn.TransformerEncoder does in eval mode with a padding mask), which has no "
+            "per-sample shape; to capture the encoder's layers, build it with "
+            "enable_nested_tensor=False (the weights load unchanged)")
     if shape is None:
         kind = described if isinstance(described, str) else type(described).__name__
         raise TypeError(
@@ -377,14 +386,14 @@ class Target:
                                 dtype=torch.float16)
         self.squares = []  # per-batch sums of squares (tensors, read at the next check: no sync)
         self.sq, self.checked, self.sq_overflow = 0.0, 0, False
-        self.start = self.calls = 0
+        self.start = self.rows = self.calls = 0
 
     def begin(self, start: int, n: int):
         """Make room for a batch of ``n`` rows at ``start`` (keeping the rows before it)."""
         for store in (self.store, self.thumbs):
             if store is not None:
                 store.reserve(start + n, start)
-        self.start, self.calls = start, 0
+        self.start, self.rows, self.calls = start, n, 0
 
     def discard(self):
         """Drop what was stored (after an error)."""
@@ -396,10 +405,17 @@ class Target:
         """Store ``y : (n, *shape)`` at the current rows and add its squared norm."""
         if y.shape[1:] != self.shape:
             raise ValueError(
-                f"block {self.name!r}: a batch has per-sample shape {tuple(y.shape[1:])}, the "
-                f"first batch had {self.shape}; every sample must have the same shape (resize "
-                "or pad the inputs)"
-            )
+                f"block {self.name!r}: the batch starting at sample {self.start} has per-sample "
+                f"shape {tuple(y.shape[1:])}, the first batch had {self.shape}; "
+                + ("that batch is one sample, and the model squeezes its batch dimension away "
+                   "(a .squeeze() in its forward pass): choose a batch size that leaves no "
+                   "batch of one, or a DataLoader with drop_last=True" if self.rows == 1 else
+                   "every sample must have the same shape (resize or pad the inputs)"))
+        if len(y) != self.rows:
+            raise ValueError(
+                f"block {self.name!r}: the batch starting at sample {self.start} has "
+                f"{self.rows} samples, but the output has {len(y)} rows; capture only layers "
+                "whose output has one row per sample")
         if y.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             y = _as_float32(y, self.name)  # integers and float64 as stored
         if self.last:
@@ -442,11 +458,11 @@ class Target:
             self.sq_overflow = True  # Block.norm computes the norm in float64
             return
         sample = checked + int(bad[0])
+        fix = ("clean the inputs, or leave them out of the blocks (include_input=False)"
+               if self.name == "input" else
+               "check the inputs and the model's weights, or leave this layer out")
         what = "the input" if self.name == "input" else f"layer {self.name!r}"
-        raise ValueError(
-            f"{what} has NaN or Inf values (first at sample {sample}); check the inputs and "
-            "the model's weights, or leave this layer out"
-        )
+        raise ValueError(f"{what} has NaN or Inf values (first at sample {sample}); {fix}")
 
     def block(self, n_rows: int) -> Block:
         """The finished block of the first ``n_rows`` rows."""

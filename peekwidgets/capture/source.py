@@ -17,6 +17,7 @@ input block. Nothing the user passed is modified.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import numbers
 import warnings
@@ -63,6 +64,14 @@ def map_tensors(fn, inputs):
     if isinstance(inputs, Mapping):
         return {key: map_tensors(fn, item) for key, item in inputs.items()}
     return inputs
+
+
+def fields(output):
+    """A dataclass instance (a model output record) as the dict of its fields; else
+    ``output`` itself."""
+    if dataclasses.is_dataclass(output) and not isinstance(output, type):
+        return {f.name: getattr(output, f.name) for f in dataclasses.fields(output)}
+    return output
 
 
 def run_model(net, inputs):

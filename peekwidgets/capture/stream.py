@@ -19,7 +19,6 @@ gets a warning: capture takes the first dimension as the samples.
 from __future__ import annotations
 
 import contextlib
-import copy
 import warnings
 from collections.abc import Mapping
 
@@ -35,6 +34,7 @@ from peekwidgets.capture.borrow import (
     borrowed,
     check_runs_once,
     check_weights,
+    copied,
     explain_failure,
     float_dtype,
     inputs_to_device,
@@ -59,7 +59,7 @@ from peekwidgets.capture.layout import (
     pick,
 )
 from peekwidgets.capture.shard import local_shard
-from peekwidgets.capture.source import Source, leading, map_tensors, run_model, tensors
+from peekwidgets.capture.source import Source, leading, map_tensors, run_model
 from peekwidgets.capture.storage import Budget
 
 __all__ = ["capture"]
@@ -107,9 +107,8 @@ def capture(
         ``batch_first=False`` gets a warning). Inputs reach the model as they
         are, apart from floating inputs cast to the model's dtype: integer
         images (uint8) that the model cannot take raise an error that says
-        how to convert them (``input_fn``). They are never modified: a model
-        that writes into its inputs (found by the probe) gets a copy of each
-        batch.
+        how to convert them (``input_fn``). They are never modified: the
+        model gets a copy of each batch (a model may write into its inputs).
     layers : "auto", str, type, or list of them
         See :func:`resolve_layers`.
     like : Blocks, optional
@@ -235,12 +234,13 @@ def capture(
         )
     own_device = module_device(model)
     device = own_device if device is None else full_device(device)
-    net = model if device == own_device else copy.deepcopy(model).to(device)
+    net = model if device == own_device else copied(
+        model, f"move the model to {device} yourself and capture it there").to(device)
     dtype = float_dtype(net)
     targets = []
     with borrowed(net) as handles, torch.no_grad():
         try:
-            seen, rows, protect = _probe(net, first[0], explicit, handles, device, dtype)
+            seen, rows = _probe(net, first[0], explicit, handles, device, dtype)
             _warn_sequence_first(net, seen, rows, lead)
             layouts = _layouts(net, explicit, seen, rows, output_keys)
             if explicit is None:
@@ -269,7 +269,7 @@ def capture(
             batches = _chained([first], batches)
             del first, lead  # the stream holds each batch only until the next one comes
             n_rows, labels = _stream(net, batches, source, targets, device, dtype,
-                                     include_input, progress, protect)
+                                     include_input, progress, auto=explicit is None)
         except BaseException:
             for target in targets:
                 target.discard()
@@ -352,33 +352,28 @@ def _check_names(names: list[str], output_keys: Mapping, include_input: bool):
 
 
 def _probe(net: nn.Module, x, explicit, handles, device, dtype):
-    """The probe's record (see :func:`~peekwidgets.capture.borrow.probe`), its sample count,
-    and whether the model changes its inputs in place.
+    """The probe's record (see :func:`~peekwidgets.capture.borrow.probe`) and its sample count.
 
     The probe runs on a copy of the first :data:`PROBE_SAMPLES` samples of the first
     batch's model input ``x``; again on a copy of all of ``x`` when a named layer did not
-    run once. A model that writes into its inputs (their version counters move) gets a copy
-    of every batch from then on, so that the user's inputs stay as they were.
+    run once.
     """
     n = len(leading(x))
     rows = min(PROBE_SAMPLES, n)
 
     def run(rows):
-        sample = inputs_to_device(_samples(x, n, rows), device, dtype, copy=True)
-        versions = [t._version for t in tensors(sample) if not t.is_inference()]
-        seen = probe(net, sample, handles)
-        after = [t._version for t in tensors(sample) if not t.is_inference()]
-        return seen, after != versions
+        return probe(net, inputs_to_device(_samples(x, n, rows), device, dtype, copy=True),
+                     handles)
 
     try:
-        seen, protect = run(rows)
+        seen = run(rows)
     except Exception as error:
         explain_failure(net, x, error)
         raise
     if explicit and n > rows and any(
             seen.get(name, [0])[0] != 1 for name in explicit):  # the model may branch on n
-        (seen, protect), rows = run(n), n
-    return seen, rows, protect
+        seen, rows = run(n), n
+    return seen, rows
 
 
 def _samples(x, n: int, rows: int):
@@ -466,11 +461,12 @@ def _chained(first: list, rest):
 
 
 def _stream(net, batches, source, targets, device, dtype, include_input, progress,
-            protect=False):
+            auto=False):
     """Run every batch through ``net``, writing into ``targets``; returns ``(n_rows, labels)``.
 
-    Holds one batch at a time: ``batches`` is an iterator. With ``protect``, the model gets a
-    copy of every batch (it writes into its inputs).
+    Holds one batch at a time: ``batches`` is an iterator. The model gets a copy of every
+    batch, so that a model that writes into its inputs leaves the user's as they were (the
+    copy costs far less than the forward pass). ``auto``: the layers are ``"auto"``'s choice.
     """
     layers = targets[1:] if include_input else targets
     start = 0
@@ -480,7 +476,7 @@ def _stream(net, batches, source, targets, device, dtype, include_input, progres
         for i, (raw, label) in enumerate(batches):
             lead = leading(raw)
             n = lead.shape[0]
-            x = inputs_to_device(raw, device, dtype, copy=protect)
+            x = inputs_to_device(raw, device, dtype, copy=True)
             for target in targets:
                 target.begin(start, n)
             if include_input:
@@ -492,8 +488,11 @@ def _stream(net, batches, source, targets, device, dtype, include_input, progres
                 if target.calls == 0:
                     raise RuntimeError(
                         f"layer {target.name!r} did not run for the batch starting at sample "
-                        f"{start}; capture only modules that run for every batch"
-                    )
+                        f"{start} ({n} samples)"
+                        + ("; layers='auto' chose it from a forward pass on the first "
+                           f"{PROBE_SAMPLES} samples, so the model takes another path for "
+                           "other batch sizes: name the layers to capture (layers=[...])"
+                           if auto else "; capture only modules that run for every batch"))
             labels.append(label)
             start += n
             if bar is not None:
