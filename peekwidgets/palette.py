@@ -6,8 +6,8 @@ viridis that checkpoints are drawn in.
 
 from __future__ import annotations
 
-__all__ = ["ACCENT", "CHECKPOINT_VIRIDIS", "DIVERGING_HEX", "INK", "MUTED", "NEGATIVE", "NEW",
-           "SEQUENTIAL"]
+__all__ = ["ACCENT", "CHECKPOINT_VIRIDIS", "CRITERION_COLORS", "DIVERGING_HEX", "INK", "MUTED",
+           "NEGATIVE", "NEW", "SEQUENTIAL"]
 
 #: Selection (component, block, selected samples).
 ACCENT = "#e8590c"
@@ -27,3 +27,6 @@ DIVERGING_HEX = ["#c92a2a", "#ff8787", "#f8f9fa", "#74c0fc", "#1864ab"]
 #: Checkpoints along a run take viridis from 0 (dark blue, first) up to here (green, last): its
 #: yellow end is too pale on white.
 CHECKPOINT_VIRIDIS = 0.8
+#: Lines of the label-free criteria of a checkpoint comparison, and of accuracy.
+CRITERION_COLORS = {"score": "#1f77b4", "logits_energy_rank": "#2ca02c", "rankme": "#9467bd",
+                    "first_share": "#8c564b", "accuracy": "#ff7f0e"}

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from peekwidgets.analysis.checkpoints import CRITERIA
 from peekwidgets.engine.coupled import NEGATIVE_SHARE
 from peekwidgets.engine.diagnostics import DEGENERACY_THRESHOLD, _congruences
 
 __all__ = ["DUPLICATE_CONGRUENCE", "LOADS_ON_Z", "MEAN_LIKE_COSINE", "FitHealth", "ViewModel",
-           "class_name", "prediction_block"]
+           "checkpoint_criteria", "class_name", "prediction_block"]
 
 _REQUIRED = ("weights_", "A_", "factors_", "block_names_", "block_kinds_", "explained_variance_")
 
@@ -135,6 +136,21 @@ def class_name(value, class_names=None) -> str:
             and 0 <= value < len(class_names):
         return str(class_names[int(value)])
     return str(value)
+
+
+def checkpoint_criteria(comparison) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+    """``[(key, label, scaled, values)]``: each label-free criterion of a
+    :class:`~peekwidgets.analysis.CheckpointComparison` that has values, as the dashboard and
+    the report draw it: ``values`` over the checkpoints mapped to [0, 1] by their range
+    (``scaled``; 0.5 where constant), labelled with that range."""
+    lines = []
+    for key, values in comparison.criteria().items():
+        if np.all(np.isnan(values)):
+            continue  # a baseline without its block
+        low, high = np.nanmin(values), np.nanmax(values)
+        scaled = np.full(len(values), 0.5) if high == low else (values - low) / (high - low)
+        lines.append((key, f"{CRITERIA[key]} ({low:.3g} to {high:.3g})", scaled, values))
+    return lines
 
 
 def prediction_block(blocks) -> str | None:

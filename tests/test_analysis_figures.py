@@ -1,8 +1,10 @@
 """bqplot figures of rank profiles and checkpoint comparisons: new on every call, from the data."""
 
+import html
 import subprocess
 import sys
 
+import bqplot as bq
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import to_hex
@@ -13,7 +15,9 @@ from peekwidgets.widgets.rank_figures import (
     checkpoint_colors,
     checkpoint_gains_figure,
     checkpoint_scores_figure,
+    legend_html,
     rank_profile_figure,
+    with_legend,
 )
 
 
@@ -95,13 +99,17 @@ def test_checkpoint_gains_figure_colours_checkpoints_in_order():
     assert [label.split(" (")[0] for label in curves.labels] == ["init", "mid", "end"]
 
 
+def lines_of(fig):
+    return [m for m in fig.marks if isinstance(m, bq.Lines)]
+
+
 def test_checkpoint_scores_figure_shows_every_criterion_scaled_to_its_range():
     plain = checkpoint_scores_figure(comparison())
-    assert len(plain.marks) == 4 and len(plain.axes) == 2  # no accuracy without labels
+    assert len(lines_of(plain)) == 4 and len(plain.axes) == 2  # no accuracy without labels
     comp = comparison(np.array([0.1, 0.5, 0.9]))
     fig = checkpoint_scores_figure(comp)
     assert fig is not checkpoint_scores_figure(comp)
-    score, energy, rankme, share, accuracy = fig.marks
+    score, energy, rankme, share, accuracy = lines_of(fig)
     s = comp.scores
     np.testing.assert_allclose(score.y, (s - s.min()) / (s.max() - s.min()))
     np.testing.assert_allclose(energy.y, [0.0, 1.0, 1.0])
@@ -109,12 +117,54 @@ def test_checkpoint_scores_figure_shows_every_criterion_scaled_to_its_range():
     assert rankme.labels == ["RankMe of the penultimate block (4 to 9)"]
     np.testing.assert_allclose(accuracy.y, [0.1, 0.5, 0.9])
     assert list(score.x) == ["init", "mid", "end"]
-    assert len({m.colors[0] for m in fig.marks}) == 5
+    assert len({m.colors[0] for m in lines_of(fig)}) == 5
+    # each point's tooltip gives its value as measured, not as scaled
+    points = [m for m in fig.marks if isinstance(m, bq.Scatter)]
+    assert len(points) == 5 and list(points[2].names) == ["4", "9", "6"]
+    np.testing.assert_allclose(points[2].y, rankme.y)
+    assert list(points[2].tooltip.fields) == ["x", "name"]
     # a baseline without its block is left out; a constant one sits mid-axis
     missing = checkpoint_scores_figure(comparison(rankme=(np.nan,) * 3))
-    assert len(missing.marks) == 3
+    assert len(lines_of(missing)) == 3
     constant = checkpoint_scores_figure(comparison(rankme=(2.0,) * 3))
-    np.testing.assert_allclose(constant.marks[2].y, [0.5] * 3)
+    np.testing.assert_allclose(lines_of(constant)[2].y, [0.5] * 3)
+
+
+def test_checkpoint_figures_name_their_lines_below_the_plot_and_slant_long_names():
+    comp = comparison(np.array([0.1, 0.5, 0.9]))
+    fig = checkpoint_scores_figure(comp)
+    assert not any(m.display_legend for m in fig.marks)  # no legend inside the plot
+    legend = legend_html(fig)
+    for line in lines_of(fig):
+        assert html.escape(line.labels[0]) in legend and line.colors[0] in legend
+    assert legend.count("dashed") == 1  # accuracy
+    box = with_legend(fig)
+    assert box.children[0] is fig and box.children[1].value == legend
+    gains = checkpoint_gains_figure(comp)
+    assert all(f"{n} (score" in legend_html(gains) for n in comp.names)
+    assert "threshold 0.03" in legend_html(gains)
+    assert fig.axes[0].tick_rotate == 0 and fig.axes[0].label == "checkpoint"
+    long = CheckpointComparison([f"run-{i}/epoch-{10 * i}" for i in range(3)], comp.profiles,
+                                None, ["x", "y"], logits_energy_rank=np.ones(3),
+                                rankme=np.ones(3), logits_block="y", penultimate_block="x")
+    slanted = checkpoint_scores_figure(long)
+    assert slanted.axes[0].tick_rotate < 0 and slanted.fig_margin["bottom"] > 50
+
+
+def test_report_checkpoint_criteria_draw_what_the_dashboard_draws():
+    from peekwidgets.report import plot_checkpoint_criteria
+
+    comp = comparison(np.array([0.1, 0.5, 0.9]))
+    fig = plot_checkpoint_criteria(comp)
+    ax, acc = fig.axes
+    drawn = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
+    shown = {m.labels[0]: m.y for m in lines_of(checkpoint_scores_figure(comp))}
+    assert drawn.keys() | {"accuracy (validation only)"} == shown.keys()
+    for label, y in drawn.items():
+        np.testing.assert_allclose(y, shown[label])
+    np.testing.assert_allclose(acc.get_lines()[0].get_ydata(), [0.1, 0.5, 0.9])
+    assert len(fig.legends[0].get_texts()) == 5  # below the plot, not over the lines
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["init", "mid", "end"]
 
 
 def test_analysis_loads_no_widget_library():

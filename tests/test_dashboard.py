@@ -4,6 +4,7 @@ exports."""
 from __future__ import annotations
 
 import gc
+import html
 import json
 import subprocess
 import sys
@@ -283,8 +284,9 @@ def test_checkpoint_comparison_shows_the_indicator_and_the_baselines():
     other = torch.nn.Sequential(torch.nn.Linear(10, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
     comparison = peek.compare_checkpoints({"other": other, "final": model}, max_rank=3,
                                           progress=False)
-    fig, note = peek.controls.profile_box.children
+    fig, legend, note = peek.controls.profile_box.children
     labels = {label for mark in fig.marks for label in (mark.labels or [])}
     assert any("score" in label for label in labels)
     assert any("95% of the logits" in label for label in labels), labels
+    assert all(html.escape(label) in legend.value for label in labels)  # named below the plot
     assert "logits95" in note.value and comparison.names == ["other", "final"]

@@ -1,6 +1,8 @@
 """Rank profile and checkpoint comparison: planted ranks, label-freeness, determinism, errors."""
 
+import json
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -222,9 +224,65 @@ def test_compare_checkpoints_reads_training_dicts_and_files(tmp_path):
         compare_checkpoints(Tiny(), [{"epoch": 3}], x, max_rank=4, progress=False)
     with pytest.raises(ValueError, match=r"checkpoint 'gone': no such file"):
         compare_checkpoints(Tiny(), [str(tmp_path / "gone.pt")], x, max_rank=4, progress=False)
+    (tmp_path / "notes.pt").write_text("hello")
+    with pytest.raises(ValueError, match=r"'notes' is not a state_dict torch can read \(it is "
+                       r"not a file that torch.save wrote, or it is damaged\)"):
+        compare_checkpoints(Tiny(), [tmp_path / "notes.pt"], x, max_rank=4, progress=False)
     torch.save(Tiny(), tmp_path / "pickled.pt")  # a whole model: not loaded (it runs code)
     with pytest.raises(ValueError, match=r"'pickled' is not a state_dict torch can read"):
         compare_checkpoints(Tiny(), [tmp_path / "pickled.pt"], x, max_rank=4, progress=False)
+
+
+def test_checkpoint_names_differ(tmp_path):
+    x = torch.randn(30, 5, generator=torch.Generator().manual_seed(0))
+    for run, state in zip(("runA", "runB"), checkpoints(2)):
+        (tmp_path / run).mkdir()
+        torch.save(state, tmp_path / run / "best.pt")
+    paths = [tmp_path / "runA" / "best.pt", tmp_path / "runB" / "best.pt"]
+    comp = compare_checkpoints(Tiny(), paths, x, max_rank=3, progress=False)
+    assert comp.names == ["runA/best", "runB/best"]
+    again = compare_checkpoints(Tiny(), [paths[0], paths[0]], x, max_rank=3, progress=False)
+    assert again.names == ["best (0)", "best (1)"]
+    with pytest.raises(ValueError, match=r"names gives \['x'\] to more than one checkpoint"):
+        compare_checkpoints(Tiny(), checkpoints(3), x, names=["x", "y", "x"], progress=False)
+
+
+def test_a_diverged_checkpoint_or_a_failing_one_is_named(monkeypatch):
+    import peekwidgets.analysis.checkpoints as checkpoints_module
+
+    x = torch.randn(30, 5)
+    states = checkpoints(3)
+    states[1]["fc2.weight"][0, 0] = float("nan")
+    captured = []
+    monkeypatch.setattr(checkpoints_module, "capture", lambda *a, **k: captured.append(1))
+    with pytest.raises(ValueError, match=r"checkpoint 'checkpoint 1' has NaN or Inf weights "
+                       r"\(fc2.weight\): its training diverged; leave it out"):
+        compare_checkpoints(Tiny(), states, x, max_rank=3, progress=False)
+    assert not captured  # found before any work
+    monkeypatch.undo()
+    flat = checkpoints(2)
+    flat[1] = {k: torch.zeros_like(v) for k, v in flat[1].items()}  # constant blocks
+    with pytest.raises(ValueError, match=r"^checkpoint 'b': "):
+        compare_checkpoints(Tiny(), dict(zip("ab", flat)), x, max_rank=3, progress=False)
+
+
+def test_a_model_whose_hooks_cannot_be_copied_is_compared_with_a_warning():
+    class Logger:
+        def __init__(self):
+            self.lock, self.calls = threading.Lock(), 0
+
+        def hook(self, module, args, output):
+            self.calls += 1
+
+    model, logger = Tiny(), Logger()
+    model.relu.register_forward_hook(logger.hook)
+    x = torch.randn(30, 5)
+    with pytest.warns(RuntimeWarning, match=r"hooks cannot be copied \(TypeError: cannot "
+                      r"pickle '_thread.lock' object\), so its working copy shares them"):
+        comp = compare_checkpoints(model, checkpoints(2), x, max_rank=3, progress=False)
+    plain = compare_checkpoints(Tiny, checkpoints(2), x, max_rank=3, progress=False)
+    np.testing.assert_array_equal(comp.scores, plain.scores)
+    assert len(model.relu._forward_hooks) == 1 and logger.calls > 0
 
 
 def test_compare_checkpoints_rejects_mixed_architectures():
@@ -400,6 +458,10 @@ def test_labels_are_keyword_only_and_checked_up_front(monkeypatch):
     with pytest.raises(ValueError, match=r"labels has shape \(19,\) for 20 inputs; pass one "
                        r"label per input, shape \(20,\)"):
         compare_checkpoints(Tiny(), checkpoints(1), x, labels=labels[:19], progress=False)
+    with pytest.raises(ValueError, match=r"labels are strings \(\['0', '1', '2'\], \.\.\.\), and "
+                       r"accuracy compares them with the model's argmax"):
+        compare_checkpoints(Tiny(), checkpoints(1), x, labels=labels.astype(str),
+                            progress=False)
 
 
 def planted_logits_checkpoints():
@@ -439,6 +501,7 @@ def test_baselines_sit_next_to_the_indicator():
         assert comp.logits_energy_rank[i] == energy_rank(blocks["fc2"])
     np.testing.assert_allclose(comp.first_shares, [p.fit[0] for p in comp.profiles])
     rows = comp.records()
+    assert json.loads(json.dumps(rows)) == rows  # plain values
     assert set(CRITERIA) <= set(rows[0]) and rows[0]["logits_energy_rank"] == 1
     assert isinstance(rows[0]["logits_energy_rank"], int)
     rho = comp.spearman()
@@ -447,10 +510,14 @@ def test_baselines_sit_next_to_the_indicator():
     table = comp.table()
     assert "logits95" in table and "RankMe" in table and "share1" in table
     assert f"RankMe {rho['rankme']:+.3f}" in table
-    # the baselines may read other blocks, named
-    named = compare_checkpoints(Tiny(), states, x, logits_block="relu", max_rank=3,
-                                progress=False)
-    assert (named.logits_block, named.penultimate_block) == ("relu", "input")
+    # the baselines may read other blocks, named; the input block is never read by default
+    with pytest.warns(RuntimeWarning, match="no block for the penultimate_block baseline"):
+        named = compare_checkpoints(Tiny(), states, x, logits_block="relu", max_rank=3,
+                                    progress=False)
+    assert (named.logits_block, named.penultimate_block) == ("relu", None)
+    both = compare_checkpoints(Tiny(), states, x, logits_block="relu",
+                               penultimate_block="input", max_rank=3, progress=False)
+    assert (both.logits_block, both.penultimate_block) == ("relu", "input")
     assert named.spearman() is None  # no labels, no correlation
     with pytest.raises(KeyError, match=r"penultimate_block='fc9' is not a captured block; "
                        r"the blocks are \['input', 'relu', 'fc2'\]"):
@@ -467,3 +534,10 @@ def test_a_baseline_without_its_block_is_nan_with_a_warning():
                                    progress=False)
     assert comp.logits_block == "fc2" and comp.penultimate_block is None
     assert np.all(np.isnan(comp.rankme)) and comp.records()[0]["rankme"] is None
+    # the input block, a matrix here, stands for neither the logits nor the layer before them
+    with pytest.warns(RuntimeWarning, match=r"no block for the logits_block and "
+                      r"penultimate_block baseline .*capture the model's last layers"):
+        inputs_only = compare_checkpoints(Tiny(), checkpoints(2), x, layers=[],
+                                          max_rank=2, progress=False)
+    assert (inputs_only.logits_block, inputs_only.penultimate_block) == (None, None)
+    assert np.all(np.isnan(inputs_only.logits_energy_rank))

@@ -11,8 +11,9 @@ are read from the same batches as the capture (:class:`peekwidgets.capture.sourc
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import os
+import pickle
 import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 from peekwidgets.analysis.baselines import ENERGY_SHARE, energy_rank, rankme
 from peekwidgets.analysis.profile import RankProfile, check_max_rank, rank_profile
 from peekwidgets.capture import capture
-from peekwidgets.capture.borrow import float_dtype, inputs_to_device, module_device
+from peekwidgets.capture.borrow import copied, float_dtype, inputs_to_device, module_device
 from peekwidgets.capture.source import Source, run_model
 
 __all__ = ["CRITERIA", "STATE_KEYS", "CheckpointComparison", "compare_checkpoints",
@@ -115,20 +116,21 @@ class CheckpointComparison:
                 "rankme": self.rankme, "first_share": self.first_shares}
 
     def records(self) -> list[dict]:
-        """One dict per checkpoint: checkpoint, estimated_rank, the criteria (score,
-        logits_energy_rank, rankme, first_share; None where not available), [accuracy], fit,
-        gain."""
+        """One dict per checkpoint, of plain Python values (``json.dumps`` takes them):
+        checkpoint, estimated_rank, the criteria (score, logits_energy_rank, rankme,
+        first_share; None where not available), [accuracy], and the profile's fit and gain
+        (lists, one value per rank)."""
         criteria = self.criteria()
         rows = []
         for i, (name, p) in enumerate(zip(self.names, self.profiles)):
-            row = {"checkpoint": name, "estimated_rank": p.estimated_rank}
+            row = {"checkpoint": name, "estimated_rank": int(p.estimated_rank)}
             for key, values in criteria.items():
                 row[key] = None if np.isnan(values[i]) else float(values[i])
             if row["logits_energy_rank"] is not None:
                 row["logits_energy_rank"] = int(row["logits_energy_rank"])
             if self.accuracy is not None:
                 row["accuracy"] = float(self.accuracy[i])
-            rows.append({**row, "fit": p.fit, "gain": p.gain})
+            rows.append({**row, "fit": p.fit.tolist(), "gain": p.gain.tolist()})
         return rows
 
     def spearman(self) -> dict[str, float] | None:
@@ -164,9 +166,9 @@ class CheckpointComparison:
             f"component, share1); logits95: {CRITERIA['logits_energy_rank']} "
             f"({self.logits_block!r}); RankMe: of the penultimate block "
             f"({self.penultimate_block!r}); share1: {CRITERIA['first_share']}.\n"
-            "To rank checkpoints without labels use logits95: out of sample "
-            "(benchmarks/rank_quality.py) it ordered trained checkpoints at +0.62, the score at "
-            "+0.26."
+            "To rank checkpoints without labels use logits95: on checkpoint zoos it was not "
+            "tuned on (the project's rank_quality benchmark) it ordered trained checkpoints at "
+            "+0.62, the score at +0.26."
         )
         return "\n".join(lines)
 
@@ -209,6 +211,8 @@ def state_dict_of(checkpoint, what: str = "checkpoint") -> Mapping:
             text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # no terminal colours
             first = ("it holds pickled Python objects, not only tensors"
                      if "Weights only load failed" in text else
+                     "it is not a file that torch.save wrote, or it is damaged"
+                     if isinstance(error, (pickle.UnpicklingError, KeyError, EOFError)) else
                      text.splitlines()[0] if text else type(error).__name__)
             raise ValueError(
                 f"{what} is not a state_dict torch can read ({first}); save the weights with "
@@ -236,15 +240,20 @@ def _tensors_only(state: Mapping) -> bool:
 
 
 def _named_checkpoints(checkpoints, names) -> tuple[list[str], list]:
+    """``(names, checkpoints)``: ``names`` as given, else the dict keys, a file's stem (its
+    path from the files' common folder where stems repeat), ``Checkpoint.name`` (numbered
+    where it repeats) or ``"checkpoint i"``. Names must differ: they label the results."""
     if isinstance(checkpoints, Mapping):
         if _tensors_only(checkpoints):
             raise TypeError("checkpoints is a single state dict; pass a list of checkpoints "
                             "(or a {name: checkpoint} dict) to compare")
-        items = list(checkpoints.items())
+        items = [(str(n), c) for n, c in checkpoints.items()]
     elif isinstance(checkpoints, Sequence) and not isinstance(checkpoints, str):
-        items = [(Path(c).stem if isinstance(c, (str, os.PathLike)) else
+        items = [(_path_name(c, checkpoints) if isinstance(c, (str, os.PathLike)) else
                   getattr(c, "name", None) or f"checkpoint {i}", c)
                  for i, c in enumerate(checkpoints)]
+        items = [(n if [m for m, _ in items].count(n) == 1 else f"{n} ({i})", c)
+                 for i, (n, c) in enumerate(items)]
     else:
         raise TypeError(f"checkpoints must be a list or a {{name: checkpoint}} dict, got "
                         f"{type(checkpoints).__name__}")
@@ -255,7 +264,32 @@ def _named_checkpoints(checkpoints, names) -> tuple[list[str], list]:
             raise ValueError(f"names has {len(names)} entries for {len(items)} checkpoints; "
                              "pass one name per checkpoint")
         items = [(str(n), c) for n, (_, c) in zip(names, items)]
-    return [str(n) for n, _ in items], [c for _, c in items]
+        twice = sorted({n for n, _ in items if [m for m, _ in items].count(n) > 1})
+        if twice:
+            raise ValueError(f"names gives {twice} to more than one checkpoint; name each "
+                             "checkpoint differently (the names label the results)")
+    return [n for n, _ in items], [c for _, c in items]
+
+
+def _path_name(path, checkpoints) -> str:
+    """A file's stem, or its path from the common folder of the files when another file of
+    ``checkpoints`` has the same stem (``runA/best`` and ``runB/best``)."""
+    path = Path(path)
+    files = [Path(c) for c in checkpoints if isinstance(c, (str, os.PathLike))]
+    if [f.stem for f in files].count(path.stem) == 1:
+        return path.stem
+    same = [f.resolve() for f in files if f.stem == path.stem]
+    common = Path(os.path.commonpath([f.parent for f in same]))
+    return path.resolve().relative_to(common).with_suffix("").as_posix()
+
+
+def _check_finite(name: str, state: Mapping):
+    """Raise when a floating tensor of ``state`` holds NaN or Inf (a diverged run)."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(
+            f"checkpoint {name!r} has NaN or Inf weights ({', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}): its training diverged; leave it out")
 
 
 def _same_state(state: Mapping, reference: Mapping) -> bool:
@@ -287,6 +321,17 @@ def _check_architecture(name: str, checkpoint, state, template: torch.nn.Module)
         )
 
 
+@contextlib.contextmanager
+def _naming(name: str):
+    """Errors raised inside name the checkpoint they came from."""
+    try:
+        yield
+    except (ValueError, TypeError, RuntimeError) as error:
+        if type(error) not in (ValueError, TypeError, RuntimeError):
+            raise
+        raise type(error)(f"checkpoint {name!r}: {error}") from error
+
+
 @torch.no_grad()
 def _predictions(model: torch.nn.Module, batches: Source) -> tuple[np.ndarray, np.ndarray | None]:
     """``(n_samples,)`` argmax of the model's output over ``batches`` (for validation only),
@@ -312,11 +357,19 @@ def _check_labels(labels: np.ndarray, n_inputs: int) -> None:
     if labels.ndim != 1 or len(labels) != n_inputs:
         raise ValueError(f"labels has shape {labels.shape} for {n_inputs} inputs; pass one "
                          f"label per input, shape ({n_inputs},)")
+    if labels.dtype.kind not in "iub" and not (
+            labels.dtype.kind == "f" and np.array_equal(labels, np.round(labels))):
+        kind = {"U": "strings", "S": "bytes", "O": "Python objects", "f": "fractions"}.get(
+            labels.dtype.kind, str(labels.dtype))
+        raise ValueError(
+            f"labels are {kind} ({labels[:3].tolist()}, ...), and accuracy compares them with "
+            "the model's argmax, a class index; pass the class indices (integers)")
 
 
 def _baseline_blocks(blocks, logits_block, penultimate_block) -> tuple[str | None, str | None]:
     """The names of the blocks the baselines read: the logits (by default the last matrix
-    block) and the penultimate block (by default the block captured just before the logits).
+    block of a layer) and the penultimate block (by default the layer block captured just
+    before the logits); the input block is neither by default.
     A named block that was not captured raises an error; a default that does not exist is None,
     with a warning."""
     names = blocks.names
@@ -326,19 +379,22 @@ def _baseline_blocks(blocks, logits_block, penultimate_block) -> tuple[str | Non
                 f"{what}={given!r} is not a captured block; the blocks are {names}: name one "
                 f"of them, or add {given!r} to layers="
             )
+    layers = [b for b in blocks if "module_type" in b.meta]  # capture's blocks but the input
     logits = logits_block
     if logits is None:
-        logits = next((b.name for b in reversed(list(blocks)) if b.kind == "matrix"), None)
+        logits = next((b.name for b in reversed(layers) if b.kind == "matrix"), None)
     penultimate = penultimate_block
     if penultimate is None and logits is not None and names.index(logits) > 0:
-        penultimate = names[names.index(logits) - 1]
+        before = names[names.index(logits) - 1]
+        penultimate = before if before in {b.name for b in layers} else None
     missing = [what for what, name in (("logits_block", logits),
                                        ("penultimate_block", penultimate)) if name is None]
     if missing:
         warnings.warn(
             f"no block for the {' and '.join(missing)} baseline (the captured blocks are "
-            f"{names}; the logits default to the last matrix block, the penultimate block to "
-            f"the one before it), so it is NaN; pass {missing[0]}='<block name>'",
+            f"{names}; the logits default to the last matrix block of a layer, the penultimate "
+            f"block to the layer before it), so it is NaN; capture the model's last layers "
+            f"(layers='auto' does), or pass {missing[0]}='<block name>'",
             RuntimeWarning, stacklevel=3,
         )
     return logits, penultimate
@@ -413,7 +469,7 @@ def compare_checkpoints(
     """
     max_rank = check_max_rank(max_rank)
     if isinstance(model, torch.nn.Module):
-        work = copy.deepcopy(model)
+        work = copied(model, "pass a function that builds the model instead (model=MyNet)")
     elif callable(model):
         work = model()
         if not isinstance(work, torch.nn.Module):
@@ -435,6 +491,7 @@ def compare_checkpoints(
         model_state = model.state_dict()
     for name, c, state in zip(names, checkpoints, states):
         _check_architecture(name, c, state, work)
+        _check_finite(name, state)
     capture_kwargs = dict(capture_kwargs or {})
     for key in ("label_fn", "progress"):
         if key in capture_kwargs:
@@ -465,28 +522,31 @@ def compare_checkpoints(
     profiles, accuracy, energy, effective, interrupted = [], [], [], [], False
     captured, logits, penultimate = [], None, None
     try:
-        for state in tqdm(states, desc="checkpoints", disable=not progress):
-            work.load_state_dict(state)
-            work.eval()
-            blocks = capture(work, inputs, layers, progress=False, **capture_kwargs)
-            if not captured:
-                captured = blocks.names
-                logits, penultimate = _baseline_blocks(blocks, logits_block, penultimate_block)
-            if model_state is not None and _same_state(state, model_state):
-                profile = model_profile
-            else:
-                profile = rank_profile(blocks, max_rank, progress=False, **profile_kwargs)
-            row = [profile, np.nan if logits is None else energy_rank(blocks[logits]),
-                   np.nan if penultimate is None else rankme(blocks[penultimate])]
-            del blocks
-            if scored:
-                pred, carried = _predictions(work, Source(inputs, **source))  # capture's batches
-                truth = carried if from_inputs else labels
-                if truth is None:
-                    raise ValueError("labels='inputs', but the inputs carry no labels; pass "
-                                     "labels=... (one per sample) or leave labels out")
-                _check_labels(truth, len(pred))
-                row.append(float(np.mean(pred == truth)))
+        for name, state in tqdm(zip(names, states), total=len(states), desc="checkpoints",
+                                disable=not progress):
+            with _naming(name):
+                work.load_state_dict(state)
+                work.eval()
+                blocks = capture(work, inputs, layers, progress=False, **capture_kwargs)
+                if not captured:
+                    captured = blocks.names
+                    logits, penultimate = _baseline_blocks(blocks, logits_block, penultimate_block)
+                if model_state is not None and _same_state(state, model_state):
+                    profile = model_profile
+                else:
+                    profile = rank_profile(blocks, max_rank, progress=False, **profile_kwargs)
+                row = [profile, np.nan if logits is None else energy_rank(blocks[logits]),
+                       np.nan if penultimate is None else rankme(blocks[penultimate])]
+                del blocks
+                if scored:
+                    # the batches capture read
+                    pred, carried = _predictions(work, Source(inputs, **source))
+                    truth = carried if from_inputs else labels
+                    if truth is None:
+                        raise ValueError("labels='inputs', but the inputs carry no labels; pass "
+                                         "labels=... (one per sample) or leave labels out")
+                    _check_labels(truth, len(pred))
+                    row.append(float(np.mean(pred == truth)))
             for column, value in zip((profiles, energy, effective, accuracy), row):
                 column.append(value)
     except KeyboardInterrupt:

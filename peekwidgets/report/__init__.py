@@ -4,6 +4,7 @@ Importing it loads neither ipywidgets nor bqplot, so it runs on servers without 
 """
 
 from peekwidgets.report.figures import (
+    plot_checkpoint_criteria,
     plot_component_map,
     plot_layer_response,
     plot_rank_profiles,
@@ -12,6 +13,7 @@ from peekwidgets.report.figures import (
 from peekwidgets.report.writer import write_demo_report, write_report
 
 __all__ = [
+    "plot_checkpoint_criteria",
     "plot_component_map",
     "plot_layer_response",
     "plot_rank_profiles",

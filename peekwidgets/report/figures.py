@@ -16,9 +16,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from peekwidgets.images import map_2d
-from peekwidgets.palette import CHECKPOINT_VIRIDIS, DIVERGING_HEX, INK, NEGATIVE
+from peekwidgets.palette import CHECKPOINT_VIRIDIS, CRITERION_COLORS, DIVERGING_HEX, INK, NEGATIVE
+from peekwidgets.viewmodel import checkpoint_criteria
 
 __all__ = [
+    "plot_checkpoint_criteria",
     "plot_component_map",
     "plot_layer_response",
     "plot_rank_profiles",
@@ -244,4 +246,35 @@ def plot_rank_profiles(profiles: dict, accuracies: dict | None = None,
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
+    return fig
+
+
+def plot_checkpoint_criteria(comparison) -> Figure:
+    """Every label-free criterion of a :class:`~peekwidgets.analysis.CheckpointComparison`
+    by checkpoint, each scaled to its range over the checkpoints (the legend gives the range),
+    and accuracy (dashed, its own axis) when labels were given: the dashboard's figure."""
+    names = list(comparison.names)
+    slant = sum(map(len, names)) > 40  # names side by side would run together
+    fig = Figure(figsize=(7.5, 4.8), dpi=_DPI, layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(names))
+    for key, label, scaled, _ in checkpoint_criteria(comparison):
+        ax.plot(x, scaled, "-o", ms=4, color=CRITERION_COLORS[key], label=label)
+    handles, labels = ax.get_legend_handles_labels()
+    if comparison.accuracy is not None:
+        acc = ax.twinx()
+        acc.plot(x, comparison.accuracy, "--s", ms=4, color=CRITERION_COLORS["accuracy"],
+                 label="accuracy (validation only)")
+        acc.set_ylim(0, 1)
+        acc.set_ylabel("accuracy")
+        more = acc.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    ax.set_xticks(x, names, rotation=30 if slant else 0, ha="right" if slant else "center",
+                  fontsize=8)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_yticks([0.0, 0.5, 1.0])
+    ax.set_ylabel("criterion, scaled to its range")
+    ax.set_title("Label-free criteria by checkpoint")
+    ax.grid(alpha=0.3)
+    fig.legend(handles, labels, loc="outside lower center", fontsize=7, ncol=2, frameon=False)
     return fig

@@ -10,6 +10,8 @@ has it compute the rank profile and, when checkpoints are given, compare them; i
 - ``layer_responses/component_<r>.png``: the response of every block to component ``r``
   (input pattern as an image, unit loadings as bars, conv maps and channel loadings);
 - ``rank_profiles.png``: joint fit over the rank, for the model and each checkpoint;
+- ``checkpoint_criteria.png`` (with checkpoints): every label-free criterion by checkpoint,
+  each scaled to its range, and accuracy when labels were given;
 - ``factors.npz`` (the fitted model, :meth:`CoupledCP.save`) and ``summary.json``, which lists
   every file written and, under ``"problems"``, what the dashboard warns of (a fit stopped early,
   dead, near-duplicate or cancelling components), each with its fix; ``"unfitted_blocks"``
@@ -28,6 +30,7 @@ import torch
 from matplotlib.figure import Figure
 
 from peekwidgets.report.figures import (
+    plot_checkpoint_criteria,
     plot_component_map,
     plot_layer_response,
     plot_rank_profiles,
@@ -150,6 +153,9 @@ def write_report(
         if profile is not None:
             _save(plot_rank_profiles(profiles, accuracies, view.rank), out / "rank_profiles.png",
                   out, files)
+        if comparison is not None:
+            _save(plot_checkpoint_criteria(comparison), out / "checkpoint_criteria.png", out,
+                  files)
         files.append(analysis.save(out / "factors.npz").relative_to(out).as_posix())
     files.append("summary.json")
     cp, index = view.estimator, analysis.sample_index
@@ -173,10 +179,7 @@ def write_report(
                                  else index[view.top(r, top_k)]).tolist()
                        for r in range(view.rank)},
         "rank_profile": None if profile is None else _profile_summary(profile),
-        "checkpoints": None if comparison is None else [
-            {k: _floats(v) if isinstance(v, np.ndarray) else v for k, v in row.items()}
-            for row in comparison.records()
-        ],
+        "checkpoints": None if comparison is None else comparison.records(),
         "checkpoint_spearman": None if comparison is None else comparison.spearman(),
         "timings_s": {**analysis.timings, "write figures": stage.times["write figures"]},
         "machine": {"python": platform.python_version(), "torch": torch.__version__,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import ipywidgets as w
 
-from .rank_figures import checkpoint_scores_figure, rank_profile_figure
+from .rank_figures import checkpoint_scores_figure, legend_html, rank_profile_figure
 from .theme import caption_html, title_html
 
 __all__ = ["Controls", "download_link"]
@@ -187,7 +187,7 @@ class Controls(w.VBox):
         advice = comparison.table().splitlines()[-1]
         note = w.HTML(caption_html(html.escape(advice)))
         note.add_class("peek-comparison-note")
-        self.profile_box.children = [fig, note]
+        self.profile_box.children = [fig, w.HTML(legend_html(fig)), note]
 
     def _use_estimated_rank(self):
         self.rank_slider.value = self._use_rank
