@@ -42,7 +42,8 @@ def report(tmp_path_factory):
 def test_every_promised_file_is_written_and_listed(report):
     out, summary, _ = report
     expected = {"component_map.png", "top_inputs.png", "rank_profiles.png",
-                "checkpoint_criteria.png", "factors.npz", "summary.json"} | {f"layer_responses/component_{r}.png" for r in range(RANK)}
+                "checkpoint_criteria.png", "factors.npz", "summary.json"} | {
+                    f"layer_responses/component_{r}.png" for r in range(RANK)}
     written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert set(summary["files"]) == expected == written
 

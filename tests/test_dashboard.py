@@ -12,6 +12,7 @@ import time
 import weakref
 import zipfile
 
+import bqplot as bq
 import ipywidgets as w
 import numpy as np
 import pytest
@@ -284,9 +285,18 @@ def test_checkpoint_comparison_shows_the_indicator_and_the_baselines():
     other = torch.nn.Sequential(torch.nn.Linear(10, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
     comparison = peek.compare_checkpoints({"other": other, "final": model}, max_rank=3,
                                           progress=False)
-    fig, legend, note = peek.controls.profile_box.children
+    fig, legend, note, _ = peek.controls.profile_box.children
     labels = {label for mark in fig.marks for label in (mark.labels or [])}
     assert any("score" in label for label in labels)
     assert any("95% of the logits" in label for label in labels), labels
     assert all(html.escape(label) in legend.value for label in labels)  # named below the plot
+    # a click on a checkpoint's point shows its rank profile below
+    checkpoint = peek.controls.profile_box.children[-1]
+    assert checkpoint.children == ()
+    points = next(m for m in fig.marks if isinstance(m, bq.Scatter))
+    points._element_click_handlers(points, {"event": "element_click", "data": {"index": 0}})
+    caption, profile_fig = checkpoint.children
+    assert "<b>other</b>: estimated rank" in caption.value
+    gains = profile_fig.marks[1].y
+    np.testing.assert_allclose(gains, np.maximum(comparison.profiles[0].gain, 1e-6))
     assert "logits95" in note.value and comparison.names == ["other", "final"]

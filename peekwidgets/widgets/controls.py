@@ -8,6 +8,7 @@ import html
 import os
 from pathlib import Path
 
+import bqplot as bq
 import ipywidgets as w
 
 from .rank_figures import checkpoint_scores_figure, legend_html, rank_profile_figure
@@ -160,14 +161,8 @@ class Controls(w.VBox):
         An estimated rank of 0 (no component passes the threshold) is offered as rank 1, the
         smallest fit, with a note under the figure saying so.
         """
-        # a new figure (restyling it changes no other), joint fit and gain only: the panel is
-        # too small for a curve per block
-        fig = rank_profile_figure(profile, blocks=False)
-        fig.layout = w.Layout(width="auto", min_width="0", height="260px")
-        fig.axes[1].label = "joint fit"
-        fig.fig_margin = {"top": 40, "bottom": 40, "left": 50, "right": 50}
         self._use_rank = max(profile.estimated_rank, 1)
-        children = [fig]
+        children = [_small_profile_figure(profile)]
         if profile.estimated_rank < 1:
             note = w.HTML(caption_html(
                 f"estimated rank 0: no component gains &ge; {profile.threshold:g} of the joint "
@@ -181,13 +176,30 @@ class Controls(w.VBox):
     def show_comparison(self, comparison):
         """Show a :class:`~peekwidgets.analysis.CheckpointComparison`: the paper's indicator
         and the label-free baselines of every checkpoint side by side, with the advice of the
-        comparison's table."""
+        comparison's table. Clicking a checkpoint's point shows its rank profile below."""
         fig = checkpoint_scores_figure(comparison)
         fig.layout = w.Layout(width="auto", min_width="0", height="300px")
         advice = comparison.table().splitlines()[-1]
-        note = w.HTML(caption_html(html.escape(advice)))
+        note = w.HTML(caption_html(html.escape(advice) + "<br>click a checkpoint's point for "
+                                   "its rank profile"))
         note.add_class("peek-comparison-note")
-        self.profile_box.children = [fig, w.HTML(legend_html(fig)), note]
+        checkpoint = w.VBox()
+        checkpoint.add_class("peek-checkpoint-profile")
+        for points in fig.marks:
+            if isinstance(points, bq.Scatter):
+                points.on_element_click(self.peek.errors.guard(
+                    lambda _, event: self._show_checkpoint(comparison, event, checkpoint)))
+        self.use_rank_button.layout.display = "none"  # no estimate for the model on show
+        self.profile_box.children = [fig, w.HTML(legend_html(fig)), note, checkpoint]
+
+    def _show_checkpoint(self, comparison, event, box):
+        i = int(event["data"]["index"])
+        p = comparison.profiles[i]
+        caption = (f"<b>{html.escape(comparison.names[i])}</b>: estimated rank "
+                   f"{p.estimated_rank}{'+' if p.saturated else ''} (score {p.score:.2f})")
+        if comparison.accuracy is not None:
+            caption += f" · accuracy {comparison.accuracy[i]:.1%}"
+        box.children = [w.HTML(caption_html(caption)), _small_profile_figure(p)]
 
     def _use_estimated_rank(self):
         self.rank_slider.value = self._use_rank
@@ -204,3 +216,13 @@ class Controls(w.VBox):
         self.download.value = caption_html(
             f"factors saved to <code>{html.escape(str(path))}</code> · "
             + download_link(path.read_bytes(), path.name, f"download {path.name}"))
+
+
+def _small_profile_figure(profile) -> bq.Figure:
+    """A new rank-profile figure sized for the controls: joint fit and gain only (the panel is
+    too small for a curve per block)."""
+    fig = rank_profile_figure(profile, blocks=False)
+    fig.layout = w.Layout(width="auto", min_width="0", height="260px")
+    fig.axes[1].label = "joint fit"
+    fig.fig_margin = {"top": 40, "bottom": 40, "left": 50, "right": 50}
+    return fig
