@@ -20,6 +20,7 @@ import numpy as np
 
 from peekwidgets import distributed
 from peekwidgets.analysis import compare_checkpoints, rank_profile
+from peekwidgets.analysis.checkpoints import COMPARED_RANKS
 from peekwidgets.blocks import Blocks
 from peekwidgets.capture import capture
 from peekwidgets.engine import CoupledCP, clone
@@ -264,21 +265,24 @@ class Analysis:
         self._profile_settings = {"max_rank": max_rank, **kwargs}
         return self.profile
 
-    def compare_checkpoints(self, checkpoints, *, labels=None, max_rank: int = 10,
+    def compare_checkpoints(self, checkpoints, *, labels=None, max_rank: int | None = None,
                             layers=None, **kwargs):
         """:func:`~peekwidgets.analysis.compare_checkpoints` of ``checkpoints`` (of the
         architecture of :attr:`model`) on the analysed inputs.
 
-        A checkpoint whose weights equal the model's reuses :attr:`profile` when it was
-        computed with the same settings (``max_rank`` and the rank-profile keywords in
-        ``kwargs``) on all captured blocks. ``layers`` defaults to the captured ones,
-        ``labels`` (for the accuracy column alone) to those found in the inputs, read again
-        with each pass (``labels="inputs"``).
+        ``max_rank`` defaults to that of :attr:`profile` when there is one, else to
+        ``compare_checkpoints``' own (20). A checkpoint whose weights equal the model's reuses
+        :attr:`profile` when it was computed with the same settings (``max_rank`` and the
+        rank-profile keywords in ``kwargs``) on all captured blocks. ``layers`` defaults to the
+        captured ones, ``labels`` (for the accuracy column alone) to those found in the inputs,
+        read again with each pass (``labels="inputs"``).
         """
         if self.model is None or self.inputs is None:
             raise ValueError("comparing checkpoints needs the model and its inputs; build the "
                              "analysis as Analysis(model, inputs, ...)")
         progress = kwargs.pop("progress", self.progress)
+        if max_rank is None:
+            max_rank = self.profile.max_rank if self.profile is not None else COMPARED_RANKS
         same = (self.profile is not None and self.estimator.block_names_ == self.blocks.names
                 and self._profile_settings == {"max_rank": max_rank, **kwargs})
         layers = [n for n in self.blocks.names if n != "input"] if layers is None else layers

@@ -136,6 +136,10 @@ def test_compare_checkpoints_reuses_the_model_profile():
     assert comparison.profiles[1] is profile
     assert comparison.profiles[0] is not profile
     assert comparison.accuracy is None  # no labels in the inputs
+    again = a.compare_checkpoints({"final": model}, progress=False)  # the profile's max_rank
+    assert again.profiles[0] is profile
+    fresh = Analysis(model, x, rank=2, progress=False)
+    assert fresh.compare_checkpoints([model], progress=False).profiles[0].max_rank == 20
 
 
 def test_compare_checkpoints_takes_the_labels_found_in_the_inputs():

@@ -190,6 +190,9 @@ def _spearman(values: np.ndarray, accuracy: np.ndarray) -> float:
     return float(spearmanr(values, accuracy)[0])
 
 
+#: The ranks :func:`compare_checkpoints` profiles by default (1 to this).
+COMPARED_RANKS = 20
+
 #: Keys under which a training script's checkpoint dict holds the weights.
 STATE_KEYS = ("state_dict", "model_state_dict", "model")
 
@@ -408,7 +411,7 @@ def compare_checkpoints(
     labels=None,
     layers="auto",
     names=None,
-    max_rank: int = 20,
+    max_rank: int = COMPARED_RANKS,
     logits_block: str | None = None,
     penultimate_block: str | None = None,
     capture_kwargs: dict | None = None,
