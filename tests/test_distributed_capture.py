@@ -108,16 +108,17 @@ def test_shards_in_rank_order_are_one_capture(budgets, reference):
     assert ranks[0]["tensor"]["labels"] is None
 
 
-def test_distributed_sampler_shard_taken_as_it_is():
+def test_a_distributed_sampler_reads_contiguous_ranges_in_the_data_sets_order():
     ranks = run_group(_shards, (LARGE, LARGE))
     one = _one(LARGE)
+    dealt = [list(range(r, 102, 2)) for r in (0, 1)]  # the sampler's: 101 padded with sample 0
+    for r, (start, stop) in zip(ranks, [(0, 51), (51, 101)]):
+        torch.testing.assert_close(r["sampler"]["fc"][0], one["fc"][0][start:stop])
+        np.testing.assert_array_equal(r["sampler"]["labels"], one["labels"][start:stop])
+        assert not r["sampler_warnings"]
     n = len(one["fc"][0])
-    dealt = [list(range(r, n + 1, 2)) for r in (0, 1)]  # 101 padded to 102 with sample 0
-    dealt = [[i % n for i in idx] for idx in dealt]
-    for r, idx in zip(ranks, dealt):
-        torch.testing.assert_close(r["sampler"]["fc"][0], one["fc"][0][idx])
-        torch.testing.assert_close(r["sharded"]["fc"][0], one["fc"][0][idx])
-        assert any("pads the 101 samples with 1 repeats" in m for m in r["sampler_warnings"])
+    for r, idx in zip(ranks, dealt):  # sharded=True takes a process's own rows as they are
+        torch.testing.assert_close(r["sharded"]["fc"][0], one["fc"][0][[i % n for i in idx]])
 
 
 def _errors():

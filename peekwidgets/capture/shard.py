@@ -8,24 +8,24 @@ the whole data set:
   :func:`numpy.array_split` cuts it (the first ``N % world_size`` processes hold one sample
   more): no padding and no duplicates, so the shards concatenated in rank order are the inputs
   in their own order and the analysis equals one process's;
-* a DataLoader whose sampler is a :class:`~torch.utils.data.distributed.DistributedSampler`
-  (or any inputs passed with ``sharded=True``) is taken as this process's shard as it is. A
-  DistributedSampler deals samples out in turn (rank r reads samples r, r + W, ...) and, unless
-  ``drop_last=True``, pads the data set with repeats of its first samples to a multiple of the
-  processes: the analysis then holds those repeats (a warning says how many);
-* a DataLoader over a map-style Dataset read in order (its default sequential sampler) is read
-  again over this process's range, with the same batch size, workers and collate function;
+* a DataLoader over a map-style Dataset read in order (its default sequential sampler), or
+  through a :class:`~torch.utils.data.distributed.DistributedSampler`, is read again over this
+  process's contiguous range of its Dataset, in order, with the same batch size, workers and
+  collate function. A DistributedSampler would deal the samples out in turn (rank r reads
+  samples r, r + W, ...), shuffled by default, and pad or drop some to share them evenly:
+  rows in another order than the data set's, which the analysis would take for its own
+  (``row_offset_``, the sample indices of top inputs), and repeats. The rows capture reads
+  are the same set, without repeats or gaps, in the data set's order;
+* inputs passed with ``sharded=True`` are taken as this process's shard as they are;
 * a shuffling DataLoader, an IterableDataset or another iterable (a generator) cannot be split
   without reading all of it on every process: an error names the fix (a Dataset or tensor, a
-  DataLoader with a DistributedSampler, or ``sharded=True`` when each process's iterable
+  DataLoader that reads it in order, or ``sharded=True`` when each process's iterable
   already yields its own samples).
 
 Without a group every function here hands the inputs back unchanged.
 """
 
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import torch
@@ -66,18 +66,15 @@ def local_shard(inputs, sharded: bool | None = None):
     """
     if not distributed.is_active() or sharded:
         return inputs
-    if isinstance(inputs, DataLoader) and isinstance(_sampler(inputs), DistributedSampler):
-        _warn_padding(_sampler(inputs))
-        return inputs
     rank, world = distributed.rank(), distributed.world_size()
     fix = ("pass a tensor or a map-style Dataset (split in contiguous ranges by rank), a "
-           "DataLoader whose sampler is a DistributedSampler, or sharded=True when each "
-           "process's inputs already hold only its own samples")
+           "DataLoader that reads one in order (or through a DistributedSampler), or "
+           "sharded=True when each process's inputs already hold only its own samples")
     if isinstance(inputs, np.ndarray):
         inputs = torch.from_numpy(inputs)
     if isinstance(inputs, DataLoader):
         if isinstance(inputs.dataset, IterableDataset) or not isinstance(
-                _sampler(inputs), SequentialSampler):
+                _sampler(inputs), (SequentialSampler, DistributedSampler)):
             raise ValueError(
                 f"under a process group of {world} processes, capture cannot split a "
                 "DataLoader that shuffles or reads an IterableDataset without reading all of "
@@ -117,15 +114,3 @@ def _checked_range(n: int, rank: int, world: int) -> tuple[int, int]:
             f"{n} samples cannot be shared by {world} processes (each needs at least one); "
             f"analyse at least {world} samples or run fewer processes")
     return shard_range(n, rank, world)
-
-
-def _warn_padding(sampler: DistributedSampler):
-    extra = sampler.total_size - len(sampler.dataset)
-    if extra:
-        what = (f"pads the {len(sampler.dataset)} samples with {extra} repeats" if extra > 0
-                else f"drops {-extra} of the {len(sampler.dataset)} samples")
-        warnings.warn(
-            f"the DataLoader's DistributedSampler {what} to share them evenly among "
-            f"{sampler.num_replicas} processes, so the analysis differs from one of the data "
-            "set itself; pass the Dataset to capture instead to split it without repeats or "
-            "gaps", RuntimeWarning, stacklevel=4)

@@ -172,9 +172,9 @@ def capture(
     sharded : bool, optional
         Under a ``torch.distributed`` process group of more than one process, each process
         captures its own shard of the samples (:mod:`~peekwidgets.capture.shard`): a tensor
-        or map-style Dataset (also read through a DataLoader in order) is split into
-        contiguous ranges by rank, a DataLoader with a ``DistributedSampler`` is taken as the
-        shard as it is, and ``sharded=True`` takes any inputs as this process's shard. The
+        or map-style Dataset (also read through a DataLoader in order, or through a
+        ``DistributedSampler``, whose dealt-out order it replaces) is split into contiguous
+        ranges by rank, and ``sharded=True`` takes any inputs as this process's shard. The
         processes check that they run the same weights on inputs of the same shape and
         agree on the layout (the same blocks, pooled alike); labels and thumbnails are this
         shard's. Without a group it changes nothing.
