@@ -160,3 +160,19 @@ def test_a_sampled_view_is_saved_and_reported_with_global_indices(tmp_path):
     assert summary["n_samples"] == 101 and summary["blocks"][0]["shape"][0] == 101
     for r in range(2):  # the report names the global top inputs
         assert summary["top_inputs"][f"c{r}"] == one.view.top(r, 4).tolist()
+
+
+def _saved(path):
+    cp = CoupledCP(RANK, max_iter=5, random_state=0).fit(_blocks())
+    return cp, cp.save(path)
+
+
+def test_a_model_fitted_under_a_group_is_saved_whole_by_process_0(tmp_path):
+    (cp0, path0), (cp1, path1) = run_group(_saved, tmp_path / "model")
+    assert path0 == path1 == tmp_path / "model.npz"
+    loaded = CoupledCP.load(path0)
+    np.testing.assert_array_equal(loaded.A_, np.concatenate([cp0.A_, cp1.A_]))
+    assert loaded.n_samples_ == cp0.n_samples_ == len(loaded.A_)
+    with pytest.raises(ValueError, match=r"holds rows 51 to 100 of 101 samples \(fitted under "
+                       r"a process group\); save it on every process"):
+        cp1.save(tmp_path / "shard")  # outside the group

@@ -854,9 +854,24 @@ class CoupledCP(Params):
 
         ``.npz`` is appended to ``path`` unless it ends with it; returns the path written.
         A ``random_state`` given as a numpy RandomState or Generator is saved as None.
+
+        A model fitted under a process group holds its process's rows of ``A_``: call
+        ``save`` on every process of the group; the rows are gathered and process 0 writes
+        the whole model (the others write nothing and return the same path).
         """
         self._check_fitted()
-        return _io.write(path, self.get_params(), {a: getattr(self, a) for a in _io.FITTED})
+        fitted = {a: getattr(self, a) for a in _io.FITTED}
+        if len(self.A_) != self.n_samples_:  # this process's rows of a fit under a group
+            if not distributed.is_active():
+                raise ValueError(
+                    f"this CoupledCP holds rows {self.row_offset_} to "
+                    f"{self.row_offset_ + len(self.A_) - 1} of {self.n_samples_} samples (fitted "
+                    "under a process group); save it on every process of that group, which "
+                    "gathers A, or gather A yourself (peekwidgets.distributed.gather_rows)")
+            fitted["A_"] = distributed.gather_rows(self.A_)
+            if distributed.rank() != 0:
+                return _io.npz_path(path)
+        return _io.write(path, self.get_params(), fitted)
 
     @classmethod
     def load(cls, path) -> CoupledCP:
