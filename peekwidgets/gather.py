@@ -174,8 +174,8 @@ def gather_shown(blocks: Blocks, estimator, *, everywhere: bool = False,
     labels = np.concatenate([p["labels"] for p in parts]) if has_labels else None
     gathered = copy.copy(estimator)
     gathered.A_ = np.concatenate([p["A"] for p in parts])
-    if hasattr(estimator, "row_offset_"):
-        gathered.row_offset_ = 0  # its rows start at the first sample
+    if hasattr(estimator, "row_offset_"):  # its rows are all it holds, as a loaded model's
+        gathered.row_offset_, gathered.n_samples_ = 0, len(gathered.A_)
     if hasattr(estimator, "block_shapes_"):
         gathered.block_shapes_ = {name: (m, *shape[1:])
                                   for name, shape in estimator.block_shapes_.items()}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
+import warnings
 
 import numpy as np
 import pytest
@@ -106,12 +109,14 @@ def _analyses(folder):
     every = Analysis(tiny_model(), TensorDataset(x, y), gather=True, **kwargs)
     out = {"n_samples": only0.n_samples, "view": only0.view is not None,
            "A": every.view.A, "labels": every.labels}
+    from peekwidgets.widgets import Peek
+
     for name, call in (("save", lambda: only0.save(f"{folder}/factors.npz")),
-                       ("fold_in", lambda: every.fold_in(x[:3]))):
+                       ("fold_in", lambda: every.fold_in(x[:3])), ("peek", lambda: Peek(every))):
         try:
             call()
             out[name] = None
-        except ValueError as error:
+        except (ValueError, RuntimeError) as error:
             out[name] = str(error)
     return out
 
@@ -125,6 +130,8 @@ def test_analysis_under_a_group_gathers_where_asked(tmp_path):
     assert ranks[0]["save"] is None and (tmp_path / "factors.npz").is_file()
     assert "rank 1" in ranks[1]["save"] and "gather=True" in ranks[1]["save"]
     assert all("fold_in runs on one process" in r["fold_in"] for r in ranks)
+    assert all("Peek is a dashboard of one process" in r["peek"] and
+               "Peek(Analysis.load(folder))" in r["peek"] for r in ranks)
 
 
 def _dumped(folder):
@@ -176,3 +183,21 @@ def test_a_model_fitted_under_a_group_is_saved_whole_by_process_0(tmp_path):
     with pytest.raises(ValueError, match=r"holds rows 51 to 100 of 101 samples \(fitted under "
                        r"a process group\); save it on every process"):
         cp1.save(tmp_path / "shard")  # outside the group
+
+
+def _said():
+    """What one process prints and warns while it captures and fits (not converging)."""
+    err = io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(err):
+        warnings.simplefilter("always")
+        x, y = tiny_inputs()
+        blocks = capture(tiny_model(), TensorDataset(x, y), ["relu", "fc"], max_positions=16,
+                         batch_size=16, progress=True)
+        CoupledCP(RANK, max_iter=2, random_state=0).fit(blocks)
+    return [w.category.__name__ for w in caught], err.getvalue()
+
+
+def test_a_group_says_what_it_says_once():
+    (warned0, printed0), (warned1, printed1) = run_group(_said)
+    assert "ConvergenceWarning" in warned0 and "ConvergenceWarning" not in warned1
+    assert "capture" in printed0 and "capture" not in printed1  # one progress bar

@@ -179,7 +179,7 @@ def capture(
         agree on the layout (the same blocks, pooled alike); labels and thumbnails are this
         shard's. Without a group it changes nothing.
     progress : bool
-        Show a tqdm progress bar over batches.
+        Show a tqdm progress bar over batches (under a process group, on process 0 only).
 
     Returns
     -------
@@ -471,7 +471,8 @@ def _stream(net, batches, source, targets, device, dtype, include_input, progres
     layers = targets[1:] if include_input else targets
     start = 0
     labels = []
-    bar = tqdm(total=source.n_batches, desc="capture", unit="batch") if progress else None
+    one_bar = progress and distributed.rank() == 0  # one bar a process group
+    bar = tqdm(total=source.n_batches, desc="capture", unit="batch") if one_bar else None
     with contextlib.nullcontext() if bar is None else bar:
         for i, (raw, label) in enumerate(batches):
             lead = leading(raw)

@@ -129,7 +129,7 @@ def _negative_shares(blocks: Blocks, norms) -> dict:
     squares = distributed.all_reduce(np.array([b.negative_squares() for b in blocks]))
     shares = {b.name: float(sq / norm ** 2) for b, sq, norm in zip(blocks, squares, norms)}
     signed = {name: share for name, share in shares.items() if share > NEGATIVE_SHARE}
-    if signed:
+    if signed and distributed.rank() == 0:  # the same on every process: said once a group
         listed = ", ".join(f"{share:.0%} of {name!r}" for name, share in signed.items())
         warnings.warn(
             f"nonnegative fit of signed blocks: negative values hold {listed} (of the squared "
@@ -186,7 +186,8 @@ class CoupledCP(Params):
         Starts; the one with the lowest loss is kept.
     max_iter : int
         Maximum sweeps per start; a fit that stops there unconverged (and was not interrupted)
-        warns with ``sklearn.exceptions.ConvergenceWarning``.
+        warns with ``sklearn.exceptions.ConvergenceWarning`` (under a process group, on
+        process 0 only, as the warning of signed blocks in a nonnegative fit).
     tol : float
         Stop when the relative decrease of the loss between sweeps is below ``tol``; a
         negative ``tol`` runs ``max_iter`` sweeps (without a ``ConvergenceWarning``).
@@ -436,7 +437,8 @@ class CoupledCP(Params):
                 f"fit interrupted after {best['n_iter']} sweeps; keeping the best factors so "
                 "far (interrupted_=True)", RuntimeWarning, stacklevel=3,
             )
-        elif not best["converged"] and self.tol >= 0:  # a negative tol asks for max_iter
+        elif not best["converged"] and self.tol >= 0 and distributed.rank() == 0:
+            # a negative tol asks for max_iter; under a group, process 0 says it for all
             from sklearn.exceptions import ConvergenceWarning  # importing sklearn takes ~1 s
 
             losses = best["losses"]

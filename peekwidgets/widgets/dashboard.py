@@ -14,6 +14,7 @@ import ipywidgets as w
 import numpy as np
 import traitlets as T
 
+from peekwidgets import distributed
 from peekwidgets.palette import ACCENT
 from peekwidgets.session import Analysis
 from peekwidgets.viewmodel import ViewModel
@@ -153,6 +154,12 @@ class Peek(w.VBox, StateTraits):
                  renderer: InputRenderer | None = None, random_state: int = 0,
                  progress: bool = True, capture_kwargs=None, engine_kwargs=None,
                  class_names=None):
+        if distributed.is_active() and distributed.world_size() > 1:
+            raise RuntimeError(
+                f"Peek is a dashboard of one process, and this is process {distributed.rank()} "
+                f"of a group of {distributed.world_size()}; run Analysis(model, inputs, ...) "
+                "and analysis.dump(folder) on every process, then open "
+                "Peek(Analysis.load(folder)) in a notebook")
         if not isinstance(analysis, Analysis):
             analysis = Analysis(analysis, inputs, rank, layers, nonnegative,
                                 random_state=random_state, progress=progress,
