@@ -422,7 +422,7 @@ def squared_norm(x: torch.Tensor) -> float:
     return float(total)
 
 
-def check_finite(blocks) -> None:
+def check_finite(blocks, offset: int = 0, where: str = "") -> None:
     """Raise ``ValueError`` when a block holds NaN or Inf values (or is too large to square).
 
     A block whose squared norm (cached, or accumulated in float64 in one pass) is finite holds
@@ -432,6 +432,9 @@ def check_finite(blocks) -> None:
     Parameters
     ----------
     blocks : Blocks, Block, list of Block, or dict name -> array
+    offset, where : int, str
+        The index of the blocks' first row among all samples, and where these rows are (a
+        process of a group: ``" of process 1"``), for the error.
     """
     for b in as_blocks(blocks):
         if np.isfinite(b.norm()):
@@ -455,8 +458,10 @@ def check_finite(blocks) -> None:
                 f"|value| {largest:.3g}); divide the block by a constant first"
             )
         raise ValueError(
-            f"block {b.name!r} contains NaN or Inf values in {count} of {b.n_samples} samples, "
-            f"first in sample {first} ({found}); drop those samples, or replace the values "
+            f"block {b.name!r} contains NaN or Inf values in {count} of {b.n_samples} samples"
+            f"{where}, first in sample {offset + first}"
+            + (f" (sample {first}{where})" if where else "")
+            + f" ({found}); drop those samples, or replace the values "
             "(for example with torch.nan_to_num), and pass the cleaned blocks"
         )
 

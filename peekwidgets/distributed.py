@@ -184,7 +184,8 @@ def block_norms(blocks) -> list[float]:
         b.norm()  # computes and caches this process's b.sq_norm
     sq = all_reduce(np.array([b.sq_norm for b in blocks], dtype=np.float64))
     if not np.all(np.isfinite(sq)):
-        check_finite(blocks)
+        offset, _ = row_offset(blocks[0].n_samples)  # every process is here
+        check_finite(blocks, offset, f" of process {rank()}" if is_active() else "")
         bad = [b.name for b, v in zip(blocks, sq) if not np.isfinite(v)]
         raise ValueError(
             f"blocks {bad} hold NaN or Inf values (or values too large to square) in the rows "

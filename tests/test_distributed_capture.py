@@ -131,6 +131,8 @@ def _errors():
         "shuffled": lambda: DataLoader(x, batch_size=8, shuffle=True),
         "too_few": lambda: x[:1],
         "shapes": lambda: x if rank == 0 else x[:, :, :10, :10],
+        "nan": lambda: torch.where(torch.arange(101)[:, None, None, None] == 60, float("nan"),
+                                   x),  # in process 1's rows, 51 to 100
     }
     try:
         torch.manual_seed(rank)  # another model on each process
@@ -148,7 +150,8 @@ def _errors():
 
 
 def test_inputs_that_cannot_be_sharded_fail_on_every_process():
-    for errors in run_group(_errors):
+    ranks = run_group(_errors)
+    for errors in ranks:
         assert "cannot split inputs of type generator" in errors["generator"]
         assert "DistributedSampler" in errors["generator"]  # the fix
         assert "shuffles" in errors["shuffled"]
@@ -156,6 +159,9 @@ def test_inputs_that_cannot_be_sharded_fail_on_every_process():
         assert "process 1 has inputs (3, 10, 10)" in errors["shapes"]
         assert "process 0 has inputs (3, 12, 12)" in errors["shapes"]
         assert "process 1 runs a model with other weights than process 0" in errors["weights"]
+    nan = [errors["nan"] for errors in ranks]  # named by its index in the inputs
+    assert nan[0] is None and "the input has NaN or Inf values (first at sample 60 (sample 9 " \
+        "of process 1))" in nan[1]
 
 
 def test_shard_range_is_array_split():

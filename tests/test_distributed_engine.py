@@ -335,7 +335,8 @@ def test_mismatched_processes_raise_clear_errors_everywhere(two):
         "'3'})" in first["rank"]
     assert "process 0 passes other ['rank']" in second["rank"]
     assert "process 1 passes other ['max_rank']" in first["profile"]
-    assert "NaN or Inf values in 1 of 63 samples, first in sample 3" in second["nan"]
+    assert "NaN or Inf values in 1 of 63 samples of process 1, first in sample 40 (sample 3 " \
+        "of process 1)" in second["nan"]
     assert "in the rows of another process" in first["nan"]
     assert "model='nonnegative' is not available under a torch.distributed" in first["model"]
 

@@ -336,12 +336,16 @@ class Target:
     group) instead of the budget (:data:`BUDGET`). Called as a
     forward hook, it writes the module's output at the current rows. The
     input's target, when it pools an image, also keeps its thumbnails
-    (:func:`thumbnail_grid`).
+    (:func:`thumbnail_grid`). ``shard`` (under a process group: this process's rank and the
+    index of its first sample in the inputs, None when unknown) names bad samples as the
+    user knows them.
     """
 
     def __init__(self, name, shape, *, is_input, flatten, capacity, budget, folder,
-                 max_positions, meta, like=None, key=None, last=False, pool=BUDGET):
+                 max_positions, meta, like=None, key=None, last=False, pool=BUDGET,
+                 shard=None):
         self.name, self.meta, self.pool, self.key, self.last = name, meta, None, key, last
+        self.shard = shard
         if key is not None:
             meta["output_key"] = key
         self.shape = tuple(shape)  # per-sample shape of what arrives, e.g. (C, H, W)
@@ -457,12 +461,12 @@ class Target:
         if len(bad) == 0:  # float32 squares overflowed: the values are finite
             self.sq_overflow = True  # Block.norm computes the norm in float64
             return
-        sample = checked + int(bad[0])
+        sample = _sample_name(checked + int(bad[0]), self.shard)
         fix = ("clean the inputs, or leave them out of the blocks (include_input=False)"
                if self.name == "input" else
                "check the inputs and the model's weights, or leave this layer out")
         what = "the input" if self.name == "input" else f"layer {self.name!r}"
-        raise ValueError(f"{what} has NaN or Inf values (first at sample {sample}); {fix}")
+        raise ValueError(f"{what} has NaN or Inf values (first at {sample}); {fix}")
 
     def block(self, n_rows: int) -> Block:
         """The finished block of the first ``n_rows`` rows."""
@@ -478,6 +482,18 @@ class Target:
         row = (size,) if channels == 1 else (channels, size)
         return Block("thumbnails", self.thumbs.finish(n_rows, row), self.thumb_grid,
                      _stored(self.thumbs, {"thumbnail_of": self.name}))
+
+
+def _sample_name(i: int, shard) -> str:
+    """Row ``i`` of a capture as the user knows it: its index in the inputs, and under a
+    process group (``shard``: ``(rank, index of the shard's first sample or None)``) the
+    process that holds it."""
+    if shard is None:
+        return f"sample {i}"
+    rank, start = shard
+    if start is None:
+        return f"sample {i} of process {rank}'s inputs"
+    return f"sample {start + i} (sample {i} of process {rank})"
 
 
 def _sum_of_squares(y: torch.Tensor) -> torch.Tensor:

@@ -58,14 +58,17 @@ def _sampler(loader: DataLoader):
 
 
 def local_shard(inputs, sharded: bool | None = None):
-    """This process's shard of ``inputs`` (see the module docstring); ``inputs`` itself
-    without a group or with ``sharded=True``.
+    """``(shard, start)``: this process's shard of ``inputs`` (see the module docstring) and
+    the index of its first sample in ``inputs``; ``(inputs, 0)`` without a group, and
+    ``(inputs, None)`` with ``sharded=True`` (where the shard starts is not known).
 
     Nothing the user passed is modified: a tensor shard is a view, a Dataset shard a
     :class:`~torch.utils.data.Subset`, a DataLoader shard a new DataLoader.
     """
-    if not distributed.is_active() or sharded:
-        return inputs
+    if not distributed.is_active():
+        return inputs, 0
+    if sharded:
+        return inputs, None
     rank, world = distributed.rank(), distributed.world_size()
     fix = ("pass a tensor or a map-style Dataset (split in contiguous ranges by rank), a "
            "DataLoader that reads one in order (or through a DistributedSampler), or "
@@ -84,7 +87,7 @@ def local_shard(inputs, sharded: bool | None = None):
                 "a DataLoader with drop_last=True would drop other samples on each process "
                 f"than on one; pass drop_last=False, or {fix}")
         start, stop = _checked_range(len(inputs.dataset), rank, world)
-        return DataLoader(
+        shard = DataLoader(
             Subset(inputs.dataset, range(start, stop)), batch_size=inputs.batch_size,
             num_workers=inputs.num_workers, collate_fn=inputs.collate_fn,
             pin_memory=inputs.pin_memory, timeout=inputs.timeout,
@@ -92,17 +95,18 @@ def local_shard(inputs, sharded: bool | None = None):
                 inputs.multiprocessing_context), generator=inputs.generator,
             prefetch_factor=inputs.prefetch_factor,
             persistent_workers=inputs.persistent_workers)
+        return shard, start
     if isinstance(inputs, torch.Tensor):
         if inputs.ndim == 0:
-            return inputs  # capture's own check names the problem
+            return inputs, 0  # capture's own check names the problem
         start, stop = _checked_range(len(inputs), rank, world)
-        return inputs[start:stop]
+        return inputs[start:stop], start
     if isinstance(inputs, TensorDataset):
         start, stop = _checked_range(len(inputs), rank, world)
-        return TensorDataset(*(t[start:stop] for t in inputs.tensors))
+        return TensorDataset(*(t[start:stop] for t in inputs.tensors)), start
     if isinstance(inputs, Dataset) and not isinstance(inputs, IterableDataset):
         start, stop = _checked_range(len(inputs), rank, world)
-        return Subset(inputs, range(start, stop))
+        return Subset(inputs, range(start, stop)), start
     raise ValueError(
         f"under a process group of {world} processes, capture cannot split inputs of type "
         f"{type(inputs).__name__} (an iterable of unknown length) into shards; {fix}")

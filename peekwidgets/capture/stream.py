@@ -207,7 +207,8 @@ def capture(
         raise ValueError("nothing to capture: layers is empty and include_input=False")
     if explicit is not None:
         _check_names(explicit, output_keys, include_input is not False)
-    source = Source(local_shard(inputs, sharded), batch_size, input_fn, label_fn)
+    shard, first_row = local_shard(inputs, sharded)
+    source = Source(shard, batch_size, input_fn, label_fn)
     batches = iter(source)
     first = next(batches, None)
     if first is None:
@@ -249,6 +250,7 @@ def capture(
                 capacity=source.n_rows or len(lead) * (source.n_batches or 16),
                 budget=Budget(memory_budget, device), folder=Folder(),
                 max_positions=max_positions, flatten=bool(flatten),
+                shard=(distributed.rank(), first_row) if distributed.is_active() else None,
             )
             _agree(net, sample_shape, include_input, layouts)
             old = {} if like is None else {b.name: b for b in like}
