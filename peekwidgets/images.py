@@ -12,6 +12,7 @@ widget library is imported here.
 from __future__ import annotations
 
 import io
+import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -120,6 +121,12 @@ class InputImages:
             raise ValueError("pass both mean and std (the normalization of the inputs), or neither")
         if self.std is not None and np.any(self.std <= 0):
             raise ValueError(f"std must be positive, got {self.std.tolist()}")
+        channels = None if shape is None else shape[0]
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if values is not None and len(values) not in (1, channels or len(values)):
+                raise ValueError(
+                    f"{name} has {len(values)} values for inputs of {channels} channels "
+                    f"{tuple(shape)}; pass one per channel, or one for all")
         self.vmin = 0.0 if vmin is None else float(vmin)
         self.vmax = 1.0 if vmax is None else float(vmax)
         if not self.vmax > self.vmin:
@@ -146,12 +153,31 @@ class InputImages:
             shape = _block_image_shape(block)
         elif block.spatial_shape is not None and (shape is None or "pooled_from" in block.meta):
             shape = _block_image_shape(block)  # a pooled volume has no thumbnails
+        rows = block.numpy(slice(0, min(block.n_samples, 2048)))
         if kwargs.get("mean") is None and kwargs.get("vmin") is None:
-            rows = block.numpy(slice(0, min(block.n_samples, 2048)))
             kwargs["vmin"], kwargs["vmax"] = float(rows.min()), float(rows.max())
             if kwargs["vmax"] <= kwargs["vmin"]:
                 kwargs["vmax"] = kwargs["vmin"] + 1.0
-        return cls(shape, **kwargs)
+        images = cls(shape, **kwargs)
+        if images.mean is not None and images.is_image:
+            images._check_denormalized(rows)
+        return images
+
+    def _check_denormalized(self, rows: np.ndarray):
+        """Warn when ``x * std + mean`` of some inputs ``rows`` falls far outside the drawn
+        [0, 1]: a mean and std on the 0-255 scale, or of another normalization."""
+        x = rows.reshape(len(rows), len(self.mean) if len(self.mean) > 1 else 1, -1)
+        shown = x * self.std.reshape(1, -1, 1) + self.mean.reshape(1, -1, 1)
+        lo, hi = float(np.percentile(shown, 1)), float(np.percentile(shown, 99))
+        if lo < -0.5 or hi > 1.5:
+            scale = (" (they look like the 0-255 scale: divide them by 255)"
+                     if hi > 25 else "")
+            warnings.warn(
+                f"mean={self.mean.tolist()} and std={self.std.tolist()} turn the inputs into "
+                f"values from {lo:.3g} to {hi:.3g} (1st to 99th percentile), but images are "
+                f"drawn from [0, 1], so they show clipped{scale}; pass the mean and std that "
+                "normalized the inputs, on the scale of the unnormalized pixels in [0, 1]",
+                UserWarning, stacklevel=3)
 
     def params(self) -> dict:
         """The keyword parameters that draw like this one (``InputImages(shape, **params)``)."""

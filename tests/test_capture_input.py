@@ -1,5 +1,7 @@
 """The input block is pooled like the maps, by max_positions alone; views draw its thumbnails."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -130,6 +132,25 @@ def test_views_draw_thumbnails_and_patterns_at_the_pooled_grid():
     thumbs = blocks.thumbnails.data.float()
     assert images.vmin == pytest.approx(float(thumbs.min())) and images.vmax == pytest.approx(
         float(thumbs.max()))
+
+
+def test_a_normalization_on_another_scale_or_of_other_channels_is_named():
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    pixels = photos(8).clamp(0, 1)
+    normalized = (pixels - torch.tensor(mean).view(1, 3, 1, 1).float()) / torch.tensor(
+        std).view(1, 3, 1, 1).float()
+    blocks = capture(conv_net(), normalized, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        images = InputImages.for_blocks(blocks, mean=mean, std=std)  # the right one: silent
+    drawn = images.to_uint8(blocks.thumbnails.data[0].float().numpy()).astype(float)
+    thumbs = F.adaptive_avg_pool2d(pixels[:1], (70, 58))[0].permute(1, 2, 0).numpy() * 255
+    assert np.abs(drawn - thumbs).mean() < 2  # the photograph as it was
+    with pytest.warns(UserWarning, match=r"drawn from \[0, 1\], so they show clipped \(they "
+                      r"look like the 0-255 scale: divide them by 255\)"):
+        InputImages.for_blocks(blocks, mean=mean * 255, std=std * 255)
+    with pytest.raises(ValueError, match=r"mean has 2 values for inputs of 3 channels"):
+        InputImages.for_blocks(blocks, mean=mean[:2], std=std)
 
 
 def test_folded_inputs_are_drawn_from_their_thumbnails():
