@@ -163,6 +163,12 @@ def test_layer_responses_of_many_blocks_wrap_onto_rows():
         tensors)), InputImages(), 0)
     assert len(fig.axes) == 21  # the last row: "b16".."b18" and "t", with t's channels below
     assert tuple(fig.get_size_inches())[1] == pytest.approx(0.6 + 1.8 * 4)
+    sequence = Blocks([blocks["b0"], Block("tokens", torch.rand(40, 6, 30))])  # (N, T, D)
+    fig = plot_layer_response(ViewModel(sequence, CoupledCP(rank=2, random_state=0).fit(
+        sequence)), InputImages(), 0)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any(t.startswith("tokens\nfeatures (30)") for t in titles)
+    assert "positions (6)" in titles
 
 
 def test_a_loaded_analysis_is_reported_with_the_profile_it_holds(tmp_path):

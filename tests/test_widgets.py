@@ -90,6 +90,25 @@ def test_each_view_works_alone(blocks, est):
     np.testing.assert_allclose(f.shares, est.explained_variance_)  # signed, not renormalized
 
 
+def test_a_sequence_block_shows_positions_and_features_not_a_map():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(40, 2, generator=g)
+    tokens = torch.einsum("nr,tr,dr->ntd", a, torch.rand(6, 2, generator=g),
+                          torch.rand(80, 2, generator=g))  # (N, T, D), no spatial shape
+    blocks = Blocks.from_arrays({"x": a @ torch.rand(2, 5, generator=g), "tokens": tokens})
+    est = CoupledCP(2, max_iter=50, random_state=0).fit(blocks)
+    layer = LayerResponse.from_fitted(blocks, est)
+    layer.block, layer.component = "tokens", 1
+    U, V = est.factors_["tokens"]
+    assert layer.mode == "sequence"
+    np.testing.assert_allclose(layer.positions.bars.y, U[:, 1])
+    assert list(layer.positions.bars.x) == [f"t{i}" for i in range(6)]
+    strongest = np.argsort(-np.abs(V[:, 1]))[:32]  # 80 features: the strongest, sorted
+    np.testing.assert_allclose(layer.features.bars.y, V[strongest, 1])
+    assert set(layer.figures) == {"layer_positions", "layer_features"}
+    assert "(positions x features)" in layer.caption.value
+
+
 def test_brush_selection_highlights_gallery_and_sets_profile(peek, est):
     smap, gallery = peek.views["sample_map"], peek.views["gallery"]
     peek.component = 0

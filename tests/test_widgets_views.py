@@ -16,6 +16,7 @@ from widget_fakes import make_blocks, planted_fit, rgb_blocks, stand_in
 from peekwidgets.blocks import Blocks
 from peekwidgets.session import Analysis
 from peekwidgets.widgets import Peek
+from peekwidgets.widgets.component_map import short_names
 
 
 def all_figures(peek) -> list:
@@ -287,7 +288,8 @@ def test_the_gallery_draws_a_conv_components_spatial_map_over_its_inputs(peek, b
     assert gallery.top_grid.kind == "rgb"
     np.testing.assert_array_equal(gallery.top_grid.image(0),
                                   overlay_map(r.to_uint8(x)[None], V)[0])
-    assert "component 1 in <b>conv</b> (4x4, upsampled to 8x8" in gallery.overlay_caption.value
+    assert "component 1 in <b>conv</b> (4x4, upsampled to the 8x8 images drawn" in \
+        gallery.overlay_caption.value
     gallery.overlay_toggle.value = False
     assert gallery.top_grid.kind == "gray"
     np.testing.assert_array_equal(gallery.top_grid.image(0), r.to_uint8(x))
@@ -314,6 +316,9 @@ def test_rgb_patterns_are_drawn_in_colour_under_a_matching_caption():
     assert "red</span> negative" not in caption
     gray = LayerResponse.from_fitted(make_blocks(), stand_in(make_blocks()))
     assert "red</span> negative" in gray.pattern_caption.value
+    from peekwidgets.widgets import InputGallery  # no map over colour photographs by default
+
+    assert not InputGallery.from_fitted(blocks, est).overlay_toggle.value
 
 
 def test_video_inputs_and_3d_maps_are_drawn_as_filmstrips():
@@ -526,3 +531,13 @@ def test_set_ticks_sends_the_format_before_the_values_and_the_limits_last():
     assert sent == ["tick_format", "tick_values", "min", "max"]
     assert axis.tick_format == ".1f" and list(axis.tick_values) == [-0.5, 0.0, 0.5]
     assert scale.min < -0.65 and scale.max > 0.76
+
+
+def test_long_block_names_are_shortened_in_the_component_map_while_they_differ():
+    vit = ["input", "encoder.layers.encoder_layer_2", "encoder.layers.encoder_layer_11",
+           "heads.head"]
+    assert short_names(vit) == ["input", "…encoder_layer_2", "…encoder_layer_11",
+                                "heads.head"]
+    clash = ["a.very_long_branch_one.output_layer", "b.very_long_branch_two.output_layer"]
+    assert short_names(clash) == clash  # shortened, they would read alike
+    assert all(len(n) <= 21 for n in short_names(["x" * 40]))

@@ -167,7 +167,9 @@ def plot_layer_response(view, images, component: int) -> Figure:
     Input block: the component's pattern in input space as an image
     (:meth:`InputImages.pattern_uint8`, as in the dashboard). Matrix block: unit loadings
     ``B[:, r]`` as bars. Tensor block: the spatial map ``V[:, r]`` over ``(H, W)`` above the
-    channel loadings ``U[:, r]`` (a row of blocks without channels takes no such row).
+    channel loadings ``U[:, r]``; of a sequence ``(N, T, D)``, the feature loadings ``V[:, r]``
+    above the position loadings ``U[:, r]`` (a row of blocks without either takes no such
+    row).
     """
     if not 0 <= component < view.rank:
         raise ValueError(f"component must be in 0..{view.rank - 1}, got {component}")
@@ -202,11 +204,13 @@ def plot_layer_response(view, images, component: int) -> Figure:
                 _bars(top, b, f"{name}\nunits ({len(b)}) · {share}")
             else:
                 u, v = factors[0][:, component], factors[1][:, component]
+                below = fig.add_subplot(grid[row + 1, at])
                 if shape is not None:
                     _map(top, v, shape, f"{name}\nmap {'x'.join(map(str, shape))} · {share}")
-                else:
-                    _bars(top, v, f"{name}\npositions ({len(v)}) · {share}")
-                _bars(fig.add_subplot(grid[row + 1, at]), u, f"channels ({len(u)})")
+                    _bars(below, u, f"channels ({len(u)})")
+                else:  # a sequence (N, T, D): positions (tokens, steps) and features
+                    _bars(top, v, f"{name}\nfeatures ({len(v)}) · {share}")
+                    _bars(below, u, f"positions ({len(u)})")
         row += 2 if any(map(channels, chunk)) else 1
     fig.suptitle(f"Layer responses to component c{component} "
                  f"(weight {float(view.weights[component]):.3g})", fontsize=10)

@@ -106,6 +106,31 @@ def _ordinal(k: int) -> str:
     return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
 
 
+#: The widest row labels of the component map, pixels (longer block names are shortened).
+MAX_LABEL_PX = 220
+#: Block names longer than this are shortened in the component map's rows.
+SHORT_NAME = 20
+
+
+def short_names(names, limit: int = SHORT_NAME) -> list[str]:
+    """Block names as row labels: a name longer than ``limit`` keeps its last dotted parts
+    that fit, after an ellipsis (``encoder.layers.encoder_layer_11`` -> ``…encoder_layer_11``),
+    where that leaves every label different."""
+    def short(name):
+        if len(name) <= limit:
+            return name
+        parts = name.split(".")
+        kept = parts[-1]
+        for part in reversed(parts[:-1]):
+            if len(part) + 1 + len(kept) > limit:
+                break
+            kept = f"{part}.{kept}"
+        return f"…{kept[-limit:]}"
+
+    shortened = [short(n) for n in names]
+    return shortened if len(set(shortened)) == len(names) else list(names)
+
+
 class ComponentMap(View):
     """Heatmap of ``fitted.shares`` (blocks as rows, input first; components as columns).
 
@@ -183,8 +208,11 @@ class ComponentMap(View):
 
     def _refit(self):
         f = self.fitted
-        self._rows = np.array([f"{n} · fit {_pct(fit)}" for n, fit in zip(f.names,
+        self._rows = np.array([f"{n} · fit {_pct(fit)}" for n, fit in zip(short_names(f.names),
                                                                         f.block_fit)])
+        longest = max(len(row) for row in self._rows)  # room for the row labels
+        self.figure.fig_margin = {**self.figure.fig_margin,
+                                  "left": int(min(MAX_LABEL_PX, max(130, 6.4 * longest + 16)))}
         self._columns = None
         lim = max(float(np.abs(f.shares).max()), 1e-12)
         with self._color_scale.hold_sync():

@@ -30,7 +30,8 @@ class InputGallery(View):
     ``hovered``. Selected samples are outlined and shown in a row of their own, folded-in
     inputs (``fitted.folded_A``) in a further row. With a conv block selected, "map on inputs"
     draws the component's spatial map of that block over each image
-    (:func:`~peekwidgets.widgets.overlay.overlay_map`).
+    (:func:`~peekwidgets.widgets.overlay.overlay_map`): on by default for grayscale inputs,
+    off for colour photographs, whose own colours the map's blue and red would tint.
 
     Each row is one :class:`~peekwidgets.widgets.tiles.TileGrid` (``top_grid``,
     ``selection_grid``, ``new_grid``): its tiles' pixels travel in one binary buffer and are
@@ -76,8 +77,9 @@ class InputGallery(View):
         self.selection_label = w.HTML()
         self.new_label = w.HTML()
         self.caption = w.HTML()
-        self.overlay_toggle = w.Checkbox(value=True, description="map on inputs", indent=False,
-                                         layout=w.Layout(width="auto"))
+        colour = self.renderer.sample_shape is not None and self.renderer.sample_shape[0] == 3
+        self.overlay_toggle = w.Checkbox(value=not colour, description="map on inputs",
+                                         indent=False, layout=w.Layout(width="auto"))
         self.overlay_toggle.observe(guard(lambda _: self.update()), "value")
         self.overlay_caption = w.HTML()
         self.overlay_box = w.HBox([self.overlay_toggle, self.overlay_caption],
@@ -215,9 +217,10 @@ class InputGallery(View):
             return
         h, w_ = self.fitted.blocks[self.block].spatial_shape
         H, W = self.renderer.sample_shape[1:]
+        drawn = "images drawn" if self.fitted.blocks.thumbnails is None else "thumbnails"
         size = ("the input's size" if (h, w_) == (H, W) else
-                f"upsampled to {H}x{W}: positions stretched, not traced through receptive "
-                "fields")
+                f"upsampled to the {H}x{W} {drawn}: positions stretched, not traced through "
+                "receptive fields")
         self.overlay_caption.value = caption_html(
             f"spatial map of component {self.component} in <b>{self.block}</b> ({h}x{w_}, "
             f"{size}) over each input: <span style='color:#1864ab'>blue</span> positive, "

@@ -118,9 +118,11 @@ class LayerResponse(View):
     """The selected component's factors in the selected block.
 
     A matrix block shows its loadings over units as bars with the
-    ``n_labels`` strongest units labelled; a tensor block shows the channel
-    loadings and the ``H x W`` spatial map; the input block shows the
-    component's pattern in input space as an image.
+    ``n_labels`` strongest units labelled; a tensor block of a map shows the channel
+    loadings and the ``H x W`` spatial map; a sequence block ``(N, T, D)`` (a
+    transformer's tokens, a recurrent layer's steps: a tensor block without a spatial
+    shape) shows its loadings over positions and over features as bars; the input block
+    shows the component's pattern in input space as an image.
 
     Parameters
     ----------
@@ -180,10 +182,18 @@ class LayerResponse(View):
                           self.map_bar], layout=w.Layout(flex="1 1 200px", min_width="0"))
         self.tensor_box = w.HBox([channels, spatial], layout=w.Layout(flex_flow="row wrap",
                                                                       width="100%"))
+        self.positions, self.features = LoadingBars("position"), LoadingBars("feature")
+        self.sequence_box = w.HBox([
+            w.VBox([w.HTML(caption_html(caption)), bars.figure, bars.note],
+                   layout=w.Layout(flex="1 1 260px", min_width="0"))
+            for bars, caption in ((self.positions, "position loadings (U): tokens or steps"),
+                                  (self.features, "feature loadings (V)"))],
+            layout=w.Layout(flex_flow="row wrap", width="100%"))
         self.pattern_caption = w.HTML()
         self.image_box = w.HBox([self.pattern_image, self.pattern_caption],
                                 layout=w.Layout(align_items="center"))
-        self.block_pick = w.Dropdown(description="block", layout=w.Layout(width="220px"),
+        self.block_pick = w.Dropdown(description="block", layout=w.Layout(
+            width="auto", min_width="220px", max_width="100%"),
                                      tooltip="the block on show: every view follows it")
         self.block_pick.style.description_width = "40px"
         self.block_pick.observe(self.errors.guard(
@@ -192,11 +202,12 @@ class LayerResponse(View):
         self.caption.add_class("peek-layer-caption")
         self.matrix_box.add_class("peek-layer-units")
         self.tensor_box.add_class("peek-layer-tensor")
+        self.sequence_box.add_class("peek-layer-sequence")
 
     def _body(self):
         self.add_class("peek-layer-response")
         self._boxes = {"matrix": self.matrix_box, "tensor": self.tensor_box,
-                       "image": self.image_box}
+                       "sequence": self.sequence_box, "image": self.image_box}
         for box in self._boxes.values():
             _fold(box, True)
         self._shown = w.VBox([view_styles(), self.block_pick, self.caption,
@@ -258,6 +269,12 @@ class LayerResponse(View):
             values = factors[0][:, r]
             self.units.draw(values, self.unit_names(name, len(values)), self.n_labels)
             self._show("matrix")
+        elif block.spatial_shape is None:  # a sequence (N, T, D): positions and features
+            u, v = factors[0][:, r], factors[1][:, r]
+            self.positions.draw(u, [f"t{i}" for i in range(len(u))], self.n_labels)
+            self.features.draw(v, [str(i) for i in range(len(v))], self.n_labels)
+            desc += " (positions x features)"
+            self._show("sequence")
         else:
             u, v = factors[0][:, r], factors[1][:, r]
             self.channels.draw(u, [f"c{i}" for i in range(len(u))], self.n_labels)
@@ -284,4 +301,6 @@ class LayerResponse(View):
         """The figures on show (the input pattern is an image, not a figure)."""
         return {"matrix": {"layer_units": self.unit_figure},
                 "tensor": {"layer_channels": self.channel_figure, "layer_map": self.map_figure},
+                "sequence": {"layer_positions": self.positions.figure,
+                             "layer_features": self.features.figure},
                 }.get(self.mode, {})
