@@ -105,6 +105,8 @@ def test_a_sequence_block_shows_positions_and_features_not_a_map():
     assert list(layer.positions.bars.x) == [f"t{i}" for i in range(6)]
     strongest = np.argsort(-np.abs(V[:, 1]))[:32]  # 80 features: the strongest, sorted
     np.testing.assert_allclose(layer.features.bars.y, V[strongest, 1])
+    assert list(layer.features.labels.text) == [str(strongest[0])]  # sorted: the first only
+    assert len(layer.positions.labels.text) == 5  # in order: the 5 strongest
     assert set(layer.figures) == {"layer_positions", "layer_features"}
     assert "(positions x features)" in layer.caption.value
 

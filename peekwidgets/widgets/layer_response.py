@@ -33,8 +33,10 @@ def _ordinal_ticks(n_values: int, most: int = 12) -> int | None:
 class LoadingBars:
     """Signed loadings as bars (blue positive, red negative), the strongest labelled.
 
-    Narrow blocks show every unit in order; wider ones (more than :data:`MAX_BARS` units)
-    their :data:`TOP_BARS` strongest by magnitude, sorted, and ``note`` sums up the rest. The
+    Narrow blocks show every unit in order, the ``n_labels`` strongest labelled; wider ones
+    (more than :data:`MAX_BARS` units) their :data:`TOP_BARS` strongest by magnitude, sorted,
+    the first labelled (the labels of bars side by side would overlap), and ``note`` sums up
+    the rest. The
     y axis gets round ticks inside the data and room for the labels above and below the bars.
 
     Parameters
@@ -71,7 +73,8 @@ class LoadingBars:
         order = by_size[:TOP_BARS] if n > MAX_BARS else np.arange(n)
         shown = values[order]
         x = np.array([names[i] for i in order])
-        strongest = by_size[: min(n_labels, n)]
+        # sorted, the strongest bars stand side by side: one label, the axis names the rest
+        strongest = by_size[: min(n_labels if n <= MAX_BARS else 1, n)]
         lo, hi = min(float(shown.min()), 0.0), max(float(shown.max()), 0.0)
         span = (hi - lo) or 1.0
         pad = 0.05 * span  # the labels sit this far beyond their bar's end
