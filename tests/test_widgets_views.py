@@ -14,8 +14,9 @@ import pytest
 from widget_fakes import make_blocks, planted_fit, rgb_blocks, stand_in
 
 from peekwidgets.blocks import Blocks
+from peekwidgets.engine import CoupledCP
 from peekwidgets.session import Analysis
-from peekwidgets.widgets import Peek
+from peekwidgets.widgets import Peek, Traversal
 from peekwidgets.widgets.component_map import short_names
 
 
@@ -538,6 +539,14 @@ def test_long_block_names_are_shortened_in_the_component_map_while_they_differ()
            "heads.head"]
     assert short_names(vit) == ["input", "…encoder_layer_2", "…encoder_layer_11",
                                 "heads.head"]
+    g = np.random.default_rng(0)
+    a = g.random((30, 2))
+    vit6 = [vit[0], *(f"encoder.layers.encoder_layer_{i}" for i in (2, 5, 8, 11)), vit[-1]]
+    blocks = Blocks.from_arrays({n: (a @ g.random((2, 4))).astype(np.float32) for n in vit6})
+    trav = Traversal.from_fitted(blocks, CoupledCP(2, max_iter=20, random_state=0).fit(blocks))
+    assert list(trav.lines.x) == short_names(vit6) and trav.x_axis.tick_rotate < 0
+    trav._on_click(None, {"data": {"index": 4}})
+    assert trav.block == "encoder.layers.encoder_layer_11"  # the full name
     clash = ["a.very_long_branch_one.output_layer", "b.very_long_branch_two.output_layer"]
     assert short_names(clash) == clash  # shortened, they would read alike
     assert all(len(n) <= 21 for n in short_names(["x" * 40]))

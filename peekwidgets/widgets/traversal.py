@@ -9,7 +9,7 @@ import numpy as np
 from peekwidgets.palette import ACCENT, MUTED
 
 from .base import View, figure_layout
-from .component_map import TOOLTIP_STYLE, view_styles
+from .component_map import TOOLTIP_STYLE, short_names, view_styles
 from .theme import caption_html
 from .ticks import set_ticks
 
@@ -30,6 +30,10 @@ def path_summary(names, shares: np.ndarray) -> str:
     gaps = len(strong) < strong[-1] - strong[0] + 1
     return (f"peaks in <b>{names[peak]}</b> ({shares[peak]:.0%}), {span}"
             + (" (with dips between)" if gaps else ""))
+
+
+#: Block names longer than this together are slanted on the x axis.
+SLANT_CHARS = 60
 
 
 class Traversal(View):
@@ -67,10 +71,9 @@ class Traversal(View):
         self.points.on_element_click(self.errors.guard(self._on_click))
         self.y_axis = bq.Axis(scale=ys, side="left", tick_format=".0%", grid_lines="dashed",
                               label="share of the block's variance", label_offset="58px")
+        self.x_axis = bq.Axis(scale=xs, grid_lines="none", label="block (forward order)")
         self.figure = bq.Figure(
-            marks=[self.lines, self.selected_line, self.points],
-            axes=[bq.Axis(scale=xs, grid_lines="none", label="block (forward order)"),
-                  self.y_axis],
+            marks=[self.lines, self.selected_line, self.points], axes=[self.x_axis, self.y_axis],
             display_toolbar=False, fig_margin=dict(top=14, bottom=45, left=80, right=20),
             layout=figure_layout(min_width="300px", height="260px"))
         self.caption = w.HTML()
@@ -81,7 +84,10 @@ class Traversal(View):
 
     def _refit(self):
         f = self.fitted
-        names = np.array(f.names)
+        names = np.array(short_names(f.names))  # as the component map's rows
+        slant = sum(map(len, names)) > SLANT_CHARS  # side by side they would run together
+        self.x_axis.tick_rotate, self.x_axis.label = (-20, "") if slant else (
+            0, "block (forward order)")
         with self.lines.hold_sync():
             self.lines.x = names
             self.lines.y = f.shares.T
@@ -105,7 +111,7 @@ class Traversal(View):
         f = self.fitted
         r = self.component
         with self.selected_line.hold_sync():
-            self.selected_line.x = np.array(f.names)
+            self.selected_line.x = np.array(short_names(f.names))
             self.selected_line.y = f.shares[:, r]
         self.caption.value = caption_html(
             f"<b style='color:{ACCENT}'>component {r}</b> " + path_summary(f.names, f.shares[:, r]))
