@@ -109,6 +109,14 @@ def test_a_sequence_block_shows_positions_and_features_not_a_map():
     assert len(layer.positions.labels.text) == 5  # in order: the 5 strongest
     assert set(layer.figures) == {"layer_positions", "layer_features"}
     assert "(positions x features)" in layer.caption.value
+    # a map: cell borders while the cells are large, none on a 30 x 30 map (a mesh, else)
+    maps = Blocks([blocks["x"], Block("small", torch.rand(40, 3, 16), (4, 4)),
+                   Block("large", torch.rand(40, 3, 900), (30, 30))])
+    layer = LayerResponse.from_fitted(maps, CoupledCP(2, tol=-1, max_iter=5).fit(maps))
+    layer.block = "small"
+    assert layer.mode == "tensor" and layer.spatial_map.stroke == "white"
+    layer.block = "large"
+    assert layer.spatial_map.stroke is None
 
 
 def test_brush_selection_highlights_gallery_and_sets_profile(peek, est):

@@ -19,6 +19,8 @@ __all__ = ["LayerResponse", "LoadingBars"]
 
 #: Display size of the input-space pattern, pixels.
 PATTERN_SIZE = 200
+#: Spatial maps wider or taller than this are drawn without cell borders (a mesh, else).
+MESH_SIDE = 24
 #: A block with more units than this is drawn as its ``TOP_BARS`` strongest units, sorted.
 MAX_BARS = 64
 TOP_BARS = 32
@@ -285,6 +287,7 @@ class LayerResponse(View):
             hw = grid.shape
             m = float(np.abs(v).max()) or 1.0
             set_grid(self.spatial_map, np.arange(hw[0]), np.arange(hw[1]), grid)
+            self.spatial_map.stroke = "white" if max(hw) <= MESH_SIDE else None
             for axis, size in zip(self.map_axes, (hw[1], hw[0])):
                 axis.num_ticks = _ordinal_ticks(size)
             with self._map_colors.hold_sync():
