@@ -191,17 +191,25 @@ def _analyze(args) -> int:
     return record(_run_analyze)(args)
 
 
+def _refuse(args, message: str):
+    """Exit with ``message`` and the usage (status 2) for a bad option, said once: under
+    torchrun, by process 0 alone (every process reads the same options)."""
+    if os.environ.get("RANK", "0") != "0":
+        raise SystemExit(2)
+    args.parser.error(message)
+
+
 def _run_analyze(args) -> int:
     from peekwidgets import analyze
 
     if (args.mean is None) != (args.std is None):
-        args.parser.error("pass --mean and --std together (the normalization of the inputs)")
+        _refuse(args, "pass --mean and --std together (the normalization of the inputs)")
     if args.out.exists() and not args.out.is_dir():
-        args.parser.error(f"--out {args.out} is a file; pass a folder for the output")
+        _refuse(args, f"--out {args.out} is a file; pass a folder for the output")
     with analyze.process_group(args.timeout):
         try:
             summary = analyze.run(args)
-        except analyze.BadInput as error:
+        except analyze.BadInput as error:  # one process's data may be bad: each says its own
             args.parser.error(str(error))
     if summary is not None:
         _written("analysis", args.out, [*summary["files"], "analysis/ (peekwidgets.Analysis.load)"],

@@ -196,6 +196,18 @@ def test_cli_errors_exit_2(capsys, tmp_path, data_file):
         assert info.value.code == 2 and message in err, err
 
 
+def test_a_bad_option_under_torchrun_is_said_by_process_0_alone(capsys, tmp_path, data_file,
+                                                                 monkeypatch):
+    argv = ["analyze", "--out", str(tmp_path / "out"), "--model", "m:f", "--data",
+            str(data_file), "--mean", "0.5"]
+    for rank, said in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank)
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and ("--mean and --std" in err) == said, err
+
+
 def test_images_the_model_cannot_take_name_the_size(capsys, tmp_path, monkeypatch):
     _images(tmp_path / "sizes" / "a", 2, size=(12, 12))
     _images(tmp_path / "sizes" / "b", 2, size=(16, 20))
