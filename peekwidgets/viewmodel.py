@@ -17,7 +17,7 @@ from peekwidgets.engine.coupled import NEGATIVE_SHARE
 from peekwidgets.engine.diagnostics import DEGENERACY_THRESHOLD, _congruences
 
 __all__ = ["DUPLICATE_CONGRUENCE", "LOADS_ON_Z", "MEAN_LIKE_COSINE", "FitHealth", "ViewModel",
-           "checkpoint_criteria", "class_name", "prediction_block"]
+           "checkpoint_criteria", "class_name", "crowded", "prediction_block"]
 
 _REQUIRED = ("weights_", "A_", "factors_", "block_names_", "block_kinds_", "explained_variance_")
 
@@ -136,6 +136,12 @@ def class_name(value, class_names=None) -> str:
             and 0 <= value < len(class_names):
         return str(class_names[int(value)])
     return str(value)
+
+
+def crowded(names, chars: int = 40) -> bool:
+    """Whether axis labels ``names`` side by side would run together (more than ``chars``
+    characters in all): the figures then slant them."""
+    return sum(map(len, names)) > chars
 
 
 def checkpoint_criteria(comparison) -> list[tuple[str, str, np.ndarray, np.ndarray]]:

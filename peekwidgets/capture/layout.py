@@ -390,14 +390,14 @@ class Target:
                                 dtype=torch.float16)
         self.squares = []  # per-batch sums of squares (tensors, read at the next check: no sync)
         self.sq, self.checked, self.sq_overflow = 0.0, 0, False
-        self.start = self.rows = self.calls = 0
+        self.start = self.batch_rows = self.calls = 0
 
     def begin(self, start: int, n: int):
         """Make room for a batch of ``n`` rows at ``start`` (keeping the rows before it)."""
         for store in (self.store, self.thumbs):
             if store is not None:
                 store.reserve(start + n, start)
-        self.start, self.rows, self.calls = start, n, 0
+        self.start, self.batch_rows, self.calls = start, n, 0
 
     def discard(self):
         """Drop what was stored (after an error)."""
@@ -413,12 +413,12 @@ class Target:
                 f"shape {tuple(y.shape[1:])}, the first batch had {self.shape}; "
                 + ("that batch is one sample, and the model squeezes its batch dimension away "
                    "(a .squeeze() in its forward pass): choose a batch size that leaves no "
-                   "batch of one, or a DataLoader with drop_last=True" if self.rows == 1 else
+                   "batch of one, or a DataLoader with drop_last=True" if self.batch_rows == 1 else
                    "every sample must have the same shape (resize or pad the inputs)"))
-        if len(y) != self.rows:
+        if len(y) != self.batch_rows:
             raise ValueError(
                 f"block {self.name!r}: the batch starting at sample {self.start} has "
-                f"{self.rows} samples, but the output has {len(y)} rows; capture only layers "
+                f"{self.batch_rows} samples, but the output has {len(y)} rows; capture only layers "
                 "whose output has one row per sample")
         if y.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             y = _as_float32(y, self.name)  # integers and float64 as stored

@@ -17,7 +17,7 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from peekwidgets.images import map_2d
 from peekwidgets.palette import CHECKPOINT_VIRIDIS, CRITERION_COLORS, DIVERGING_HEX, INK, NEGATIVE
-from peekwidgets.viewmodel import checkpoint_criteria
+from peekwidgets.viewmodel import checkpoint_criteria, crowded
 
 __all__ = [
     "plot_checkpoint_criteria",
@@ -258,7 +258,7 @@ def plot_checkpoint_criteria(comparison) -> Figure:
     by checkpoint, each scaled to its range over the checkpoints (the legend gives the range),
     and accuracy (dashed, its own axis) when labels were given: the dashboard's figure."""
     names = list(comparison.names)
-    slant = sum(map(len, names)) > 40  # names side by side would run together
+    slant = crowded(names)
     fig = Figure(figsize=(7.5, 4.8), dpi=_DPI, layout="constrained")
     ax = fig.add_subplot()
     x = np.arange(len(names))

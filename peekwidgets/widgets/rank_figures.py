@@ -20,7 +20,7 @@ from matplotlib.colors import to_hex
 
 from peekwidgets.analysis import CRITERIA
 from peekwidgets.palette import CHECKPOINT_VIRIDIS, CRITERION_COLORS, INK
-from peekwidgets.viewmodel import checkpoint_criteria
+from peekwidgets.viewmodel import checkpoint_criteria, crowded
 
 from .component_map import TOOLTIP_STYLE
 from .theme import FONT, MUTED_TEXT
@@ -152,7 +152,7 @@ def checkpoint_scores_figure(comparison) -> bq.Figure:
                               CRITERION_COLORS["accuracy"], x_sc, a_sc, "accuracy",
                               marker="square"))
         axes.append(bq.Axis(scale=a_sc, side="right", label="accuracy"))
-    slant = sum(map(len, names)) > 40  # names side by side would run together
+    slant = crowded(names)
     longest = min(max(map(len, names)), 24)
     axes.insert(0, bq.Axis(scale=x_sc, label="" if slant else "checkpoint",
                            tick_rotate=-30 if slant else 0))

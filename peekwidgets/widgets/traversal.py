@@ -7,6 +7,7 @@ import ipywidgets as w
 import numpy as np
 
 from peekwidgets.palette import ACCENT, MUTED
+from peekwidgets.viewmodel import crowded
 
 from .base import View, figure_layout
 from .component_map import TOOLTIP_STYLE, short_names, view_styles
@@ -32,7 +33,7 @@ def path_summary(names, shares: np.ndarray) -> str:
             + (" (with dips between)" if gaps else ""))
 
 
-#: Block names longer than this together are slanted on the x axis.
+#: Block names longer than this together are slanted on the x axis (:func:`crowded`).
 SLANT_CHARS = 60
 
 
@@ -85,7 +86,7 @@ class Traversal(View):
     def _refit(self):
         f = self.fitted
         names = np.array(short_names(f.names))  # as the component map's rows
-        slant = sum(map(len, names)) > SLANT_CHARS  # side by side they would run together
+        slant = crowded(names, SLANT_CHARS)
         self.x_axis.tick_rotate, self.x_axis.label = (-20, "") if slant else (
             0, "block (forward order)")
         with self.lines.hold_sync():
