@@ -198,7 +198,7 @@ class LayerResponse(View):
         self.image_box = w.HBox([self.pattern_image, self.pattern_caption],
                                 layout=w.Layout(align_items="center"))
         self.block_pick = w.Dropdown(description="block", layout=w.Layout(
-            width="auto", min_width="220px", max_width="100%"),
+            width="auto", min_width="220px", max_width="min(100%, 420px)"),
                                      tooltip="the block on show: every view follows it")
         self.block_pick.style.description_width = "40px"
         self.block_pick.observe(self.errors.guard(
